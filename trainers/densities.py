@@ -1,0 +1,391 @@
+"""2D Gaussian-mixture densities: the one density type everything else uses.
+
+`p(x) = Σ_k w_k N(x; μ_k, Σ_k)` with exact log-density, score and sampling. Adding Gaussian
+noise keeps it a mixture, so the "true" score of any noised density is exact and cheap:
+
+- `noised(σ)`        p_σ = p * N(0, σ²I): covariances Σ_k + σ²I (NCSN / DSM target, SPEC §2, §4)
+- `ddpm_marginal(ᾱ)` q(x_t) for x_t = √ᾱ x_0 + √(1−ᾱ) ε: means √ᾱ μ_k, covariances ᾱΣ_k + (1−ᾱ)I (SPEC §5)
+
+Parameters are stored as float64 tensors; `log_prob`/`score` compute in the dtype of `x`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .atomic import atomic_write_text
+
+MAX_COMPONENTS = 5000
+_LOG_2PI = math.log(2 * math.pi)
+# Work on at most this many (particle, component) pairs at once, to bound memory.
+_CHUNK_PAIRS = 1 << 21
+
+
+class DensityError(ValueError):
+    """An invalid density (bad JSON, bad parameters); the message names the offending part."""
+
+
+def _validate(weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> None:
+    k = len(weights)
+    if k == 0:
+        raise DensityError("the mixture is empty: it needs at least one component")
+    if k > MAX_COMPONENTS:
+        raise DensityError(f"the mixture has {k} components; at most {MAX_COMPONENTS} are allowed")
+    if weights.shape != (k,) or means.shape != (k, 2) or covs.shape != (k, 2, 2):
+        raise DensityError(
+            f"shapes do not fit a 2D mixture: weights {weights.shape}, means {means.shape}, "
+            f"covs {covs.shape}; expected ({k},), ({k}, 2), ({k}, 2, 2)")
+    for i in range(k):
+        if not (np.isfinite(weights[i]) and np.all(np.isfinite(means[i])) and np.all(np.isfinite(covs[i]))):
+            raise DensityError(f"component {i}: contains NaN or infinity")
+        if weights[i] < 0:
+            raise DensityError(f"component {i}: weight {weights[i]:g} is negative")
+        c = covs[i]
+        if abs(c[0, 1] - c[1, 0]) > 1e-9 * max(1.0, abs(c).max()):
+            raise DensityError(f"component {i}: covariance {c.tolist()} is not symmetric")
+        det = c[0, 0] * c[1, 1] - c[0, 1] * c[1, 0]
+        if not (c[0, 0] > 0 and det > 0):
+            raise DensityError(f"component {i}: covariance {c.tolist()} is not positive definite")
+    if weights.sum() <= 0:
+        raise DensityError("all component weights are zero")
+
+
+class GaussianMixture:
+    """A 2D Gaussian mixture. Weights are normalised on construction; bounds = (xmin, xmax, ymin, ymax)."""
+
+    def __init__(self, weights, means, covs, name: str = "", bounds: Sequence[float] | None = None):
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        m = np.asarray(means, dtype=np.float64)
+        c = np.asarray(covs, dtype=np.float64)
+        _validate(w, m, c)
+        self.weights = torch.from_numpy(w / w.sum())
+        self.means = torch.from_numpy(m.copy())
+        self.covs = torch.from_numpy(c.copy())
+        self.name = name
+        if bounds is not None:
+            b = [float(v) for v in bounds]
+            if len(b) != 4 or not all(map(math.isfinite, b)) or b[0] >= b[1] or b[2] >= b[3]:
+                raise DensityError(f"bounds {list(bounds)} must be [xmin, xmax, ymin, ymax] with min < max")
+            bounds = tuple(b)
+        self.bounds = bounds
+        det = self.covs[:, 0, 0] * self.covs[:, 1, 1] - self.covs[:, 0, 1] ** 2
+        prec = torch.stack([torch.stack([self.covs[:, 1, 1], -self.covs[:, 0, 1]], -1),
+                            torch.stack([-self.covs[:, 1, 0], self.covs[:, 0, 0]], -1)], -2) / det[:, None, None]
+        self._precisions = prec
+        self._log_norm = torch.log(self.weights) - 0.5 * torch.log(det) - _LOG_2PI
+        self._cache: dict = {}
+
+    # ----------------------------------------------------------------- evaluation
+    @property
+    def n_components(self) -> int:
+        return len(self.weights)
+
+    def _params(self, x: torch.Tensor):
+        key = (x.dtype, x.device)
+        if key not in self._cache:
+            self._cache[key] = tuple(t.to(dtype=x.dtype, device=x.device)
+                                     for t in (self.means, self._precisions, self._log_norm))
+        return self._cache[key]
+
+    def _chunks(self, x: torch.Tensor):
+        rows = max(1, _CHUNK_PAIRS // self.n_components)
+        return x.split(rows) if len(x) > rows else (x,)
+
+    def _log_components(self, x: torch.Tensor):
+        means, prec, log_norm = self._params(x)
+        diff = x[:, None, :] - means[None]                       # (N, K, 2)
+        pdiff = torch.einsum("kij,nkj->nki", prec, diff)          # Σ_k⁻¹ (x − μ_k)
+        maha = (diff * pdiff).sum(-1)
+        return log_norm[None] - 0.5 * maha, pdiff
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) for x of shape (N, 2)."""
+        x = torch.as_tensor(x)
+        return torch.cat([torch.logsumexp(self._log_components(c)[0], dim=1) for c in self._chunks(x)])
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """∇ₓ log p(x) = −Σ_k r_k(x) Σ_k⁻¹ (x − μ_k), r the posterior responsibilities."""
+        x = torch.as_tensor(x)
+        out = []
+        for c in self._chunks(x):
+            logc, pdiff = self._log_components(c)
+            r = torch.softmax(logc, dim=1)
+            out.append(-(r[..., None] * pdiff).sum(1))
+        return torch.cat(out)
+
+    def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior component probabilities r_k(x), shape (N, K)."""
+        x = torch.as_tensor(x)
+        return torch.cat([torch.softmax(self._log_components(c)[0], dim=1) for c in self._chunks(x)])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n float32 samples, drawn with `generator` (reproducible for a fixed seed)."""
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        chol = torch.linalg.cholesky(self.covs)
+        z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        x = self.means[idx] + torch.einsum("nij,nj->ni", chol[idx], z)
+        return x.float()
+
+    # ----------------------------------------------------------------- transforms
+    def _with(self, means, covs) -> "GaussianMixture":
+        return GaussianMixture(self.weights.numpy(), means.numpy(), covs.numpy(), self.name, self.bounds)
+
+    def noised(self, sigma: float) -> "GaussianMixture":
+        """p_σ = p * N(0, σ²I)."""
+        eye = torch.eye(2, dtype=torch.float64)
+        return self._with(self.means, self.covs + float(sigma) ** 2 * eye)
+
+    def ddpm_marginal(self, alpha_bar: float) -> "GaussianMixture":
+        """q(x_t) when x_t = √ᾱ x_0 + √(1−ᾱ) ε and x_0 ~ p."""
+        ab = float(alpha_bar)
+        eye = torch.eye(2, dtype=torch.float64)
+        return self._with(math.sqrt(ab) * self.means, ab * self.covs + (1 - ab) * eye)
+
+    def plot_bounds(self, margin: float = 0.15) -> tuple[float, float, float, float]:
+        """A square view box: the stored bounds, or the components' 3-σ extent plus a margin."""
+        if self.bounds is not None:
+            return self.bounds
+        sd = torch.sqrt(torch.diagonal(self.covs, dim1=1, dim2=2))
+        lo = (self.means - 3 * sd).min(0).values
+        hi = (self.means + 3 * sd).max(0).values
+        centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * (1 + margin)
+        return (float(centre[0]) - half, float(centre[0]) + half, float(centre[1]) - half, float(centre[1]) + half)
+
+    # ----------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        d = {"kind": "gmm", "components": [
+            {"weight": float(w), "mean": m.tolist(), "cov": c.tolist()}
+            for w, m, c in zip(self.weights.numpy(), self.means.numpy(), self.covs.numpy())]}
+        if self.name:
+            d["name"] = self.name
+        if self.bounds is not None:
+            d["bounds"] = list(self.bounds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d) -> "GaussianMixture":
+        if not isinstance(d, dict):
+            raise DensityError("a density must be a JSON object with \"kind\" and \"components\"")
+        if d.get("kind") != "gmm":
+            raise DensityError(f"unknown density kind {d.get('kind')!r}; expected \"gmm\"")
+        comps = d.get("components")
+        if not isinstance(comps, list):
+            raise DensityError("\"components\" must be a list of {weight, mean, cov} objects")
+        if len(comps) > MAX_COMPONENTS:
+            raise DensityError(f"the mixture has {len(comps)} components; at most {MAX_COMPONENTS} are allowed")
+        w, m, c = [], [], []
+        for i, comp in enumerate(comps):
+            try:
+                wi = float(comp["weight"])
+                mi = np.asarray(comp["mean"], dtype=np.float64)
+                ci = np.asarray(comp["cov"], dtype=np.float64)
+            except (KeyError, TypeError, ValueError) as e:
+                raise DensityError(f"component {i}: needs numeric \"weight\", \"mean\" and \"cov\" ({e})") from None
+            if mi.shape != (2,) or ci.shape != (2, 2):
+                raise DensityError(f"component {i}: mean must be [x, y] and cov [[a, b], [b, c]]; "
+                                   f"got shapes {mi.shape} and {ci.shape}")
+            w.append(wi), m.append(mi), c.append(ci)
+        return cls(np.array(w), np.array(m).reshape(-1, 2), np.array(c).reshape(-1, 2, 2),
+                   name=str(d.get("name", "")), bounds=d.get("bounds"))
+
+    def save(self, path) -> Path:
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path) -> "GaussianMixture":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DensityError(f"no density file at {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DensityError(f"{path} is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(name={self.name!r}, n_components={self.n_components})"
+
+
+# ============================================================================ constructors
+def _iso(n: int, var: float) -> np.ndarray:
+    return np.tile(np.eye(2) * var, (n, 1, 1))
+
+
+def _along_curve(points: np.ndarray, std: float, name: str, bounds, weights=None) -> GaussianMixture:
+    w = np.ones(len(points)) if weights is None else weights
+    return GaussianMixture(w, points, _iso(len(points), std**2), name=name, bounds=bounds)
+
+
+def _preset_two_gaussians():
+    return GaussianMixture([0.8, 0.2], [[-3.0, 0.0], [3.0, 0.0]], _iso(2, 0.5**2),
+                           "two_gaussians", (-6, 6, -6, 6))
+
+
+def _preset_eight_gaussians():
+    a = np.arange(8) * 2 * np.pi / 8
+    return _along_curve(4 * np.stack([np.cos(a), np.sin(a)], 1), 0.4, "eight_gaussians", (-6, 6, -6, 6))
+
+
+def _preset_rings():
+    pts, w = [], []
+    for r, n in ((1.5, 24), (3.5, 56)):
+        a = np.arange(n) * 2 * np.pi / n
+        pts.append(r * np.stack([np.cos(a), np.sin(a)], 1))
+        w.append(np.full(n, r / n))      # equal mass per unit length, both rings
+    return _along_curve(np.concatenate(pts), 0.2, "rings", (-5, 5, -5, 5), np.concatenate(w))
+
+
+def _preset_two_moons():
+    a = np.linspace(0, np.pi, 24)
+    upper = np.stack([np.cos(a), np.sin(a)], 1)
+    lower = np.stack([1 - np.cos(a), 0.5 - np.sin(a)], 1)
+    pts = 2.0 * (np.concatenate([upper, lower]) - [0.5, 0.25])
+    return _along_curve(pts, 0.18, "two_moons", (-4, 4, -4, 4))
+
+
+def _preset_spiral():
+    t = np.linspace(0.5, 3.0 * np.pi, 60)
+    pts = 0.4 * np.stack([t * np.cos(t), t * np.sin(t)], 1)
+    return _along_curve(pts, 0.2, "spiral", (-5, 5, -5, 5))
+
+
+def _preset_checkerboard():
+    pts = []
+    side = 2.0
+    for i in range(4):
+        for j in range(4):
+            if (i + j) % 2 == 0:
+                x0, y0 = -4 + i * side, -4 + j * side
+                for u in (0.25, 0.75):
+                    for v in (0.25, 0.75):
+                        pts.append([x0 + u * side, y0 + v * side])
+    return _along_curve(np.array(pts), 0.3, "checkerboard", (-5, 5, -5, 5))
+
+
+def _preset_swiss_roll():
+    t = np.linspace(1.5 * np.pi, 4.5 * np.pi, 70)
+    pts = np.stack([t * np.cos(t), t * np.sin(t)], 1) / 3.0
+    # equal mass per unit arc length: weight ∝ local speed |d(pts)/dt| ∝ sqrt(1 + t²)
+    return _along_curve(pts, 0.2, "swiss_roll", (-6, 6, -6, 6), np.sqrt(1 + t**2))
+
+
+_PRESETS = {
+    "two_gaussians": _preset_two_gaussians,
+    "eight_gaussians": _preset_eight_gaussians,
+    "rings": _preset_rings,
+    "two_moons": _preset_two_moons,
+    "spiral": _preset_spiral,
+    "checkerboard": _preset_checkerboard,
+    "swiss_roll": _preset_swiss_roll,
+}
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+DEFAULT_DENSITY = "eight_gaussians"
+
+
+def preset(name: str) -> GaussianMixture:
+    try:
+        return _PRESETS[name]()
+    except KeyError:
+        raise DensityError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}") from None
+
+
+def load_density(spec: str) -> GaussianMixture:
+    """A preset name, or the path of a density JSON file."""
+    if spec in _PRESETS:
+        return preset(spec)
+    if spec.endswith(".json") or Path(spec).exists():
+        return GaussianMixture.load(spec)
+    raise DensityError(f"{spec!r} is neither a preset ({', '.join(PRESET_NAMES)}) nor a density JSON file")
+
+
+@dataclass(frozen=True)
+class Stroke:
+    """A brush stroke in data coordinates. `width` is the brush diameter; erase strokes remove components."""
+    points: np.ndarray
+    width: float
+    strength: float = 1.0
+    erase: bool = False
+
+
+def _resample_polyline(points: np.ndarray, spacing: float) -> np.ndarray:
+    if len(points) == 1:
+        return points
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] < 1e-12:
+        return points[:1]
+    n = max(1, int(math.ceil(s[-1] / spacing))) + 1
+    u = np.linspace(0, s[-1], n)
+    return np.stack([np.interp(u, s, points[:, 0]), np.interp(u, s, points[:, 1])], 1)
+
+
+def from_strokes(strokes: Iterable[Stroke], name: str = "drawn", bounds=None,
+                 max_components: int = MAX_COMPONENTS) -> GaussianMixture:
+    """Each painting stroke becomes isotropic components of std width/4, spaced width/4 along its
+    path, each of weight `strength`; an erase stroke removes components closer than width/2 to it."""
+    means = np.zeros((0, 2))
+    weights = np.zeros(0)
+    stds = np.zeros(0)
+    for st in strokes:
+        pts = np.asarray(st.points, dtype=np.float64).reshape(-1, 2)
+        if len(pts) == 0 or not np.all(np.isfinite(pts)) or not st.width > 0:
+            raise DensityError("a stroke needs at least one finite point and a positive width")
+        path = _resample_polyline(pts, st.width / 4)
+        if st.erase:
+            if len(means):
+                d = np.linalg.norm(means[:, None, :] - path[None], axis=2).min(1)
+                keep = d > st.width / 2
+                means, weights, stds = means[keep], weights[keep], stds[keep]
+            continue
+        means = np.concatenate([means, path])
+        weights = np.concatenate([weights, np.full(len(path), float(st.strength))])
+        stds = np.concatenate([stds, np.full(len(path), st.width / 4)])
+    if len(means) == 0:
+        raise DensityError("nothing is drawn: paint at least one stroke")
+    if len(means) > max_components:
+        keep = np.linspace(0, len(means) - 1, max_components).round().astype(int)
+        scale = len(means) / max_components
+        means, weights, stds = means[keep], weights[keep] * scale, stds[keep]
+    covs = stds[:, None, None] ** 2 * np.eye(2)[None]
+    return GaussianMixture(weights, means, covs, name=name, bounds=bounds)
+
+
+def from_points(points, bandwidth: float, name: str = "points", bounds=None,
+                max_components: int = MAX_COMPONENTS, seed: int = 0) -> GaussianMixture:
+    """Kernel density estimate: one N(x_i, h²I) component per point (a random subset if too many)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if not bandwidth > 0:
+        raise DensityError(f"bandwidth must be positive, got {bandwidth}")
+    if len(pts) > max_components:
+        pts = pts[np.random.default_rng(seed).choice(len(pts), max_components, replace=False)]
+    return GaussianMixture(np.ones(len(pts)), pts, _iso(len(pts), bandwidth**2), name=name, bounds=bounds)
+
+
+def from_image(gray, bounds=(-4.0, 4.0, -4.0, 4.0), max_components: int = 2000,
+               name: str = "image") -> GaussianMixture:
+    """Pixels become components weighted by intensity (1 = bright = mass). Row 0 is the top of the
+    image (largest y). The image is block-averaged until at most `max_components` pixels are lit."""
+    img = np.asarray(gray, dtype=np.float64)
+    if img.ndim != 2 or min(img.shape) < 1 or not np.all(np.isfinite(img)):
+        raise DensityError(f"an image density needs a finite 2D grayscale array, got shape {img.shape}")
+    img = np.clip(img, 0, None)
+    while np.count_nonzero(img > 1e-3 * max(img.max(), 1e-12)) > max_components:
+        h, w = (img.shape[0] + 1) // 2 * 2, (img.shape[1] + 1) // 2 * 2
+        pad = np.zeros((h, w))
+        pad[:img.shape[0], :img.shape[1]] = img
+        img = pad.reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+    if img.max() <= 0:
+        raise DensityError("the image is black everywhere: nothing to make a density from")
+    xmin, xmax, ymin, ymax = bounds
+    h, w = img.shape
+    dx, dy = (xmax - xmin) / w, (ymax - ymin) / h
+    rows, cols = np.nonzero(img > 1e-3 * img.max())
+    means = np.stack([xmin + (cols + 0.5) * dx, ymax - (rows + 0.5) * dy], 1)
+    covs = np.tile(np.diag([(0.5 * dx) ** 2, (0.5 * dy) ** 2]), (len(means), 1, 1))
+    return GaussianMixture(img[rows, cols], means, covs, name=name, bounds=bounds)
