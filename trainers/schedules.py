@@ -1,0 +1,125 @@
+"""Noise schedules: geometric σ levels (NCSN) and discrete-time DDPM β schedules.
+
+DDPM timesteps are 0-based here: index t ∈ [0, T) stands for the paper's t+1, so `alpha_bars[0]`
+is ᾱ₁ = α₁ and `alpha_bars_prev[0]` is ᾱ₀ = 1. Every per-timestep quantity is precomputed once
+in float64 and stored as float32 (Ho et al. 2020, eqs. 4, 6, 7, 11).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+
+def extract(a: torch.Tensor, t: torch.Tensor, x_shape) -> torch.Tensor:
+    """a[t] reshaped to (N, 1, ..., 1) so it broadcasts against x of any rank: (N, 2) points or (N, C, H, W)."""
+    out = a.to(t.device).gather(0, t.long())
+    return out.reshape(len(t), *([1] * (len(x_shape) - 1)))
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> torch.Tensor:
+    """σ₁ > σ₂ > … > σ_L, a geometric sequence (Song & Ermon 2019)."""
+    if not (sigma_max > sigma_min > 0) or n_levels < 1:
+        raise ValueError(f"need sigma_max > sigma_min > 0 and n_levels ≥ 1, got {sigma_max}, {sigma_min}, {n_levels}")
+    if n_levels == 1:
+        return torch.tensor([float(sigma_max)])
+    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n_levels))
+
+
+def _linear_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def _cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal 2021, eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2)."""
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+@dataclass
+class DDPMSchedule:
+    betas: torch.Tensor
+    alphas: torch.Tensor
+    alpha_bars: torch.Tensor
+    alpha_bars_prev: torch.Tensor
+    sqrt_alpha_bars: torch.Tensor
+    sqrt_one_minus_alpha_bars: torch.Tensor
+    posterior_variance: torch.Tensor       # β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t
+    posterior_mean_coef_x0: torch.Tensor   # √ᾱ_{t−1} β_t / (1−ᾱ_t)
+    posterior_mean_coef_xt: torch.Tensor   # √α_t (1−ᾱ_{t−1}) / (1−ᾱ_t)
+    kind: str = "linear"
+
+    @classmethod
+    def from_betas(cls, betas: torch.Tensor, kind: str = "custom") -> "DDPMSchedule":
+        b = betas.double()
+        if b.ndim != 1 or len(b) < 1 or not torch.all((b > 0) & (b < 1)):
+            raise ValueError("betas must be a 1-D sequence in (0, 1)")
+        a = 1 - b
+        ab = torch.cumprod(a, 0)
+        ab_prev = torch.cat([torch.ones(1, dtype=b.dtype), ab[:-1]])
+        f = lambda v: v.float()  # noqa: E731
+        return cls(
+            betas=f(b), alphas=f(a), alpha_bars=f(ab), alpha_bars_prev=f(ab_prev),
+            sqrt_alpha_bars=f(ab.sqrt()), sqrt_one_minus_alpha_bars=f((1 - ab).sqrt()),
+            posterior_variance=f((1 - ab_prev) / (1 - ab) * b),
+            posterior_mean_coef_x0=f(ab_prev.sqrt() * b / (1 - ab)),
+            posterior_mean_coef_xt=f(a.sqrt() * (1 - ab_prev) / (1 - ab)),
+            kind=kind)
+
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "DDPMSchedule":
+        """Ho et al.'s schedule; for small T the endpoints are rescaled by 1000/T so ᾱ_T stays ≈ 0."""
+        scale = 1000 / T
+        return cls.from_betas(_linear_betas(T, beta_start * scale, min(beta_end * scale, 0.999)), "linear")
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008) -> "DDPMSchedule":
+        return cls.from_betas(_cosine_betas(T, s), "cosine")
+
+    @classmethod
+    def from_name(cls, kind: str, T: int = 1000) -> "DDPMSchedule":
+        makers = {"linear": cls.linear, "cosine": cls.cosine}
+        if kind not in makers:
+            raise ValueError(f"unknown β schedule {kind!r}; choose one of {', '.join(makers)}")
+        return makers[kind](T)
+
+    @property
+    def T(self) -> int:
+        return len(self.betas)
+
+    def to(self, device) -> "DDPMSchedule":
+        return DDPMSchedule(**{f.name: (getattr(self, f.name).to(device) if f.name != "kind" else self.kind)
+                               for f in fields(self)})
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε  (eq. 4)."""
+        return extract(self.sqrt_alpha_bars, t, x0.shape) * x0 + extract(self.sqrt_one_minus_alpha_bars, t, x0.shape) * noise
+
+    def posterior_mean(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """μ̃_t(x_t, x_0) of q(x_{t−1} | x_t, x_0)  (eq. 7)."""
+        return extract(self.posterior_mean_coef_x0, t, xt.shape) * x0 + extract(self.posterior_mean_coef_xt, t, xt.shape) * xt
+
+    def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x̂_0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t."""
+        return (xt - extract(self.sqrt_one_minus_alpha_bars, t, xt.shape) * eps) / extract(self.sqrt_alpha_bars, t, xt.shape)
+
+    def eps_mean(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """μ_θ(x_t, t) = (x_t − β_t/√(1−ᾱ_t) ε_θ) / √α_t  (eq. 11)."""
+        coef = extract(self.betas, t, xt.shape) / extract(self.sqrt_one_minus_alpha_bars, t, xt.shape)
+        return (xt - coef * eps) / extract(self.alphas, t, xt.shape).sqrt()
+
+    def eps_to_score(self, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s(x_t, t) = −ε/√(1−ᾱ_t)."""
+        return -eps / extract(self.sqrt_one_minus_alpha_bars, t, eps.shape)
+
+    def score_to_eps(self, score: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -score * extract(self.sqrt_one_minus_alpha_bars, t, score.shape)
+
+    def sigma(self, t: torch.Tensor, variance: str, x_shape) -> torch.Tensor:
+        """σ_t of the reverse step: √β_t ("beta") or √β̃_t ("beta_tilde")."""
+        table = {"beta": self.betas, "beta_tilde": self.posterior_variance}
+        if variance not in table:
+            raise ValueError(f"unknown reverse variance {variance!r}; choose beta or beta_tilde")
+        return extract(table[variance], t, x_shape).sqrt()
