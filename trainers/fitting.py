@@ -1,0 +1,302 @@
+"""Glue shared by the 2D CLI, the GUI worker and the tests: a JSON-able config, the model and objective
+it describes, one training-step generator, samplers for a trained model, and checkpoints."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from . import samplers as S
+from .atomic import atomic_torch_save
+from .densities import DEFAULT_DENSITY, GaussianMixture
+from .nets import build_model
+from .objectives import OBJECTIVES, Objective
+from .schedules import DDPMSchedule, geometric_sigmas
+
+CHECKPOINT_FORMAT = "score-explorer-toy"
+CHECKPOINT_VERSION = 1
+SAMPLERS = ("langevin", "annealed", "ddpm")
+
+
+@dataclass
+class ToyConfig:
+    density: str = DEFAULT_DENSITY      # preset name or density JSON path (informational for drawn densities)
+    model: str = "mlp"                  # mlp | ebm
+    objective: str = "dsm"              # esm | ssm | dsm | ncsn | ddpm
+    width: int = 128
+    depth: int = 3
+    lr: float = 2e-3
+    batch: int = 512
+    steps: int = 4000
+    seed: int = 0
+    sigma: float = 0.1                  # DSM noise level
+    sigma_max: float = 0.0              # NCSN σ₁; 0 = automatic (largest pairwise distance of the data)
+    sigma_min: float = 0.05             # NCSN σ_L
+    n_levels: int = 10
+    schedule: str = "linear"            # DDPM β schedule: linear | cosine
+    n_timesteps: int = 1000
+    ddpm_weighting: str = "simple"      # simple | elbo
+    ddpm_variance: str = "beta"         # σ_t² = β_t ("beta") or β̃_t ("beta_tilde")
+    ssm_projection: str = "rademacher"  # rademacher | gaussian
+    ssm_variance_reduced: bool = True
+    lr_decay: bool = True               # cosine decay of the learning rate to 0 over `steps` (CLI/tests)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.model not in ("mlp", "ebm"):
+            raise ValueError(f"unknown model {self.model!r}; choose mlp or ebm")
+        for name in ("width", "depth", "batch", "n_levels", "n_timesteps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not (self.lr > 0 and self.sigma > 0 and self.sigma_min > 0):
+            raise ValueError("lr, sigma and sigma_min must be positive")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ToyConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def cond(self):
+        return OBJECTIVES[self.objective].cond
+
+
+def auto_sigma_max(density: GaussianMixture, n: int = 2000, seed: int = 0) -> float:
+    """σ₁ ≈ the largest pairwise distance between data points (Song & Ermon 2020, technique 1)."""
+    x = density.sample(n, torch.Generator().manual_seed(seed))
+    return float(torch.cdist(x, x).max())
+
+
+def noise_levels(cfg: ToyConfig, density: GaussianMixture | None = None) -> torch.Tensor:
+    sigma_max = cfg.sigma_max or (auto_sigma_max(density) if density is not None else 10.0)
+    return geometric_sigmas(max(sigma_max, cfg.sigma_min * 1.0001), cfg.sigma_min, cfg.n_levels)
+
+
+def ddpm_schedule(cfg: ToyConfig) -> DDPMSchedule:
+    return DDPMSchedule.from_name(cfg.schedule, cfg.n_timesteps)
+
+
+def build_model_and_objective(cfg: ToyConfig, density: GaussianMixture | None = None,
+                              sigmas: torch.Tensor | None = None):
+    """The network and bound loss for cfg. For NCSN, σ levels come from `sigmas`, else from cfg/density."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
+    params = {
+        "esm": {},
+        "ssm": {"projection": cfg.ssm_projection, "variance_reduced": cfg.ssm_variance_reduced},
+        "dsm": {"sigma": cfg.sigma},
+        "ncsn": {"sigmas": sigmas if sigmas is not None else noise_levels(cfg, density)},
+        "ddpm": {"schedule": ddpm_schedule(cfg), "weighting": cfg.ddpm_weighting, "variance": cfg.ddpm_variance},
+    }[cfg.objective]
+    return model, Objective(cfg.objective, **params)
+
+
+@dataclass
+class StepInfo:
+    step: int      # number of optimiser steps done
+    loss: float
+
+
+def training_steps(model: torch.nn.Module, objective: Callable, sample_batch: Callable[[int], torch.Tensor],
+                   lr: float = 1e-3, batch: int = 512, seed: int = 0,
+                   optimizer: torch.optim.Optimizer | None = None, start_step: int = 0,
+                   decay_steps: int | None = None) -> Iterator[StepInfo]:
+    """One Adam step per `next()`: draw a batch, evaluate the objective, update. Infinite; the caller
+    decides when to stop (the CLI after cfg.steps, the GUI worker when cancelled). With `decay_steps`
+    the learning rate follows a cosine from lr to 0 over that many steps (then stays at 0).
+    A non-finite loss raises FloatingPointError with a hint instead of silently corrupting the weights."""
+    opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
+    base_lrs = [group["lr"] for group in opt.param_groups]
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    step = start_step
+    while True:
+        x = sample_batch(batch)
+        loss = objective(model, x, gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step + 1}; "
+                                     "try a smaller learning rate or a larger σ")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if decay_steps:
+            scale = 0.5 * (1 + math.cos(math.pi * min(step / decay_steps, 1.0)))
+            for group, base in zip(opt.param_groups, base_lrs):
+                group["lr"] = base * scale
+        opt.step()
+        step += 1
+        yield StepInfo(step, float(loss.detach()))
+
+
+def train(cfg: ToyConfig, density: GaussianMixture, progress: Callable[[StepInfo], None] | None = None):
+    """Train for cfg.steps steps; returns (model, losses)."""
+    model, objective = build_model_and_objective(cfg, density)
+    data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    losses = []
+    for info in training_steps(model, objective, lambda n: density.sample(n, data_gen), cfg.lr, cfg.batch,
+                               cfg.seed, decay_steps=cfg.steps if cfg.lr_decay else None):
+        losses.append(info.loss)
+        if progress:
+            progress(info)
+        if info.step >= cfg.steps:
+            break
+    model.eval()
+    return model, losses
+
+
+# ------------------------------------------------------------------ samplers for a trained model
+def default_eps(sampler: str, sigmas: torch.Tensor) -> float:
+    """Langevin: ε = 0.01. Annealed: ε = 0.1 σ_L², so the last level's step α_L = ε is a tenth of σ_L²."""
+    return 0.01 if sampler == "langevin" else 0.1 * float(sigmas[-1]) ** 2
+
+
+def make_sampler(name: str, cfg: ToyConfig, model: torch.nn.Module | None = None,
+                 density: GaussianMixture | None = None, sigmas: torch.Tensor | None = None,
+                 eps: float | None = None, steps: int | None = None, final_denoise: bool = False,
+                 variance: str | None = None) -> S.Sampler:
+    """A sampler driven by the trained `model`, or by the exact score of `density` when model is None.
+
+    - langevin: steps = total steps. A σ-model uses its smallest σ; a t-model its t = 1 score.
+    - annealed: steps = steps per level. An unconditioned model uses the same score at every level.
+    - ddpm: needs a t-conditioned (DDPM) model, or the exact score."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    if sigmas is None:
+        sigmas = noise_levels(cfg, density)
+    schedule = ddpm_schedule(cfg)
+    eps = eps if eps is not None else default_eps(name, sigmas)
+    cond = cfg.cond
+    if model is not None:
+        model.eval()
+    if name == "ddpm":
+        if model is None:
+            fn = S.exact_eps_fn(density, schedule)
+        elif cond == "time":
+            fn = S.model_eps_fn(model)
+        else:
+            raise ValueError("DDPM sampling needs a model trained with the ddpm objective (or the exact score)")
+        return S.DDPMSampler(fn, schedule, variance or cfg.ddpm_variance)
+    if name == "annealed":
+        if model is None:
+            fn = S.exact_sigma_score_fn(density)
+        elif cond == "sigma":
+            fn = S.model_sigma_score_fn(model)
+        elif cond is None:
+            fn = lambda x, sigma: model(x)  # noqa: E731  (one score for every level)
+        else:
+            raise ValueError("annealed Langevin needs a σ-conditioned (NCSN) or unconditioned score model")
+        return S.AnnealedLangevinSampler(fn, sigmas, eps, steps or 100, final_denoise)
+    # plain Langevin
+    if model is None:
+        fn = S.exact_score_fn(density) if cfg.objective != "dsm" else S.exact_score_fn(density.noised(cfg.sigma))
+    elif cond is None:
+        fn = S.model_score_fn(model)
+    elif cond == "sigma":
+        s_min = float(sigmas[-1])
+        fn = lambda x: model(x, torch.full((len(x),), s_min))  # noqa: E731
+    else:
+        t0 = torch.zeros(1, dtype=torch.long)
+        fn = lambda x: schedule.eps_to_score(model(x, t0.expand(len(x))), t0.expand(len(x)))  # noqa: E731
+    return S.LangevinSampler(fn, eps, steps or 1000)
+
+
+# ------------------------------------------------------------------ evaluation
+def model_score_at(model, cfg: ToyConfig, level: float):
+    """The model's score field at one noise level: σ for NCSN (ignored by unconditioned models),
+    the 0-based timestep t for DDPM (score = −ε_θ/√(1−ᾱ_t))."""
+    if cfg.cond == "sigma":
+        return lambda x: model(x, torch.full((len(x),), float(level)))
+    if cfg.cond == "time":
+        schedule = ddpm_schedule(cfg)
+        t = int(level)
+        return lambda x: schedule.eps_to_score(model(x, torch.full((len(x),), t, dtype=torch.long)),
+                                               torch.full((len(x),), t, dtype=torch.long))
+    return lambda x: model(x)
+
+
+def target_density_at(cfg: ToyConfig, density: GaussianMixture, level: float) -> GaussianMixture:
+    """The density whose score the model should match at `level`: p for ESM/SSM, p_σ for DSM/NCSN,
+    the DDPM marginal q(x_t) for DDPM."""
+    if cfg.cond == "time":
+        return density.ddpm_marginal(float(ddpm_schedule(cfg).alpha_bars[int(level)]))
+    if cfg.objective == "dsm":
+        return density.noised(cfg.sigma)
+    if cfg.cond == "sigma":
+        return density.noised(float(level))
+    return density
+
+
+def evaluation_levels(cfg: ToyConfig, sigmas: torch.Tensor) -> list[float]:
+    if cfg.cond == "sigma":
+        return [float(s) for s in sigmas]
+    if cfg.cond == "time":
+        return [float(t) for t in torch.linspace(0, cfg.n_timesteps - 1, min(10, cfg.n_timesteps)).round().long()]
+    return [cfg.sigma if cfg.objective == "dsm" else 0.0]
+
+
+def fisher_per_level(model, cfg: ToyConfig, density: GaussianMixture, sigmas: torch.Tensor,
+                     n: int = 2000, seed: int = 0) -> list[dict]:
+    """E_{p_level}‖s_θ − ∇log p_level‖² at each noise level, on samples of that level's density."""
+    from .metrics import fisher_divergence
+    gen = torch.Generator().manual_seed(seed)
+    key = {"sigma": "sigma", "time": "t"}.get(cfg.cond, "sigma")
+    rows = []
+    for level in evaluation_levels(cfg, sigmas):
+        target = target_density_at(cfg, density, level)
+        x = target.sample(n, gen)
+        rows.append({key: level if key == "sigma" else int(level),
+                     "fisher": fisher_divergence(model_score_at(model, cfg, level), target, x)})
+    return rows
+
+
+def natural_sampler(cfg: ToyConfig) -> str:
+    return {"sigma": "annealed", "time": "ddpm"}.get(cfg.cond, "langevin")
+
+
+# ------------------------------------------------------------------ checkpoints
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(path, model: torch.nn.Module, cfg: ToyConfig, density: GaussianMixture | None = None,
+                    extra: dict | None = None) -> Path:
+    """Weights plus JSON-able metadata only, written atomically; loadable with weights_only=True."""
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.to_dict(),
+            "state_dict": model.state_dict(), "density": density.to_dict() if density else None,
+            "extra": extra or {}}
+    return atomic_torch_save(ckpt, path)
+
+
+def load_checkpoint(path):
+    """(model, cfg, density or None, extra). Never unpickles code: weights_only=True."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, foreign pickle, not a torch file at all
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a Score Explorer 2D checkpoint")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer version (format {ckpt['version']})")
+    cfg = ToyConfig.from_dict(ckpt["config"])
+    model = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    density = GaussianMixture.from_dict(ckpt["density"]) if ckpt.get("density") else None
+    return model, cfg, density, ckpt.get("extra", {})
+
+
+def sigmas_from_extra(extra: dict) -> torch.Tensor | None:
+    s = extra.get("sigmas")
+    return torch.tensor(s, dtype=torch.float32) if s else None
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("math",)]
