@@ -1,0 +1,165 @@
+"""``python -m trainers.image {train,sample,evaluate,configs}``: the headless image trainer.
+
+    python -m trainers.image train --config ddpm_digits [--data-dir DIR] [--out RUN_DIR]
+                                   [--resume] [section.key=value ...]
+    python -m trainers.image sample --run RUN_DIR [--ckpt STEP] [--n 64]
+                                    [--sampler {ddpm,annealed}] --out GRID.png
+                                    [--chain CHAIN.npz | --chain FRAMES_DIR] [--frames 50]
+    python -m trainers.image evaluate --run RUN_DIR [--data-dir DIR] [--n N] [--json]
+    python -m trainers.image configs            # list the bundled configs
+
+Multi-GPU: the same ``train`` command under ``torchrun --nproc_per_node=K -m trainers.image``.
+Exit status 2 means bad input (config, dataset, checkpoint); the message says what and where.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _device(pref: str):
+    import torch
+
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(pref)
+
+
+def cmd_train(args) -> int:
+    from .config import from_dict, load_config, apply_overrides
+    from .train import make_run_dir, train
+
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif args.resume and args.out and (Path(args.out) / "checkpoints").is_dir():
+        from .checkpoints import load_latest
+
+        ckpt, _ = load_latest(args.out)
+        cfg = apply_overrides(from_dict(ckpt["config"]), args.overrides)
+    else:
+        print("error: --config CONFIG is required (a bundled name such as ddpm_digits, or a "
+              "TOML path); only --resume --out RUN_DIR may omit it", file=sys.stderr)
+        return 2
+    run_dir = make_run_dir(cfg, args.out)
+    summary = train(cfg, run_dir, data_dir=args.data_dir, resume=args.resume, quiet=args.quiet,
+                    stop_after=args.stop_after)
+    if summary["checkpoint"]:
+        print(f"run dir: {summary['run_dir']}  step {summary['step']}  "
+              f"checkpoint {summary['checkpoint']}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .imageio import save_chain, save_grid, to_unit
+    from .methods import generate
+    from .train import cpu_threads, load_run
+
+    device = _device(args.device)
+    cfg, model, ckpt, path = load_run(args.run, args.ckpt, device)
+    n_frames = args.frames if args.chain else 0
+    t0 = time.perf_counter()
+    with cpu_threads(cfg.train.threads if device.type == "cpu" else 0):
+        x, frames, steps, labels = generate(cfg, model, args.n, device, seed=args.seed,
+                                            sampler=args.sampler, batch_size=args.batch_size,
+                                            record_frames=n_frames)
+    out = save_grid(to_unit(x, cfg.data_range), args.out)
+    msg = {"grid": str(out), "checkpoint": str(path), "step": int(ckpt["step"]), "n": args.n,
+           "seconds": round(time.perf_counter() - t0, 2)}
+    if args.chain:
+        msg["chain"] = str(save_chain(to_unit(frames, cfg.data_range), steps, labels, args.chain))
+        msg["frames"] = len(steps)
+    print(json.dumps(msg))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_run, format_report
+
+    report = evaluate_run(args.run, data_dir=args.data_dir, n=args.n, step=args.ckpt,
+                          device=_device(args.device), seed=args.seed,
+                          batch_size=args.batch_size, sampler=args.sampler)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def cmd_configs(args) -> int:
+    from .config import CONFIG_DIR, available_configs, load_config
+
+    for name in available_configs():
+        cfg = load_config(name)
+        print(f"{name:16s} {cfg.method:5s} {cfg.data.dataset:8s} {cfg.data.image_size}px "
+              f"batch {cfg.train.batch_size} steps {cfg.train.n_steps}")
+    print(f"(in {CONFIG_DIR})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainers.image", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a DDPM or NCSN model")
+    t.add_argument("--config", help="bundled config name (e.g. ddpm_digits) or a TOML path")
+    t.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
+    t.add_argument("--out", help="run directory (default runs/<name>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.lr=1e-3 model.ch=64 n_steps=500")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples with the EMA weights")
+    s.add_argument("--run", required=True, help="run directory")
+    s.add_argument("--ckpt", type=int, default=None, help="checkpoint step (default newest)")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--sampler", choices=["ddpm", "annealed"], default=None,
+                   help="default: ddpm for DDPM runs, annealed (Langevin) for NCSN runs")
+    s.add_argument("--out", required=True, help="grid PNG path")
+    s.add_argument("--chain", default=None,
+                   help="also save the chain x_T -> x_0: a .npz file or a folder of PNG frames")
+    s.add_argument("--frames", type=int, default=50, help="about how many chain frames")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_sample)
+
+    e = sub.add_parser("evaluate", help="FID/IS (when available) or the digits classifier metric")
+    e.add_argument("--run", required=True)
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--ckpt", type=int, default=None)
+    e.add_argument("--n", type=int, default=None, help="samples (default 1000 digits / 10000)")
+    e.add_argument("--sampler", choices=["ddpm", "annealed"], default=None)
+    e.add_argument("--seed", type=int, default=1)
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+    e.set_defaults(fn=cmd_evaluate)
+
+    c = sub.add_parser("configs", help="list the bundled configs")
+    c.set_defaults(fn=cmd_configs)
+    return p
+
+
+def main(argv=None) -> int:
+    from .checkpoints import CheckpointError
+    from .config import ConfigError
+    from .datasets import DatasetError
+    from .train import RunDirError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DatasetError, CheckpointError, RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume (from the newest checkpoint)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
