@@ -1,0 +1,157 @@
+"""Gaussian-mixture density: exact score, noised marginals, constructors and JSON validation."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainers.densities import (MAX_COMPONENTS, PRESET_NAMES, DensityError, GaussianMixture, Stroke, from_image,
+                                from_points, from_strokes, load_density, preset)
+
+
+def _random_mixture(seed=0, k=4):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(k, 2, 2))
+    covs = a @ a.transpose(0, 2, 1) + 0.1 * np.eye(2)
+    return GaussianMixture(rng.uniform(0.2, 1, k), rng.normal(0, 2, (k, 2)), covs)
+
+
+def test_log_prob_matches_torch_distributions():
+    d = _random_mixture()
+    mix = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(probs=d.weights),
+        torch.distributions.MultivariateNormal(d.means, covariance_matrix=d.covs))
+    x = torch.randn(200, 2, dtype=torch.float64) * 3
+    torch.testing.assert_close(d.log_prob(x), mix.log_prob(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_score_equals_autograd_of_log_prob(name):
+    d = preset(name)
+    x = d.sample(300, torch.Generator().manual_seed(1)).double().requires_grad_(True)
+    (grad,) = torch.autograd.grad(d.log_prob(x).sum(), x)
+    torch.testing.assert_close(d.score(x.detach()), grad, rtol=1e-8, atol=1e-8)
+
+
+def test_sample_moments_match_mixture():
+    d = _random_mixture(3)
+    x = d.sample(200_000, torch.Generator().manual_seed(0)).double()
+    mean = (d.weights[:, None] * d.means).sum(0)
+    second = (d.weights[:, None, None] * (d.covs + d.means[:, :, None] * d.means[:, None, :])).sum(0)
+    cov = second - mean[:, None] * mean[None, :]
+    scale = float(cov.diagonal().sqrt().max())
+    assert torch.allclose(x.mean(0), mean, atol=0.02 * scale)
+    assert torch.allclose(torch.cov(x.T), cov, atol=0.03 * scale**2)
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    d = preset("spiral")
+    a = d.sample(10, torch.Generator().manual_seed(7))
+    b = d.sample(10, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+def test_noised_density_matches_monte_carlo_convolution():
+    d, sigma = preset("two_moons"), 0.7
+    g = torch.Generator().manual_seed(0)
+    x = d.sample(200_000, g).double() + sigma * torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+    p_sigma = d.noised(sigma)
+    # The exact p_σ must explain the Monte Carlo samples as well as it explains its own (same mean log-lik).
+    own = p_sigma.sample(200_000, g).double()
+    assert abs(float(p_sigma.log_prob(x).mean() - p_sigma.log_prob(own).mean())) < 0.01
+    # and its moments: covariance of p_σ = covariance of p + σ²I
+    torch.testing.assert_close(torch.cov(x.T), torch.cov(own.T), atol=0.03, rtol=0.02)
+
+
+def test_ddpm_marginal_matches_monte_carlo_forward_process():
+    d, ab = preset("eight_gaussians"), 0.3
+    g = torch.Generator().manual_seed(0)
+    x0 = d.sample(200_000, g).double()
+    xt = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    q = d.ddpm_marginal(ab)
+    own = q.sample(200_000, g).double()
+    assert abs(float(q.log_prob(xt).mean() - q.log_prob(own).mean())) < 0.01
+    torch.testing.assert_close(xt.mean(0), own.mean(0), atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(xt.T), torch.cov(own.T), atol=0.03, rtol=0.02)
+    # ᾱ → 0 is N(0, I); ᾱ = 1 is the data
+    torch.testing.assert_close(d.ddpm_marginal(1e-12).score(xt[:5]), -xt[:5], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(d.ddpm_marginal(1.0).log_prob(x0[:5]), d.log_prob(x0[:5]))
+
+
+def test_json_round_trip(tmp_path):
+    d = _random_mixture(5)
+    d.name, d.bounds = "mine", (-5.0, 5.0, -4.0, 4.0)
+    path = d.save(tmp_path / "d.json")
+    e = GaussianMixture.load(path)
+    assert e.name == "mine" and e.bounds == d.bounds
+    x = torch.randn(20, 2, dtype=torch.float64)
+    torch.testing.assert_close(e.log_prob(x), d.log_prob(x))
+    assert load_density(str(path)).n_components == 4
+
+
+@pytest.mark.parametrize("components, message", [
+    ([{"weight": 1, "mean": [0, 0], "cov": [[1, 2], [2, 1]]}], "component 0: covariance .* not positive definite"),
+    ([{"weight": 1, "mean": [0, 0], "cov": [[1, 0], [0, 1]]},
+      {"weight": -1, "mean": [0, 0], "cov": [[1, 0], [0, 1]]}], "component 1: weight -1 is negative"),
+    ([{"weight": 0, "mean": [0, 0], "cov": [[1, 0], [0, 1]]}], "all component weights are zero"),
+    ([{"weight": 1, "mean": [float("nan"), 0], "cov": [[1, 0], [0, 1]]}], "component 0: contains NaN"),
+    ([{"weight": 1, "mean": [0, 0, 0], "cov": [[1, 0], [0, 1]]}], "component 0: mean must be"),
+    ([{"weight": 1, "mean": [0, 0]}], "component 0: needs numeric"),
+    ([{"weight": 1, "mean": [0, 0], "cov": [[1, 0.5], [0.2, 1]]}], "component 0: covariance .* not symmetric"),
+    ([], "empty"),
+])
+def test_invalid_density_json_names_the_problem(tmp_path, components, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"kind": "gmm", "components": components}))
+    with pytest.raises(DensityError, match=message):
+        GaussianMixture.load(path)
+
+
+def test_too_many_components_and_bad_files(tmp_path):
+    comps = [{"weight": 1, "mean": [0, 0], "cov": [[1, 0], [0, 1]]}] * (MAX_COMPONENTS + 1)
+    (tmp_path / "big.json").write_text(json.dumps({"kind": "gmm", "components": comps}))
+    with pytest.raises(DensityError, match="at most 5000"):
+        GaussianMixture.load(tmp_path / "big.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(DensityError, match="not valid JSON"):
+        GaussianMixture.load(tmp_path / "broken.json")
+    (tmp_path / "kind.json").write_text(json.dumps({"kind": "flow"}))
+    with pytest.raises(DensityError, match="unknown density kind"):
+        GaussianMixture.load(tmp_path / "kind.json")
+    with pytest.raises(DensityError, match="no density file"):
+        GaussianMixture.load(tmp_path / "missing.json")
+    with pytest.raises(DensityError, match="neither a preset"):
+        load_density("no_such_preset")
+
+
+def test_from_strokes_places_mass_along_the_stroke_and_erases():
+    line = Stroke(np.array([[-2.0, 0.0], [2.0, 0.0]]), width=0.4, strength=1.0)
+    d = from_strokes([line])
+    assert d.n_components >= 4 * 4 / 0.4
+    assert float(d.log_prob(torch.tensor([[0.0, 0.0]]))) > float(d.log_prob(torch.tensor([[0.0, 1.0]]))) + 5
+    erase = Stroke(np.array([[2.0, 0.0]]), width=1.0, erase=True)
+    e = from_strokes([line, erase])
+    assert e.n_components < d.n_components
+    assert float(e.means[:, 0].max()) < 1.6
+    with pytest.raises(DensityError, match="nothing is drawn"):
+        from_strokes([line, Stroke(np.array([[-3.0, 0.0], [3.0, 0.0]]), width=2.0, erase=True)])
+
+
+def test_from_points_is_a_kde():
+    pts = np.array([[0.0, 0.0], [3.0, 0.0]])
+    d = from_points(pts, bandwidth=0.5)
+    x = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    kde = np.mean([np.exp(-np.sum((x.numpy()[0] - p) ** 2) / (2 * 0.25)) / (2 * np.pi * 0.25) for p in pts])
+    assert float(d.log_prob(x).exp()) == pytest.approx(kde, rel=1e-10)
+
+
+def test_from_image_puts_mass_where_pixels_are_bright():
+    img = np.zeros((20, 20))
+    img[2:5, 15:18] = 1.0           # top-right block
+    d = from_image(img, bounds=(-1, 1, -1, 1))
+    assert torch.all(d.means[:, 0] > 0.4) and torch.all(d.means[:, 1] > 0.4)
+    with pytest.raises(DensityError, match="black everywhere"):
+        from_image(np.zeros((4, 4)))
+    big = from_image(np.random.default_rng(0).uniform(size=(200, 200)), max_components=500)
+    assert big.n_components <= 500
