@@ -298,5 +298,3 @@ def sigmas_from_extra(extra: dict) -> torch.Tensor | None:
     s = extra.get("sigmas")
     return torch.tensor(s, dtype=torch.float32) if s else None
 
-
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("math",)]

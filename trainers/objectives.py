@@ -128,6 +128,18 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
 }
 
 
+# name -> loss(model, x, generator, params); `params` are the keywords given to make_objective.
+_LOSSES: dict[str, Callable] = {
+    "esm": lambda model, x, g, p: esm_loss(model, x),
+    "ssm": lambda model, x, g, p: ssm_loss(model, x, g, p.get("projection", "rademacher"),
+                                           p.get("variance_reduced", True)),
+    "dsm": lambda model, x, g, p: dsm_loss(model, x, p["sigma"], g),
+    "ncsn": lambda model, x, g, p: ncsn_loss(model, x, p["sigmas"], g),
+    "ddpm": lambda model, x, g, p: ddpm_loss(model, x, p["schedule"], g, p.get("weighting", "simple"),
+                                             p.get("variance", "beta")),
+}
+
+
 class Objective:
     """A loss bound to its parameters: `objective(model, x, generator) -> loss`."""
 
@@ -139,23 +151,14 @@ class Objective:
         if missing:
             raise ValueError(f"objective {name} needs {', '.join(missing)}")
         self.params = params
+        self._loss = _LOSSES[name]
 
     @property
     def cond(self):
         return self.spec.cond
 
     def __call__(self, model, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        p = self.params
-        fns: dict[str, Callable[[], torch.Tensor]] = {
-            "esm": lambda: esm_loss(model, x),
-            "ssm": lambda: ssm_loss(model, x, generator, p.get("projection", "rademacher"),
-                                    p.get("variance_reduced", True)),
-            "dsm": lambda: dsm_loss(model, x, p["sigma"], generator),
-            "ncsn": lambda: ncsn_loss(model, x, p["sigmas"], generator),
-            "ddpm": lambda: ddpm_loss(model, x, p["schedule"], generator, p.get("weighting", "simple"),
-                                      p.get("variance", "beta")),
-        }
-        return fns[self.spec.name]()
+        return self._loss(model, x, generator, self.params)
 
 
 def make_objective(name: str, **params) -> Objective:
