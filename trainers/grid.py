@@ -1,0 +1,122 @@
+"""Grid evaluation and incremental mixture editing for the explorer (Qt-free, no drawing).
+
+The explorer draws densities, score fields and histograms on regular grids, and edits a density
+one brush stroke at a time. The maths for both lives here so `explorer/` holds none.
+
+Image convention: arrays returned for images are row-major, `img[i, j]` is the value at
+`y = ys[i]`, `x = xs[j]` (row 0 = smallest y; pyqtgraph's `imageAxisOrder="row-major"` with the
+y axis pointing up shows it the right way round).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .densities import GaussianMixture, Stroke, DensityError, from_strokes, _resample_polyline
+
+Bounds = tuple[float, float, float, float]
+
+
+# ============================================================================ grids
+def grid_axes(bounds: Bounds, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-centre coordinates of an n×n grid covering bounds = (xmin, xmax, ymin, ymax)."""
+    xmin, xmax, ymin, ymax = bounds
+    dx, dy = (xmax - xmin) / n, (ymax - ymin) / n
+    return xmin + (np.arange(n) + 0.5) * dx, ymin + (np.arange(n) + 0.5) * dy
+
+
+def grid_points(bounds: Bounds, n: int) -> torch.Tensor:
+    """(n*n, 2) float32 points, row-major: point i*n + j is (xs[j], ys[i])."""
+    xs, ys = grid_axes(bounds, n)
+    gx, gy = np.meshgrid(xs, ys)
+    return torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32))
+
+
+def density_image(density: GaussianMixture, bounds: Bounds, n: int = 160) -> np.ndarray:
+    """p(x) on an n×n grid, row-major (see module doc)."""
+    with torch.no_grad():
+        lp = density.log_prob(grid_points(bounds, n).double())
+    return torch.exp(lp).numpy().reshape(n, n)
+
+
+def contour_levels(img: np.ndarray, n_levels: int = 5) -> list[float]:
+    """Density levels enclosing roughly 20%, 40%, … of the mass shown on the grid (highest-density regions)."""
+    v = np.sort(img.ravel())[::-1]
+    c = np.cumsum(v)
+    if c[-1] <= 0:
+        return []
+    c /= c[-1]
+    fracs = np.linspace(0, 1, n_levels + 2)[1:-1]
+    return sorted({float(v[min(np.searchsorted(c, f), len(v) - 1)]) for f in fracs})
+
+
+def marginal_x(density: GaussianMixture, xs: np.ndarray) -> np.ndarray:
+    """Exact marginal density of the first coordinate, p(x₁) = Σ_k w_k N(x₁; μ_k1, Σ_k,11)."""
+    w = density.weights.numpy()
+    mu = density.means[:, 0].numpy()
+    var = density.covs[:, 0, 0].numpy()
+    z = (np.asarray(xs, dtype=np.float64)[:, None] - mu[None]) ** 2 / var[None]
+    return (w[None] * np.exp(-0.5 * z) / np.sqrt(2 * math.pi * var[None])).sum(1)
+
+
+def field_on_grid(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor) -> np.ndarray:
+    """Evaluate a vector field (score function) at points, without autograd bookkeeping left over."""
+    with torch.no_grad():
+        return fn(points).detach().double().numpy()
+
+
+def shared_arrow_scale(fields: list[np.ndarray], cell: float, quantile: float = 0.95) -> float:
+    """One length scale for several fields drawn on the same grid: the `quantile` magnitude of all
+    fields together maps to `cell` (one grid spacing), so true and learned arrows compare by length."""
+    mags = np.concatenate([np.linalg.norm(f, axis=1) for f in fields if f is not None and len(f)])
+    mags = mags[np.isfinite(mags)]
+    ref = float(np.quantile(mags, quantile)) if len(mags) else 0.0
+    return cell / ref if ref > 0 else 0.0
+
+
+# ============================================================================ stroke-by-stroke editing
+# The canvas keeps unnormalised mass: a painted component has mass `strength`, exactly as in
+# `densities.from_strokes`; a density that did not come from strokes (preset, file, image) gets a
+# total mass of one unit per component, so a brush dab weighs about as much as one preset component.
+def initial_mass(density: GaussianMixture) -> float:
+    return float(density.n_components)
+
+
+def paint(density: GaussianMixture | None, mass: float, stroke: Stroke,
+          bounds=None) -> tuple[GaussianMixture, float]:
+    """Add one painted stroke's components (from `from_strokes`) to a mixture of total mass `mass`."""
+    if stroke.erase:
+        return erase(density, mass, stroke)
+    new = from_strokes([stroke], bounds=bounds)
+    # from_strokes gives every component weight `strength`; its total mass (before normalising):
+    new_mass = float(stroke.strength) * new.n_components
+    if density is None or mass <= 0:
+        return GaussianMixture(new.weights.numpy(), new.means.numpy(), new.covs.numpy(),
+                               name="drawn", bounds=bounds), new_mass
+    w = np.concatenate([density.weights.numpy() * mass, new.weights.numpy() * new_mass])
+    m = np.concatenate([density.means.numpy(), new.means.numpy()])
+    c = np.concatenate([density.covs.numpy(), new.covs.numpy()])
+    return GaussianMixture(w, m, c, name="drawn", bounds=bounds), mass + new_mass
+
+
+def erase(density: GaussianMixture | None, mass: float, stroke: Stroke) -> tuple[GaussianMixture, float]:
+    """Remove components whose mean is closer than width/2 to the stroke (the rule of `from_strokes`).
+    Raises DensityError if nothing would be left."""
+    if density is None:
+        raise DensityError("nothing to erase")
+    pts = np.asarray(stroke.points, dtype=np.float64).reshape(-1, 2)
+    path = _resample_polyline(pts, stroke.width / 4)
+    means = density.means.numpy()
+    d = np.linalg.norm(means[:, None, :] - path[None], axis=2).min(1)
+    keep = d > stroke.width / 2
+    if keep.all():
+        return density, mass
+    if not keep.any():
+        raise DensityError("erasing this would leave an empty density; use Clear to start over")
+    w = density.weights.numpy()
+    kept_mass = mass * float(w[keep].sum())
+    return GaussianMixture(w[keep], means[keep], density.covs.numpy()[keep],
+                           name=density.name, bounds=density.bounds), kept_mass
