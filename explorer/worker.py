@@ -1,0 +1,125 @@
+"""Training in a QThread: the GUI thread never runs an optimiser step.
+
+The worker owns its own network; the GUI gets copies of the weights (`snapshot`) a few times a
+second and loads them into its own network, so nothing is shared between threads except those
+immutable copies and the density object (GaussianMixture is never mutated — edits make new ones).
+
+Signals are emitted from the worker thread; connect them to slots of GUI-thread QObjects (the
+default AutoConnection then queues them). Never connect a lambda that touches widgets: it would run
+in the worker thread.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import torch
+from PySide6 import QtCore
+
+from trainers import densities as D
+
+from . import core
+
+PROGRESS_EVERY_S = 0.05
+SNAPSHOT_EVERY_S = 0.15
+N_EVAL = 1024
+
+
+class TrainWorker(QtCore.QThread):
+    progress = QtCore.Signal(object)   # {"steps": ndarray, "losses": ndarray, "rate": steps/s}
+    metric = QtCore.Signal(object)     # {"step": int, "fisher": float, "label": str}
+    snapshot = QtCore.Signal(object)   # {"step": int, "state": state_dict copy}
+    failed = QtCore.Signal(str)
+
+    def __init__(self, settings, density: D.GaussianMixture, init_state: dict | None = None,
+                 start_step: int = 0, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self.density = density
+        self.init_state = init_state
+        self.start_step = start_step
+        self._cancel = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self.step = start_step
+        self.max_steps: int | None = None    # stop after this many steps (demo/tests); None = until cancelled
+
+    # -- control, callable from the GUI thread
+    def cancel(self):
+        self._cancel.set()
+        self._running.set()
+
+    def set_paused(self, paused: bool):
+        (self._running.clear if paused else self._running.set)()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # -- worker thread
+    def run(self):
+        try:
+            self._train()
+        except Exception as e:  # report, never take the GUI down
+            self.failed.emit(f"training stopped: {type(e).__name__}: {e}")
+
+    def _train(self):
+        s = self.settings
+        torch.manual_seed(s.seed)
+        model, steps = core.training_session(s, self.density, self.init_state)
+        eval_gen = torch.Generator().manual_seed(12345)
+        x_eval = self.density.sample(N_EVAL, generator=eval_gen)
+        fisher_fn = core.fisher_metric(s, self.density)
+
+        buf_steps, buf_losses = [], []
+        t_emit = t_snap = time.perf_counter()
+        t_rate, n_rate, rate = t_emit, 0, 0.0
+        for info in steps:
+            if self._cancel.is_set():
+                break
+            if not self._running.is_set():
+                self._flush(buf_steps, buf_losses, rate)
+                self._emit_snapshot(model, fisher_fn, x_eval)
+                self._running.wait()
+                if self._cancel.is_set():
+                    break
+                t_rate, n_rate = time.perf_counter(), 0
+            self.step = self.start_step + info.step
+            loss = float(info.loss)
+            if not math.isfinite(loss):
+                self._flush(buf_steps, buf_losses, rate)
+                self.failed.emit(f"loss became {loss} at step {self.step}: lower the learning rate "
+                                 f"(now {s.lr:g}) and press Reset")
+                return
+            buf_steps.append(self.step)
+            buf_losses.append(loss)
+            n_rate += 1
+            now = time.perf_counter()
+            if now - t_emit > PROGRESS_EVERY_S:
+                if now - t_rate > 0.5:
+                    rate, t_rate, n_rate = n_rate / (now - t_rate), now, 0
+                self._flush(buf_steps, buf_losses, rate)
+                t_emit = now
+            if now - t_snap > SNAPSHOT_EVERY_S:
+                self._emit_snapshot(model, fisher_fn, x_eval)
+                t_snap = time.perf_counter()
+            if self.max_steps is not None and info.step >= self.max_steps:
+                break
+        self._flush(buf_steps, buf_losses, rate)
+        self._emit_snapshot(model, fisher_fn, x_eval)
+
+    def _flush(self, buf_steps, buf_losses, rate):
+        if buf_steps:
+            self.progress.emit({"steps": np.array(buf_steps), "losses": np.array(buf_losses), "rate": rate})
+            buf_steps.clear()
+            buf_losses.clear()
+
+    def _emit_snapshot(self, model, fisher_fn, x_eval):
+        model.eval()
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        fisher, label = fisher_fn(model, x_eval)
+        model.train()
+        self.snapshot.emit({"step": self.step, "state": state})
+        self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
