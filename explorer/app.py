@@ -1,0 +1,260 @@
+"""Main window: one tab per view, menus, shortcuts, status bar, export and sessions.
+
+Tabs are registered in `MainWindow.VIEWS` (a class that takes the AppState); adding a tab (e.g.
+the image-trainer tab) is one entry there. A view may define `export_target()` (the widget an
+export grabs), `closeEvent` to stop its threads, and `title`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from trainers.atomic import atomic_torch_save
+
+from . import core
+from .state import AppState
+from .views.density import DensityView
+from .views.sampler import SamplerView
+from .views.score_field import ScoreFieldView
+from .views.training import TrainingView
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    VIEWS = [("density", DensityView), ("training", TrainingView), ("score", ScoreFieldView),
+             ("sampler", SamplerView)]
+
+    def __init__(self, state: AppState | None = None):
+        super().__init__()
+        # The GUI thread and the training thread each get one core: torch's thread count is
+        # process-wide, and intra-op parallelism on tiny 2D batches only adds contention.
+        torch.set_num_threads(1)
+        self.state = state or AppState()
+        self.setWindowTitle("Score Explorer")
+        self.resize(1400, 860)
+        self.tabs = QtWidgets.QTabWidget()
+        self.setCentralWidget(self.tabs)
+        self.views: dict[str, QtWidgets.QWidget] = {}
+        for key, cls in self.VIEWS:
+            self.add_view(key, cls(self.state))
+
+        sb = self.statusBar()
+        self.train_status = QtWidgets.QLabel("training: idle")
+        self.sampler_status = QtWidgets.QLabel("sampler: idle")
+        sb.addPermanentWidget(self.sampler_status)
+        sb.addPermanentWidget(self.train_status)
+        self.state.status.connect(self._on_status)
+        self.views["training"].runningChanged.connect(self._on_training_running)
+        self.views["sampler"].playingChanged.connect(
+            lambda on: self.sampler_status.setText("sampler: playing" if on else "sampler: paused"))
+        self._build_menus()
+        sb.showMessage(f"Density: {self.state.density.name} — paint on the Density tab, train on the "
+                       "Training tab, compare fields and run the samplers.", 8000)
+
+    def add_view(self, key: str, view: QtWidgets.QWidget):
+        self.views[key] = view
+        self.tabs.addTab(view, getattr(view, "title", key))
+
+    # ------------------------------------------------------------------ menus and shortcuts
+    def _action(self, menu, text, slot, shortcut=None, tip=""):
+        a = QtGui.QAction(text, self)
+        if shortcut:
+            a.setShortcut(QtGui.QKeySequence(shortcut))
+            a.setShortcutContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+        a.setStatusTip(tip)
+        a.setToolTip(tip)
+        a.triggered.connect(slot)
+        menu.addAction(a)
+        self.addAction(a)
+        return a
+
+    def _build_menus(self):
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action(f, "Open session…", lambda: self.load_session(), "Ctrl+O",
+                     "Restore density, settings and model weights from a .pt session file")
+        self._action(f, "Save session…", lambda: self.save_session(), "Ctrl+S",
+                     "Save density, settings and model weights to one file")
+        f.addSeparator()
+        self._action(f, "Export view as PNG…", lambda: self.export_view(fmt="png"), "Ctrl+E",
+                     "Save the current tab's plot as a PNG image")
+        self._action(f, "Export view as SVG…", lambda: self.export_view(fmt="svg"), None,
+                     "Save the current tab's plot as an SVG drawing")
+        self._action(f, "Export chains as GIF…", lambda: self.export_gif(), "Ctrl+G",
+                     "Animate the recorded sampler chains into a GIF")
+        f.addSeparator()
+        self._action(f, "Quit", self.close, "Ctrl+Q")
+        e = mb.addMenu("&Edit")
+        d = self.views["density"]
+        self._action(e, "Undo density change", self.state.undo, "Ctrl+Z")
+        self._action(e, "Redo density change", self.state.redo, "Ctrl+Shift+Z")
+        r = mb.addMenu("&Run")
+        self._action(r, "Start / pause training", self.views["training"].toggle, "Ctrl+Return")
+        self._action(r, "Play / pause sampler", self.play_pause, "Space")
+        self._action(r, "Step sampler forward", lambda: self.views["sampler"].step(1), "Right")
+        self._action(r, "Step sampler back", lambda: self.views["sampler"].step(-1), "Left")
+        self._action(r, "New sampler chains", lambda: self.views["sampler"].restart(), "Ctrl+R")
+        v = mb.addMenu("&View")
+        for i, (key, _) in enumerate(self.VIEWS):
+            self._action(v, self.views[key].title, lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
+        del d
+
+    def play_pause(self):
+        sv = self.views["sampler"]
+        if self.tabs.currentWidget() is not sv:
+            self.tabs.setCurrentWidget(sv)
+        sv.toggle_play()
+
+    # ------------------------------------------------------------------ status
+    @QtCore.Slot(str)
+    def _on_status(self, msg: str):
+        if msg.startswith("Training ") and ": step " in msg:
+            self.train_status.setText(msg)
+        else:
+            self.statusBar().showMessage(msg, 10000)
+
+    def _on_training_running(self, on: bool):
+        if not on:
+            self.train_status.setText(f"training: stopped at step {self.state.model_step}")
+
+    # ------------------------------------------------------------------ export
+    def current_export_target(self) -> QtWidgets.QWidget:
+        view = self.tabs.currentWidget()
+        return view.export_target() if hasattr(view, "export_target") else view
+
+    def export_view(self, path: str | None = None, fmt: str = "png") -> str | None:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export view", f"view.{fmt}",
+                                                            "PNG image (*.png);;SVG drawing (*.svg)")
+            if not path:
+                return None
+        target = self.current_export_target()
+        try:
+            if path.lower().endswith(".svg"):
+                save_svg(target, path)
+            elif not target.grab().save(path):
+                raise OSError(f"could not write {path}")
+        except Exception as e:
+            QtWidgets.QMessageBox.critical(self, "Export failed", str(e))
+            return None
+        self.statusBar().showMessage(f"Exported {path}", 5000)
+        return path
+
+    def export_gif(self, path: str | None = None, max_frames: int = 60) -> str | None:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export chains as GIF", "chains.gif", "GIF (*.gif)")
+            if not path:
+                return None
+        self.statusBar().showMessage("Rendering GIF…")
+        try:
+            n = self.views["sampler"].export_gif(path, max_frames=max_frames)
+        except Exception as e:
+            QtWidgets.QMessageBox.critical(self, "GIF export failed", str(e))
+            return None
+        self.statusBar().showMessage(f"Saved {n} frames to {path}", 5000)
+        return path
+
+    # ------------------------------------------------------------------ sessions
+    def save_session(self, path: str | None = None) -> str | None:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save session", "session.pt", "Session (*.pt)")
+            if not path:
+                return None
+        try:
+            atomic_torch_save(self.state.to_session(), path)
+        except OSError as e:
+            QtWidgets.QMessageBox.critical(self, "Could not save session", str(e))
+            return None
+        self.statusBar().showMessage(f"Session saved to {path}", 5000)
+        return path
+
+    def load_session(self, path: str | None = None) -> bool:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open session", "", "Session (*.pt)")
+            if not path:
+                return False
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            QtWidgets.QMessageBox.critical(self, "Could not open session", f"{path}:\n{e}")
+            return False
+        training = self.views["training"]
+        training.stop()
+        try:
+            self.state.restore_session(d, core.build_model)
+        except Exception as e:
+            QtWidgets.QMessageBox.critical(self, "Could not open session",
+                                           f"{path}:\n{e}\nThe current session is unchanged.")
+            return False
+        training._clear_curves()
+        training._trained_density = self.state.density
+        training.info.setText(f"Restored model at step {self.state.model_step}" if self.state.model is not None
+                              else "Restored session (no model)")
+        self.views["sampler"].sync_widgets()
+        self.statusBar().showMessage(f"Session restored from {Path(path).name}", 5000)
+        return True
+
+    # ------------------------------------------------------------------ demo / screenshots
+    def run_demo(self, train_steps: int = 400, timeout_s: float = 120.0):
+        """Train a few hundred steps (in the worker), then compute all sampler chains."""
+        training = self.views["training"]
+        training.start(max_steps=train_steps, fresh=True)
+        app = QtWidgets.QApplication.instance()
+        loop = QtCore.QEventLoop()
+        training.worker.finished.connect(loop.quit)
+        QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+        if training.is_running():
+            loop.exec()
+        app.processEvents()
+        sampler = self.views["sampler"]
+        sampler.restart()
+        sampler.wait_for(sampler.n_frames, timeout_s)
+        sampler.show_frame(sampler.n_frames)
+        self.views["score"].recompute()
+
+    def save_screenshot(self, path: str, tab: str | None = None) -> str:
+        if tab is not None:
+            self.tabs.setCurrentWidget(self.views[tab])
+        app = QtWidgets.QApplication.instance()
+        for _ in range(3):
+            app.processEvents()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not self.grab().save(str(path)):
+            raise OSError(f"could not save screenshot to {path}")
+        return str(path)
+
+    def closeEvent(self, ev):
+        for view in self.views.values():
+            for name in ("stop", "stop_worker"):
+                if hasattr(view, name):
+                    getattr(view, name)()
+            if hasattr(view, "timer"):
+                view.timer.stop()
+        super().closeEvent(ev)
+
+
+def save_svg(widget: QtWidgets.QWidget, path: str) -> None:
+    """Vector export through Qt's SVG paint device. (pyqtgraph 0.14's SVGExporter fails on
+    Qt 6.12's path output with "not enough values to unpack", so it is not used.)"""
+    from PySide6.QtSvg import QSvgGenerator
+
+    gen = QSvgGenerator()
+    gen.setFileName(str(path))
+    gen.setSize(widget.size())
+    gen.setViewBox(QtCore.QRect(0, 0, widget.width(), widget.height()))
+    gen.setTitle("Score Explorer")
+    painter = QtGui.QPainter(gen)
+    try:
+        widget.render(painter)
+    finally:
+        painter.end()
+    if not Path(path).exists():
+        raise OSError(f"could not write {path}")
+
+
+def offscreen_if_headless(force: bool = False):
+    """Select Qt's offscreen platform when there is no display (must run before QApplication)."""
+    if force or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -1,0 +1,258 @@
+"""Density tab: paint a 2D density with a brush; presets, image and JSON import/export.
+
+Each finished stroke becomes Gaussian components (trainers.densities.from_strokes, added to the
+current mixture by trainers.grid.paint); the canvas shows p(x) as a heat map with contours of the
+highest-density regions holding 20/40/60/80 % of the mass.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from trainers import densities as D
+from trainers import grid as G
+
+from . import common as C
+
+HEAT_N = 160
+
+
+class DensityCanvas(pg.PlotWidget):
+    """Plot of the density that turns left-button drags on its viewport into strokes."""
+
+    strokeFinished = QtCore.Signal(object)   # (M, 2) array in data coordinates
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.plotItem.vb.setMouseEnabled(False, False)
+        self.plotItem.setMenuEnabled(False)
+        self.plotItem.hideButtons()
+        self.heat = C.heat_image()
+        self.addItem(self.heat)
+        self.contours: list[pg.IsocurveItem] = []
+        self.preview = pg.PlotDataItem(pen=pg.mkPen(255, 255, 255, 200, width=2))
+        self.preview.setZValue(10)
+        self.addItem(self.preview)
+        self._points: list[tuple[float, float]] | None = None
+        self.viewport().installEventFilter(self)
+        self.viewport().setCursor(QtCore.Qt.CursorShape.CrossCursor)
+
+    def _to_data(self, pos) -> tuple[float, float]:
+        p = self.plotItem.vb.mapSceneToView(self.mapToScene(pos.toPoint() if hasattr(pos, "toPoint") else pos))
+        return float(p.x()), float(p.y())
+
+    def eventFilter(self, obj, ev):
+        t = ev.type()
+        E = QtCore.QEvent.Type
+        if t == E.MouseButtonPress and ev.button() == QtCore.Qt.MouseButton.LeftButton:
+            self._points = [self._to_data(ev.position())]
+            self._show_preview()
+            return True
+        if t == E.MouseMove and self._points is not None:
+            self._points.append(self._to_data(ev.position()))
+            self._show_preview()
+            return True
+        if t == E.MouseButtonRelease and self._points is not None and ev.button() == QtCore.Qt.MouseButton.LeftButton:
+            self._points.append(self._to_data(ev.position()))
+            pts = np.array(self._points)
+            self._points = None
+            self.preview.setData([], [])
+            self.strokeFinished.emit(pts)
+            return True
+        return super().eventFilter(obj, ev)
+
+    def _show_preview(self):
+        pts = np.array(self._points)
+        self.preview.setData(pts[:, 0], pts[:, 1])
+
+    def show_density(self, density: D.GaussianMixture, bounds):
+        img = G.density_image(density, bounds, HEAT_N)
+        C.set_heat(self.heat, img, bounds)
+        for c in self.contours:
+            c.setParentItem(None)
+            self.removeItem(c) if c.scene() else None
+        self.contours = []
+        for lev in G.contour_levels(img, 4):
+            iso = pg.IsocurveItem(data=img, level=lev, pen=pg.mkPen(255, 255, 255, 150, width=1))
+            iso.setParentItem(self.heat)       # inherits the image's data→view transform
+            self.contours.append(iso)
+        C.square_plot(self.plotItem, bounds)
+
+
+class DensityView(QtWidgets.QWidget):
+    title = "Density"
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        lay = QtWidgets.QHBoxLayout(self)
+        panel, side = C.side_panel()
+        lay.addWidget(panel)
+        self.canvas = DensityCanvas()
+        lay.addWidget(self.canvas, 1)
+
+        box, form = C.form_group("Brush")
+        self.paint_btn = QtWidgets.QRadioButton("Paint")
+        self.erase_btn = QtWidgets.QRadioButton("Erase")
+        self.paint_btn.setChecked(True)
+        self.paint_btn.setToolTip("Drag with the left button: the stroke becomes Gaussian components of std "
+                                  "size/4, spaced size/4 along its path, each of mass 'strength'.")
+        self.erase_btn.setToolTip("Drag to remove every component whose centre is closer than size/2 to the stroke.")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.paint_btn)
+        row.addWidget(self.erase_btn)
+        form.addRow(row)
+        self.size = C.spin(0.05, 5.0, 0.8, 0.05, 2, "Brush diameter in data units (the view spans the density's bounds).")
+        self.strength = C.spin(0.05, 10.0, 1.0, 0.1, 2,
+                               "Mass of each painted component. One preset component counts as mass 1, so "
+                               "strength 2 paints twice as dense as a preset mode.")
+        form.addRow("Size", self.size)
+        form.addRow("Strength", self.strength)
+        side.addWidget(box)
+
+        box, form = C.form_group("Edit")
+        self.undo_btn = QtWidgets.QPushButton("Undo")
+        self.redo_btn = QtWidgets.QPushButton("Redo")
+        self.undo_btn.setToolTip("Undo the last change to the density (Ctrl+Z)")
+        self.redo_btn.setToolTip("Redo (Ctrl+Shift+Z)")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.undo_btn)
+        row.addWidget(self.redo_btn)
+        form.addRow(row)
+        self.clear_btn = QtWidgets.QPushButton("Clear (start a drawing)")
+        self.clear_btn.setToolTip("Start from an empty canvas: the next stroke becomes the whole density "
+                                  "(the old one stays in the undo history).")
+        form.addRow(self.clear_btn)
+        side.addWidget(box)
+
+        box, form = C.form_group("Presets and files")
+        self.preset = C.combo([(n, n.replace("_", " ")) for n in D.PRESET_NAMES], D.DEFAULT_DENSITY,
+                              "Built-in Gaussian mixtures; choosing one replaces the density (undo brings it back).")
+        form.addRow("Preset", self.preset)
+        self.load_img_btn = QtWidgets.QPushButton("Load image…")
+        self.load_img_btn.setToolTip("Grayscale image → one component per lit pixel, weighted by brightness, "
+                                     "stretched over the current view.")
+        self.dark_is_mass = QtWidgets.QCheckBox("Dark pixels are mass")
+        self.dark_is_mass.setChecked(True)
+        self.dark_is_mass.setToolTip("On: ink on white paper (dark = probability mass). Off: bright = mass.")
+        self.load_json_btn = QtWidgets.QPushButton("Load density JSON…")
+        self.save_json_btn = QtWidgets.QPushButton("Save density JSON…")
+        self.load_json_btn.setToolTip('A {"kind": "gmm", "components": [{"weight", "mean", "cov"}…]} file.')
+        for w in (self.load_img_btn, self.dark_is_mass, self.load_json_btn, self.save_json_btn):
+            form.addRow(w)
+        side.addWidget(box)
+        self.info = QtWidgets.QLabel()
+        self.info.setWordWrap(True)
+        side.addWidget(self.info)
+        side.addStretch(1)
+
+        self._cleared = False
+        self.canvas.strokeFinished.connect(self._on_stroke)
+        self.undo_btn.clicked.connect(state.undo)
+        self.redo_btn.clicked.connect(state.redo)
+        self.clear_btn.clicked.connect(self.clear)
+        self.preset.activated.connect(lambda i: self.load_preset(self.preset.itemData(i)))
+        self.load_img_btn.clicked.connect(lambda: self.load_image())
+        self.load_json_btn.clicked.connect(lambda: self.load_json())
+        self.save_json_btn.clicked.connect(lambda: self.save_json())
+        state.densityChanged.connect(self.refresh)
+        self.refresh()
+
+    # ------------------------------------------------------------------ actions
+    def _on_stroke(self, pts: np.ndarray):
+        stroke = D.Stroke(points=pts, width=self.size.value(), strength=self.strength.value(),
+                          erase=self.erase_btn.isChecked())
+        if self._cleared and not stroke.erase:
+            # first stroke after Clear: it *is* the density
+            try:
+                dens = D.from_strokes([stroke], bounds=self.state.bounds)
+            except D.DensityError as e:
+                self.state.status.emit(f"Stroke ignored: {e}")
+                return
+            self._cleared = False
+            self.state.set_density(dens, reset_view=False, mass=stroke.strength * dens.n_components)
+        else:
+            self.state.apply_stroke(stroke)
+
+    def clear(self):
+        """Empty the canvas; the density stays valid (the old one) until the first stroke replaces it."""
+        self._cleared = True
+        self.canvas.heat.setImage(np.zeros((4, 4)), levels=(0, 1))
+        for c in self.canvas.contours:
+            c.setParentItem(None)
+        self.canvas.contours = []
+        self.info.setText("Canvas cleared: paint a stroke to create the new density.")
+        self.state.status.emit("Canvas cleared — paint to create a new density")
+
+    def load_preset(self, name: str):
+        self._cleared = False
+        self.state.set_density(D.preset(name))
+
+    def _error(self, title: str, msg: str):
+        QtWidgets.QMessageBox.critical(self, title, msg)
+        self.state.status.emit(f"{title}: {msg}")
+
+    def load_json(self, path: str | None = None) -> bool:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load density", "", "Density JSON (*.json)")
+            if not path:
+                return False
+        try:
+            dens = D.GaussianMixture.load(path)
+        except (D.DensityError, OSError) as e:
+            self._error("Could not load density", f"{path}:\n{e}\nThe current density is unchanged.")
+            return False
+        self._cleared = False
+        self.state.set_density(dens)
+        self.state.status.emit(f"Loaded {Path(path).name}: {dens.n_components} components")
+        return True
+
+    def save_json(self, path: str | None = None) -> bool:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save density", "density.json", "Density JSON (*.json)")
+            if not path:
+                return False
+        try:
+            self.state.density.save(path)
+        except OSError as e:
+            self._error("Could not save density", str(e))
+            return False
+        self.state.status.emit(f"Saved density to {path}")
+        return True
+
+    def load_image(self, path: str | None = None) -> bool:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load image as density", "",
+                                                            "Images (*.png *.jpg *.jpeg *.bmp *.gif)")
+            if not path:
+                return False
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im = im.convert("L")
+                im.thumbnail((128, 128))
+                gray = np.asarray(im, dtype=np.float64) / 255.0
+            if self.dark_is_mass.isChecked():
+                gray = 1.0 - gray
+            dens = D.from_image(gray, bounds=self.state.bounds, name=Path(path).stem)
+        except (OSError, ValueError) as e:          # DensityError is a ValueError
+            self._error("Could not load image", f"{path}:\n{e}\nThe current density is unchanged.")
+            return False
+        self._cleared = False
+        self.state.set_density(dens)
+        return True
+
+    # ------------------------------------------------------------------ view
+    def refresh(self):
+        s = self.state
+        self.canvas.show_density(s.density, s.bounds)
+        self.undo_btn.setEnabled(s.can_undo())
+        self.redo_btn.setEnabled(s.can_redo())
+        self.info.setText(f"<b>{s.density.name or 'density'}</b>: {s.density.n_components} components")
+
+    def export_target(self):
+        return self.canvas

@@ -1,0 +1,229 @@
+"""Score-field tab: learned score arrows (red) over the true score (white) of p_σ or of the DDPM
+marginal q(x_t), an error heat map ‖s_θ − ∇log p‖ (optionally weighted by p), and a slider over the
+noise levels / timesteps the model was trained on. Hover shows both vectors at the nearest grid point.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6 import QtCore, QtWidgets
+
+from trainers import grid as G
+
+from .. import core
+from . import common as C
+
+ERROR_N = 80
+
+
+class ScoreFieldView(QtWidgets.QWidget):
+    title = "Score field"
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self._levels: list[core.Level] = []
+        self._grid = None            # (points (n*n,2) ndarray, true (n*n,2), learned or None)
+        lay = QtWidgets.QHBoxLayout(self)
+        panel, side = C.side_panel()
+        lay.addWidget(panel)
+
+        box, form = C.form_group("Field")
+        self.grid_n = C.spin(5, 80, 24, tooltip="Arrows per side of the grid (n × n arrows).")
+        self.show_true = QtWidgets.QCheckBox("True score ∇log p (white)")
+        self.show_true.setChecked(True)
+        self.show_model = QtWidgets.QCheckBox("Learned score s_θ (red)")
+        self.show_model.setChecked(True)
+        self.show_true.setToolTip("Exact score of the noised density p_σ = p * N(0, σ²I), or of the DDPM marginal "
+                                  "q(x_t) = Σ w_k N(√ᾱ_t μ_k, ᾱ_t Σ_k + (1−ᾱ_t) I), at the slider's level.")
+        self.show_model.setToolTip("The network's score at the slider's level; a DDPM model's ε is shown as "
+                                   "s = −ε/√(1−ᾱ_t).")
+        self.arrow_mode = C.combo([("length", "length ∝ |s| (shared scale)"), ("unit", "unit length, colour = |s|")],
+                                  "length", "Length mode: both fields share one scale, the 95th percentile of |s| "
+                                  "maps to one grid cell (longer arrows are clipped to 2 cells).")
+        self.error_mode = C.combo([("off", "off"), ("plain", "‖s_θ − ∇log p‖"), ("weighted", "p(x)·‖s_θ − ∇log p‖")],
+                                  "plain", "Heat map of the score error; weighted by p(x) shows where the error matters "
+                                  "for the Fisher divergence (errors far from the data are invisible to it).")
+        form.addRow("Grid", self.grid_n)
+        form.addRow(self.show_true)
+        form.addRow(self.show_model)
+        form.addRow("Arrows", self.arrow_mode)
+        form.addRow("Error map", self.error_mode)
+        side.addWidget(box)
+
+        box, form = C.form_group("Noise level")
+        self.level = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.level.setToolTip("Noise level σᵢ (NCSN) or timestep t (DDPM) at which both fields are drawn.")
+        self.level_label = QtWidgets.QLabel()
+        self.level_label.setWordWrap(True)
+        form.addRow(self.level)
+        form.addRow(self.level_label)
+        side.addWidget(box)
+        self.hover = QtWidgets.QLabel("Hover over the plot to read both vectors.")
+        self.hover.setWordWrap(True)
+        self.hover.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        side.addWidget(self.hover)
+        self.summary = QtWidgets.QLabel()
+        self.summary.setWordWrap(True)
+        side.addWidget(self.summary)
+        side.addStretch(1)
+
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.plotItem
+        self.err_img = C.heat_image(C.ERROR_CMAP)
+        self.plot.addItem(self.err_img)
+        self.density_contours: list = []
+        self.true_arrows = pg.PlotDataItem(connect="pairs", pen=C.TRUE_PEN)
+        self.model_arrows = pg.PlotDataItem(connect="pairs", pen=C.MODEL_PEN)
+        self.true_arrows.setZValue(5)
+        self.model_arrows.setZValue(6)
+        self.plot.addItem(self.true_arrows)
+        self.plot.addItem(self.model_arrows)
+        self.marker = pg.ScatterPlotItem(size=10, pen=pg.mkPen("c", width=2), brush=None)
+        self.marker.setZValue(7)
+        self.plot.addItem(self.marker)
+        self.colorbar = pg.ColorBarItem(colorMap=C.ERROR_CMAP, interactive=False, width=12)
+        self.colorbar.setImageItem(self.err_img, insert_in=self.plot)
+        lay.addWidget(self.plot_widget, 1)
+
+        self._hover_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_hover)
+        for w in (self.show_true, self.show_model):
+            w.toggled.connect(self._draw)
+        self.arrow_mode.currentIndexChanged.connect(self._draw)
+        self.error_mode.currentIndexChanged.connect(self.recompute)
+        self.grid_n.valueChanged.connect(self.recompute)
+        self.level.valueChanged.connect(self.recompute)
+        state.densityChanged.connect(self.recompute)
+        state.modelChanged.connect(self._on_model)
+        state.trainSettingsChanged.connect(self._on_model)
+        self._on_model()
+
+    # ------------------------------------------------------------------ data
+    def _settings(self):
+        """Settings whose levels the slider shows: the trained model's, else the panel's."""
+        return self.state.model_settings or self.state.train
+
+    def _on_model(self):
+        levels = core.levels_for(self._settings())
+        if [lv.label for lv in levels] != [lv.label for lv in self._levels]:
+            old = self.level.value()
+            self._levels = levels
+            self.level.blockSignals(True)
+            self.level.setRange(0, len(levels) - 1)
+            self.level.setValue(min(old, len(levels) - 1))
+            self.level.setEnabled(len(levels) > 1)
+            self.level.blockSignals(False)
+        self.recompute()
+
+    def current_level(self) -> core.Level:
+        return self._levels[self.level.value()]
+
+    def set_level(self, i: int):
+        self.level.setValue(i)
+
+    def recompute(self, *_):
+        s = self.state
+        lev = self.current_level()
+        settings = self._settings()
+        bounds = s.bounds
+        n = self.grid_n.value()
+        pts = G.grid_points(bounds, n)
+        target = core.target_density(s.density, settings, lev)
+        true = G.field_on_grid(target.score, pts.double())
+        learned = None
+        if s.model is not None:
+            learned = G.field_on_grid(core.learned_score_fn(s.model, settings, lev), pts)
+        self._grid = (pts.numpy().astype(np.float64), true, learned, (bounds[1] - bounds[0]) / n)
+        self.level_label.setText(lev.label)
+
+        # error heat map on a finer grid
+        mode = self.error_mode.currentData()
+        if learned is not None and mode != "off":
+            fine = G.grid_points(bounds, ERROR_N)
+            err = np.linalg.norm(G.field_on_grid(core.learned_score_fn(s.model, settings, lev), fine)
+                                 - G.field_on_grid(target.score, fine.double()), axis=1).reshape(ERROR_N, ERROR_N)
+            if mode == "weighted":
+                p = G.density_image(target, bounds, ERROR_N)
+                err = err * p / p.max()
+            hi = float(np.quantile(err, 0.99)) or 1.0
+            C.set_heat(self.err_img, err, bounds, (0.0, hi))
+            self.colorbar.setLevels((0.0, hi))
+            self.err_img.setVisible(True)
+            self.colorbar.setVisible(True)
+            self.colorbar.axis.setLabel("p·error" if mode == "weighted" else "‖s_θ − ∇log p‖")
+        else:
+            self.err_img.setVisible(False)
+            self.colorbar.setVisible(False)
+        self._draw_contours(target, bounds)
+        if learned is not None:
+            fd = float(np.mean(np.sum((learned - true) ** 2, 1)))
+            self.summary.setText(f"Mean ‖s_θ − ∇log p‖² over the grid: {fd:.4g} (model step {s.model_step})")
+        else:
+            self.summary.setText("No trained model yet: only the true score is drawn. Train on the Training tab.")
+        C.square_plot(self.plot, bounds, f"Score field at {lev.label.split('(')[0].strip()}")
+        self._draw()
+
+    def _draw_contours(self, target, bounds):
+        for c in self.density_contours:
+            self.plot.removeItem(c)
+        self.density_contours = []
+        img = G.density_image(target, bounds, 100)
+        xmin, xmax, ymin, ymax = bounds
+        for lev in G.contour_levels(img, 3):
+            iso = pg.IsocurveItem(data=img, level=lev, pen=pg.mkPen(120, 200, 255, 140, width=1))
+            iso.setTransform(pg.QtGui.QTransform.fromScale((xmax - xmin) / 100, (ymax - ymin) / 100)
+                             * pg.QtGui.QTransform.fromTranslate(xmin, ymin))
+            iso.setZValue(1)
+            self.plot.addItem(iso)
+            self.density_contours.append(iso)
+
+    def _draw(self, *_):
+        if self._grid is None:
+            return
+        pts, true, learned, cell = self._grid
+        unit = self.arrow_mode.currentData() == "unit"
+        fields = [true] + ([learned] if learned is not None else [])
+        scale = G.shared_arrow_scale(fields, cell)
+
+        def vec(f):
+            if unit:
+                norm = np.linalg.norm(f, axis=1, keepdims=True)
+                return 0.8 * cell * f / np.maximum(norm, 1e-12)
+            v = f * scale
+            norm = np.linalg.norm(v, axis=1, keepdims=True)
+            return v * np.minimum(1.0, 2 * cell / np.maximum(norm, 1e-12))
+
+        for item, f, on in ((self.true_arrows, true, self.show_true.isChecked()),
+                            (self.model_arrows, learned, self.show_model.isChecked())):
+            if f is None or not on:
+                item.setData([], [])
+                continue
+            x, y = C.arrows_path(pts, vec(f))
+            item.setData(x, y)
+
+    # ------------------------------------------------------------------ hover
+    def _on_hover(self, evt):
+        if self._grid is None:
+            return
+        pos = evt[0]
+        if not self.plot.sceneBoundingRect().contains(pos):
+            return
+        p = self.plot.vb.mapSceneToView(pos)
+        self.show_vectors_at(p.x(), p.y())
+
+    def show_vectors_at(self, x: float, y: float) -> str:
+        pts, true, learned, _ = self._grid
+        i = int(np.argmin(((pts - [x, y]) ** 2).sum(1)))
+        self.marker.setData([pts[i, 0]], [pts[i, 1]])
+        t = true[i]
+        txt = f"at ({pts[i, 0]:.2f}, {pts[i, 1]:.2f}):<br>true ∇log p = ({t[0]:.3g}, {t[1]:.3g})"
+        if learned is not None:
+            m = learned[i]
+            txt += (f"<br><span style='color:#e54'>learned s_θ = ({m[0]:.3g}, {m[1]:.3g})</span>"
+                    f"<br>‖difference‖ = {np.linalg.norm(m - t):.3g}")
+        self.hover.setText(txt)
+        return txt
+
+    def export_target(self):
+        return self.plot_widget

@@ -1,0 +1,343 @@
+"""Training tab: model/objective settings, start/pause/reset, live loss and Fisher-divergence curves.
+
+Training runs in `explorer.worker.TrainWorker` (a QThread). Changing the density or any setting
+that changes the network or the loss while training stops the worker, discards the weights and
+starts a fresh run (a loss curve never mixes two problems); lr and batch changes likewise restart.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from .. import core
+from ..worker import TrainWorker
+from . import common as C
+
+TIP = {
+    "model": "MLP: the network outputs the score vector s_θ(x) (for DDPM: the noise ε_θ).\n"
+             "EBM: the network outputs an energy f_θ(x); the score is −∇ₓf_θ by autograd (Z_θ drops out).",
+    "objective": "esm: exact score matching E[½‖s‖² + tr ∇s] (trace = 2 backward passes).\n"
+                 "ssm: sliced score matching E[½‖s‖² + vᵀ∇s v], v Rademacher (variance-reduced form).\n"
+                 "dsm: denoising score matching at one σ; fits the score of p_σ = p * N(0, σ²I).\n"
+                 "ncsn: multi-σ DSM, λ(σ) = σ², s_θ(x, σ) = net(x, emb log σ)/σ (NCSNv2 scaling).\n"
+                 "ddpm: ε-prediction, L_simple = E‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖².",
+    "width": "Hidden units per layer of the MLP (SiLU activations).",
+    "depth": "Number of hidden layers.",
+    "lr": "Adam learning rate.",
+    "batch": "Samples drawn from the density per step.",
+    "sigma": "DSM noise std σ: the model learns ∇log p_σ, p_σ = p * N(0, σ²I).",
+    "sigma_max": "NCSN σ₁, the largest noise level (≈ the largest distance between modes).",
+    "sigma_min": "NCSN σ_L, the smallest noise level.",
+    "n_levels": "NCSN L: number of geometric noise levels σ₁ > … > σ_L.",
+    "schedule": "DDPM β schedule. linear: β from 1e-4 to 0.02 (rescaled by 1000/T for small T); "
+                "cosine: Nichol & Dhariwal.",
+    "n_timesteps": "DDPM T, the number of diffusion steps (0-based t in the code, t+1 in labels).",
+}
+
+
+class TrainingView(QtWidgets.QWidget):
+    title = "Training"
+    runningChanged = QtCore.Signal(bool)
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.worker: TrainWorker | None = None
+        self._steps: list[np.ndarray] = []
+        self._losses: list[np.ndarray] = []
+        self._fisher_steps: list[int] = []
+        self._fisher: list[float] = []
+        self._restarting = False
+        self._last_rate = 0.0
+
+        lay = QtWidgets.QHBoxLayout(self)
+        panel, side = C.side_panel()
+        lay.addWidget(panel)
+        s = state.train
+
+        box, form = C.form_group("Model and objective")
+        self.model_kind = C.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")], s.model, TIP["model"])
+        self.objective = C.combo([(k, f"{k}: {v}") for k, v in core.OBJECTIVE_LABELS.items()], s.objective,
+                                 TIP["objective"])
+        self.width_ = C.spin(8, 1024, s.width, 8, tooltip=TIP["width"])
+        self.depth = C.spin(1, 8, s.depth, tooltip=TIP["depth"])
+        self.lr = C.spin(1e-5, 1e-1, s.lr, 1e-4, 5, TIP["lr"], log=True)
+        self.batch = C.spin(16, 8192, s.batch, 64, tooltip=TIP["batch"])
+        for label, w in (("Model", self.model_kind), ("Objective", self.objective), ("Width", self.width_),
+                         ("Depth", self.depth), ("Learning rate", self.lr), ("Batch", self.batch)):
+            form.addRow(label, w)
+        side.addWidget(box)
+
+        box, form = C.form_group("Noise")
+        self.sigma = C.spin(0.001, 20.0, s.sigma, 0.05, 3, TIP["sigma"])
+        self.sigma_max = C.spin(0.01, 50.0, s.sigma_max, 0.5, 3, TIP["sigma_max"])
+        self.sigma_min = C.spin(0.001, 5.0, s.sigma_min, 0.01, 3, TIP["sigma_min"])
+        self.n_levels = C.spin(1, 50, s.n_levels, tooltip=TIP["n_levels"])
+        self.schedule = C.combo([("linear", "linear β"), ("cosine", "cosine")], s.schedule, TIP["schedule"])
+        self.n_timesteps = C.spin(10, 1000, s.n_timesteps, 10, tooltip=TIP["n_timesteps"])
+        self._noise_rows = {}
+        for key, label, w in (("sigma", "DSM σ", self.sigma), ("sigma_max", "σ₁ (max)", self.sigma_max),
+                              ("sigma_min", "σ_L (min)", self.sigma_min), ("n_levels", "Levels L", self.n_levels),
+                              ("schedule", "β schedule", self.schedule), ("n_timesteps", "Timesteps T", self.n_timesteps)):
+            form.addRow(label, w)
+            self._noise_rows[key] = w
+        side.addWidget(box)
+
+        box, form = C.form_group("Run")
+        self.start_btn = QtWidgets.QPushButton("Start")
+        self.start_btn.setToolTip("Start training (Ctrl+Return); while running: pause / resume.")
+        self.reset_btn = QtWidgets.QPushButton("Reset")
+        self.reset_btn.setToolTip("Stop, forget the weights and clear the curves.")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.start_btn)
+        row.addWidget(self.reset_btn)
+        form.addRow(row)
+        self.log_y = QtWidgets.QCheckBox("Log-scale loss")
+        self.log_y.setToolTip("Plot |loss| on a log axis (score-matching losses can be negative: "
+                              "ESM/SSM equal the Fisher divergence minus a constant).")
+        form.addRow(self.log_y)
+        self.info = QtWidgets.QLabel("Not trained yet.")
+        self.info.setWordWrap(True)
+        form.addRow(self.info)
+        side.addWidget(box)
+        side.addStretch(1)
+
+        plots = pg.GraphicsLayoutWidget()
+        self.plots = plots
+        self.loss_plot = plots.addPlot(title="Training loss")
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.loss_raw = self.loss_plot.plot(pen=pg.mkPen(120, 160, 255, 90))
+        self.loss_ema = self.loss_plot.plot(pen=pg.mkPen(80, 140, 255, 255, width=2))
+        plots.nextRow()
+        self.fisher_plot = plots.addPlot(title="Fisher divergence E‖s_θ − ∇log p‖² (exact score)")
+        self.fisher_plot.setLabel("bottom", "step")
+        self.fisher_plot.setLogMode(y=True)
+        self.fisher_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.fisher_curve = self.fisher_plot.plot(pen=pg.mkPen(255, 150, 60, width=2), symbol="o", symbolSize=4,
+                                                  symbolBrush=(255, 150, 60))
+        lay.addWidget(plots, 1)
+
+        self.start_btn.clicked.connect(self.toggle)
+        self.reset_btn.clicked.connect(self.reset)
+        self.log_y.toggled.connect(self._redraw_loss)
+        for w in (self.model_kind, self.objective, self.schedule):
+            w.currentIndexChanged.connect(self._settings_from_widgets)
+        for w in (self.width_, self.depth, self.lr, self.batch, self.sigma, self.sigma_max, self.sigma_min,
+                  self.n_levels, self.n_timesteps):
+            w.valueChanged.connect(self._settings_from_widgets)
+        state.trainSettingsChanged.connect(self._on_settings_changed)
+        state.densityChanged.connect(self._on_density_changed)
+        self._redraw_timer = QtCore.QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self._redraw_loss)
+        self._show_noise_rows()
+
+    # ------------------------------------------------------------------ settings
+    def _settings_from_widgets(self, *_):
+        self.state.update_train(
+            model=self.model_kind.currentData(), objective=self.objective.currentData(),
+            width=self.width_.value(), depth=self.depth.value(), lr=self.lr.value(), batch=self.batch.value(),
+            sigma=self.sigma.value(), sigma_max=self.sigma_max.value(), sigma_min=self.sigma_min.value(),
+            n_levels=self.n_levels.value(), schedule=self.schedule.currentData(),
+            n_timesteps=self.n_timesteps.value())
+
+    def _widgets_from_settings(self):
+        s = self.state.train
+        widgets = [self.model_kind, self.objective, self.schedule, self.width_, self.depth, self.lr, self.batch,
+                   self.sigma, self.sigma_max, self.sigma_min, self.n_levels, self.n_timesteps]
+        for w in widgets:
+            w.blockSignals(True)
+        self.model_kind.setCurrentIndex(self.model_kind.findData(s.model))
+        self.objective.setCurrentIndex(self.objective.findData(s.objective))
+        self.schedule.setCurrentIndex(self.schedule.findData(s.schedule))
+        for w, v in ((self.width_, s.width), (self.depth, s.depth), (self.lr, s.lr), (self.batch, s.batch),
+                     (self.sigma, s.sigma), (self.sigma_max, s.sigma_max), (self.sigma_min, s.sigma_min),
+                     (self.n_levels, s.n_levels), (self.n_timesteps, s.n_timesteps)):
+            w.setValue(v)
+        for w in widgets:
+            w.blockSignals(False)
+
+    def _show_noise_rows(self):
+        obj = self.state.train.objective
+        show = {"sigma": obj == "dsm", "sigma_max": obj == "ncsn", "sigma_min": obj == "ncsn",
+                "n_levels": obj == "ncsn", "schedule": obj == "ddpm", "n_timesteps": obj == "ddpm"}
+        for key, w in self._noise_rows.items():
+            w.setEnabled(show[key])
+
+    def _on_settings_changed(self):
+        self._widgets_from_settings()
+        self._show_noise_rows()
+        if self.is_running():
+            self.restart("settings changed")
+
+    def _on_density_changed(self):
+        if self.is_running():
+            self.restart("density changed")
+
+    # ------------------------------------------------------------------ run control
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def toggle(self):
+        if self.is_running():
+            paused = not self.worker.paused
+            self.worker.set_paused(paused)
+            self.start_btn.setText("Resume" if paused else "Pause")
+            self.state.status.emit("Training paused" if paused else "Training resumed")
+            self.runningChanged.emit(not paused)
+        else:
+            self.start()
+
+    def start(self, max_steps: int | None = None, fresh: bool | None = None):
+        """Start training. Continues from the current weights when they were trained with the same
+        settings on the same density, else starts fresh."""
+        self.stop()
+        s = self.state
+        same = (s.model is not None and s.model_settings == s.train and fresh is not True
+                and getattr(self, "_trained_density", None) is s.density)
+        if not same:
+            self._clear_curves()
+        init = {k: v.clone() for k, v in s.model.state_dict().items()} if same else None
+        w = TrainWorker(_copy(s.train), s.density, init, s.model_step if same else 0, parent=self)
+        w.max_steps = max_steps
+        # Connected to bound methods of this GUI-thread object → queued into the GUI thread.
+        w.progress.connect(self._on_progress)
+        w.metric.connect(self._on_metric)
+        w.snapshot.connect(self._on_snapshot)
+        w.failed.connect(self._on_failed)
+        w.finished.connect(self._on_finished)
+        self._trained_density = s.density
+        self._worker_settings = w.settings
+        self.worker = w
+        w.start()
+        self.start_btn.setText("Pause")
+        self.runningChanged.emit(True)
+        self.state.status.emit(f"Training {s.train.model} with {s.train.objective}…")
+
+    def stop(self):
+        """Cancel the worker and wait for it (one optimiser step at most)."""
+        w = self.worker
+        if w is None:
+            return
+        for sig in (w.progress, w.metric, w.snapshot, w.failed, w.finished):
+            try:
+                sig.disconnect()
+            except (RuntimeError, TypeError):
+                pass
+        w.cancel()
+        w.wait()
+        w.deleteLater()
+        self.worker = None
+        self.start_btn.setText("Start")
+        self.runningChanged.emit(False)
+
+    def restart(self, why: str):
+        self.stop()
+        self.state.set_model(None, None)
+        self._clear_curves()
+        self.start()
+        self.state.status.emit(f"{why.capitalize()}: training restarted from scratch")
+
+    def reset(self):
+        self.stop()
+        self.state.set_model(None, None)
+        self._clear_curves()
+        self.info.setText("Reset: not trained.")
+        self.state.status.emit("Training reset")
+
+    def closeEvent(self, ev):
+        self.stop()
+        super().closeEvent(ev)
+
+    # ------------------------------------------------------------------ worker → GUI (GUI thread)
+    @QtCore.Slot(object)
+    def _on_progress(self, d):
+        if self.sender() is not self.worker:
+            return
+        self._steps.append(d["steps"])
+        self._losses.append(d["losses"])
+        self._last_rate = d["rate"] or self._last_rate
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start(100)     # at most ~10 curve redraws a second
+        step = int(d["steps"][-1])
+        self.info.setText(f"step {step}, loss {d['losses'][-1]:.4g}"
+                          + (f", {self._last_rate:.0f} steps/s" if self._last_rate else ""))
+        self.state.status.emit(f"Training {self._worker_settings.objective}: step {step}, loss {d['losses'][-1]:.4g}")
+
+    @QtCore.Slot(object)
+    def _on_metric(self, d):
+        if self.sender() is not self.worker:
+            return
+        self._fisher_steps.append(d["step"])
+        self._fisher.append(max(d["fisher"], 1e-12))
+        self.fisher_curve.setData(self._fisher_steps, self._fisher)
+        self.fisher_plot.setTitle(f"Fisher divergence vs exact score at {d['label']}: {d['fisher']:.4g}")
+
+    @QtCore.Slot(object)
+    def _on_snapshot(self, d):
+        if self.sender() is not self.worker:
+            return
+        model = core.build_model(self._worker_settings)
+        model.load_state_dict(d["state"])
+        model.eval()
+        self.state.set_model(model, self._worker_settings, d["step"])
+
+    @QtCore.Slot(str)
+    def _on_failed(self, msg):
+        self.state.status.emit(msg)
+        self.info.setText(f"<span style='color:#c33'>{msg}</span>")
+
+    @QtCore.Slot()
+    def _on_finished(self):
+        if self.sender() is self.worker:
+            self.start_btn.setText("Start")
+            self.runningChanged.emit(False)
+            self.state.status.emit(f"Training stopped at step {self.state.model_step}")
+
+    # ------------------------------------------------------------------ curves
+    def _clear_curves(self):
+        self._steps, self._losses, self._fisher_steps, self._fisher = [], [], [], []
+        self.loss_raw.setData([], [])
+        self.loss_ema.setData([], [])
+        self.fisher_curve.setData([], [])
+
+    def loss_history(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._steps:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(self._steps), np.concatenate(self._losses)
+
+    def _redraw_loss(self):
+        x, y = self.loss_history()
+        if len(x) == 0:
+            return
+        if len(x) > 4000:                     # draw at most ~4000 points
+            k = len(x) // 4000 + 1
+            n = len(x) // k * k
+            x, y = x[:n].reshape(-1, k)[:, -1], y[:n].reshape(-1, k).mean(1)
+        ema = _ema(y, 0.05 if len(y) > 50 else 0.3)
+        log = self.log_y.isChecked()
+        self.loss_plot.setLogMode(y=log)
+        if log:
+            y, ema = np.maximum(np.abs(y), 1e-12), np.maximum(np.abs(ema), 1e-12)
+        self.loss_raw.setData(x, y)
+        self.loss_ema.setData(x, ema)
+        self.loss_plot.setLabel("left", "|loss|" if log else "loss")
+
+    def export_target(self):
+        return self.plots
+
+
+def _ema(y: np.ndarray, a: float) -> np.ndarray:
+    out = np.empty_like(y, dtype=np.float64)
+    acc = y[0]
+    for i, v in enumerate(y):
+        acc = a * v + (1 - a) * acc
+        out[i] = acc
+    return out
+
+
+def _copy(s):
+    import copy
+    return copy.deepcopy(s)
