@@ -1,0 +1,48 @@
+"""pytest-qt fixtures: a main window with small, fast settings (the defaults are sized for people)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def state():
+    from explorer.state import AppState
+
+    s = AppState()
+    s.train.width = 64
+    s.train.n_timesteps = 50
+    ss = s.sampler
+    ss.n_particles, ss.frames, ss.langevin_steps, ss.steps_per_level, ss.n_levels = 400, 20, 40, 4, 5
+    return s
+
+
+@pytest.fixture
+def window(qtbot, state):
+    from explorer.app import MainWindow
+
+    win = MainWindow(state)
+    win.views["sampler"].sync_widgets()
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+@pytest.fixture(autouse=True)
+def no_modal_dialogs(monkeypatch):
+    """A modal dialog would block an offscreen test forever: any unexpected one fails the test
+    (tests that expect a dialog monkeypatch QMessageBox.critical themselves, which wins)."""
+    from PySide6 import QtWidgets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"unexpected modal dialog: {args[1:3]}")
+
+    for name in ("critical", "warning", "information", "question"):
+        monkeypatch.setattr(QtWidgets.QMessageBox, name, refuse)
+    for name in ("getOpenFileName", "getSaveFileName"):
+        monkeypatch.setattr(QtWidgets.QFileDialog, name, refuse)

@@ -1,0 +1,85 @@
+"""Files: density JSON (good and malformed), exports, sessions."""
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from PySide6 import QtWidgets
+
+
+def test_malformed_density_json_shows_an_error_and_keeps_the_density(window, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QtWidgets.QMessageBox, "critical", lambda *a, **k: shown.append(a))
+    before = window.state.density
+    bad = tmp_path / "bad.json"
+    for text in ('{"kind": "gmm", "components": [', '{"kind": "gmm", "components": [{"weight": 1, "mean": [0],'
+                 ' "cov": [[1, 0], [0, 1]]}]}', '[1, 2, 3]'):
+        bad.write_text(text)
+        assert window.views["density"].load_json(str(bad)) is False
+        assert window.state.density is before
+    assert len(shown) == 3
+    assert "bad.json" in shown[0][2] and "unchanged" in shown[0][2]
+
+
+def test_density_json_round_trip(window, tmp_path):
+    view = window.views["density"]
+    path = tmp_path / "d.json"
+    assert view.save_json(str(path))
+    view.load_preset("rings")
+    assert view.load_json(str(path))
+    assert window.state.density.name == "eight_gaussians"
+
+
+def test_export_png_svg_and_gif_are_valid_files(window, tmp_path):
+    window.tabs.setCurrentWidget(window.views["score"])
+    png = window.export_view(str(tmp_path / "view.png"))
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+    svg = window.export_view(str(tmp_path / "view.svg"), fmt="svg")
+    assert "<svg" in (tmp_path / "view.svg").read_text()[:2000]
+    assert svg
+    window.views["sampler"].source.setCurrentIndex(window.views["sampler"].source.findData("exact"))
+    gif = window.export_gif(str(tmp_path / "chains.gif"), max_frames=8)
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 8
+        im.seek(im.n_frames - 1)
+
+
+def test_session_save_and_restore_round_trip(window, qtbot, tmp_path):
+    tv = window.views["training"]
+    window.state.update_train(objective="dsm")
+    tv.start(max_steps=30)
+    qtbot.waitUntil(lambda: not tv.is_running() and window.state.model is not None, timeout=20000)
+    weights = {k: v.clone() for k, v in window.state.model.state_dict().items()}
+    density = window.state.density.to_dict()
+    window.state.sampler.langevin_eps = 0.0123
+    path = window.save_session(str(tmp_path / "s.pt"))
+    assert path
+
+    window.views["density"].load_preset("spiral")
+    tv.reset()
+    window.state.update_train(objective="ssm", width=32)
+    assert window.state.model is None
+
+    assert window.load_session(path)
+    s = window.state
+    assert s.density.to_dict() == density
+    assert s.train.objective == "dsm" and s.train.width == 64
+    assert s.sampler.langevin_eps == 0.0123
+    assert window.views["sampler"].langevin_eps.value() == 0.0123
+    assert tv.objective.currentData() == "dsm"
+    for k, v in s.model.state_dict().items():
+        assert torch.equal(v, weights[k])
+    # the file holds only tensors and plain values: it loads with weights_only=True
+    torch.load(path, weights_only=True)
+
+
+def test_a_corrupt_session_file_shows_an_error_and_changes_nothing(window, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QtWidgets.QMessageBox, "critical", lambda *a, **k: shown.append(a))
+    before = window.state.density
+    bad = tmp_path / "s.pt"
+    bad.write_bytes(b"not a torch file")
+    assert window.load_session(str(bad)) is False
+    torch.save({"format": "score-explorer-session", "density": {"kind": "nope"}}, bad)
+    assert window.load_session(str(bad)) is False
+    assert window.state.density is before and len(shown) == 2
