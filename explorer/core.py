@@ -1,14 +1,15 @@
 """Wiring from the explorer's settings to `trainers/` objects. No maths here: this module only
 chooses which trainers function serves which view (which noise level a field is compared at, which
-score adapter drives which sampler) and says so in a label the view shows."""
+score drives which sampler) and says so in a label the view shows. Models, losses, training steps,
+score-at-a-level and target densities all come from `trainers.fitting`, as for the 2D CLI."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass
 
 import torch
 
 from trainers import densities as D
+from trainers import fitting as F
 from trainers import metrics as M
 from trainers import nets
 from trainers import objectives as O
@@ -20,60 +21,35 @@ from .state import SamplerSettings, TrainSettings
 OBJECTIVE_LABELS = {k: v.label for k, v in O.OBJECTIVES.items()}
 
 
+def config_of(s: TrainSettings) -> F.ToyConfig:
+    """The CLI's config for these settings (σ₁ is explicit in the GUI, never 'automatic')."""
+    return F.ToyConfig.from_dict(asdict(s))
+
+
 def sigmas_of(s: TrainSettings) -> torch.Tensor:
-    return SCH.geometric_sigmas(s.sigma_max, s.sigma_min, s.n_levels)
+    return SCH.geometric_sigmas(max(s.sigma_max, s.sigma_min * 1.0001), s.sigma_min, s.n_levels)
 
 
 def schedule_of(s: TrainSettings) -> SCH.DDPMSchedule:
-    return SCH.DDPMSchedule.from_name(s.schedule, s.n_timesteps)
+    return F.ddpm_schedule(config_of(s))
 
 
 def build_model(s: TrainSettings) -> torch.nn.Module:
-    return nets.build_model(s.model, s.cond, s.width, s.depth, s.n_timesteps)
-
-
-def build_objective(s: TrainSettings):
-    params = {"dsm": {"sigma": s.sigma}, "ncsn": {"sigmas": sigmas_of(s)},
-              "ddpm": {"schedule": schedule_of(s)}}.get(s.objective, {})
-    return O.make_objective(s.objective, **params)
-
-
-@dataclass
-class StepInfo:
-    step: int
-    loss: float
+    """An untrained network of the right shape (to load weight snapshots into)."""
+    cfg = config_of(s)
+    return nets.build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
 
 
 def training_session(s: TrainSettings, density: D.GaussianMixture, init_state: dict | None = None):
-    """(model, iterator of StepInfo): one Adam step per next(). Uses trainers.fitting when present."""
-    model = build_model(s)
+    """(model, iterator of fitting.StepInfo): one Adam step per next(), exactly as the 2D CLI trains."""
+    cfg = config_of(s)
+    model, objective = F.build_model_and_objective(cfg, density, sigmas=sigmas_of(s))
     if init_state is not None:
         model.load_state_dict(init_state)
-    model.train()
-    objective = build_objective(s)
-    gen = torch.Generator().manual_seed(s.seed)
-
-    def sample_batch(n):
-        return density.sample(n, generator=gen)
-
-    try:
-        from trainers import fitting
-    except ImportError:
-        fitting = None
-    if fitting is not None and hasattr(fitting, "training_steps"):
-        return model, fitting.training_steps(model, objective, sample_batch, lr=s.lr, batch=s.batch, seed=s.seed)
-
-    def loop():
-        opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-        k = 0
-        while True:
-            k += 1
-            loss = objective(model, sample_batch(s.batch), gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            yield StepInfo(k, float(loss.detach()))
-    return model, loop()
+    data_gen = torch.Generator().manual_seed(s.seed + 1)
+    steps = F.training_steps(model, objective, lambda n: density.sample(n, data_gen), lr=s.lr, batch=s.batch,
+                             seed=s.seed)
+    return model, steps
 
 
 # ------------------------------------------------------------------ levels shown by the score view
@@ -83,12 +59,17 @@ class Level:
     sigma: float | None = None   # compare with p_σ (None and t None: the data density itself)
     t: int | None = None         # compare with the DDPM marginal q(x_t)
 
+    @property
+    def value(self) -> float:
+        """The `level` argument of fitting.model_score_at / target_density_at."""
+        return float(self.t) if self.t is not None else float(self.sigma or 0.0)
+
 
 def levels_for(s: TrainSettings) -> list[Level]:
-    """The noise levels a model trained with settings s has a score for."""
+    """The noise levels a model trained with settings s has a score for, least noisy first (so the
+    slider's left end is the data and its right end the prior)."""
     if s.objective == "ncsn":
         sig = sigmas_of(s)
-        # least noisy first, so the slider's left end is the data and its right end the prior
         return [Level(f"σ{i + 1} = {float(sig[i]):.3g}", sigma=float(sig[i])) for i in reversed(range(len(sig)))]
     if s.objective == "ddpm":
         sch = schedule_of(s)
@@ -100,35 +81,26 @@ def levels_for(s: TrainSettings) -> list[Level]:
 
 
 def target_density(density: D.GaussianMixture, s: TrainSettings, level: Level) -> D.GaussianMixture:
-    if level.t is not None:
-        return density.ddpm_marginal(float(schedule_of(s).alpha_bars[level.t]))
-    if level.sigma is not None:
-        return density.noised(level.sigma)
-    return density
+    return F.target_density_at(config_of(s), density, level.value)
 
 
-def learned_score_fn(model, s: TrainSettings, level: Level) -> Callable[[torch.Tensor], torch.Tensor]:
+def learned_score_fn(model, s: TrainSettings, level: Level):
     """x -> s_θ(x) at the level, as a score (a DDPM model's ε is converted by eps_to_score)."""
-    if s.cond == "sigma":
-        return lambda x: model(x, torch.full((len(x),), float(level.sigma)))
-    if s.cond == "time":
-        sch = schedule_of(s)
-
-        def fn(x):
-            t = torch.full((len(x),), int(level.t), dtype=torch.long)
-            return sch.eps_to_score(model(x, t), t)
-        return fn
-    return lambda x: model(x)
+    return F.model_score_at(model, config_of(s), level.value)
 
 
 def fisher_metric(s: TrainSettings, density: D.GaussianMixture, n_eval: int = 1024):
-    """fn(model) -> (Fisher divergence at the least-noisy level the model knows, label)."""
+    """fn(model) -> (Fisher divergence at the least-noisy level the model knows, label), on samples
+    of that level's density (fixed seed, so the curve moves only with the model)."""
     lev = levels_for(s)[0]
     target = target_density(density, s, lev)
     x = target.sample(n_eval, generator=torch.Generator().manual_seed(12345))
+    score = None
 
     def fn(model, _x=None):
-        return M.fisher_divergence(learned_score_fn(model, s, lev), target, x), lev.label
+        nonlocal score
+        score = learned_score_fn(model, s, lev)
+        return M.fisher_divergence(score, target, x), lev.label
     return fn
 
 
@@ -140,55 +112,44 @@ class ChainSpec:
     note: str = ""            # why the exact score stands in for the model, if it does
 
 
-def make_samplers(ss: SamplerSettings, model, ms: TrainSettings | None, density: D.GaussianMixture) -> list[ChainSpec]:
-    """Langevin, annealed Langevin and DDPM, each with the model's score where the model has one for
-    that sampler, else the exact score (and a note saying so)."""
+def make_samplers(ss: SamplerSettings, model, ms: TrainSettings | None, density: D.GaussianMixture,
+                  fallback: TrainSettings | None = None) -> list[ChainSpec]:
+    """Langevin, annealed Langevin and DDPM (trainers.fitting.make_sampler), each with the model's
+    score where the model has one for that sampler, else the exact score and a note saying so."""
     use_model = ss.source == "model" and model is not None and ms is not None
-    cond = ms.cond if use_model else None
+    settings = ms if use_model else (ms or fallback or TrainSettings())
+    cfg = config_of(settings)
+    exact_sigmas = SCH.geometric_sigmas(max(ss.sigma_max, ss.sigma_min * 1.0001), ss.sigma_min, ss.n_levels)
+    model_sigmas = sigmas_of(settings) if settings.cond == "sigma" else exact_sigmas
+    plans = [("langevin", "Langevin", dict(eps=ss.langevin_eps, steps=ss.langevin_steps)),
+             ("annealed", "Annealed Langevin", dict(eps=ss.annealed_eps, steps=ss.steps_per_level,
+                                                    final_denoise=ss.final_denoise)),
+             ("ddpm", "DDPM", dict(variance=ss.ddpm_variance))]
+    describe = {None: "model", "sigma": "model", "time": "model"}
     out = []
-
-    # --- Langevin on p (or the least-noisy level the model knows)
-    note = ""
-    if use_model and cond is None:
-        fn, src = S.model_score_fn(model), "model"
-    elif use_model and cond == "sigma":
-        lev = levels_for(ms)[0]
-        fn, src = learned_score_fn(model, ms, lev), f"model at σ_L = {lev.sigma:.3g}"
-    elif use_model and cond == "time":
-        lev = Level("t=1", t=0)
-        fn, src = learned_score_fn(model, ms, lev), "model at t = 1"
-    else:
-        fn, src = S.exact_score_fn(density), "exact score"
-        note = "no trained model" if ss.source == "model" and model is None else ""
-    out.append(ChainSpec(S.LangevinSampler(fn, ss.langevin_eps, ss.langevin_steps),
-                         f"Langevin — {src}", note))
-
-    # --- annealed Langevin
-    note = ""
-    if use_model and cond == "sigma":
-        sig = sigmas_of(ms)
-        fn, src = S.model_sigma_score_fn(model), "model"
-    else:
-        sig = SCH.geometric_sigmas(ss.sigma_max, ss.sigma_min, ss.n_levels)
-        if use_model and cond is None:
-            fn, src = (lambda x, _s: model(x)), "model (ignores σ)"
-            note = "the model has one σ: every level uses the same field"
-        else:
-            fn, src = S.exact_sigma_score_fn(density), "exact score of p_σ"
-            if use_model:
-                note = "model is t-conditioned: exact score shown"
-    out.append(ChainSpec(S.AnnealedLangevinSampler(fn, sig, ss.annealed_eps, ss.steps_per_level, ss.final_denoise),
-                         f"Annealed Langevin — {src}", note))
-
-    # --- DDPM
-    note = ""
-    if use_model and cond == "time":
-        sch = schedule_of(ms)
-        fn, src = S.model_eps_fn(model), "model"
-    else:
-        sch = SCH.DDPMSchedule.from_name(ms.schedule if ms else "linear", ms.n_timesteps if ms else 200)
-        fn, src = S.exact_eps_fn(density, sch), "exact ε of q(x_t)"
+    for name, title, kw in plans:
+        note = ""
         if use_model:
-            note = "model is not t-conditioned: exact ε shown"
-    out.append(ChainSpec(S.DDPMSampler(fn, sch, ss.ddpm_variance), f"DDPM — {src}", note))
+            try:
+                sampler = F.make_sampler(name, cfg, model, density,
+                                         sigmas=model_sigmas if name == "annealed" else sigmas_of(settings), **kw)
+                src = describe[cfg.cond]
+                if name == "langevin" and cfg.cond == "sigma":
+                    src = f"model at σ_L = {float(sigmas_of(settings)[-1]):.3g}"
+                elif name == "langevin" and cfg.cond == "time":
+                    src = "model at t = 1"
+                elif name == "annealed" and cfg.cond is None:
+                    src = "model (one σ for all levels)"
+                out.append(ChainSpec(sampler, f"{title} — {src}"))
+                continue
+            except ValueError as e:
+                note = f"{e}; the exact score is used"
+        exact_cfg = config_of(settings)
+        if name == "langevin" and exact_cfg.objective == "dsm":
+            exact_cfg.objective = "esm"           # exact Langevin targets p itself, not p_σ
+        sampler = F.make_sampler(name, exact_cfg, None, density, sigmas=exact_sigmas, **kw)
+        what = {"langevin": "exact score", "annealed": "exact score of p_σ", "ddpm": "exact ε of q(x_t)"}[name]
+        if ss.source == "model" and model is None:
+            note = "no trained model yet"
+        out.append(ChainSpec(sampler, f"{title} — {what}", note))
     return out

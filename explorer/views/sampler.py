@@ -237,10 +237,17 @@ class SamplerView(QtWidgets.QWidget):
 
     def _on_model(self):
         if self.state.sampler.source == "model" and self._model_step_used != self.state.model_step:
-            if self.worker is None or (self.frame == 0 and not self.playing):
+            if not self.isVisible():
+                self._stale = True            # restart when shown (training sends weights often)
+            elif self.worker is None or (self.frame == 0 and not self.playing):
                 self.restart()
             else:
                 self.note.setText(self._notes() + "<br><i>Newer weights available: press New chains.</i>")
+
+    def showEvent(self, ev):
+        super().showEvent(ev)
+        if getattr(self, "_stale", False) and not self.playing and self.frame == 0:
+            self.restart()
 
     def stop_worker(self):
         w = self.worker
@@ -259,10 +266,11 @@ class SamplerView(QtWidgets.QWidget):
     def restart(self, *_):
         """New initial particles; all three chains restart (the model is frozen as of now)."""
         self.stop_worker()
+        self._stale = False
         s, ss = self.state, self.state.sampler
         model = copy.deepcopy(s.model) if s.model is not None else None
         try:
-            specs = core.make_samplers(ss, model, s.model_settings, s.density)
+            specs = core.make_samplers(ss, model, s.model_settings, s.density, fallback=s.train)
         except ValueError as e:
             self.note.setText(f"<span style='color:#c33'>{e}</span>")
             return

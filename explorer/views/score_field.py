@@ -94,7 +94,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         self.error_mode.currentIndexChanged.connect(self.recompute)
         self.grid_n.valueChanged.connect(self.recompute)
         self.level.valueChanged.connect(self.recompute)
-        state.densityChanged.connect(self.recompute)
+        state.densityChanged.connect(self.refresh)
         state.modelChanged.connect(self._on_model)
         state.trainSettingsChanged.connect(self._on_model)
         self._on_model()
@@ -114,7 +114,20 @@ class ScoreFieldView(QtWidgets.QWidget):
             self.level.setValue(min(old, len(levels) - 1))
             self.level.setEnabled(len(levels) > 1)
             self.level.blockSignals(False)
-        self.recompute()
+        self.refresh()
+
+    def refresh(self):
+        """Recompute now if the tab is shown, else when it is next shown: training sends new weights
+        several times a second and the GUI thread should not redraw fields nobody sees."""
+        if self.isVisible():
+            self.recompute()
+        else:
+            self._dirty = True
+
+    def showEvent(self, ev):
+        super().showEvent(ev)
+        if getattr(self, "_dirty", True):
+            self.recompute()
 
     def current_level(self) -> core.Level:
         return self._levels[self.level.value()]
@@ -123,6 +136,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         self.level.setValue(i)
 
     def recompute(self, *_):
+        self._dirty = False
         s = self.state
         lev = self.current_level()
         settings = self._settings()

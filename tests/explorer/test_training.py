@@ -9,6 +9,7 @@ from PySide6 import QtCore
 
 def test_training_loss_falls_while_a_gui_timer_keeps_firing(window, qtbot):
     tv = window.views["training"]
+    window.tabs.setCurrentWidget(tv)
     window.state.update_train(objective="dsm", sigma=0.5)
     ticks = []
     timer = QtCore.QTimer()
@@ -26,8 +27,9 @@ def test_training_loss_falls_while_a_gui_timer_keeps_firing(window, qtbot):
     assert np.all(np.diff(steps) > 0)
     assert losses[-100:].mean() < 0.8 * losses[:20].mean()
     gaps = np.diff(ticks)
-    assert len(ticks) > 50
-    assert np.median(gaps) < 0.05 and gaps.max() < 0.5, (np.median(gaps), gaps.max())
+    # a 10 ms timer on a shared 2-core machine: demand ≥ 20 ticks/s and no freeze longer than 0.5 s
+    elapsed = ticks[-1] - ticks[0]
+    assert len(ticks) / elapsed > 20 and gaps.max() < 0.5, (len(ticks), elapsed, np.median(gaps), gaps.max())
     # the GUI got weight snapshots and the Fisher divergence curve
     assert window.state.model is not None and window.state.model_settings.objective == "dsm"
     qtbot.waitUntil(lambda: len(tv._fisher) >= 2, timeout=5000)

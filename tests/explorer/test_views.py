@@ -19,6 +19,7 @@ def test_score_field_draws_true_arrows_and_hover_reads_them(window):
 
 def test_score_field_compares_learned_and_true_over_levels(window, qtbot):
     tv, sv = window.views["training"], window.views["score"]
+    window.tabs.setCurrentWidget(sv)
     window.state.update_train(objective="ncsn", n_levels=6)
     tv.start(max_steps=150)
     qtbot.waitUntil(lambda: not tv.is_running(), timeout=30000)
