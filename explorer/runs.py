@@ -1,0 +1,231 @@
+"""Image-trainer run folders, read without Qt: runs, sample grids, checkpoints, chains, progress.
+
+The layout is the trainer's (``trainers/image/train.py``)::
+
+    RUN_DIR/progress.jsonl            one JSON object per line, appended while training
+    RUN_DIR/samples/step_<step>.png   grids drawn during training
+    RUN_DIR/checkpoints/ckpt_<step>.pt
+
+Grids the explorer asks for ("sample from checkpoint") go to ``RUN_DIR/drawn/`` as
+``ckpt_<step>-<sampler>.png`` with the chain x_T -> x_0 beside it (same stem, ``.npz``).
+
+This module also builds the two command lines the Trainer tab runs, so the CLI contract lives in
+one place. No maths here: grid tiling is ``trainers.image.imageio.grid_array``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROGRESS = "progress.jsonl"
+DRAWN = "drawn"
+_STEP_GRID = re.compile(r"^step_(\d+)\.png$")
+_DRAWN_GRID = re.compile(r"^ckpt_(\d+)-(\w+)\.png$")
+
+
+# ------------------------------------------------------------------------------ command lines
+def trainer_argv(*args: str) -> list[str]:
+    """Arguments for ``sys.executable``: the image trainer CLI in a child interpreter."""
+    return ["-m", "trainers.image", *args]
+
+
+def parse_overrides(text: str) -> list[str]:
+    """``"train.lr=1e-3 model.ch_mult='[1,2]'"`` -> tokens; ValueError on a bad token."""
+    tokens = shlex.split(text)          # ValueError on an unbalanced quote
+    bad = [t for t in tokens if "=" not in t]
+    if bad:
+        raise ValueError(f"overrides must be key=value; got {' '.join(bad)!r}")
+    return tokens
+
+
+def train_args(config: str, out: Path, data_dir: str = "", resume: bool = False,
+               overrides: list[str] = ()) -> list[str]:
+    """``train`` arguments. Resuming a run that has checkpoints leaves ``--config`` out, so the
+    run continues with the config stored in its checkpoint (plus the overrides)."""
+    args = ["train", "--out", str(out), "--quiet"]
+    if not (resume and checkpoint_steps(out)):
+        args += ["--config", config]
+    if data_dir:
+        args += ["--data-dir", data_dir]
+    if resume:
+        args.append("--resume")
+    return trainer_argv(*args, *overrides)
+
+
+def drawn_paths(run: Path, step: int, sampler: str) -> tuple[Path, Path]:
+    """(grid PNG, chain NPZ) for a grid drawn from checkpoint ``step`` with ``sampler``."""
+    stem = Path(run) / DRAWN / f"ckpt_{step:08d}-{sampler}"
+    return stem.with_suffix(".png"), stem.with_suffix(".npz")
+
+
+def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0) -> list[str]:
+    """``sample`` arguments; sampler "" is the run's default (ddpm / annealed); frames > 0 also
+    records the chain."""
+    grid, chain = drawn_paths(run, step, sampler or "default")
+    args = ["sample", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--out", str(grid)]
+    if sampler:
+        args += ["--sampler", sampler]
+    if frames > 0:
+        args += ["--chain", str(chain), "--frames", str(frames)]
+    return trainer_argv(*args)
+
+
+def last_json_line(text: str) -> dict | None:
+    """The sample command prints one JSON line; find it among whatever else was printed."""
+    for line in reversed(text.splitlines()):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def error_message(stderr: str) -> str:
+    """The trainer's own explanation: its last ``error: ...`` line, else the last line (the
+    exception line of a traceback)."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line[len("error:"):].strip()
+    return lines[-1] if lines else "no message on stderr"
+
+
+# ------------------------------------------------------------------------------ run folders
+def is_run(path: Path) -> bool:
+    return (path / PROGRESS).is_file() or (path / "checkpoints").is_dir()
+
+
+def list_runs(root: Path) -> list[Path]:
+    """Run folders directly under ``root``, most recently changed first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)]
+
+    def changed(p: Path) -> float:
+        log = p / PROGRESS
+        return (log if log.exists() else p).stat().st_mtime
+
+    return sorted(runs, key=changed, reverse=True)
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    from trainers.image.checkpoints import list_checkpoints
+
+    return [step for step, _ in list_checkpoints(run)]
+
+
+@dataclass(frozen=True)
+class Grid:
+    path: Path
+    step: int
+    label: str
+    chain: Path | None = None      # the recorded chain x_T -> x_0, for drawn grids
+
+
+def list_grids(run: Path) -> list[Grid]:
+    """Training grids and drawn grids, in step order (a drawn grid after the training grid of
+    its step); the last is the latest."""
+    run = Path(run)
+    grids = []
+    for p in _pngs(run / "samples"):
+        if m := _STEP_GRID.match(p.name):
+            grids.append(Grid(p, int(m.group(1)), f"step {int(m.group(1))}"))
+    for p in _pngs(run / DRAWN):
+        if m := _DRAWN_GRID.match(p.name):
+            chain = p.with_suffix(".npz")
+            step = int(m.group(1))
+            grids.append(Grid(p, step, f"checkpoint {step}, {m.group(2)} sampler",
+                              chain if chain.is_file() else None))
+    return sorted(grids, key=lambda g: (g.step, g.path.parent.name == DRAWN, g.path.stat().st_mtime))
+
+
+def _pngs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8, row 0 at the top."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@dataclass
+class Chain:
+    grids: list[np.ndarray]        # one (H, W, 3) uint8 grid per frame, x_T first
+    labels: list[str]
+
+
+def load_chain(path: Path) -> Chain:
+    """A chain saved by ``sample --chain X.npz`` (uint8 frames (F, N, C, H, W)), as grids."""
+    import torch
+
+    from trainers.image.imageio import grid_array
+
+    with np.load(path) as d:
+        frames, labels = d["frames"], [str(s) for s in d["labels"]]
+    grids = [grid_array(torch.from_numpy(f).float() / 255.0) for f in frames]
+    return Chain(grids, labels)
+
+
+# ------------------------------------------------------------------------------ progress.jsonl
+class ProgressTail:
+    """Reads ``progress.jsonl`` incrementally: each ``poll()`` returns the records appended
+    since the last one, never a partial last line (it waits for the newline).
+
+    The trainer rewrites the file when a run starts afresh (truncates it) or resumes (replaces
+    it with the lines up to the checkpoint); a changed file identity or a file shorter than what
+    was read means "start over", reported by ``poll()`` returning ``reset=True`` first.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._offset = 0
+        self._ino = None
+        self._partial = b""
+
+    def poll(self) -> tuple[list[dict], bool]:
+        """(new records, reset): reset means earlier records are void (the file was rewritten)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return [], False
+        reset = self._ino is not None and (st.st_ino != self._ino or st.st_size < self._offset)
+        if reset:
+            self._offset, self._partial = 0, b""
+        self._ino = st.st_ino
+        if st.st_size == self._offset:
+            return [], reset
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        return [r for r in map(_record, lines) if r is not None], reset
+
+
+def _record(line: bytes) -> dict | None:
+    try:
+        rec = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None          # a blank line, or one cut by a kill
+    return rec if isinstance(rec, dict) else None
+
+
+def format_seconds(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "–"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else (f"{m}m {sec:02d}s" if m else f"{sec}s")
