@@ -1,0 +1,195 @@
+"""Image trainer tab: real tiny training / sampling processes launched from the tab (offscreen).
+
+The child processes run ``python -m trainers.image`` on the digits config shrunk to seconds on a
+CPU (a 16-channel U-Net, 100 diffusion steps, batch 32). Screenshots go to tmp_path, or to
+$EXPLORER_SCREENSHOTS (e.g. docs/screenshots) when that is set.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from explorer import runs
+
+TINY = ("train.log_every=5 train.sample_every=30 train.ckpt_every=15 train.n_grid=16 "
+        "train.batch_size=32 model.ch=16 ddpm.T=100 train.warmup=10")
+RUN_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture
+def tab(qtbot, tmp_path):
+    from explorer.views.trainer import TrainerTab
+
+    t = TrainerTab(runs_root=tmp_path / "runs")
+    qtbot.addWidget(t)
+    t.resize(1400, 820)
+    t.show()
+    qtbot.waitExposed(t)
+    yield t
+    t.shutdown()
+
+
+def start_run(tab, out: Path, overrides: str, config="ddpm_digits", data_dir="", resume=False):
+    tab.config.setCurrentText(config)
+    tab.data_dir.setText(data_dir)
+    tab.out_edit.setText(str(out))
+    tab.overrides.setText(overrides)
+    tab.resume.setChecked(resume)
+    tab.start_btn.click()
+    assert tab.is_running()
+
+
+def wait_finished(qtbot, tab):
+    qtbot.waitUntil(lambda: not tab.is_running() and tab.start_btn.isEnabled(),
+                    timeout=RUN_TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A 15-step run trained in-process (no Qt), for the viewer tests."""
+    from trainers.image.__main__ import main
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--config", "ddpm_digits", "--out", str(run), "--quiet",
+                 *TINY.split(), "train.n_steps=15"]) == 0
+    return run
+
+
+# ---------------------------------------------------------------------------- training runs
+def test_run_started_from_tab_streams_loss_then_viewer_shows_its_grid(qtbot, tab, tmp_path):
+    out = tmp_path / "runs" / "tiny"
+    start_run(tab, out, TINY + " train.n_steps=30")
+    assert not tab.start_btn.isEnabled() and tab.stop_btn.isEnabled()
+    wait_finished(qtbot, tab)
+
+    assert tab.steps == [5, 10, 15, 20, 25, 30]
+    xs, ys = tab.curve.getData()
+    assert list(xs) == tab.steps and len(ys) == 6
+    assert tab.progress.value() == tab.progress.maximum() == 30
+    assert tab.stats["loss"].text() != "–" and tab.stats["images_per_s"].text() != "–"
+    assert "Finished: step 30" in tab.state_label.text()
+    assert tab.error.isHidden()
+    assert "device cpu" in tab.log.toPlainText()            # the child's stderr reached the log
+
+    assert tab.run_list.currentItem().text() == "tiny"
+    assert tab.shown_grid().label == "step 30"
+    assert tab.image.image.shape[2] == 3 and tab.image.image.shape[0] > 32
+    assert [tab.ckpt.itemData(i) for i in range(tab.ckpt.count())] == [15, 30]
+    tab.log_y.setChecked(True)
+    assert tab.plot.getPlotItem().ctrl.logYCheck.isChecked()
+
+    shot_dir = Path(os.environ.get("EXPLORER_SCREENSHOTS", tmp_path))
+    shot_dir.mkdir(parents=True, exist_ok=True)
+    assert tab.grab().save(str(shot_dir / "trainer.png"))
+
+
+def test_stop_mid_run_then_resume_continues_from_the_checkpoint(qtbot, tab, tmp_path):
+    out = tmp_path / "runs" / "long"
+    start_run(tab, out, TINY.replace("train.ckpt_every=15", "train.ckpt_every=10")
+              + " train.n_steps=5000 train.sample_every=0")
+    qtbot.waitUntil(lambda: bool(runs.checkpoint_steps(out)), timeout=RUN_TIMEOUT_MS)
+    tab.stop_btn.click()
+    wait_finished(qtbot, tab)
+    ckpt = runs.checkpoint_steps(out)[-1]
+    assert "Stopped" in tab.state_label.text() and f"checkpoint {ckpt}" in tab.state_label.text()
+    assert tab.resume.isChecked() and tab.error.isHidden()
+
+    # Resume with the run's own config; only the length changes.
+    start_run(tab, out, f"train.n_steps={ckpt + 10}", resume=True)
+    assert "--config" not in tab.trainer.proc.arguments()
+    wait_finished(qtbot, tab)
+    assert f"resuming from {out / 'checkpoints'}" in tab.log.toPlainText()
+    assert tab.steps[-1] == ckpt + 10 and tab.steps == sorted(set(tab.steps))
+    assert ckpt + 5 in tab.steps                              # logged after the resume
+    starts = [json.loads(l) for l in (out / runs.PROGRESS).read_text().splitlines()
+              if '"start"' in l]
+    assert starts[-1]["resumed_from"] == ckpt
+    assert runs.checkpoint_steps(out)[-1] == ckpt + 10
+
+
+def test_closing_the_tab_stops_its_training_process(qtbot, tab, tmp_path):
+    start_run(tab, tmp_path / "runs" / "closed", TINY + " train.n_steps=5000")
+    tab.close()
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=10_000)
+
+
+@pytest.mark.parametrize("config, data_dir, overrides, message", [
+    ("ddpm_mnist", "no/such/folder", "", "does not exist"),
+    ("ddpm_digits", "", "train.lr=abc", "train.lr: expected a number"),
+    ("no_such_config", "", "", "unknown config 'no_such_config'"),
+], ids=["missing-dataset-folder", "bad-override", "unknown-config"])
+def test_bad_input_shows_the_trainers_message(qtbot, tab, tmp_path, config, data_dir, overrides,
+                                              message):
+    start_run(tab, tmp_path / "runs" / "bad", overrides, config=config,
+              data_dir=str(tmp_path / data_dir) if data_dir else "")
+    wait_finished(qtbot, tab)
+    assert not tab.error.isHidden()
+    assert message in tab.error.text() and tab.error.text().startswith("Training failed")
+    assert "exit status 2" in tab.state_label.text()
+    assert tab.start_btn.isEnabled() and not tab.stop_btn.isEnabled()
+
+
+def test_malformed_overrides_are_refused_before_launching(tab, tmp_path):
+    tab.out_edit.setText(str(tmp_path / "runs" / "x"))
+    tab.overrides.setText("train.lr")
+    tab.start_btn.click()
+    assert not tab.is_running()
+    assert "key=value" in tab.error.text() and not tab.error.isHidden()
+
+
+# ---------------------------------------------------------------------------- sample viewer
+def test_viewer_lists_runs_and_shows_the_latest_grid(qtbot, tab, finished_run):
+    tab.root_edit.setText(str(finished_run.parent))
+    tab.refresh_btn.click()
+    assert [tab.run_list.item(i).text() for i in range(tab.run_list.count())] == ["tiny"]
+    assert tab.shown_grid().step == 15
+    assert tab.ckpt.currentData() == 15
+    assert not tab.chain_slider.isEnabled()                   # training grids have no chain
+
+
+def test_sample_from_checkpoint_shows_the_new_grid_and_scrubs_its_chain(qtbot, tab, finished_run):
+    tab.root_edit.setText(str(finished_run.parent))
+    tab.refresh_btn.click()
+    tab.n_samples.setValue(9)
+    tab.frames.setValue(10)
+    tab.sample_btn.click()
+    assert not tab.sample_btn.isEnabled()
+    qtbot.waitUntil(lambda: tab.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
+
+    assert tab.error.isHidden(), tab.error.text()
+    grid = tab.shown_grid()
+    assert grid.path == finished_run / "drawn" / "ckpt_00000015-default.png"
+    assert grid.chain is not None and tab.chain_slider.isEnabled()
+    last = tab.image.image.copy()
+    tab.chain_slider.setValue(0)
+    assert "initial noise" in tab.chain_label.text()
+    assert tab.image.image.shape == last.shape and (tab.image.image != last).any()
+    tab.chain_slider.setValue(tab.chain_slider.maximum())
+    assert (tab.image.image == last).all()                    # x_0 of the chain is the grid
+
+
+# ---------------------------------------------------------------------------- progress tail
+def test_progress_tail_reads_only_whole_new_lines(tmp_path):
+    path = tmp_path / runs.PROGRESS
+    tail = runs.ProgressTail(path)
+    assert tail.poll() == ([], False)                         # no file yet
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert tail.poll() == ([{"step": 1, "loss": 2.0}], False)
+    with open(path, "a") as f:
+        f.write('ss": 1.5}\n')
+    assert tail.poll() == ([{"step": 2, "loss": 1.5}], False)
+    assert tail.poll() == ([], False)
+
+
+def test_progress_tail_starts_over_when_the_trainer_rewrites_the_file(tmp_path):
+    path = tmp_path / runs.PROGRESS
+    tail = runs.ProgressTail(path)
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (5, 10, 15)))
+    assert len(tail.poll()[0]) == 3
+    tmp = tmp_path / "rewrite.tmp"                            # resume: atomic rewrite
+    tmp.write_text(json.dumps({"step": 5, "loss": 1.0}) + "\n")
+    tmp.replace(path)
+    assert tail.poll() == ([{"step": 5, "loss": 1.0}], True)
