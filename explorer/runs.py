@@ -184,15 +184,24 @@ class ProgressTail:
     since the last one, never a partial last line (it waits for the newline).
 
     The trainer rewrites the file when a run starts afresh (truncates it) or resumes (replaces
-    it with the lines up to the checkpoint); a changed file identity or a file shorter than what
-    was read means "start over", reported by ``poll()`` returning ``reset=True`` first.
+    it with the lines up to the checkpoint). A new file identity, a file shorter than what was
+    read, or a different byte just before the read position means "start over", which ``poll()``
+    reports as ``reset=True`` with the records of the new file.
+
+    ``skip_existing``: ignore what the file holds now (a fresh run's stale log from an earlier
+    attempt; if the trainer refuses to start, it stays unread).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, skip_existing: bool = False):
         self.path = Path(path)
         self._offset = 0
         self._ino = None
+        self._last = b""           # the last byte read: must still be at _offset - 1
         self._partial = b""
+        if skip_existing and self.path.exists():
+            st = self.path.stat()
+            self._ino, self._offset = st.st_ino, st.st_size
+            self._last = self._read_from(st.st_size - 1)[:1] if st.st_size else b""
 
     def poll(self) -> tuple[list[dict], bool]:
         """(new records, reset): reset means earlier records are void (the file was rewritten)."""
@@ -201,17 +210,29 @@ class ProgressTail:
         except FileNotFoundError:
             return [], False
         reset = self._ino is not None and (st.st_ino != self._ino or st.st_size < self._offset)
-        if reset:
-            self._offset, self._partial = 0, b""
         self._ino = st.st_ino
+        if reset:
+            self._rewind()
         if st.st_size == self._offset:
             return [], reset
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            data = f.read()
+        data = self._read_from(self._offset - len(self._last))
+        if data.startswith(self._last):
+            data = data[len(self._last):]
+        else:                                   # rewritten, to at least the old size
+            self._rewind()
+            data, reset = self._read_from(0), True
         self._offset += len(data)
+        self._last = data[-1:] or self._last
         *lines, self._partial = (self._partial + data).split(b"\n")
         return [r for r in map(_record, lines) if r is not None], reset
+
+    def _read_from(self, pos: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(pos)
+            return f.read()
+
+    def _rewind(self) -> None:
+        self._offset, self._last, self._partial = 0, b"", b""
 
 
 def _record(line: bytes) -> dict | None:

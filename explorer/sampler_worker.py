@@ -26,6 +26,7 @@ class Chain:
     labels: list = field(default_factory=list)
     error: str = ""
     diverged_at_frame: int | None = None
+    metrics: dict = field(default_factory=dict)   # frame -> text, every `metric_every` frames
 
 
 class ChainWorker(QtCore.QThread):
@@ -33,8 +34,12 @@ class ChainWorker(QtCore.QThread):
     chainFailed = QtCore.Signal(int, str)     # chain index, message
     failed = QtCore.Signal(str)
 
-    def __init__(self, specs, x0: torch.Tensor, n_frames: int, seed: int = 0, parent=None):
+    def __init__(self, specs, x0: torch.Tensor, n_frames: int, seed: int = 0, metric_fn=None,
+                 metric_every: int = 5, parent=None):
         super().__init__(parent)
+        # Sample metrics (energy distance, mode weights) cost ~10 ms per chain at 10k particles:
+        # they are computed here, every few frames, not on the GUI thread at every frame drawn.
+        self.metric_fn, self.metric_every = metric_fn, max(1, int(metric_every))
         x0 = x0.float()
         self.n_frames = int(n_frames)
         self.chains = [Chain(s, x0.clone()) for s in specs]
@@ -61,6 +66,7 @@ class ChainWorker(QtCore.QThread):
 
     def run(self):
         try:
+            self._metrics(0)
             while True:
                 with self._cv:
                     while not self._cancel and self.available > self._target:
@@ -95,3 +101,18 @@ class ChainWorker(QtCore.QThread):
                 self.chainFailed.emit(i, c.error)
             c.frames.append(c.x.detach().numpy().astype(np.float32, copy=True) if not c.error else c.frames[-1])
             c.labels.append(label if not c.error else f"diverged at step {c.k}")
+        if f % self.metric_every == 0 or f == self.n_frames:
+            self._metrics(f)
+
+    def _metrics(self, f: int):
+        if self.metric_fn is None:
+            return
+        for c in self.chains:
+            if not c.error and len(c.frames) > f:
+                c.metrics[f] = self.metric_fn(c.frames[f])
+
+    def metric_at(self, i: int, f: int) -> str:
+        """The latest metrics computed at or before frame f of chain i."""
+        m = self.chains[i].metrics
+        keys = [k for k in list(m) if k <= f]
+        return m[max(keys)] if keys else ""

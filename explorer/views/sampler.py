@@ -27,8 +27,9 @@ from . import common as C
 COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170)]
 TRAIL_PEN = pg.mkPen(255, 255, 255, 150, width=1.0)
 TRAIL_FRAMES = 30        # a trail shows the last this-many frames
-N_METRIC = 1000          # particles used for the live metrics (a fixed subset)
-N_REF = 2000             # true samples the metrics compare with
+N_METRIC = 500           # particles used for the live metrics (a fixed subset)
+N_REF = 1000             # true samples the metrics compare with
+METRIC_POINTS = 30       # metrics are computed at about this many frames of the timeline
 
 TIP = {
     "source": "model: the trained network (frozen when the chains start);\n"
@@ -278,11 +279,17 @@ class SamplerView(QtWidgets.QWidget):
         x0 = S.initial_particles(ss.n_particles, self.init.currentData(), s.bounds, gen)
         self._model_step_used = s.model_step if model is not None else None
         self.specs = specs
-        self.worker = ChainWorker(specs, x0, ss.frames, ss.seed, parent=self)
+        ref, density = self._reference(), s.density
+        idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
+
+        def metric_fn(xy: np.ndarray) -> str:      # runs in the sampler thread; no Qt here
+            return _metrics_text(xy, idx, ref, density)
+
+        self.worker = ChainWorker(specs, x0, ss.frames, ss.seed, metric_fn=metric_fn,
+                                  metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
         self.worker.framesReady.connect(self._on_frames)
         self.worker.chainFailed.connect(self._on_chain_failed)
         self.worker.failed.connect(self._on_failed)
-        self._metric_idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
         self.worker.start()
         for p, spec in zip(self.panels, specs):
             p["title"] = spec.title
@@ -420,13 +427,13 @@ class SamplerView(QtWidgets.QWidget):
         self.frame = f
         bounds = self.state.bounds
         ntr = self.trails.value()
-        do_metrics = (not self.playing) or (time.perf_counter() - self._metric_time > 0.5) or f >= self.n_frames
         for i, p in enumerate(self.panels):
             chain = self.worker.chains[i]
             if f >= len(chain.frames):
                 continue
             xy = chain.frames[f]
             p["points"].setData(xy)
+            p["points"].tag = f
             if ntr:
                 tr = np.stack([c[:ntr] for c in chain.frames[max(0, f - TRAIL_FRAMES): f + 1]], 1)  # (ntr, F, 2)
                 tr = np.concatenate([tr, np.full((len(tr), 1, 2), np.nan)], 1).reshape(-1, 2)
@@ -437,16 +444,14 @@ class SamplerView(QtWidgets.QWidget):
             counts, edges = np.histogram(fin[:, 0], bins=60, range=(bounds[0], bounds[1]))
             dens = counts / max(len(fin), 1) / (edges[1] - edges[0])
             p["hist"].setData(edges, dens)
-            if do_metrics and not chain.error:
-                p["metric"] = self._metrics(xy)
+            if not chain.error:
+                p["metric"] = self.worker.metric_at(i, f)
             label = chain.labels[f] if f < len(chain.labels) else ""
             err = "<br><span style='color:#f55'>diverged: stopped</span>" if chain.error and \
                 chain.diverged_at_frame is not None and f >= chain.diverged_at_frame else ""
             p["plot"].setTitle(f"<b>{p['title']}</b><br><span style='font-size:8pt'>{label}</span>{err}",
                                size="9pt")
             p["hist_plot"].setTitle(f"<span style='font-size:8pt'>{p['metric']}</span>")
-        if do_metrics:
-            self._metric_time = time.perf_counter()
         self.scrub.blockSignals(True)
         self.scrub.setValue(f)
         self.scrub.blockSignals(False)
@@ -457,17 +462,6 @@ class SamplerView(QtWidgets.QWidget):
         if self._ref is None or self._ref[0] is not d:
             self._ref = (d, d.sample(N_REF, generator=torch.Generator().manual_seed(7)))
         return self._ref[1]
-
-    def _metrics(self, xy: np.ndarray) -> str:
-        x = torch.from_numpy(xy)
-        if len(x) > N_METRIC:
-            x = x[self._metric_idx[self._metric_idx < len(x)]]
-        x = x[torch.isfinite(x).all(1)]
-        if len(x) == 0:
-            return "no finite particles"
-        ed = M.energy_distance(x, self._reference())
-        tv = M.mode_weight_error(x, self.state.density)
-        return f"energy dist {ed:.3g} · mode-weight TV {tv:.2f}"
 
     def metrics_now(self) -> list[str]:
         return [p["metric"] for p in self.panels]
@@ -495,6 +489,21 @@ class SamplerView(QtWidgets.QWidget):
         return len(images)
 
 
+def _metrics_text(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, density) -> str:
+    x = torch.from_numpy(xy)
+    x = x[idx[idx < len(x)]]
+    x = x[torch.isfinite(x).all(1)]
+    if len(x) == 0:
+        return "no finite particles"
+    ed = M.energy_distance(x, ref)
+    w = M.mode_weights(x, density)
+    tv = M.mode_weight_error(x, density)
+    text = f"energy dist {ed:.3g} · mode-weight TV {tv:.2f}"
+    if density.n_components <= 8:
+        text += "<br>weights " + " ".join(f"{float(v):.2f}" for v in w)
+    return text
+
+
 class PointsItemWithColor(C.PointsItem):
     def __init__(self, color):
-        super().__init__(color=color, size=2.5)
+        super().__init__(color=color, size=2)

@@ -165,7 +165,8 @@ class ScoreFieldView(QtWidgets.QWidget):
             self.colorbar.setLevels((0.0, hi))
             self.err_img.setVisible(True)
             self.colorbar.setVisible(True)
-            self.colorbar.axis.setLabel("p·error" if mode == "weighted" else "‖s_θ − ∇log p‖")
+            self.plot.setTitle(f"Score field at {lev.label.split('(')[0].strip()} — heat: "
+                               + ("p(x)·‖s_θ − ∇log p‖ (scaled)" if mode == "weighted" else "‖s_θ − ∇log p‖"))
         else:
             self.err_img.setVisible(False)
             self.colorbar.setVisible(False)
@@ -175,7 +176,9 @@ class ScoreFieldView(QtWidgets.QWidget):
             self.summary.setText(f"Mean ‖s_θ − ∇log p‖² over the grid: {fd:.4g} (model step {s.model_step})")
         else:
             self.summary.setText("No trained model yet: only the true score is drawn. Train on the Training tab.")
-        C.square_plot(self.plot, bounds, f"Score field at {lev.label.split('(')[0].strip()}")
+        if learned is None or mode == "off":
+            self.plot.setTitle(f"Score field at {lev.label.split('(')[0].strip()}")
+        C.square_plot(self.plot, bounds)
         self._draw()
 
     def _draw_contours(self, target, bounds):

@@ -107,6 +107,7 @@ class ProcessRunner(QtCore.QObject):
         self._decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(2)]
         self._stopping = False
         self.proc.setArguments(args)
+        self.output.emit(f"$ {self.command_line()}\n")
         self.proc.start()
 
     def is_running(self) -> bool:
@@ -119,7 +120,7 @@ class ProcessRunner(QtCore.QObject):
             self._kill_timer.start()
 
     def command_line(self) -> str:
-        return shlex.join(["python", *self.proc.arguments()])
+        return shlex.join([Path(self.proc.program()).name, *self.proc.arguments()])
 
     def _read_stdout(self) -> None:
         text = self._decoders[0].decode(self.proc.readAllStandardOutput().data())
@@ -299,7 +300,7 @@ class TrainerTab(QtWidgets.QWidget):
         for label, w in [("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind),
                          ("chain frames", self.frames)]:
             if label:
-                row.addWidget(QtWidgets.QLabel(label))
+                row.addWidget(C.tip(QtWidgets.QLabel(label), w.toolTip()))
             row.addWidget(w)
         row.addWidget(self.sample_btn)
         return row
@@ -377,15 +378,16 @@ class TrainerTab(QtWidgets.QWidget):
             self.show_error("Choose a config.")
             return False
         self.run_dir = self._run_folder(config)
-        args = runs.train_args(config, self.run_dir, self.data_dir.text().strip(),
-                               self.resume.isChecked(), overrides)
+        resume = self.resume.isChecked()
+        args = runs.train_args(config, self.run_dir, self.data_dir.text().strip(), resume,
+                               overrides)
         self._reset_live()
-        self.tail = runs.ProgressTail(self.run_dir / runs.PROGRESS)
-        self.trainer.start(args)
-        self._append_log(f"$ {self.trainer.command_line()}\n")
+        # A resumed run's curve starts with its history; a fresh run's with its own first line.
+        self.tail = runs.ProgressTail(self.run_dir / runs.PROGRESS, skip_existing=not resume)
         self.state_label.setText(f"Starting {self.run_dir.name} …")
-        self.poll_timer.start()
         self._set_running(True)
+        self.poll_timer.start()
+        self.trainer.start(args)           # a failure to start reports back at once, in here
         return True
 
     def _run_folder(self, config: str) -> Path:
@@ -470,6 +472,8 @@ class TrainerTab(QtWidgets.QWidget):
                 f"Training {self.run_dir.name}: {rec.get('method', '')} on {rec.get('dataset', '')}, "
                 f"{rec.get('params', 0) / 1e6:.2f}M params, {rec.get('device', '')}"
                 + (f", resumed from step {resumed}" if resumed is not None else "") + ".")
+            if self.run_dir.parent == self.runs_root():
+                self.refresh_runs(select=self.run_dir)      # the viewer follows the live run
         elif kind in ("samples", "checkpoint") and self._viewed_run() == self.run_dir:
             self._show_run(keep_grid=kind == "checkpoint")
         elif kind == "done":
@@ -602,7 +606,6 @@ class TrainerTab(QtWidgets.QWidget):
         self.clear_error()
         self.sampler.start(runs.sample_args(run, step, self.n_samples.value(),
                                             self.sampler_kind.currentData(), self.frames.value()))
-        self._append_log(f"$ {self.sampler.command_line()}\n")
         self.sample_btn.setEnabled(False)
         self.sample_btn.setText("Sampling …")
         return True

@@ -58,8 +58,10 @@ class TrainingView(QtWidgets.QWidget):
 
         box, form = C.form_group("Model and objective")
         self.model_kind = C.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")], s.model, TIP["model"])
-        self.objective = C.combo([(k, f"{k}: {v}") for k, v in core.OBJECTIVE_LABELS.items()], s.objective,
-                                 TIP["objective"])
+        short = {"esm": "exact SM", "ssm": "sliced SM", "dsm": "denoising SM (one σ)", "ncsn": "NCSN multi-σ",
+                 "ddpm": "DDPM ε-prediction"}
+        self.objective = C.combo([(k, f"{k} — {short.get(k, v)}") for k, v in core.OBJECTIVE_LABELS.items()],
+                                 s.objective, TIP["objective"])
         self.width_ = C.spin(8, 1024, s.width, 8, tooltip=TIP["width"])
         self.depth = C.spin(1, 8, s.depth, tooltip=TIP["depth"])
         self.lr = C.spin(1e-5, 1e-1, s.lr, 1e-4, 5, TIP["lr"], log=True)
@@ -114,6 +116,7 @@ class TrainingView(QtWidgets.QWidget):
         self.fisher_plot = plots.addPlot(title="Fisher divergence E‖s_θ − ∇log p‖² (exact score)")
         self.fisher_plot.setLabel("bottom", "step")
         self.fisher_plot.setLogMode(y=True)
+        self.fisher_plot.setLabel("left", "E‖s_θ − ∇log p‖²")
         self.fisher_plot.showGrid(x=True, y=True, alpha=0.3)
         self.fisher_curve = self.fisher_plot.plot(pen=pg.mkPen(255, 150, 60, width=2), symbol="o", symbolSize=4,
                                                   symbolBrush=(255, 150, 60))
