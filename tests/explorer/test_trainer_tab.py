@@ -193,3 +193,33 @@ def test_progress_tail_starts_over_when_the_trainer_rewrites_the_file(tmp_path):
     tmp.write_text(json.dumps({"step": 5, "loss": 1.0}) + "\n")
     tmp.replace(path)
     assert tail.poll() == ([{"step": 5, "loss": 1.0}], True)
+
+
+def test_every_control_has_a_tooltip(tab):
+    from PySide6 import QtWidgets as W
+
+    kinds = (W.QAbstractButton, W.QComboBox, W.QLineEdit, W.QAbstractSlider, W.QAbstractSpinBox,
+             W.QListWidget, W.QPlainTextEdit, W.QProgressBar)
+    inner = (W.QAbstractSpinBox, W.QComboBox, W.QAbstractScrollArea)   # their own sub-widgets
+    controls = [w for kind in kinds for w in tab.findChildren(kind)
+                if not isinstance(w.parent(), inner) and not isinstance(w, W.QScrollBar)]
+    assert len(controls) >= 20
+    assert [w for w in controls if not w.toolTip()] == []
+
+
+def test_a_process_that_cannot_start_is_reported(qtbot, tab, tmp_path):
+    tab.trainer.proc.setProgram(str(tmp_path / "no-such-python"))
+    tab.out_edit.setText(str(tmp_path / "runs" / "x"))
+    tab.start_btn.click()
+    wait_finished(qtbot, tab)
+    assert "could not start" in tab.error.text()
+
+
+def test_progress_tail_notices_a_rewrite_to_the_same_size(tmp_path):
+    path = tmp_path / runs.PROGRESS
+    path.write_text('{"step": 5, "loss": 1.0}\n')
+    tail = runs.ProgressTail(path, skip_existing=True)          # a fresh run's stale log
+    assert tail.poll() == ([], False)
+    with open(path, "r+") as f:                                 # truncated and rewritten in place
+        f.write('{"event": "start", "step": 0}\n{"step": 5, "loss": 2.0}\n')
+    assert tail.poll() == ([{"event": "start", "step": 0}, {"step": 5, "loss": 2.0}], True)
