@@ -23,7 +23,7 @@ def test_screenshots_of_each_tab_after_a_short_demo(qtbot):
     win.show()
     qtbot.waitExposed(win)
     try:
-        win.run_demo(train_steps=600)
+        win.run_demo(train_steps=1500)
         win.views["score"].set_level(0)
         win.views["score"].show_vectors_at(2.8, 2.2)
         paths = [win.save_screenshot(str(SHOTS / f"{tab}.png"), tab)
