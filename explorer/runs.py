@@ -145,7 +145,12 @@ def list_grids(run: Path) -> list[Grid]:
             step = int(m.group(1))
             grids.append(Grid(p, step, f"checkpoint {step}, {m.group(2)} sampler",
                               chain if chain.is_file() else None))
-    return sorted(grids, key=lambda g: (g.step, g.path.parent.name == DRAWN, g.path.stat().st_mtime))
+    return sorted(grids, key=_grid_order)
+
+
+def _grid_order(g: Grid) -> tuple:
+    """Step order; at one step the training grid first, then the drawn ones, oldest first."""
+    return g.step, g.path.parent.name == DRAWN, g.path.stat().st_mtime
 
 
 def _pngs(folder: Path) -> list[Path]:

@@ -87,7 +87,8 @@ class ProcessRunner(QtCore.QObject):
 
     def __init__(self, parent: QtCore.QObject):
         super().__init__(parent)
-        # A child QProcess: if the tab is destroyed with the child still running, ~QProcess kills it.
+        # A child QObject: if the tab is destroyed with the child still running, ~QProcess
+        # kills it.
         self.proc = QtCore.QProcess(self)
         self.proc.setProgram(sys.executable)
         env = QtCore.QProcessEnvironment.systemEnvironment()
@@ -145,7 +146,8 @@ class ProcessRunner(QtCore.QObject):
 
     def _on_error(self, error: QtCore.QProcess.ProcessError) -> None:
         if error == QtCore.QProcess.ProcessError.FailedToStart:   # no finished signal follows
-            self.stderr += f"error: could not start {sys.executable}: {self.proc.errorString()}\n"
+            self.stderr += (f"error: could not start {self.proc.program()}: "
+                            f"{self.proc.errorString()}\n")
             self.finished.emit(-1, False)
 
 
@@ -155,7 +157,8 @@ class TrainerTab(QtWidgets.QWidget):
 
     title = "Image trainer"
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, runs_root: str | Path | None = None):
+    def __init__(self, parent: QtWidgets.QWidget | None = None,
+                 runs_root: str | Path | None = None):
         # MainWindow.VIEWS constructs views as cls(state): this tab needs no state, so anything
         # that is not a widget is ignored rather than taken as the parent.
         super().__init__(parent if isinstance(parent, QtWidgets.QWidget) else None)
@@ -214,7 +217,8 @@ class TrainerTab(QtWidgets.QWidget):
         self.overrides.setPlaceholderText("train.n_steps=500 model.ch=64")
         self.resume = C.tip(QtWidgets.QCheckBox("Resume from the newest checkpoint"), TIP["resume"])
         form.addRow("Config", self.config)
-        form.addRow("Data dir", self._with_browse(self.data_dir, "browse_data", self._pick_data_dir))
+        form.addRow("Data dir",
+                    self._with_browse(self.data_dir, "browse_data", self._pick_data_dir))
         form.addRow("Run folder", self._with_browse(self.out_edit, "browse_out", self._pick_out))
         form.addRow("Overrides", self.overrides)
         form.addRow(self.resume)
@@ -469,7 +473,8 @@ class TrainerTab(QtWidgets.QWidget):
         if kind == "start":
             resumed = rec.get("resumed_from")
             self.state_label.setText(
-                f"Training {self.run_dir.name}: {rec.get('method', '')} on {rec.get('dataset', '')}, "
+                f"Training {self.run_dir.name}: {rec.get('method', '')} on "
+                f"{rec.get('dataset', '')}, "
                 f"{rec.get('params', 0) / 1e6:.2f}M params, {rec.get('device', '')}"
                 + (f", resumed from step {resumed}" if resumed is not None else "") + ".")
             if self.run_dir.parent == self.runs_root():
