@@ -2,7 +2,8 @@
 
 Tabs are registered in `MainWindow.VIEWS` (a class that takes the AppState); adding a tab (e.g.
 the image-trainer tab) is one entry there. A view may define `export_target()` (the widget an
-export grabs), `closeEvent` to stop its threads, and `title`.
+export grabs), `title`, and `stop()` / `stop_worker()` / `shutdown()` to end its threads or
+processes when the window closes.
 """
 from __future__ import annotations
 
@@ -227,7 +228,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, ev):
         for view in self.views.values():
-            for name in ("stop", "stop_worker"):
+            for name in ("stop", "stop_worker", "shutdown"):
                 if hasattr(view, name):
                     getattr(view, name)()
             if hasattr(view, "timer"):
