@@ -68,13 +68,16 @@ class DensityCanvas(pg.PlotWidget):
         pts = np.array(self._points)
         self.preview.setData(pts[:, 0], pts[:, 1])
 
+    def clear_contours(self):
+        for c in self.contours:
+            if c.scene() is not None:
+                c.scene().removeItem(c)      # a child item: removing it from the scene detaches it
+        self.contours = []
+
     def show_density(self, density: D.GaussianMixture, bounds):
         img = G.density_image(density, bounds, HEAT_N)
         C.set_heat(self.heat, img, bounds)
-        for c in self.contours:
-            c.setParentItem(None)
-            self.removeItem(c) if c.scene() else None
-        self.contours = []
+        self.clear_contours()
         for lev in G.contour_levels(img, 4):
             iso = pg.IsocurveItem(data=img, level=lev, pen=pg.mkPen(255, 255, 255, 150, width=1))
             iso.setParentItem(self.heat)       # inherits the image's data→view transform
@@ -181,9 +184,7 @@ class DensityView(QtWidgets.QWidget):
         """Empty the canvas; the density stays valid (the old one) until the first stroke replaces it."""
         self._cleared = True
         self.canvas.heat.setImage(np.zeros((4, 4)), levels=(0, 1))
-        for c in self.canvas.contours:
-            c.setParentItem(None)
-        self.canvas.contours = []
+        self.canvas.clear_contours()
         self.info.setText("Canvas cleared: paint a stroke to create the new density.")
         self.state.status.emit("Canvas cleared — paint to create a new density")
 
@@ -253,6 +254,9 @@ class DensityView(QtWidgets.QWidget):
         self.undo_btn.setEnabled(s.can_undo())
         self.redo_btn.setEnabled(s.can_redo())
         self.info.setText(f"<b>{s.density.name or 'density'}</b>: {s.density.n_components} components")
+        i = self.preset.findData(s.density.name)
+        if i >= 0:
+            self.preset.setCurrentIndex(i)
 
     def export_target(self):
         return self.canvas

@@ -61,11 +61,15 @@ def test_clear_then_paint_makes_the_stroke_the_whole_density(window, qtbot):
 
 def test_choosing_a_preset_replaces_the_density_and_view(window, qtbot):
     view, state = window.views["density"], window.state
+    n_items = len(view.canvas.scene().items())
     i = view.preset.findData("two_moons")
     view.preset.setCurrentIndex(i)
     view.preset.activated.emit(i)
     assert state.density.name == "two_moons"
     assert state.bounds == state.density.plot_bounds()
+    assert len(view.canvas.scene().items()) == n_items          # old contours are gone, not orphaned
+    state.undo()
+    assert view.preset.currentData() == "eight_gaussians"      # the combo follows the density
 
 
 def test_loading_an_image_makes_dark_pixels_mass(window, tmp_path):
