@@ -171,6 +171,7 @@ class TrainerTab(QtWidgets.QWidget):
         self.last_step = 0
         self.grids: list[runs.Grid] = []
         self.chain: runs.Chain | None = None
+        self._chain_key = None
         self.poll_timer = QtCore.QTimer(self, interval=POLL_MS)
         self.poll_timer.timeout.connect(self.poll_progress)
 
@@ -579,7 +580,10 @@ class TrainerTab(QtWidgets.QWidget):
         self._show_image(runs.read_image(grid.path))
 
     def _set_chain(self, path: Path | None) -> None:
-        self.chain = runs.load_chain(path) if path else None
+        key = (path, path.stat().st_mtime_ns) if path else None    # re-sampling rewrites it
+        if key != self._chain_key:
+            self.chain = runs.load_chain(path) if path else None
+            self._chain_key = key
         n = len(self.chain.grids) if self.chain else 0
         self.chain_slider.blockSignals(True)
         self.chain_slider.setRange(0, max(0, n - 1))
