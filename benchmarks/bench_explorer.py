@@ -39,8 +39,9 @@ def _process(app, ms: int = 5):
     app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, ms)
 
 
-def make_window(objective: str, n_frames: int) -> MainWindow:
+def make_window(objective: str, n_frames: int, chains=("langevin", "annealed", "ddpm")) -> MainWindow:
     state = AppState()
+    state.sampler.chains = list(chains)
     tr = state.train
     tr.objective, tr.width, tr.depth, tr.n_timesteps, tr.n_levels = objective, 128, 3, n_frames, 10
     ss = state.sampler
@@ -58,17 +59,17 @@ def make_window(objective: str, n_frames: int) -> MainWindow:
     return win
 
 
-def bench_sampler(app, n: int, objective: str, n_frames: int) -> dict:
-    win = make_window(objective, n_frames)
+def bench_sampler(app, n: int, objective: str, n_frames: int, chains=("langevin", "annealed", "ddpm")) -> dict:
+    win = make_window(objective, n_frames, chains)
     sp = win.views["sampler"]
     sp.n.setValue(n)                  # restarts the chains with n particles
     _process(app, 50)
-    titles = [p["title"] for p in sp.panels]
+    titles = [sp.panels[i]["title"] for i in sp.active]
 
     # 1) full loop: the app's own play path (16 ms timer → show_frame → Qt repaints what changed,
     #    in Qt's event loop); a frame counts when panel 1's particle item is painted with it. The
     #    timer caps the rate at ~60 fps.
-    points = sp.panels[0]["points"]
+    points = sp.panels[sp.active[0]]["points"]
     points.painted, points.record_paints = [], True
     loop = QtCore.QEventLoop()
     sp.playingChanged.connect(lambda on: None if on else loop.quit())
@@ -143,6 +144,13 @@ def main(argv=None) -> int:
             print(f"{n:>9}  {objective:<6} {r['fps']:>17.1f}  {r['frames']:>6}/{args.frames + 1:<7}"
                   f"  {r['compute_ms']:>10.1f} ms  {r['draw_ms']:>7.1f} ms")
         print("           chains: " + " | ".join(r["titles"]))
+    print("\n## One sampler shown (the other two unchecked), same network")
+    print(f"{'particles':>9}  {'chain':<22} {'fps (step+redraw)':>17}  {'compute/frame':>13}  {'draw/frame':>10}")
+    for objective, chain in (("ddpm", "ddpm"), ("ncsn", "annealed")):
+        for n in args.particles:
+            r = bench_sampler(app, n, objective, args.frames, chains=(chain,))
+            print(f"{n:>9}  {r['titles'][0][:22]:<22} {r['fps']:>17.1f}  {r['compute_ms']:>10.1f} ms"
+                  f"  {r['draw_ms']:>7.1f} ms")
     r = bench_score_field(app)
     print(f"\n## Score field {r['grid']}×{r['grid']}")
     print(f"slider move (recompute true + learned field, 80×80 error map, contours, redraw): {r['full_ms']:.1f} ms")

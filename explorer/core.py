@@ -105,6 +105,9 @@ def fisher_metric(s: TrainSettings, density: D.GaussianMixture, n_eval: int = 10
 
 
 # ------------------------------------------------------------------ samplers
+SAMPLER_NAMES = ("langevin", "annealed", "ddpm")
+
+
 @dataclass
 class ChainSpec:
     sampler: S.Sampler

@@ -54,6 +54,7 @@ class SamplerSettings:
     frames: int = 150              # timeline resolution: every chain is shown at this many instants
     seed: int = 0
     trails: int = 5
+    chains: list = field(default_factory=lambda: ["langevin", "annealed", "ddpm"])   # which samplers run
 
 
 def _dataclass_from_dict(cls, d: dict):

@@ -16,63 +16,86 @@ MODEL_PEN = pg.mkPen(255, 80, 60, 230, width=1.5)
 
 
 class PointsItem(pg.GraphicsObject):
-    """Draws N points as size×size pixel squares with a few QPainter.drawPoints calls.
+    """N particles as size×size pixel squares whose opacity adds up where they overlap.
 
-    pyqtgraph's ScatterPlotItem manages per-point symbols and reached ~20 fps for 3×10k points
-    offscreen here. This item fills a QPolygonF in place from numpy. A 1-pixel cosmetic pen draws
-    10k points in 0.26 ms, any wider pen in ~4.4 ms (Qt's raster engine strokes each point), so a
-    size-s square is s² one-pixel passes shifted by whole device pixels: ~1 ms for 10k at s = 2.
+    Painting splats the points into a small premultiplied-ARGB image covering the visible part of
+    the plot (numpy: device coordinates from the painter's transform, a bincount, a box sum) and
+    draws that image once. Measured offscreen here for 10k points: pyqtgraph's ScatterPlotItem
+    ~15 ms per panel, QPainter.drawPoints with a 2-px pen ~4.4 ms, this ~1.5 ms — and overlapping
+    particles show as denser colour, which a plain scatter does not.
     """
 
-    def __init__(self, color=(255, 200, 40, 170), size: int = 2):
+    def __init__(self, color=(255, 200, 40), size: int = 2, alpha: int = 120):
         super().__init__()
-        self._poly = QtGui.QPolygonF()
-        self._n = 0
+        self._xy = np.zeros((0, 2))
         self._rect = QtCore.QRectF()
         self.tag = None                 # what the data shows (a frame number); `painted` records it
         self.painted: list = []         # tags actually painted, for frame-rate measurements
         self.record_paints = False
-        self.set_style(color, size)
+        self.set_style(color, size, alpha)
 
-    def set_style(self, color, size: int):
-        pen = QtGui.QPen(QtGui.QColor(*color))
-        pen.setWidth(1)
-        pen.setCosmetic(True)          # size in pixels, whatever the zoom
-        self._pen = pen
-        self._offsets = [QtGui.QTransform.fromTranslate(dx, dy) for dx in range(int(size)) for dy in range(int(size))]
+    def set_style(self, color, size: int = 2, alpha: int = 120):
+        self._size = max(1, int(size))
+        # premultiplied ARGB for 0, 1, 2, … overlapping points (opacity adds up, then saturates)
+        cap = int(np.ceil(255 / max(1, int(alpha))))
+        a = np.minimum(np.arange(cap + 1, dtype=np.uint32) * int(alpha), 255)
+        r, g, b = (int(v) for v in color[:3])
+        self._lut = (a << 24) | ((r * a // 255) << 16) | ((g * a // 255) << 8) | (b * a // 255)
+        self._cap = cap
         self.update()
 
     def setData(self, xy: np.ndarray | None):
         self.prepareGeometryChange()
-        if xy is None or len(xy) == 0:
-            self._n = 0
-            self._rect = QtCore.QRectF()
+        xy = np.zeros((0, 2)) if xy is None else np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        finite = np.isfinite(xy).all(1)
+        self._xy = xy if finite.all() else xy[finite]
+        if len(self._xy):
+            lo, hi = self._xy.min(0), self._xy.max(0)
+            self._rect = QtCore.QRectF(lo[0], lo[1], max(hi[0] - lo[0], 1e-9), max(hi[1] - lo[1], 1e-9))
         else:
-            xy = np.asarray(xy, dtype=np.float64)
-            finite = np.isfinite(xy).all(1)
-            if not finite.all():
-                xy = xy[finite]
-            if len(xy) != self._n:
-                self._poly = pg.functions.create_qpolygonf(len(xy))
-                self._n = len(xy)
-            if self._n:
-                pg.functions.ndarray_from_qpolygonf(self._poly)[:] = xy
-                lo, hi = xy.min(0), xy.max(0)
-                self._rect = QtCore.QRectF(lo[0], lo[1], max(hi[0] - lo[0], 1e-9), max(hi[1] - lo[1], 1e-9))
+            self._rect = QtCore.QRectF()
         self.update()
 
     def boundingRect(self):
         return self._rect
 
+    def data(self) -> np.ndarray:
+        return self._xy
+
     def paint(self, p, *args):
-        if not self._n:
+        if len(self._xy) == 0:
             return
-        p.setPen(self._pen)
-        base = p.transform()
-        for off in self._offsets:
-            p.setTransform(base * off)      # data → device, then a whole-pixel shift in device space
-            p.drawPoints(self._poly)
-        p.setTransform(base)
+        t = p.transform()                                   # data → device (scale + translate)
+        area = QtCore.QRectF(p.viewport())                  # the whole widget: restrict it to
+        view = self.viewRect()                              # the plot's visible data rectangle
+        if view is not None:
+            area = area.intersected(t.mapRect(view))
+        if p.hasClipping():
+            area = area.intersected(t.mapRect(p.clipBoundingRect()))
+        x0, y0 = int(np.floor(area.left())), int(np.floor(area.top()))
+        w, h = int(np.ceil(area.right())) - x0, int(np.ceil(area.bottom())) - y0
+        if w <= 0 or h <= 0:
+            return
+        x, y = self._xy[:, 0], self._xy[:, 1]
+        ix = np.floor(t.m11() * x + t.m21() * y + t.dx()).astype(np.int64) - x0
+        iy = np.floor(t.m12() * x + t.m22() * y + t.dy()).astype(np.int64) - y0
+        s = self._size
+        inside = (ix > -s) & (ix < w) & (iy > -s) & (iy < h)
+        # counts on a grid padded by s-1 on the low side, then an s×s box sum = s×s squares
+        pw, ph = w + s - 1, h + s - 1
+        c = np.bincount((iy[inside] + s - 1) * pw + ix[inside] + s - 1, minlength=pw * ph).reshape(ph, pw)
+        out = c[s - 1:, s - 1:].copy()
+        for dy in range(s):
+            for dx in range(s):
+                if dy or dx:
+                    out += c[s - 1 - dy: s - 1 - dy + h, s - 1 - dx: s - 1 - dx + w]
+        buf = self._lut[np.minimum(out, self._cap)]
+        img = QtGui.QImage(buf.data, w, h, 4 * w, QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+        p.save()
+        p.resetTransform()
+        p.drawImage(QtCore.QPointF(x0, y0), img)
+        p.restore()
+        del img, buf
         if self.record_paints and (not self.painted or self.painted[-1] != self.tag):
             self.painted.append(self.tag)
 

@@ -24,7 +24,7 @@ from .. import core
 from ..sampler_worker import ChainWorker
 from . import common as C
 
-COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170)]
+COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170)]   # (r, g, b, histogram alpha)
 TRAIL_PEN = pg.mkPen(255, 255, 255, 150, width=1.0)
 TRAIL_FRAMES = 30        # a trail shows the last this-many frames
 N_METRIC = 500           # particles used for the live metrics (a fixed subset)
@@ -81,6 +81,16 @@ class SamplerView(QtWidgets.QWidget):
         form.addRow("Score", self.source)
         form.addRow("Particles", self.n)
         form.addRow("Start from", self.init)
+        row = QtWidgets.QHBoxLayout()
+        self.chain_boxes = {}
+        for name, label in zip(core.SAMPLER_NAMES, ("Langevin", "Annealed", "DDPM")):
+            cb = QtWidgets.QCheckBox(label)
+            cb.setChecked(name in ss.chains)
+            cb.setToolTip("Run and show this sampler. Fewer chains animate faster (each costs one "
+                          "network evaluation per step).")
+            row.addWidget(cb)
+            self.chain_boxes[name] = cb
+        form.addRow(row)
         side.addWidget(box)
 
         box, form = C.form_group("Langevin  (x + ε s + √(2ε) z)")
@@ -186,6 +196,8 @@ class SamplerView(QtWidgets.QWidget):
                   self.levels, self.sigma_max, self.sigma_min, self.frames):
             w.valueChanged.connect(self._settings_changed)
         self.final_denoise.toggled.connect(self._settings_changed)
+        for cb in self.chain_boxes.values():
+            cb.toggled.connect(self._settings_changed)
         self.trails.valueChanged.connect(lambda *_: self.show_frame(self.frame))
         state.densityChanged.connect(self._on_density)
         state.modelChanged.connect(self._on_model)
@@ -193,7 +205,16 @@ class SamplerView(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ settings / lifecycle
     def _settings_changed(self, *_):
+        chains = [n for n, cb in self.chain_boxes.items() if cb.isChecked()]
+        if not chains:                      # keep at least one sampler
+            sender = self.sender()
+            if isinstance(sender, QtWidgets.QCheckBox):
+                sender.blockSignals(True)
+                sender.setChecked(True)
+                sender.blockSignals(False)
+            chains = [n for n, cb in self.chain_boxes.items() if cb.isChecked()]
         self.state.update_sampler(
+            chains=chains,
             source=self.source.currentData(), n_particles=self.n.value(), langevin_eps=self.langevin_eps.value(),
             langevin_steps=self.langevin_steps.value(), annealed_eps=self.annealed_eps.value(),
             steps_per_level=self.steps_per_level.value(), n_levels=self.levels.value(),
@@ -208,8 +229,11 @@ class SamplerView(QtWidgets.QWidget):
         ws = [self.source, self.n, self.langevin_eps, self.langevin_steps, self.annealed_eps, self.steps_per_level,
               self.levels, self.sigma_max, self.sigma_min, self.final_denoise, self.ddpm_variance, self.frames,
               self.trails]
+        ws += list(self.chain_boxes.values())
         for w in ws:
             w.blockSignals(True)
+        for name, cb in self.chain_boxes.items():
+            cb.setChecked(name in ss.chains)
         self.source.setCurrentIndex(self.source.findData(ss.source))
         self.ddpm_variance.setCurrentIndex(self.ddpm_variance.findData(ss.ddpm_variance))
         for w, v in ((self.n, ss.n_particles), (self.langevin_eps, ss.langevin_eps),
@@ -278,7 +302,11 @@ class SamplerView(QtWidgets.QWidget):
         gen = torch.Generator().manual_seed(ss.seed)
         x0 = S.initial_particles(ss.n_particles, self.init.currentData(), s.bounds, gen)
         self._model_step_used = s.model_step if model is not None else None
+        # chain j of the worker is shown in panel self.active[j]
+        self.active = [i for i, n in enumerate(core.SAMPLER_NAMES) if n in ss.chains] or [0, 1, 2]
+        self._layout_panels()
         self.specs = specs
+        specs = [specs[i] for i in self.active]
         ref, density = self._reference(), s.density
         idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
 
@@ -291,7 +319,7 @@ class SamplerView(QtWidgets.QWidget):
         self.worker.chainFailed.connect(self._on_chain_failed)
         self.worker.failed.connect(self._on_failed)
         self.worker.start()
-        for p, spec in zip(self.panels, specs):
+        for p, spec in zip(self.panels, self.specs):
             p["title"] = spec.title
             p["metric"] = ""
         self.note.setText(self._notes())
@@ -302,13 +330,28 @@ class SamplerView(QtWidgets.QWidget):
         self.frame = 0
         self.show_frame(0)
 
+    def _layout_panels(self):
+        """Show the active samplers' panels side by side (inactive ones leave the layout)."""
+        lay = self.plots.ci
+        shown = [i for i in range(3) if self.panels[i]["plot"] in lay.items]
+        if shown == self.active:
+            return
+        for i in shown:
+            lay.removeItem(self.panels[i]["plot"])
+            lay.removeItem(self.panels[i]["hist_plot"])
+        for col, i in enumerate(self.active):
+            lay.addItem(self.panels[i]["plot"], row=0, col=col)
+            lay.addItem(self.panels[i]["hist_plot"], row=1, col=col)
+
     def _notes(self) -> str:
         s = self.state
         lines = []
         if self.state.sampler.source == "model":
             lines.append(f"Model at training step {s.model_step}." if s.model is not None
                          else "No trained model yet: every chain uses the exact score.")
-        lines += [f"{sp.title.split(' —')[0]}: {sp.note}" for sp in getattr(self, "specs", []) if sp.note]
+        specs = getattr(self, "specs", [])
+        lines += [f"{specs[i].title.split(' —')[0]}: {specs[i].note}" for i in getattr(self, "active", [])
+                  if i < len(specs) and specs[i].note]
         return "<br>".join(lines)
 
     def closeEvent(self, ev):
@@ -403,7 +446,7 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(int, str)
     def _on_chain_failed(self, i: int, msg: str):
-        self.panels[i]["metric"] = "<span style='color:#f55'>diverged — see status bar</span>"
+        self.panels[self.active[i]]["metric"] = "<span style='color:#f55'>diverged — see status bar</span>"
         self.state.status.emit(msg)
         self.note.setText(self._notes() + f"<br><span style='color:#c33'>{msg}</span>")
         self.show_frame(self.frame)
@@ -416,6 +459,7 @@ class SamplerView(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ drawing
     def frame_positions(self, i: int, f: int | None = None) -> np.ndarray:
+        """Particles of worker chain i (the i-th *active* sampler) at frame f (default: shown)."""
         c = self.worker.chains[i]
         f = self.frame if f is None else f
         return c.frames[min(f, len(c.frames) - 1)]
@@ -427,8 +471,8 @@ class SamplerView(QtWidgets.QWidget):
         self.frame = f
         bounds = self.state.bounds
         ntr = self.trails.value()
-        for i, p in enumerate(self.panels):
-            chain = self.worker.chains[i]
+        for i, chain in enumerate(self.worker.chains):
+            p = self.panels[self.active[i]]
             if f >= len(chain.frames):
                 continue
             xy = chain.frames[f]
@@ -506,4 +550,4 @@ def _metrics_text(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, density)
 
 class PointsItemWithColor(C.PointsItem):
     def __init__(self, color):
-        super().__init__(color=color, size=2)
+        super().__init__(color=color[:3], size=2, alpha=130)

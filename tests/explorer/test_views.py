@@ -66,7 +66,8 @@ def test_each_sampler_runs_to_the_end_and_scrubs(window, qtbot):
     # scrub
     sp.scrub.setValue(7)
     assert sp.frame == 7
-    assert np.array_equal(sp.panels[1]["points"]._n and sp.frame_positions(1), sp.worker.chains[1].frames[7])
+    assert np.array_equal(sp.panels[1]["points"].data(), sp.worker.chains[1].frames[7])
+    assert np.array_equal(sp.frame_positions(1), sp.worker.chains[1].frames[7])
     qtbot.keyClick(window, QtCore.Qt.Key.Key_Right)          # Right = one step forward
     assert sp.frame == 8
     qtbot.keyClick(window, QtCore.Qt.Key.Key_Left)
@@ -116,3 +117,20 @@ def test_sampler_uses_the_trained_model_when_it_has_one(window, qtbot):
     assert "model" in titles[0]
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=30000)
+
+
+def test_unchecking_samplers_runs_and_shows_only_the_chosen_one(window, qtbot):
+    sp = window.views["sampler"]
+    _use_exact(sp)
+    sp.chain_boxes["langevin"].setChecked(False)
+    sp.chain_boxes["annealed"].setChecked(False)
+    assert window.state.sampler.chains == ["ddpm"]
+    assert len(sp.worker.chains) == 1 and sp.worker.chains[0].spec.title.startswith("DDPM")
+    assert len(sp.plots.ci.items) == 2                       # one particle panel + its histogram
+    sp.chain_boxes["ddpm"].setChecked(False)                 # the last one cannot be switched off
+    assert sp.chain_boxes["ddpm"].isChecked() and window.state.sampler.chains == ["ddpm"]
+    sp.run_to_end()
+    qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=30000)
+    sp.chain_boxes["langevin"].setChecked(True)
+    assert [c.spec.title.split(" —")[0] for c in sp.worker.chains] == ["Langevin", "DDPM"]
+    assert len(sp.plots.ci.items) == 4
