@@ -126,7 +126,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--particles", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--frames", type=int, default=120, help="timeline length (one step per chain per frame)")
+    ap.add_argument("--parallel", action="store_true", help="step the three chains concurrently (threads)")
+    ap.add_argument("--only-three", action="store_true", help="skip the one-chain and score-field parts")
     args = ap.parse_args(argv)
+    from explorer.sampler_worker import ChainWorker
+    ChainWorker.PARALLEL = args.parallel
     app = pg.mkQApp("bench")
     torch.set_num_threads(1)          # as the app does (MainWindow sets it)
     try:
@@ -135,7 +139,8 @@ def main(argv=None) -> int:
         load = float("nan")
     print(f"# explorer benchmark — {platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at start), "
           f"torch {torch.__version__}, 1 intra-op thread, Qt platform {app.platformName()}")
-    print("\n## Sampler animation (3 chains × 1 step per frame, width-128 depth-3 MLP)")
+    print(f"\n## Sampler animation (3 chains × 1 step per frame, width-128 depth-3 MLP, "
+          f"chains stepped {'concurrently' if args.parallel else 'one after another'})")
     print(f"{'particles':>9}  {'model':<6} {'fps (step+redraw)':>17}  {'frames painted':>14}  {'compute/frame':>13}"
           f"  {'draw/frame':>10}")
     for objective in ("ncsn", "ddpm"):
@@ -144,6 +149,9 @@ def main(argv=None) -> int:
             print(f"{n:>9}  {objective:<6} {r['fps']:>17.1f}  {r['frames']:>6}/{args.frames + 1:<7}"
                   f"  {r['compute_ms']:>10.1f} ms  {r['draw_ms']:>7.1f} ms")
         print("           chains: " + " | ".join(r["titles"]))
+    if args.only_three:
+        sys.stdout.flush()
+        os._exit(0)
     print("\n## One sampler shown (the other two unchecked), same network")
     print(f"{'particles':>9}  {'chain':<22} {'fps (step+redraw)':>17}  {'compute/frame':>13}  {'draw/frame':>10}")
     for objective, chain in (("ddpm", "ddpm"), ("ncsn", "annealed")):

@@ -7,7 +7,9 @@ Drawing frame f+1 overlaps with computing frame f+2 (pipelining over the two cor
 """
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,12 +32,17 @@ class Chain:
 
 
 class ChainWorker(QtCore.QThread):
+    # Step the chains concurrently? Measured on the shared 2-core machine with another process
+    # busy: concurrent was ~15% slower than one after another (30-34 vs 35-46 ms per 10k-particle
+    # frame), so it is off; `bench_explorer.py --parallel` measures it again.
+    PARALLEL = False
+
     framesReady = QtCore.Signal(int)          # frames now available (for every chain)
     chainFailed = QtCore.Signal(int, str)     # chain index, message
     failed = QtCore.Signal(str)
 
     def __init__(self, specs, x0: torch.Tensor, n_frames: int, seed: int = 0, metric_fn=None,
-                 metric_every: int = 5, parent=None):
+                 metric_every: int = 5, parallel: bool | None = None, parent=None):
         super().__init__(parent)
         # Sample metrics (energy distance, mode weights) cost ~10 ms per chain at 10k particles:
         # they are computed here, every few frames, not on the GUI thread at every frame drawn.
@@ -48,6 +55,9 @@ class ChainWorker(QtCore.QThread):
             c.frames.append(first)
             c.labels.append("start")
         self.gens = [torch.Generator().manual_seed(seed + 1000 * i) for i in range(len(specs))]
+        parallel = self.PARALLEL if parallel is None else parallel
+        self._pool = ThreadPoolExecutor(max_workers=min(len(self.chains), os.cpu_count() or 1)) \
+            if parallel and (os.cpu_count() or 1) > 1 else None
         self._cv = threading.Condition()
         self._target = 0
         self._cancel = False
@@ -74,33 +84,50 @@ class ChainWorker(QtCore.QThread):
                     if self._cancel:
                         return
                 self._compute_frame(self.available)
+                if self._cancel:
+                    return
                 self.available += 1
                 self.framesReady.emit(self.available)
         except Exception as e:              # a broken model must not take the window down
             self.failed.emit(f"sampling stopped: {type(e).__name__}: {e}")
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def _advance(self, i: int, f: int):
+        """Steps of chain i up to frame f; returns (positions, label) or None when cancelled."""
+        c = self.chains[i]
+        if c.error:
+            return c.frames[-1], c.labels[-1]
+        sampler = c.spec.sampler
+        target = round(f * sampler.n_steps / self.n_frames)
+        label = c.labels[-1]
+        try:
+            while c.k < target:
+                if self._cancel:
+                    return None
+                out = sampler.step(c.x, c.k, self.gens[i])
+                c.x, label = out.x, out.label
+                c.k += 1
+        except DivergenceError as e:
+            c.error = str(e)
+            c.diverged_at_frame = f
+            self.chainFailed.emit(i, c.error)
+            return c.frames[-1], f"diverged at step {c.k}"
+        return c.x.detach().numpy().astype(np.float32, copy=True), label
 
     def _compute_frame(self, f: int):
-        for i, c in enumerate(self.chains):
-            if c.error:
-                c.frames.append(c.frames[-1])
-                c.labels.append(c.labels[-1])
-                continue
-            sampler = c.spec.sampler
-            target = round(f * sampler.n_steps / self.n_frames)
-            label = c.labels[-1]
-            try:
-                while c.k < target:
-                    if self._cancel:
-                        return
-                    out = sampler.step(c.x, c.k, self.gens[i])
-                    c.x, label = out.x, out.label
-                    c.k += 1
-            except DivergenceError as e:
-                c.error = str(e)
-                c.diverged_at_frame = f
-                self.chainFailed.emit(i, c.error)
-            c.frames.append(c.x.detach().numpy().astype(np.float32, copy=True) if not c.error else c.frames[-1])
-            c.labels.append(label if not c.error else f"diverged at step {c.k}")
+        # The chains are independent: with PARALLEL they are stepped concurrently (torch releases
+        # the GIL inside its kernels, so they can use two free cores).
+        if self._pool is not None and len(self.chains) > 1:
+            results = list(self._pool.map(lambda i: self._advance(i, f), range(len(self.chains))))
+        else:
+            results = [self._advance(i, f) for i in range(len(self.chains))]
+        if any(r is None for r in results):
+            return
+        for c, (xy, label) in zip(self.chains, results):
+            c.frames.append(xy)
+            c.labels.append(label)
         if f % self.metric_every == 0 or f == self.n_frames:
             self._metrics(f)
 
