@@ -143,7 +143,10 @@ class DensityView(QtWidgets.QWidget):
         self.dark_is_mass.setToolTip("On: ink on white paper (dark = probability mass). Off: bright = mass.")
         self.load_json_btn = QtWidgets.QPushButton("Load density JSON…")
         self.save_json_btn = QtWidgets.QPushButton("Save density JSON…")
-        self.load_json_btn.setToolTip('A {"kind": "gmm", "components": [{"weight", "mean", "cov"}…]} file.')
+        self.load_json_btn.setToolTip('A {"kind": "gmm", "components": [{"weight", "mean", "cov"}…]} file; a '
+                                      'malformed file is reported and the current density kept.')
+        self.save_json_btn.setToolTip("Write the current mixture (normalised weights, means, covariances, view "
+                                      "bounds) as density JSON, atomically; `python -m trainers.toy` reads it too.")
         for w in (self.load_img_btn, self.dark_is_mass, self.load_json_btn, self.save_json_btn):
             form.addRow(w)
         side.addWidget(box)

@@ -39,9 +39,11 @@ class ScoreFieldView(QtWidgets.QWidget):
                                   "q(x_t) = Σ w_k N(√ᾱ_t μ_k, ᾱ_t Σ_k + (1−ᾱ_t) I), at the slider's level.")
         self.show_model.setToolTip("The network's score at the slider's level; a DDPM model's ε is shown as "
                                    "s = −ε/√(1−ᾱ_t).")
-        self.arrow_mode = C.combo([("length", "length ∝ |s| (shared scale)"), ("unit", "unit length, colour = |s|")],
-                                  "length", "Length mode: both fields share one scale, the 95th percentile of |s| "
-                                  "maps to one grid cell (longer arrows are clipped to 2 cells).")
+        self.arrow_mode = C.combo([("length", "length ∝ |s| (shared scale)"), ("unit", "unit length (direction)")],
+                                  "length", "length ∝ |s|: both fields share one scale — the 95th percentile of |s| "
+                                  "over both maps to one grid cell (longer arrows are clipped at 2 cells), so a "
+                                  "longer red arrow is a larger learned score.\nunit length: directions only; "
+                                  "read magnitudes from the error map or by hovering.")
         self.error_mode = C.combo([("off", "off"), ("plain", "‖s_θ − ∇log p‖"), ("weighted", "p(x)·‖s_θ − ∇log p‖")],
                                   "plain", "Heat map of the score error; weighted by p(x) shows where the error matters "
                                   "for the Fisher divergence (errors far from the data are invisible to it).")

@@ -134,3 +134,19 @@ def test_unchecking_samplers_runs_and_shows_only_the_chosen_one(window, qtbot):
     sp.chain_boxes["langevin"].setChecked(True)
     assert [c.spec.title.split(" —")[0] for c in sp.worker.chains] == ["Langevin", "DDPM"]
     assert len(sp.plots.ci.items) == 4
+
+
+def test_every_control_explains_itself_in_a_tooltip(window):
+    from PySide6 import QtWidgets
+
+    kinds = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractButton, QtWidgets.QSlider)
+    missing = []
+    for key in ("density", "training", "score", "sampler"):
+        for w in window.views[key].findChildren(QtWidgets.QWidget):
+            if isinstance(w, kinds) and not isinstance(w, QtWidgets.QTabBar) and w.isVisibleTo(window.views[key]) \
+                    and not w.toolTip() and w.parent() is not None and not isinstance(w.parent(), QtWidgets.QTabBar):
+                missing.append(f"{key}: {type(w).__name__} {getattr(w, 'text', lambda: '')()!r}")
+    assert not missing, missing
+    sampler = window.views["sampler"]
+    assert "√(2ε)" in sampler.langevin_eps.toolTip()
+    assert "σᵢ²/σ_L²" in sampler.annealed_eps.toolTip() and "√αᵢ z" in sampler.annealed_eps.toolTip()
