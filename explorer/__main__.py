@@ -29,7 +29,10 @@ def main(argv=None) -> int:
         offscreen_if_headless()
     from trainers import densities as D
 
-    density = D.load_density(args.density) if args.density else D.preset(D.DEFAULT_DENSITY)
+    try:
+        density = D.load_density(args.density) if args.density else D.preset(D.DEFAULT_DENSITY)
+    except D.DensityError as e:
+        ap.error(str(e))
 
     import pyqtgraph as pg
     from .app import MainWindow
