@@ -153,11 +153,11 @@ def main(argv=None) -> int:
         sys.stdout.flush()
         os._exit(0)
     print("\n## One sampler shown (the other two unchecked), same network")
-    print(f"{'particles':>9}  {'chain':<22} {'fps (step+redraw)':>17}  {'compute/frame':>13}  {'draw/frame':>10}")
+    print(f"{'particles':>9}  {'chain':<30} {'fps (step+redraw)':>17}  {'compute/frame':>13}  {'draw/frame':>10}")
     for objective, chain in (("ddpm", "ddpm"), ("ncsn", "annealed")):
         for n in args.particles:
             r = bench_sampler(app, n, objective, args.frames, chains=(chain,))
-            print(f"{n:>9}  {r['titles'][0][:22]:<22} {r['fps']:>17.1f}  {r['compute_ms']:>10.1f} ms"
+            print(f"{n:>9}  {r['titles'][0][:30]:<30} {r['fps']:>17.1f}  {r['compute_ms']:>10.1f} ms"
                   f"  {r['draw_ms']:>7.1f} ms")
     r = bench_score_field(app)
     print(f"\n## Score field {r['grid']}×{r['grid']}")

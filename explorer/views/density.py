@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers import densities as D
 from trainers import grid as G
@@ -18,6 +18,7 @@ from trainers import grid as G
 from . import common as C
 
 HEAT_N = 160
+CONTOUR_N = 96      # pyqtgraph's isocurve is pure Python: contours on a coarser grid than the heat map
 
 
 class DensityCanvas(pg.PlotWidget):
@@ -70,17 +71,22 @@ class DensityCanvas(pg.PlotWidget):
 
     def clear_contours(self):
         for c in self.contours:
-            if c.scene() is not None:
-                c.scene().removeItem(c)      # a child item: removing it from the scene detaches it
+            self.removeItem(c)
         self.contours = []
 
     def show_density(self, density: D.GaussianMixture, bounds):
         img = G.density_image(density, bounds, HEAT_N)
         C.set_heat(self.heat, img, bounds)
         self.clear_contours()
-        for lev in G.contour_levels(img, 4):
-            iso = pg.IsocurveItem(data=img, level=lev, pen=pg.mkPen(255, 255, 255, 150, width=1))
-            iso.setParentItem(self.heat)       # inherits the image's data→view transform
+        coarse = G.density_image(density, bounds, CONTOUR_N)
+        xmin, xmax, ymin, ymax = bounds
+        to_view = QtGui.QTransform.fromScale((xmax - xmin) / CONTOUR_N, (ymax - ymin) / CONTOUR_N) \
+            * QtGui.QTransform.fromTranslate(xmin, ymin)
+        for lev in G.contour_levels(coarse, 4):
+            iso = pg.IsocurveItem(data=coarse, level=lev, pen=pg.mkPen(255, 255, 255, 150, width=1))
+            iso.setTransform(to_view)
+            iso.setZValue(5)
+            self.addItem(iso)
             self.contours.append(iso)
         C.square_plot(self.plotItem, bounds)
 

@@ -15,6 +15,7 @@ from .. import core
 from . import common as C
 
 ERROR_N = 80
+CONTOUR_N = 64
 
 
 class ScoreFieldView(QtWidgets.QWidget):
@@ -187,11 +188,14 @@ class ScoreFieldView(QtWidgets.QWidget):
         for c in self.density_contours:
             self.plot.removeItem(c)
         self.density_contours = []
-        img = G.density_image(target, bounds, 100)
+        # pyqtgraph's isocurve is pure Python (~10 ms per level at 100×100): a 64×64 grid keeps a
+        # slider move interactive
+        n = CONTOUR_N
+        img = G.density_image(target, bounds, n)
         xmin, xmax, ymin, ymax = bounds
         for lev in G.contour_levels(img, 3):
             iso = pg.IsocurveItem(data=img, level=lev, pen=pg.mkPen(120, 200, 255, 140, width=1))
-            iso.setTransform(pg.QtGui.QTransform.fromScale((xmax - xmin) / 100, (ymax - ymin) / 100)
+            iso.setTransform(pg.QtGui.QTransform.fromScale((xmax - xmin) / n, (ymax - ymin) / n)
                              * pg.QtGui.QTransform.fromTranslate(xmin, ymin))
             iso.setZValue(1)
             self.plot.addItem(iso)
