@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True)
     e.add_argument("--data-dir", default=None)
     e.add_argument("--ckpt", type=int, default=None)
-    e.add_argument("--n", type=int, default=None, help="samples (default 1000 digits / 10000)")
+    e.add_argument("--n", type=int, default=None, help="samples (default 500 for digits, 10000 otherwise)")
     e.add_argument("--sampler", choices=["ddpm", "annealed"], default=None)
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--batch-size", type=int, default=500)

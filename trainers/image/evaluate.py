@@ -174,7 +174,7 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
         report["fid"] = None
         report["message"] = why
         return report
-    n = n or (1000 if is_digits else 10000)
+    n = n or (500 if is_digits else 10000)
     t0 = time.perf_counter()
     x, *_ = generate(cfg, model, n, device, seed=seed, sampler=sampler, batch_size=batch_size)
     report["n_samples"] = n

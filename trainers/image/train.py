@@ -177,6 +177,69 @@ def make_run_dir(cfg: RunConfig, out: str | None) -> Path:
 
 
 # -------------------------------------------------------------------------------- training
+class TrainCore:
+    """Model, EMA copy, optimiser, grad scaler and the one optimisation step.
+
+    Shared by ``train()`` and ``benchmarks/bench_image_train.py`` so the benchmark times the
+    real step. On CUDA: bf16 (or fp16 + GradScaler) autocast and channels_last per config; on
+    the CPU: fp32. ``step`` does: set lr, loss under autocast, backward, unscale + clip the
+    global grad norm, Adam step, EMA update; it returns (loss, grad norm) as tensors (no sync).
+    """
+
+    def __init__(self, cfg: RunConfig, device: torch.device, dist_info: DistInfo | None = None,
+                 log=print):
+        dist_info = dist_info or DistInfo()
+        self.cfg, self.device = cfg, device
+        on_cuda = device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+        self.use_amp = on_cuda and self.amp_dtype is not None
+        if self.amp_dtype is torch.bfloat16 and on_cuda and not torch.cuda.is_bf16_supported():
+            log("warning: this GPU has no bf16 support; training in fp32")
+            self.use_amp = False
+        self.channels_last = on_cuda and cfg.train.channels_last
+        model = build_net(cfg).to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        t = cfg.train
+        self.opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
+                                    eps=t.adam_eps, weight_decay=t.weight_decay)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and self.amp_dtype is torch.float16)
+        self.method = make_method(cfg, device)
+        train_model: nn.Module = model
+        if dist_info.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            train_model = DDP(model, device_ids=[device.index] if on_cuda else None)
+        if t.compile:
+            train_model = torch.compile(train_model)
+        self.train_model = train_model
+        self._zero = torch.zeros((), device=device)
+
+    def step(self, x: torch.Tensor, noise_gen: torch.Generator, lr: float):
+        cfg = self.cfg
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
+                    else contextlib.nullcontext())
+        with autocast:
+            loss = self.method.loss(self.train_model, x, noise_gen)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        gnorm = self._zero
+        if cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        ema_update(self.ema, self.model, cfg.train.ema_decay)
+        return loss, gnorm
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int):
     """torch.set_num_threads(n) for the duration (n <= 0: leave as is); it is process-wide."""
@@ -225,32 +288,17 @@ def _train(cfg, run_dir, data_dir, resume, quiet, stop_after) -> dict:
                            "another --out")
 
     device = pick_device(cfg.train.device, dist_info, log)
-    on_cuda = device.type == "cuda"
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-    use_amp = on_cuda and amp_dtype is not None
-    if amp_dtype is torch.bfloat16 and on_cuda and not torch.cuda.is_bf16_supported():
-        log("warning: this GPU has no bf16 support; training in fp32")
-        use_amp = False
-    channels_last = on_cuda and cfg.train.channels_last
 
     # ---- data, model, optimiser
     ds = build_dataset(cfg.data, data_dir)
     if cfg.train.batch_size % dist_info.world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
                          f"{dist_info.world} DDP ranks")
-    local_batch = cfg.train.batch_size // dist_info.world
-
     torch.manual_seed(_step_seed(cfg.train.seed, dist_info.rank, 0, 0))
     np.random.seed(cfg.train.seed + dist_info.rank)
     random.seed(cfg.train.seed + dist_info.rank)
-    model = build_net(cfg).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
-                           betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.adam_eps,
-                           weight_decay=cfg.train.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype is torch.float16)
+    core = TrainCore(cfg, device, dist_info, log)
+    model, ema, opt, scaler = core.model, core.ema, core.opt, core.scaler
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -262,15 +310,7 @@ def _train(cfg, run_dir, data_dir, resume, quiet, stop_after) -> dict:
             ck.restore_rng_state(ckpt["rng"], device)
         elif not main:
             torch.manual_seed(_step_seed(cfg.train.seed, dist_info.rank, start_step, 0))
-    method = make_method(cfg, device)
-
-    train_model: nn.Module = model
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        train_model = DDP(model, device_ids=[device.index] if on_cuda else None)
-    if cfg.train.compile:
-        train_model = torch.compile(train_model)
+    use_amp, amp_dtype = core.use_amp, core.amp_dtype
 
     # ---- run directory
     progress = None
@@ -324,8 +364,6 @@ def _train(cfg, run_dir, data_dir, resume, quiet, stop_after) -> dict:
 
         bar = tqdm(total=n_steps, initial=start_step, dynamic_ncols=True, mininterval=1.0,
                    desc=cfg.name or cfg.method, unit="step")
-    autocast = (torch.autocast("cuda", dtype=amp_dtype) if use_amp
-                else contextlib.nullcontext())
     model.train()
     losses_logged: list[float] = []
     loss_acc = torch.zeros((), device=device)
@@ -333,26 +371,12 @@ def _train(cfg, run_dir, data_dir, resume, quiet, stop_after) -> dict:
     t_last = time.perf_counter()
     t0 = t_last
     last_ckpt = None
-    gnorm = torch.zeros(())
     step = start_step
     while step < end:
         x = prepare_batch(next(stream), cfg, step, dist_info.rank, device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         noise_gen.manual_seed(_step_seed(cfg.train.seed, dist_info.rank, step, 1))
         lr = lr_at(cfg, step)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with autocast:
-            loss = method.loss(train_model, x, noise_gen)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.train.grad_clip > 0:
-            scaler.unscale_(opt)
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        ema_update(ema, model, cfg.train.ema_decay)
+        loss, gnorm = core.step(x, noise_gen, lr)
         loss_acc += loss.detach().float()
         n_acc += 1
         step += 1
@@ -411,6 +435,7 @@ def _train(cfg, run_dir, data_dir, resume, quiet, stop_after) -> dict:
         import torch.distributed as dist
 
         dist.barrier()
+        dist.destroy_process_group()
     return {"run_dir": str(run_dir), "start_step": start_step, "step": step,
             "finished": finished, "losses": losses_logged,
             "checkpoint": str(last_ckpt) if last_ckpt else None}
