@@ -75,7 +75,8 @@ class TrainWorker(QtCore.QThread):
 
         buf_steps, buf_losses = [], []
         t_emit = t_snap = time.perf_counter()
-        t_rate, n_rate, rate = t_emit, 0, 0.0
+        # the rate window opens at the first finished step: the first step pays torch's warm-up (~1 s)
+        t_rate, n_rate, rate = None, 0, 0.0
         for info in steps:
             if self._cancel.is_set():
                 break
@@ -95,8 +96,11 @@ class TrainWorker(QtCore.QThread):
                 return
             buf_steps.append(self.step)
             buf_losses.append(loss)
-            n_rate += 1
             now = time.perf_counter()
+            if t_rate is None:
+                t_rate, n_rate = now, 0
+            else:
+                n_rate += 1
             if now - t_emit > PROGRESS_EVERY_S:
                 if now - t_rate > 0.5:
                     rate, t_rate, n_rate = n_rate / (now - t_rate), now, 0
@@ -107,6 +111,8 @@ class TrainWorker(QtCore.QThread):
                 t_snap = time.perf_counter()
             if self.max_steps is not None and info.step >= self.max_steps:
                 break
+        if t_rate is not None and n_rate and time.perf_counter() > t_rate:
+            rate = rate or n_rate / (time.perf_counter() - t_rate)
         self._flush(buf_steps, buf_losses, rate)
         self._emit_snapshot(model, fisher_fn, x_eval)
 
