@@ -28,7 +28,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import explorer  # noqa: E402,F401  (applies the PySide6 work-around before Qt is used)
 import pyqtgraph as pg  # noqa: E402
 import torch  # noqa: E402
-from PySide6 import QtCore, QtWidgets  # noqa: E402
+from PySide6 import QtCore  # noqa: E402
 
 from explorer import core  # noqa: E402
 from explorer.app import MainWindow  # noqa: E402

@@ -66,7 +66,6 @@ class SamplerView(QtWidgets.QWidget):
         self.frame = 0
         self.playing = False
         self._ref = None                 # (density, reference samples)
-        self._metric_time = 0.0
         self._model_step_used = None
         ss = state.sampler
 

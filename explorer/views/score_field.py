@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-import torch
 from PySide6 import QtCore, QtWidgets
 
 from trainers import grid as G
