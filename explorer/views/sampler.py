@@ -255,7 +255,10 @@ class SamplerView(QtWidgets.QWidget):
             C.set_heat(p["heat"], img, s.bounds)
             C.square_plot(p["plot"], s.bounds)
             p["truth"].setData(xs, truth)
-            p["hist_plot"].setXRange(s.bounds[0], s.bounds[1], padding=0)
+            # fixed axes: no re-ticking every frame, and histograms compare at one scale
+            p["hist_plot"].setRange(xRange=(s.bounds[0], s.bounds[1]), yRange=(0, 1.6 * float(truth.max())),
+                                    padding=0)
+            p["hist_plot"].disableAutoRange()
         self._ref = None
         self.restart()
 
