@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     ap.add_argument("--demo", action="store_true", help="train a few hundred steps and run the samplers")
     ap.add_argument("--steps", type=int, default=400, help="training steps for --demo (default 400)")
     ap.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot of the window and exit")
-    ap.add_argument("--tab", default="sampler", choices=["density", "training", "score", "sampler"],
+    ap.add_argument("--tab", default="sampler", choices=["density", "training", "score", "sampler", "trainer"],
                     help="tab shown in the screenshot (default: sampler)")
     ap.add_argument("--all-tabs", action="store_true",
                     help="with --screenshot: also save OUT-<tab>.png for every tab")

@@ -20,12 +20,13 @@ from .state import AppState
 from .views.density import DensityView
 from .views.sampler import SamplerView
 from .views.score_field import ScoreFieldView
+from .views.trainer import TrainerTab
 from .views.training import TrainingView
 
 
 class MainWindow(QtWidgets.QMainWindow):
     VIEWS = [("density", DensityView), ("training", TrainingView), ("score", ScoreFieldView),
-             ("sampler", SamplerView)]
+             ("sampler", SamplerView), ("trainer", TrainerTab)]
 
     def __init__(self, state: AppState | None = None):
         super().__init__()
