@@ -6,6 +6,8 @@ starts a fresh run (a loss curve never mixes two problems); lr and batch changes
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
@@ -276,6 +278,9 @@ class TrainingView(QtWidgets.QWidget):
         self._fisher_steps.append(d["step"])
         self._fisher.append(max(d["fisher"], 1e-12))
         self.fisher_curve.setData(self._fisher_steps, self._fisher)
+        # A log axis labels only powers of ten: show whole decades so it always has tick labels.
+        lo, hi = math.floor(math.log10(min(self._fisher))), math.ceil(math.log10(max(self._fisher)))
+        self.fisher_plot.setYRange(lo, max(hi, lo + 1), padding=0)
         self.fisher_plot.setTitle(f"Fisher divergence vs exact score at {d['label']}: {d['fisher']:.4g}")
 
     @QtCore.Slot(object)
