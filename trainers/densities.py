@@ -325,6 +325,15 @@ def _resample_polyline(points: np.ndarray, spacing: float) -> np.ndarray:
     return np.stack([np.interp(u, s, points[:, 0]), np.interp(u, s, points[:, 1])], 1)
 
 
+def kept_by_eraser(means: np.ndarray, stroke: Stroke) -> np.ndarray:
+    """Boolean mask of the component means an erase stroke keeps: those at least width/2 from its path."""
+    pts = np.asarray(stroke.points, dtype=np.float64).reshape(-1, 2)
+    path = _resample_polyline(pts, stroke.width / 4)
+    if len(means) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.linalg.norm(means[:, None, :] - path[None], axis=2).min(1) > stroke.width / 2
+
+
 def from_strokes(strokes: Iterable[Stroke], name: str = "drawn", bounds=None,
                  max_components: int = MAX_COMPONENTS) -> GaussianMixture:
     """Each painting stroke becomes isotropic components of std width/4, spaced width/4 along its
@@ -336,13 +345,11 @@ def from_strokes(strokes: Iterable[Stroke], name: str = "drawn", bounds=None,
         pts = np.asarray(st.points, dtype=np.float64).reshape(-1, 2)
         if len(pts) == 0 or not np.all(np.isfinite(pts)) or not st.width > 0:
             raise DensityError("a stroke needs at least one finite point and a positive width")
-        path = _resample_polyline(pts, st.width / 4)
         if st.erase:
-            if len(means):
-                d = np.linalg.norm(means[:, None, :] - path[None], axis=2).min(1)
-                keep = d > st.width / 2
-                means, weights, stds = means[keep], weights[keep], stds[keep]
+            keep = kept_by_eraser(means, st)
+            means, weights, stds = means[keep], weights[keep], stds[keep]
             continue
+        path = _resample_polyline(pts, st.width / 4)
         means = np.concatenate([means, path])
         weights = np.concatenate([weights, np.full(len(path), float(st.strength))])
         stds = np.concatenate([stds, np.full(len(path), st.width / 4)])

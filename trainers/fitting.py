@@ -85,9 +85,11 @@ def ddpm_schedule(cfg: ToyConfig) -> DDPMSchedule:
 
 def build_model_and_objective(cfg: ToyConfig, density: GaussianMixture | None = None,
                               sigmas: torch.Tensor | None = None):
-    """The network and bound loss for cfg. For NCSN, σ levels come from `sigmas`, else from cfg/density."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
+    """The network and bound loss for cfg. For NCSN, σ levels come from `sigmas`, else from cfg/density.
+    Weights are initialised from cfg.seed without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
     params = {
         "esm": {},
         "ssm": {"projection": cfg.ssm_projection, "variance_reduced": cfg.ssm_variance_reduced},

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .densities import GaussianMixture, Stroke, DensityError, from_strokes, _resample_polyline
+from .densities import DensityError, GaussianMixture, Stroke, from_strokes, kept_by_eraser
 
 Bounds = tuple[float, float, float, float]
 
@@ -107,11 +107,8 @@ def erase(density: GaussianMixture | None, mass: float, stroke: Stroke) -> tuple
     Raises DensityError if nothing would be left."""
     if density is None:
         raise DensityError("nothing to erase")
-    pts = np.asarray(stroke.points, dtype=np.float64).reshape(-1, 2)
-    path = _resample_polyline(pts, stroke.width / 4)
     means = density.means.numpy()
-    d = np.linalg.norm(means[:, None, :] - path[None], axis=2).min(1)
-    keep = d > stroke.width / 2
+    keep = kept_by_eraser(means, stroke)
     if keep.all():
         return density, mass
     if not keep.any():

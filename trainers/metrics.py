@@ -25,9 +25,16 @@ def _mean_dist(x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> torch.Ten
     return total / (len(x) * len(y))
 
 
-def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Székely's energy distance 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ (V-statistic; 0 iff the laws agree)."""
-    return float(2 * _mean_dist(x, y) - _mean_dist(x, x) - _mean_dist(y, y))
+def mean_pairwise_distance(y: torch.Tensor) -> float:
+    """E‖Y−Y'‖ over all pairs (V-statistic): the reference term of `energy_distance`, to compute once."""
+    return float(_mean_dist(y, y))
+
+
+def energy_distance(x: torch.Tensor, y: torch.Tensor, y_self: float | None = None) -> float:
+    """Székely's energy distance 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ (V-statistic; 0 iff the laws agree).
+    Pass `y_self = mean_pairwise_distance(y)` when comparing many x against one fixed y."""
+    yy = mean_pairwise_distance(y) if y_self is None else y_self
+    return float(2 * _mean_dist(x, y) - _mean_dist(x, x)) - yy
 
 
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: float = 1.0) -> float:

@@ -311,9 +311,10 @@ class SamplerView(QtWidgets.QWidget):
         specs = [specs[i] for i in self.active]
         ref, density = self._reference(), s.density
         idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
+        ref_self = M.mean_pairwise_distance(ref)
 
         def metric_fn(xy: np.ndarray) -> str:      # runs in the sampler thread; no Qt here
-            return _metrics_text(xy, idx, ref, density)
+            return _metrics_text(xy, idx, ref, ref_self, density)
 
         self.worker = ChainWorker(specs, x0, ss.frames, ss.seed, metric_fn=metric_fn,
                                   metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
@@ -535,13 +536,13 @@ class SamplerView(QtWidgets.QWidget):
         return len(images)
 
 
-def _metrics_text(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, density) -> str:
+def _metrics_text(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, ref_self: float, density) -> str:
     x = torch.from_numpy(xy)
     x = x[idx[idx < len(x)]]
     x = x[torch.isfinite(x).all(1)]
     if len(x) == 0:
         return "no finite particles"
-    ed = M.energy_distance(x, ref)
+    ed = M.energy_distance(x, ref, ref_self)
     w = M.mode_weights(x, density)
     tv = M.mode_weight_error(x, density)
     text = f"energy dist {ed:.3g} · mode-weight TV {tv:.2f}"
