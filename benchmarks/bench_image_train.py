@@ -45,14 +45,14 @@ def bench(name: str, device: torch.device, batch: int | None, steps: int, warmup
     t_compile = time.perf_counter()
     for _ in range(warmup):
         loss, _ = core.step(x, g, cfg.train.lr)
-    float(loss)
+    float(loss.detach())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t_compile = time.perf_counter() - t_compile
     t0 = time.perf_counter()
     for _ in range(steps):
         loss, _ = core.step(x, g, cfg.train.lr)
-    float(loss)
+    float(loss.detach())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     dt = time.perf_counter() - t0
