@@ -220,4 +220,4 @@ def test_make_objective_validates():
     with pytest.raises(ValueError, match="needs sigma"):
         make_objective("dsm")
     assert make_objective("ncsn", sigmas=torch.ones(2)).cond == "sigma"
-    assert math.isfinite(float(make_objective("esm")(ScoreMLP(16, 1), torch.randn(8, 2))))
+    assert math.isfinite(float(make_objective("esm")(ScoreMLP(16, 1), torch.randn(8, 2)).detach()))
