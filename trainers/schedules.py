@@ -69,10 +69,13 @@ class DDPMSchedule:
             kind=kind)
 
     @classmethod
-    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "DDPMSchedule":
-        """Ho et al.'s schedule; for small T the endpoints are rescaled by 1000/T so ᾱ_T stays ≈ 0."""
+    def linear(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None) -> "DDPMSchedule":
+        """β linear from beta_start to beta_end. Without them, Ho et al.'s 1e-4 → 0.02 for T = 1000,
+        rescaled by 1000/T for other T (Nichol & Dhariwal) so ᾱ_T stays ≈ 0; given values are used as is."""
         scale = 1000 / T
-        return cls.from_betas(_linear_betas(T, beta_start * scale, min(beta_end * scale, 0.999)), "linear")
+        start = beta_start if beta_start is not None else 1e-4 * scale
+        end = beta_end if beta_end is not None else min(0.02 * scale, 0.999)
+        return cls.from_betas(_linear_betas(T, start, end), "linear")
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008) -> "DDPMSchedule":

@@ -106,3 +106,11 @@ def test_matches_diffusers_ddpm_scheduler():
     mean = s.eps_mean(xt, torch.full((4,), t), eps)
     z = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))    # the noise diffusers drew
     torch.testing.assert_close(out.prev_sample, mean + s.posterior_variance[t].sqrt() * z, rtol=1e-3, atol=1e-4)
+
+
+def test_linear_schedule_rescales_only_its_defaults():
+    short = DDPMSchedule.linear(100)
+    assert float(short.betas[0]) == pytest.approx(1e-3) and float(short.betas[-1]) == pytest.approx(0.2)
+    assert float(short.alpha_bars[-1]) < 1e-4
+    explicit = DDPMSchedule.linear(100, 1e-4, 0.02)
+    assert float(explicit.betas[0]) == pytest.approx(1e-4) and float(explicit.betas[-1]) == pytest.approx(0.02)
