@@ -25,7 +25,9 @@ from .. import runs
 from . import common as C
 
 POLL_MS = 250            # progress.jsonl poll period
-KILL_AFTER_MS = 3000     # Stop sends SIGTERM; a child still alive this much later gets SIGKILL
+# Stop sends SIGTERM: the trainer finishes its step, writes a checkpoint and exits. A child still
+# alive this much later (a stuck process) gets SIGKILL.
+KILL_AFTER_MS = 30_000
 LOSS_PEN = pg.mkPen(255, 120, 60, width=2)
 
 TIP = {

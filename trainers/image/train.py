@@ -22,7 +22,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +255,36 @@ def cpu_threads(n: int):
             torch.set_num_threads(prev)
 
 
+class GracefulStop:
+    """SIGTERM / SIGINT ask the training loop to stop at the next step boundary, after writing a
+    checkpoint (so Stop in the GUI or Ctrl+C loses nothing); a second signal acts as usual.
+    Installed only in a single-process run's main thread (signal handlers cannot be set elsewhere)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        self._restore()                     # a second signal gets the old behaviour
+
+    def _restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def __enter__(self) -> "GracefulStop":
+        if self.enabled:
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+
 def train(cfg: RunConfig, run_dir, data_dir: str | None = None, resume: bool = False,
           quiet: bool = False, stop_after: int | None = None) -> dict:
     """Train per ``cfg`` into ``run_dir``. ``stop_after`` ends the process's work after that
@@ -372,53 +404,60 @@ def _train(cfg, run_dir, data_dir, resume, quiet, stop_after) -> dict:
     t0 = t_last
     last_ckpt = None
     step = start_step
-    while step < end:
-        x = prepare_batch(next(stream), cfg, step, dist_info.rank, device)
-        noise_gen.manual_seed(_step_seed(cfg.train.seed, dist_info.rank, step, 1))
-        lr = lr_at(cfg, step)
-        loss, gnorm = core.step(x, noise_gen, lr)
-        loss_acc += loss.detach().float()
-        n_acc += 1
-        step += 1
-        if bar is not None:
-            bar.update(1)
+    stop = GracefulStop(enabled=dist_info.world == 1)
+    with stop:
+        while step < end and not stop.requested:
+            x = prepare_batch(next(stream), cfg, step, dist_info.rank, device)
+            noise_gen.manual_seed(_step_seed(cfg.train.seed, dist_info.rank, step, 1))
+            lr = lr_at(cfg, step)
+            loss, gnorm = core.step(x, noise_gen, lr)
+            loss_acc += loss.detach().float()
+            n_acc += 1
+            step += 1
+            if bar is not None:
+                bar.update(1)
 
-        if step % cfg.train.log_every == 0 or step == end:
-            if dist_info.world > 1:
-                import torch.distributed as dist
+            if step % cfg.train.log_every == 0 or step == end:
+                if dist_info.world > 1:
+                    import torch.distributed as dist
 
-                dist.all_reduce(loss_acc)
-                loss_acc /= dist_info.world
-            mean_loss = float(loss_acc) / n_acc
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"loss became {mean_loss} at step {step}; try a "
-                                         "smaller train.lr or a larger train.warmup")
-            now = time.perf_counter()
-            ips = n_acc * cfg.train.batch_size / max(now - t_last, 1e-9)
-            sps = n_acc / max(now - t_last, 1e-9)
-            if main:
-                rec = dict(step=step, loss=mean_loss, images_per_s=ips, lr=lr,
-                           eta_s=(n_steps - step) / sps, elapsed_s=now - t0,
-                           total_steps=n_steps, grad_norm=float(gnorm))
-                progress.write(**rec)
-                if tb is not None:
-                    tb.add_scalar("loss", mean_loss, step)
-                    tb.add_scalar("lr", lr, step)
-                    tb.add_scalar("images_per_s", ips, step)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.0f}")
-            losses_logged.append(mean_loss)
-            loss_acc.zero_()
-            n_acc = 0
-            t_last = time.perf_counter()
-        if cfg.train.sample_every and step % cfg.train.sample_every == 0:
-            sample_grid(step)
-            t_last = time.perf_counter()
-        if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
-            last_ckpt = checkpoint(step)
-            t_last = time.perf_counter()
+                    dist.all_reduce(loss_acc)
+                    loss_acc /= dist_info.world
+                mean_loss = float(loss_acc) / n_acc
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss became {mean_loss} at step {step}; try a "
+                                             "smaller train.lr or a larger train.warmup")
+                now = time.perf_counter()
+                ips = n_acc * cfg.train.batch_size / max(now - t_last, 1e-9)
+                sps = n_acc / max(now - t_last, 1e-9)
+                if main:
+                    rec = dict(step=step, loss=mean_loss, images_per_s=ips, lr=lr,
+                               eta_s=(n_steps - step) / sps, elapsed_s=now - t0,
+                               total_steps=n_steps, grad_norm=float(gnorm))
+                    progress.write(**rec)
+                    if tb is not None:
+                        tb.add_scalar("loss", mean_loss, step)
+                        tb.add_scalar("lr", lr, step)
+                        tb.add_scalar("images_per_s", ips, step)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.0f}")
+                losses_logged.append(mean_loss)
+                loss_acc.zero_()
+                n_acc = 0
+                t_last = time.perf_counter()
+            if cfg.train.sample_every and step % cfg.train.sample_every == 0:
+                sample_grid(step)
+                t_last = time.perf_counter()
+            if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
+                last_ckpt = checkpoint(step)
+                t_last = time.perf_counter()
 
     finished = step >= n_steps
+    if stop.requested and not finished and main:
+        if last_ckpt is None or ck.list_checkpoints(run_dir)[-1][0] != step:
+            last_ckpt = checkpoint(step)
+        progress.write(event="stopped", step=step, elapsed_s=time.perf_counter() - t0)
+        log(f"stopped by a signal at step {step}; checkpoint written, --resume continues")
     if finished and main:
         if last_ckpt is None or ck.list_checkpoints(run_dir)[-1][0] != step:
             last_ckpt = checkpoint(step)
