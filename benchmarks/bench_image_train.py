@@ -42,20 +42,19 @@ def bench(name: str, device: torch.device, batch: int | None, steps: int, warmup
     g = torch.Generator(device=device).manual_seed(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_compile = time.perf_counter()
-    for _ in range(warmup):
-        loss, _ = core.step(x, g, cfg.train.lr)
-    float(loss.detach())
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t_compile = time.perf_counter() - t_compile
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss, _ = core.step(x, g, cfg.train.lr)
-    float(loss.detach())
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    dt = time.perf_counter() - t0
+
+    def timed(n: int) -> float:
+        """Seconds for n real training steps, waiting for the device to finish."""
+        t = time.perf_counter()
+        for _ in range(n):
+            loss, _ = core.step(x, g, cfg.train.lr)
+        float(loss.detach())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t
+
+    t_compile = timed(warmup)      # includes torch.compile's compilation when enabled
+    dt = timed(steps)
     out = {"config": name, "device": str(device), "batch": b, "params_M": round(count_params(core.model) / 1e6, 2),
            "images_per_s": round(b * steps / dt, 1), "ms_per_step": round(1000 * dt / steps, 1),
            "steps_timed": steps, "warmup_s": round(t_compile, 1)}
