@@ -1,8 +1,9 @@
-"""python -m explorer [--density NAME|FILE.json] [--demo] [--screenshot OUT.png]
+"""python -m explorer [--density NAME|FILE.json] [--demo] [--screenshot OUT.png] [--headless]
 
 Opens the Score Explorer window on the default density. With --demo it trains a few hundred steps
 and runs the three samplers; with --screenshot it saves the window to OUT.png and exits (no display
-needed: Qt's offscreen platform is selected automatically when there is no DISPLAY).
+needed: Qt's offscreen platform is selected automatically when there is no DISPLAY). --headless is
+--demo --screenshot explorer_demo.png for machines without a screen.
 """
 from __future__ import annotations
 
@@ -21,12 +22,22 @@ def main(argv=None) -> int:
                     help="tab shown in the screenshot (default: sampler)")
     ap.add_argument("--all-tabs", action="store_true",
                     help="with --screenshot: also save OUT-<tab>.png for every tab")
+    ap.add_argument("--headless", action="store_true",
+                    help="no window: --demo --screenshot explorer_demo.png (unless --screenshot is given)")
     args = ap.parse_args(argv)
+    if args.headless:
+        args.demo, args.screenshot = True, args.screenshot or "explorer_demo.png"
 
     from .app import offscreen_if_headless
 
     if args.screenshot:
         offscreen_if_headless()
+    elif sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                   or os.environ.get("QT_QPA_PLATFORM")):
+        print("python -m explorer: no display (DISPLAY and WAYLAND_DISPLAY are unset), so no window can open. "
+              "Without a screen use --headless (or --demo --screenshot OUT.png), or the command-line tools "
+              "python -m trainers.toy and python -m trainers.image.", file=sys.stderr)
+        return 2
     from trainers import densities as D
 
     try:

@@ -50,3 +50,20 @@ def test_python_m_explorer_demo_saves_a_screenshot_and_exits(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] >= 800
+
+
+def test_without_a_display_the_window_command_explains_what_to_run_instead(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, "-m", "explorer"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert "no display" in r.stderr and "--headless" in r.stderr
+
+
+def test_headless_runs_the_demo_and_saves_a_screenshot(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, "-m", "explorer", "--headless", "--steps", "100"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "explorer_demo.png") as im:
+        assert im.size[0] > 800
