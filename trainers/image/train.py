@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from ..atomic import atomic_write_text
 from . import checkpoints as ck
-from .config import RunConfig, from_dict, to_toml
+from .config import ConfigError, RunConfig, from_dict, to_toml
 from .datasets import batch_stream, build_dataset
 from .imageio import save_grid, to_unit
 from .methods import generate, make_method
@@ -85,7 +85,8 @@ def pick_device(pref: str, dist_info: DistInfo, log=print) -> torch.device:
     dev = torch.device(pref)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={pref} but CUDA is not available")
+            raise ConfigError(f"train.device={pref} but this machine has no CUDA device (or torch is a "
+                              "CPU build): use train.device=auto or train.device=cpu")
         if dist_info.world > 1:
             dev = torch.device("cuda", dist_info.local_rank)
     return dev

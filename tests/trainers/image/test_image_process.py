@@ -1,4 +1,4 @@
-"""Stopping a training process (SIGTERM from the GUI's Stop, or Ctrl+C) loses no steps."""
+"""The training process from outside: stopping it by a signal loses no steps; asking for a GPU it lacks is a clear error."""
 import json
 import signal
 import subprocess
@@ -57,3 +57,15 @@ def test_sigterm_checkpoints_the_current_step_and_resume_continues(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from" in resumed.stderr and f"(step {step})" in resumed.stderr
     assert ck.list_checkpoints(run)[-1][0] == step + 2
+
+
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = subprocess.run([sys.executable, "-m", "trainers.image", "train", "--config", "ddpm_digits", "--out",
+                        str(tmp_path / "run"), "--quiet", "train.device=cuda", *TINY, "train.n_steps=2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert "has no CUDA device" in lines[-1] and "train.device=auto" in lines[-1] and "Traceback" not in r.stderr
