@@ -206,3 +206,16 @@ def qimage_to_pil(img: QtGui.QImage):
     w, h, bpl = img.width(), img.height(), img.bytesPerLine()
     arr = np.frombuffer(img.constBits(), dtype=np.uint8, count=bpl * h).reshape(h, bpl)
     return Image.fromarray(arr[:, : w * 3].reshape(h, w, 3).copy())
+
+
+def retire_worker(worker: QtCore.QThread, signals) -> None:
+    """Disconnect a worker's signals (so nothing stale reaches the view), cancel it, wait for its
+    thread to finish and schedule it for deletion."""
+    for sig in signals:
+        try:
+            sig.disconnect()
+        except (RuntimeError, TypeError):     # nothing was connected
+            pass
+    worker.cancel()
+    worker.wait()
+    worker.deleteLater()

@@ -280,14 +280,7 @@ class SamplerView(QtWidgets.QWidget):
         w = self.worker
         if w is None:
             return
-        for sig in (w.framesReady, w.chainFailed, w.failed):
-            try:
-                sig.disconnect()
-            except (RuntimeError, TypeError):
-                pass
-        w.cancel()
-        w.wait()
-        w.deleteLater()
+        C.retire_worker(w, (w.framesReady, w.chainFailed, w.failed))
         self.worker = None
 
     def restart(self, *_):

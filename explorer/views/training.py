@@ -226,14 +226,7 @@ class TrainingView(QtWidgets.QWidget):
         w = self.worker
         if w is None:
             return
-        for sig in (w.progress, w.metric, w.snapshot, w.failed, w.finished):
-            try:
-                sig.disconnect()
-            except (RuntimeError, TypeError):
-                pass
-        w.cancel()
-        w.wait()
-        w.deleteLater()
+        C.retire_worker(w, (w.progress, w.metric, w.snapshot, w.failed, w.finished))
         self.worker = None
         self.start_btn.setText("Start")
         self.runningChanged.emit(False)
