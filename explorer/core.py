@@ -95,12 +95,9 @@ def fisher_metric(s: TrainSettings, density: D.GaussianMixture, n_eval: int = 10
     lev = levels_for(s)[0]
     target = target_density(density, s, lev)
     x = target.sample(n_eval, generator=torch.Generator().manual_seed(12345))
-    score = None
 
-    def fn(model, _x=None):
-        nonlocal score
-        score = learned_score_fn(model, s, lev)
-        return M.fisher_divergence(score, target, x), lev.label
+    def fn(model):
+        return M.fisher_divergence(learned_score_fn(model, s, lev), target, x), lev.label
     return fn
 
 
