@@ -69,9 +69,7 @@ class TrainWorker(QtCore.QThread):
         s = self.settings
         torch.manual_seed(s.seed)
         model, steps = core.training_session(s, self.density, self.init_state)
-        eval_gen = torch.Generator().manual_seed(12345)
-        x_eval = self.density.sample(N_EVAL, generator=eval_gen)
-        fisher_fn = core.fisher_metric(s, self.density)
+        fisher_fn = core.fisher_metric(s, self.density, N_EVAL)
 
         buf_steps, buf_losses = [], []
         t_emit = t_snap = time.perf_counter()
@@ -82,7 +80,7 @@ class TrainWorker(QtCore.QThread):
                 break
             if not self._running.is_set():
                 self._flush(buf_steps, buf_losses, rate)
-                self._emit_snapshot(model, fisher_fn, x_eval)
+                self._emit_snapshot(model, fisher_fn)
                 self._running.wait()
                 if self._cancel.is_set():
                     break
@@ -107,14 +105,14 @@ class TrainWorker(QtCore.QThread):
                 self._flush(buf_steps, buf_losses, rate)
                 t_emit = now
             if now - t_snap > SNAPSHOT_EVERY_S:
-                self._emit_snapshot(model, fisher_fn, x_eval)
+                self._emit_snapshot(model, fisher_fn)
                 t_snap = time.perf_counter()
             if self.max_steps is not None and info.step >= self.max_steps:
                 break
         if t_rate is not None and n_rate and time.perf_counter() > t_rate:
             rate = rate or n_rate / (time.perf_counter() - t_rate)
         self._flush(buf_steps, buf_losses, rate)
-        self._emit_snapshot(model, fisher_fn, x_eval)
+        self._emit_snapshot(model, fisher_fn)
 
     def _flush(self, buf_steps, buf_losses, rate):
         if buf_steps:
@@ -122,10 +120,10 @@ class TrainWorker(QtCore.QThread):
             buf_steps.clear()
             buf_losses.clear()
 
-    def _emit_snapshot(self, model, fisher_fn, x_eval):
+    def _emit_snapshot(self, model, fisher_fn):
         model.eval()
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        fisher, label = fisher_fn(model, x_eval)
+        fisher, label = fisher_fn(model)
         model.train()
         self.snapshot.emit({"step": self.step, "state": state})
         self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
