@@ -144,10 +144,7 @@ def make_samplers(ss: SamplerSettings, model, ms: TrainSettings | None, density:
                 continue
             except ValueError as e:
                 note = f"{e}; the exact score is used"
-        exact_cfg = config_of(settings)
-        if name == "langevin" and exact_cfg.objective == "dsm":
-            exact_cfg.objective = "esm"           # exact Langevin targets p itself, not p_σ
-        sampler = F.make_sampler(name, exact_cfg, None, density, sigmas=exact_sigmas, **kw)
+        sampler = F.make_sampler(name, cfg, None, density, sigmas=exact_sigmas, **kw)
         what = {"langevin": "exact score", "annealed": "exact score of p_σ", "ddpm": "exact ε of q(x_t)"}[name]
         if ss.source == "model" and model is None:
             note = "no trained model yet"

@@ -162,7 +162,8 @@ def make_sampler(name: str, cfg: ToyConfig, model: torch.nn.Module | None = None
                  density: GaussianMixture | None = None, sigmas: torch.Tensor | None = None,
                  eps: float | None = None, steps: int | None = None, final_denoise: bool = False,
                  variance: str | None = None) -> S.Sampler:
-    """A sampler driven by the trained `model`, or by the exact score of `density` when model is None.
+    """A sampler driven by the trained `model`, or by the exact score of `density` when model is None
+    (plain Langevin then targets the data density p itself).
 
     - langevin: steps = total steps. A σ-model uses its smallest σ; a t-model its t = 1 score.
     - annealed: steps = steps per level. An unconditioned model uses the same score at every level.
@@ -196,7 +197,7 @@ def make_sampler(name: str, cfg: ToyConfig, model: torch.nn.Module | None = None
         return S.AnnealedLangevinSampler(fn, sigmas, eps, steps or 100, final_denoise)
     # plain Langevin
     if model is None:
-        fn = S.exact_score_fn(density) if cfg.objective != "dsm" else S.exact_score_fn(density.noised(cfg.sigma))
+        fn = S.exact_score_fn(density)     # the data density's own score, whatever the model was trained on
     elif cond is None:
         fn = S.model_score_fn(model)
     elif cond == "sigma":

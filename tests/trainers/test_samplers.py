@@ -105,3 +105,12 @@ def test_samplers_work_on_images():
     a = S.AnnealedLangevinSampler(lambda x, s: -x / (1 + s[:, None, None, None] ** 2), geometric_sigmas(1, 0.1, 3),
                                   1e-3, 5)
     assert a.run(torch.rand(2, 1, 4, 4), record_every=5).frames.shape == (4, 2, 1, 4, 4)
+
+
+def test_exact_langevin_targets_the_data_density_whatever_the_objective():
+    from trainers.fitting import ToyConfig, make_sampler
+    d = preset("two_moons")
+    x = torch.randn(50, 2)
+    for objective in ("dsm", "esm", "ncsn", "ddpm"):
+        sampler = make_sampler("langevin", ToyConfig(objective=objective, sigma=1.0, sigma_max=5.0), None, d)
+        torch.testing.assert_close(sampler.score_fn(x), d.score(x).float())
