@@ -44,16 +44,20 @@ def test_posterior_matches_spec_and_bayes_rule(kind):
     # independently, Bayes: q(x_{t-1}|x_t,x_0) ∝ N(x_t; √α x_{t-1}, β) N(x_{t-1}; √ᾱ_{t-1} x_0, 1−ᾱ_{t-1})
     t = torch.arange(1, 200)
     prec = a[t] / b[t] + 1 / (1 - abp[t])
-    x0, xt = torch.randn(len(t), 2, dtype=torch.float64), torch.randn(len(t), 2, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(len(t), 2, generator=g, dtype=torch.float64)
+    xt = torch.randn(len(t), 2, generator=g, dtype=torch.float64)
     mean = (a[t].sqrt()[:, None] * xt / b[t][:, None] + abp[t].sqrt()[:, None] * x0 / (1 - abp[t])[:, None]) / prec[:, None]
-    torch.testing.assert_close(s.posterior_mean(x0.float(), xt.float(), t).double(), mean, rtol=1e-4, atol=1e-5)
+    # the mean sums two float32-stored coefficient products, each good to ~2e-4 relative (see above)
+    torch.testing.assert_close(s.posterior_mean(x0.float(), xt.float(), t).double(), mean, rtol=4e-4, atol=1e-5)
     torch.testing.assert_close(s.posterior_variance[t].double(), 1 / prec, rtol=1e-4, atol=1e-9)
 
 
 def test_eps_mean_equals_posterior_mean_of_predicted_x0():
     s = DDPMSchedule.linear(100)
-    t = torch.randint(1, 100, (50,))
-    xt, eps = torch.randn(50, 2), torch.randn(50, 2)
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(1, 100, (50,), generator=g)
+    xt, eps = torch.randn(50, 2, generator=g), torch.randn(50, 2, generator=g)
     torch.testing.assert_close(s.eps_mean(xt, t, eps), s.posterior_mean(s.predict_x0(xt, t, eps), xt, t),
                                rtol=1e-4, atol=1e-4)
 
