@@ -9,16 +9,16 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import samplers as S
 from .atomic import atomic_torch_save
 from .densities import DEFAULT_DENSITY, GaussianMixture
 from .nets import build_model
 from .objectives import OBJECTIVES, Objective
-from .schedules import DDPMSchedule, geometric_sigmas
+from .samplers import (Sampler, SamplerOptions, build_sampler, initial_particles, prior_sample)
+from .schedules import DDPMSchedule, sigma_grid
+from .score_models import ExactScore, ScoreModel, from_network
 
 CHECKPOINT_FORMAT = "score-explorer-toy"
 CHECKPOINT_VERSION = 1
-SAMPLERS = ("langevin", "annealed", "ddpm")
 
 
 @dataclass
@@ -75,8 +75,9 @@ def auto_sigma_max(density: GaussianMixture, n: int = 2000, seed: int = 0) -> fl
 
 
 def noise_levels(cfg: ToyConfig, density: GaussianMixture | None = None) -> torch.Tensor:
+    """cfg's geometric σ₁ > … > σ_L (σ₁ = 0 in cfg: from the density, or 10 without one)."""
     sigma_max = cfg.sigma_max or (auto_sigma_max(density) if density is not None else 10.0)
-    return geometric_sigmas(max(sigma_max, cfg.sigma_min * 1.0001), cfg.sigma_min, cfg.n_levels)
+    return sigma_grid("geometric", sigma_max, cfg.sigma_min, cfg.n_levels)
 
 
 def ddpm_schedule(cfg: ToyConfig) -> DDPMSchedule:
@@ -152,61 +153,89 @@ def train(cfg: ToyConfig, density: GaussianMixture, progress: Callable[[StepInfo
     return model, losses
 
 
-# ------------------------------------------------------------------ samplers for a trained model
-def default_eps(sampler: str, sigmas: torch.Tensor) -> float:
-    """Langevin: ε = 0.01. Annealed: ε = 0.1 σ_L², so the last level's step α_L = ε is a tenth of σ_L²."""
-    return 0.01 if sampler == "langevin" else 0.1 * float(sigmas[-1]) ** 2
+# ------------------------------------------------------------------ one score model, every sampler
+def score_model(model: torch.nn.Module | None, cfg: ToyConfig, density: GaussianMixture | None = None,
+                sigmas: torch.Tensor | None = None) -> ScoreModel:
+    """The trained `model` as a ScoreModel (its trained σ range from cfg/sigmas), or, with model None,
+    the exact score of `density` over the same σ range (and, for a DDPM config, the same schedule)."""
+    if sigmas is None:
+        sigmas = noise_levels(cfg, density)
+    if model is None:
+        if density is None:
+            raise ValueError("the exact score needs a density")
+        if cfg.cond == "time":
+            return ExactScore(density, schedule=ddpm_schedule(cfg))
+        return ExactScore(density, float(sigmas[-1]), float(sigmas[0]))
+    model.eval()
+    level = cfg.sigma if cfg.objective == "dsm" else 0.0
+    return from_network(model, cfg.cond, sigmas=sigmas, schedule=ddpm_schedule(cfg), sigma=level)
+
+
+def default_options(name: str, cfg: ToyConfig) -> SamplerOptions:
+    """The CLI's defaults for sampler `name` on a model trained with cfg."""
+    return SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels, n_timesteps=cfg.n_timesteps)
 
 
 def make_sampler(name: str, cfg: ToyConfig, model: torch.nn.Module | None = None,
                  density: GaussianMixture | None = None, sigmas: torch.Tensor | None = None,
-                 eps: float | None = None, steps: int | None = None, final_denoise: bool = False,
-                 variance: str | None = None) -> S.Sampler:
-    """A sampler driven by the trained `model`, or by the exact score of `density` when model is None
-    (plain Langevin then targets the data density p itself).
+                 options: SamplerOptions | None = None, **overrides) -> Sampler:
+    """Registry sampler `name` driven by the trained `model`, or by the exact score of `density` when
+    model is None. Any model drives any sampler (trainers.score_models converts between them)."""
+    sm = score_model(model, cfg, density, sigmas)
+    return build_sampler(name, sm, options or default_options(name, cfg), **overrides)
 
-    - langevin: steps = total steps. A σ-model uses its smallest σ; a t-model its t = 1 score.
-    - annealed: steps = steps per level. An unconditioned model uses the same score at every level.
-    - ddpm: needs a t-conditioned (DDPM) model, or the exact score."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    if sigmas is None:
-        sigmas = noise_levels(cfg, density)
-    schedule = ddpm_schedule(cfg)
-    eps = eps if eps is not None else default_eps(name, sigmas)
-    cond = cfg.cond
-    if model is not None:
-        model.eval()
-    if name == "ddpm":
-        if model is None:
-            fn = S.exact_eps_fn(density, schedule)
-        elif cond == "time":
-            fn = S.model_eps_fn(model)
-        else:
-            raise ValueError("DDPM sampling needs a model trained with the ddpm objective (or the exact score)")
-        return S.DDPMSampler(fn, schedule, variance or cfg.ddpm_variance)
-    if name == "annealed":
-        if model is None:
-            fn = S.exact_sigma_score_fn(density)
-        elif cond == "sigma":
-            fn = S.model_sigma_score_fn(model)
-        elif cond is None:
-            fn = lambda x, sigma: model(x)  # noqa: E731  (one score for every level)
-        else:
-            raise ValueError("annealed Langevin needs a σ-conditioned (NCSN) or unconditioned score model")
-        return S.AnnealedLangevinSampler(fn, sigmas, eps, steps or 100, final_denoise)
-    # plain Langevin
-    if model is None:
-        fn = S.exact_score_fn(density)     # the data density's own score, whatever the model was trained on
-    elif cond is None:
-        fn = S.model_score_fn(model)
-    elif cond == "sigma":
-        s_min = float(sigmas[-1])
-        fn = lambda x: model(x, torch.full((len(x),), s_min))  # noqa: E731
-    else:
-        t0 = torch.zeros(1, dtype=torch.long)
-        fn = lambda x: schedule.eps_to_score(model(x, t0.expand(len(x))), t0.expand(len(x)))  # noqa: E731
-    return S.LangevinSampler(fn, eps, steps or 1000)
+
+def natural_sampler(cfg: ToyConfig) -> str:
+    """The sampler a model was trained for: annealed Langevin (NCSN), DDPM, or plain Langevin."""
+    return {"sigma": "annealed", "time": "ddpm"}.get(cfg.cond, "langevin")
+
+
+def initial_for(sampler: Sampler, n: int, init: str = "gaussian", bounds=None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Starting particles: the sampler's Gaussian prior (prior_std · z), or uniform over bounds."""
+    x = initial_particles(n, init, bounds, generator)
+    return prior_sample(sampler, x) if init == "gaussian" else x
+
+
+# ------------------------------------------------------------------ noise levels a model knows
+@dataclass
+class Level:
+    """One noise level of a trained model, as the score view and metrics name it."""
+    label: str
+    sigma: float | None = None   # compare with p_σ (None and t None: the data density itself)
+    t: int | None = None         # compare with the DDPM marginal q(x_t)
+
+    @property
+    def value(self) -> float:
+        """The `level` argument of model_score_at / target_density_at."""
+        return float(self.t) if self.t is not None else float(self.sigma or 0.0)
+
+
+def levels_of(cfg: ToyConfig, sigmas: torch.Tensor | None = None) -> list[Level]:
+    """The noise levels a model trained with cfg has a score for, least noisy first."""
+    if cfg.objective == "ncsn":
+        sig = sigmas if sigmas is not None else noise_levels(cfg)
+        return [Level(f"σ{i + 1} = {float(sig[i]):.3g}", sigma=float(sig[i])) for i in reversed(range(len(sig)))]
+    if cfg.objective == "ddpm":
+        sch = ddpm_schedule(cfg)
+        return [Level(f"t = {t + 1}/{sch.T}  (√(1−ᾱ) = {float(sch.sqrt_one_minus_alpha_bars[t]):.3g})", t=t)
+                for t in range(sch.T)]
+    if cfg.objective == "dsm":
+        return [Level(f"σ = {cfg.sigma:.3g} (DSM fits p_σ)", sigma=cfg.sigma)]
+    return [Level("σ = 0 (the data density)")]
+
+
+def fisher_metric(cfg: ToyConfig, density: GaussianMixture, n_eval: int = 1024):
+    """fn(model) -> (Fisher divergence at the least-noisy level the model knows, label), on samples
+    of that level's density (fixed seed, so the curve moves only with the model)."""
+    from .metrics import fisher_divergence
+    lev = levels_of(cfg)[0]
+    target = target_density_at(cfg, density, lev.value)
+    x = target.sample(n_eval, generator=torch.Generator().manual_seed(12345))
+
+    def fn(model):
+        return fisher_divergence(model_score_at(model, cfg, lev.value), target, x), lev.label
+    return fn
 
 
 # ------------------------------------------------------------------ evaluation
@@ -256,10 +285,6 @@ def fisher_per_level(model, cfg: ToyConfig, density: GaussianMixture, sigmas: to
         rows.append({key: level if key == "sigma" else int(level),
                      "fisher": fisher_divergence(model_score_at(model, cfg, level), target, x)})
     return rows
-
-
-def natural_sampler(cfg: ToyConfig) -> str:
-    return {"sigma": "annealed", "time": "ddpm"}.get(cfg.cond, "langevin")
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -27,6 +27,42 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> torch
     return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n_levels))
 
 
+def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022, eq. 5: σ_i = (σ_max^{1/ρ} + i/(n−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, i = 0 … n−1
+    (denser near σ_min for ρ > 1; ρ = 1 is uniform, ρ → ∞ geometric)."""
+    if not (sigma_max > sigma_min > 0) or n < 1:
+        raise ValueError(f"need sigma_max > sigma_min > 0 and n ≥ 1, got {sigma_max}, {sigma_min}, {n}")
+    if n == 1:
+        return torch.tensor([float(sigma_max)])
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return ((hi + ramp * (lo - hi)) ** rho).float()
+
+
+GRIDS = ("geometric", "karras")
+
+
+def sigma_grid(kind: str, sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> torch.Tensor:
+    """n decreasing noise levels from σ_max to σ_min: "geometric" or "karras" (ρ). σ_max is raised to
+    just above σ_min when it is not larger (a single-level model has σ_max = σ_min)."""
+    sigma_max = max(float(sigma_max), float(sigma_min) * 1.0001)
+    if kind == "geometric":
+        return geometric_sigmas(sigma_max, sigma_min, n)
+    if kind == "karras":
+        return karras_sigmas(sigma_max, sigma_min, n, rho)
+    raise ValueError(f"unknown σ grid {kind!r}; choose one of {', '.join(GRIDS)}")
+
+
+def spaced_timesteps(T: int, n: int) -> list[int]:
+    """n of the T timesteps, evenly spaced and decreasing, always including T−1 and 0 (n ≥ T: all)."""
+    if n < 1:
+        raise ValueError("need at least one timestep")
+    if n >= T:
+        return list(range(T - 1, -1, -1))
+    ts = torch.linspace(T - 1, 0, n, dtype=torch.float64).round().long().tolist()
+    return sorted(set(ts), reverse=True)
+
+
 def _linear_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
 
@@ -80,6 +116,17 @@ class DDPMSchedule:
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008) -> "DDPMSchedule":
         return cls.from_betas(_cosine_betas(T, s), "cosine")
+
+    @classmethod
+    def from_sigmas(cls, sigmas: torch.Tensor, kind: str = "from σ") -> "DDPMSchedule":
+        """The VP schedule whose timesteps have the VE noise levels `sigmas` (increasing):
+        ᾱ_t = 1/(1+σ_t²), β_t = 1 − ᾱ_t/ᾱ_{t−1}. Lets a σ-model drive DDPM/DDIM on its own range."""
+        s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        if len(s) < 1 or not torch.all(s > 0) or not torch.all(s[1:] > s[:-1]):
+            raise ValueError("sigmas must be positive and increasing")
+        ab = 1 / (1 + s**2)
+        ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        return cls.from_betas(1 - ab / ab_prev, kind)
 
     @classmethod
     def from_name(cls, kind: str, T: int = 1000) -> "DDPMSchedule":

@@ -1,8 +1,11 @@
-"""The 2D command line: train a score model on a density, sample from it, evaluate it.
+"""The 2D command line: train a score model on a density, sample from it with any sampler, evaluate
+it, and run the quality-vs-steps lab.
 
     python -m trainers.toy train --density eight_gaussians --model mlp --objective ncsn --out run.pt
-    python -m trainers.toy sample --ckpt run.pt --sampler annealed --n 2000 --out samples.npy
+    python -m trainers.toy sample --ckpt run.pt --sampler ddim --nfe 20 --n 2000 --out samples.npy
+    python -m trainers.toy sample --score exact --density two_moons --sampler pf-ode --out s.npy
     python -m trainers.toy evaluate --ckpt run.pt --density eight_gaussians --json
+    python -m trainers.toy lab --ckpt run.pt --density eight_gaussians --json
 """
 from __future__ import annotations
 
@@ -16,12 +19,15 @@ import numpy as np
 import torch
 
 from . import samplers as S
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, atomic_write_text
 from .densities import DensityError, load_density
-from .fitting import (SAMPLERS, CheckpointError, ToyConfig, StepInfo, fisher_per_level, load_checkpoint,
-                      make_sampler, natural_sampler, noise_levels, save_checkpoint, sigmas_from_extra, train)
+from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
+                      natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra, train)
+from .lab import NFE_GRID, format_table, run_lab
 from .metrics import energy_distance, mode_weight_error
 from .objectives import OBJECTIVES
+from .schedules import GRIDS
+from .score_models import ExactScore
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +50,35 @@ def _positive_float(v: str) -> float:
     return f
 
 
+def _sampler_arguments(p, required: bool) -> None:
+    names = list(S.SAMPLERS)
+    p.add_argument("--sampler", choices=names, required=required,
+                   help="; ".join(f"{k}: {v.convention}" for k, v in S.SAMPLERS.items()))
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="Langevin: steps (1000); annealed: steps per level T (100); ddpm: timesteps (all); "
+                        "ddim: timesteps (50); pf-ode / pc: σ levels (50 / 100)")
+    p.add_argument("--nfe", type=_positive_int, default=None,
+                   help="instead of --steps: choose the steps to spend about this many network evaluations")
+    p.add_argument("--eps", type=_positive_float, default=None,
+                   help="Langevin ε (x + ε s + √(2ε) z; default 0.01) or annealed ε (αᵢ = ε σᵢ²/σ_L²; default 0.1 σ_L²)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM η ∈ [0, 1] (0: deterministic)")
+    p.add_argument("--solver", choices=["euler", "heun"], default="heun", help="PF-ODE solver")
+    p.add_argument("--grid", choices=list(GRIDS), default="karras", help="PF-ODE σ grid (Karras ρ = 7 or geometric)")
+    p.add_argument("--snr", type=_positive_float, default=0.16, help="predictor–corrector signal-to-noise ratio r")
+    p.add_argument("--corrector-steps", type=int, default=1, help="predictor–corrector: Langevin steps M per level")
+    p.add_argument("--variance", choices=["beta", "beta_tilde"], default=None,
+                   help="DDPM reverse variance σ_t² = β_t or β̃_t (default: the checkpoint's)")
+    p.add_argument("--final-denoise", action="store_true", help="annealed: NCSNv2's last step y + σ_L² s(y, σ_L)")
+
+
+def _options(a, cfg: ToyConfig | None) -> S.SamplerOptions:
+    return S.SamplerOptions(
+        steps=a.steps, nfe=a.nfe, eps=a.eps, eta=a.eta, solver=a.solver, grid=a.grid, snr=a.snr,
+        corrector_steps=a.corrector_steps, final_denoise=a.final_denoise,
+        variance=a.variance or (cfg.ddpm_variance if cfg else "beta"),
+        n_levels=cfg.n_levels if cfg else 10, n_timesteps=cfg.n_timesteps if cfg else 1000)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m trainers.toy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -58,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--levels", type=_positive_int, default=10, help="NCSN number of noise levels L")
     t.add_argument("--schedule", choices=["linear", "cosine"], default="linear", help="DDPM β schedule")
     t.add_argument("--timesteps", type=_positive_int, default=1000, help="DDPM T")
+    t.add_argument("--ssm-projection", choices=["rademacher", "gaussian"], default="rademacher",
+                   help="sliced score matching: distribution of the projections v")
+    t.add_argument("--no-ssm-vr", action="store_true",
+                   help="sliced score matching without variance reduction (SSM instead of SSM-VR)")
+    t.add_argument("--ddpm-weighting", choices=["simple", "elbo"], default="simple",
+                   help="DDPM loss: L_simple (unweighted ε-MSE) or the ELBO's per-timestep weights")
+    t.add_argument("--ddpm-variance", choices=["beta", "beta_tilde"], default="beta",
+                   help="DDPM reverse variance σ_t² = β_t or β̃_t (used by ELBO weights and sampling)")
     t.add_argument("--width", type=_positive_int, default=128)
     t.add_argument("--depth", type=_positive_int, default=3)
     t.add_argument("--steps", type=_positive_int, default=4000)
@@ -66,26 +109,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="checkpoint path (.pt), written atomically")
 
-    s = sub.add_parser("sample", help="sample from a trained model")
-    s.add_argument("--ckpt", required=True)
-    s.add_argument("--sampler", choices=SAMPLERS, required=True)
+    s = sub.add_parser("sample", help="sample with any sampler, from a trained model or the exact score")
+    s.add_argument("--ckpt", help="trained checkpoint (not needed with --score exact --density D)")
+    s.add_argument("--score", choices=["model", "exact"], default="model",
+                   help="drive the sampler with the model or with the exact score of the density")
+    s.add_argument("--exact", action="store_true", help="same as --score exact")
+    s.add_argument("--density", help="preset or JSON (for --score exact; default: the checkpoint's density)")
+    _sampler_arguments(s, required=True)
     s.add_argument("--n", type=_positive_int, default=2000)
-    s.add_argument("--steps", type=_positive_int, default=None,
-                   help="Langevin: total steps (1000); annealed: steps per level T (100); ignored by DDPM")
-    s.add_argument("--eps", type=_positive_float, default=None,
-                   help="Langevin ε (x + ε s + √(2ε) z; default 0.01) or annealed ε (αᵢ = ε σᵢ²/σ_L²; default 0.1 σ_L²)")
     s.add_argument("--init", choices=["uniform", "gaussian"], default=None,
-                   help="initial particles (default: gaussian for DDPM, uniform over the density's box otherwise)")
-    s.add_argument("--exact", action="store_true", help="use the exact score of the checkpoint's density instead of the model")
+                   help="initial particles: the sampler's Gaussian prior (σ_max·z for VE samplers, z for DDPM/DDIM), "
+                        "or uniform over the density's box (default: uniform for Langevin, gaussian otherwise)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="samples .npy of shape (N, 2)")
 
     e = sub.add_parser("evaluate", help="Fisher divergence per noise level and sample metrics")
     e.add_argument("--ckpt", required=True)
     e.add_argument("--density", required=True, help="preset name or density JSON file")
+    _sampler_arguments(e, required=False)
     e.add_argument("--n", type=_positive_int, default=2000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    lab = sub.add_parser("lab", help="sample quality against NFE for each sampler, with the model and the exact score")
+    lab.add_argument("--ckpt", help="trained checkpoint (without it: the exact score only)")
+    lab.add_argument("--density", help="preset or JSON (default: the checkpoint's density)")
+    lab.add_argument("--samplers", default=",".join(S.SAMPLERS), help="comma-separated registry names")
+    lab.add_argument("--nfe", default=",".join(map(str, NFE_GRID)), help="comma-separated NFE budgets")
+    lab.add_argument("--n", type=_positive_int, default=2000)
+    lab.add_argument("--seed", type=int, default=0)
+    lab.add_argument("--csv", help="also write the table as CSV (atomically)")
+    lab.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -95,7 +149,9 @@ def cmd_train(a) -> None:
     density = load_density(a.density)
     cfg = ToyConfig(density=a.density, model=a.model, objective=a.objective, width=a.width, depth=a.depth,
                     lr=a.lr, batch=a.batch, steps=a.steps, seed=a.seed, sigma=a.sigma, sigma_max=a.sigma_max,
-                    sigma_min=a.sigma_min, n_levels=a.levels, schedule=a.schedule, n_timesteps=a.timesteps)
+                    sigma_min=a.sigma_min, n_levels=a.levels, schedule=a.schedule, n_timesteps=a.timesteps,
+                    ssm_projection=a.ssm_projection, ssm_variance_reduced=not a.no_ssm_vr,
+                    ddpm_weighting=a.ddpm_weighting, ddpm_variance=a.ddpm_variance)
     sigmas = noise_levels(cfg, density)
     cfg.sigma_max = float(sigmas[0])     # store the resolved σ₁ so sampling uses the same levels
     bar = tqdm(total=cfg.steps, desc=f"{cfg.objective} on {density.name or a.density}", unit="step", mininterval=0.5)
@@ -114,37 +170,64 @@ def cmd_train(a) -> None:
     print(f"saved {a.out} (final loss {np.mean(losses[-50:]):.4f})")
 
 
-def cmd_sample(a) -> None:
-    model, cfg, density, extra = load_checkpoint(a.ckpt)
+def _score_source(a, exact: bool):
+    """(score model, density, cfg or None) for --ckpt / --score exact / --density."""
+    density = load_density(a.density) if a.density else None
+    if not a.ckpt:
+        if not (exact and density is not None):
+            raise ValueError("give --ckpt, or --score exact with --density D")
+        return ExactScore(density), density, None
+    model, cfg, ckpt_density, extra = load_checkpoint(a.ckpt)
+    density = density or ckpt_density
+    if exact and density is None:
+        raise DensityError("this checkpoint holds no density, so the exact score needs --density")
     sigmas = sigmas_from_extra(extra)
-    if a.exact and density is None:
-        raise DensityError("this checkpoint holds no density, so --exact has no score to use")
-    sampler = make_sampler(a.sampler, cfg, None if a.exact else model, density, sigmas, a.eps, a.steps)
+    if sigmas is None:
+        sigmas = noise_levels(cfg, density)
+    return score_model(None if exact else model, cfg, density, sigmas), density, cfg
+
+
+def _note(sm, sampler) -> str:
+    note = sm.range_note(sampler.sigmas_used())
+    if note:
+        sys.stderr.write(f"note: {note}\n")
+    return note
+
+
+def cmd_sample(a) -> None:
+    sm, density, cfg = _score_source(a, a.exact or a.score == "exact")
+    sampler = S.build_sampler(a.sampler, sm, _options(a, cfg))
+    _note(sm, sampler)
     gen = torch.Generator().manual_seed(a.seed)
-    init = a.init or ("gaussian" if a.sampler == "ddpm" else "uniform")
+    init = a.init or ("uniform" if a.sampler == "langevin" else "gaussian")
     bounds = density.plot_bounds() if density is not None else (-4, 4, -4, 4)
-    x0 = S.initial_particles(a.n, init, bounds, gen)
-    x = sampler.run(x0, gen).x
+    x = sampler.run(initial_for(sampler, a.n, init, bounds, gen), gen).x
     buf = io.BytesIO()
     np.save(buf, x.numpy().astype(np.float32))
     atomic_write_bytes(a.out, buf.getvalue())
-    print(f"saved {a.n} samples to {a.out}")
+    print(f"saved {a.n} samples to {a.out} ({sampler.name}, {sampler.nfe} network evaluations)")
 
 
-def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0) -> dict:
+def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler: str | None = None,
+             options: S.SamplerOptions | None = None) -> dict:
+    """Fisher divergence per level and the sample quality of `sampler` (default: the model's own)."""
     model, cfg, _, extra = load_checkpoint(ckpt)
     density = load_density(density_spec)
     sigmas = sigmas_from_extra(extra)
     if sigmas is None:
         sigmas = noise_levels(cfg, density)
     gen = torch.Generator().manual_seed(seed)
-    name = natural_sampler(cfg)
-    sampler = make_sampler(name, cfg, model, density, sigmas)
-    x0 = S.initial_particles(n, "gaussian" if name == "ddpm" else "uniform", density.plot_bounds(), gen)
-    x = sampler.run(x0, gen).x
+    name = sampler or natural_sampler(cfg)
+    sm = score_model(model, cfg, density, sigmas)
+    options = options or S.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
+                                          n_timesteps=cfg.n_timesteps)
+    smp = S.build_sampler(name, sm, options)
+    x = smp.run(initial_for(smp, n, "uniform" if name == "langevin" else "gaussian", density.plot_bounds(), gen),
+                gen).x
     ref, ref2 = density.sample(n, gen), density.sample(n, gen)
     return {
-        "objective": cfg.objective, "model": cfg.model, "sampler": name, "n": n,
+        "objective": cfg.objective, "model": cfg.model, "sampler": name, "n": n, "nfe": smp.nfe,
+        "note": sm.range_note(smp.sigmas_used()),
         "fisher": fisher_per_level(model, cfg, density, sigmas, n, seed),
         "energy_distance": energy_distance(x, ref),
         "energy_distance_reference": energy_distance(ref2, ref),
@@ -154,11 +237,15 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0) -> dict
 
 
 def cmd_evaluate(a) -> None:
-    result = evaluate(a.ckpt, a.density, a.n, a.seed)
+    cfg = load_checkpoint(a.ckpt)[1]
+    result = evaluate(a.ckpt, a.density, a.n, a.seed, a.sampler, _options(a, cfg))
+    if result["note"]:
+        sys.stderr.write(f"note: {result['note']}\n")
     if a.json:
         print(json.dumps(result))
         return
-    print(f"{result['objective']} ({result['model']}), sampled with {result['sampler']}, n = {result['n']}")
+    print(f"{result['objective']} ({result['model']}), sampled with {result['sampler']} "
+          f"({result['nfe']} evaluations), n = {result['n']}")
     for row in result["fisher"]:
         level = f"σ = {row['sigma']:.4g}" if "sigma" in row else f"t = {row['t'] + 1}"
         print(f"  Fisher divergence at {level:>14}: {row['fisher']:.4g}")
@@ -166,12 +253,50 @@ def cmd_evaluate(a) -> None:
     print(f"  mode-weight TV   {result['mode_weight_error']:.4g}  (a fresh exact sample: {result['mode_weight_error_reference']:.4g})")
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def cmd_lab(a) -> None:
+    if a.ckpt:
+        model, cfg, ckpt_density, extra = load_checkpoint(a.ckpt)
+        density = load_density(a.density) if a.density else ckpt_density
+        if density is None:
+            raise DensityError("this checkpoint holds no density: pass --density")
+        sigmas = sigmas_from_extra(extra)
+        if sigmas is None:
+            sigmas = noise_levels(cfg, density)
+        model_sm, exact_sm = score_model(model, cfg, density, sigmas), score_model(None, cfg, density, sigmas)
+        options = S.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels, n_timesteps=cfg.n_timesteps)
+    else:
+        if not a.density:
+            raise ValueError("give --ckpt, or --density for an exact-score-only lab")
+        density = load_density(a.density)
+        model_sm, exact_sm, options = None, ExactScore(density), S.SamplerOptions()
+    samplers = [s.strip() for s in a.samplers.split(",") if s.strip()]
+    result = run_lab(density, model_sm, exact_sm, samplers, _int_list(a.nfe), {s: options for s in samplers},
+                     n=a.n, seed=a.seed)
+    if a.csv:
+        atomic_write_text(a.csv, result.to_csv())
+    if a.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(format_table(result))
+        print(f"({result.seconds:.1f} s)")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # Small 2D nets gain nothing from intra-op threads and lose a lot when cores are shared.
     torch.set_num_threads(1)
     try:
-        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}[args.command](args)
+        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "lab": cmd_lab}[args.command](args)
     except (DensityError, CheckpointError, S.DivergenceError, FloatingPointError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1

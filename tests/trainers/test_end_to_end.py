@@ -7,9 +7,8 @@ that of a second, independent exact sample of the same size, plus TOLERANCE. Bot
 import pytest
 import torch
 
-from trainers import samplers as S
 from trainers.densities import preset
-from trainers.fitting import ToyConfig, make_sampler, natural_sampler, train
+from trainers.fitting import ToyConfig, initial_for, make_sampler, natural_sampler, train
 from trainers.metrics import energy_distance
 
 N = 4000
@@ -27,7 +26,7 @@ def test_trained_model_samples_match_the_density(density_name, objective):
     name = natural_sampler(cfg)
     sampler = make_sampler(name, cfg, model, density)
     g = torch.Generator().manual_seed(1)
-    x0 = S.initial_particles(N, "gaussian" if name == "ddpm" else "uniform", density.plot_bounds(), g)
+    x0 = initial_for(sampler, N, "gaussian" if name == "ddpm" else "uniform", density.plot_bounds(), g)
     samples = sampler.run(x0, g).x
     ref, ref2 = density.sample(N, g), density.sample(N, g)
     model_ed, ref_ed = energy_distance(samples, ref), energy_distance(ref2, ref)

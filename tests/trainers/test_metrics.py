@@ -4,7 +4,7 @@ import torch
 
 from trainers.densities import GaussianMixture, preset
 from trainers.metrics import ddpm_elbo_nats, energy_distance, fisher_divergence, mmd, mode_weight_error, mode_weights
-from trainers.samplers import exact_eps_fn
+from trainers.score_models import ExactScore
 from trainers.schedules import DDPMSchedule
 
 
@@ -46,8 +46,9 @@ def test_ddpm_elbo_with_exact_eps_bounds_the_true_nll_tightly():
     nll = float(-d.log_prob(x0.double()).mean())
     sched = DDPMSchedule.linear(1000)
     torch.manual_seed(0)
-    result = ddpm_elbo_nats(exact_eps_fn(d, sched), sched, x0)
+    exact = ExactScore(d)
+    result = ddpm_elbo_nats(lambda x, t: exact.eps(x, t, sched), sched, x0)
     assert result["prior_nats"] < 1e-3
     assert nll - 0.02 < result["elbo_nats"] < nll + 0.1
-    worse = ddpm_elbo_nats(lambda x, t: exact_eps_fn(d, sched)(x, t) * 0.8, sched, x0)
+    worse = ddpm_elbo_nats(lambda x, t: exact.eps(x, t, sched) * 0.8, sched, x0)
     assert worse["elbo_nats"] > result["elbo_nats"] + 0.1

@@ -55,9 +55,50 @@ def test_evaluate_json(ncsn_ckpt, capsys):
     assert result["sampler"] == "annealed" and result["energy_distance"] >= 0
 
 
-def test_ddpm_sampler_refuses_a_non_ddpm_model(ncsn_ckpt, tmp_path, capsys):
-    assert toy.main(["sample", "--ckpt", str(ncsn_ckpt), "--sampler", "ddpm", "--out", str(tmp_path / "x.npy")]) == 1
-    assert "DDPM sampling needs a model trained with the ddpm objective" in capsys.readouterr().err
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "pf-ode", "pc"])
+def test_an_ncsn_checkpoint_drives_every_sampler(ncsn_ckpt, tmp_path, sampler, capsys):
+    out = tmp_path / "x.npy"
+    assert toy.main(["sample", "--ckpt", str(ncsn_ckpt), "--sampler", sampler, "--nfe", "10", "--n", "32",
+                     "--out", str(out)]) == 0
+    x = np.load(out)
+    assert x.shape == (32, 2) and np.isfinite(x).all()
+    assert "network evaluations" in capsys.readouterr().out
+
+
+def test_sampling_outside_the_trained_range_is_flagged_in_words(ncsn_ckpt, tmp_path, capsys):
+    sigmas = load_checkpoint(ncsn_ckpt)[3]["sigmas"]
+    assert toy.main(["sample", "--ckpt", str(ncsn_ckpt), "--sampler", "langevin", "--steps", "3", "--n", "8",
+                     "--out", str(tmp_path / "in.npy")]) == 0
+    assert "note:" not in capsys.readouterr().err          # Langevin at σ_L: inside the range
+    args = ["evaluate", "--ckpt", str(ncsn_ckpt), "--density", "two_gaussians", "--sampler", "pf-ode", "--nfe", "9",
+            "--n", "50", "--json"]
+    import trainers.toy as T
+    cfg = load_checkpoint(ncsn_ckpt)[1]
+    opts = T.S.SamplerOptions(nfe=9, sigma_max=3 * sigmas[0], n_levels=cfg.n_levels)
+    result = T.evaluate(str(ncsn_ckpt), "two_gaussians", 50, 0, "pf-ode", opts)
+    assert "trained on σ ∈" in result["note"] and "extrapolates" in result["note"]
+    assert toy.main(args) == 0
+
+
+def test_exact_score_sampling_needs_no_checkpoint(tmp_path):
+    out = tmp_path / "x.npy"
+    assert toy.main(["sample", "--score", "exact", "--density", "two_gaussians", "--sampler", "pf-ode", "--nfe", "39",
+                     "--n", "2000", "--out", str(out)]) == 0
+    x = torch.from_numpy(np.load(out))
+    left = float((x[:, 0] < 0).float().mean())
+    assert abs(left - 0.8) < 0.04          # the PF-ODE keeps the 0.8 / 0.2 mode weights
+
+
+def test_lab_json_has_every_sampler_nfe_and_source(ncsn_ckpt, capsys, tmp_path):
+    csv_path = tmp_path / "lab.csv"
+    assert toy.main(["lab", "--ckpt", str(ncsn_ckpt), "--samplers", "ddim,pf-ode", "--nfe", "5,20", "--n", "200",
+                     "--csv", str(csv_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    keys = {(r["sampler"], r["source"], r["nfe_target"]) for r in result["rows"]}
+    assert keys == {(s, src, n) for s in ("ddim", "pf-ode") for src in ("model", "exact") for n in (5, 20)}
+    assert all(r["nfe"] <= r["nfe_target"] for r in result["rows"])
+    assert result["floor"] > 0
+    assert len(csv_path.read_text().strip().splitlines()) == 1 + len(result["rows"])
 
 
 def test_diverging_chain_exits_with_a_step_size_hint(ncsn_ckpt, tmp_path, capsys):
@@ -74,6 +115,8 @@ def test_diverging_chain_exits_with_a_step_size_hint(ncsn_ckpt, tmp_path, capsys
     (["train", "--density", "two_moons", "--objective", "bad", "--out", "x.pt"], "invalid choice"),
     (["train", "--density", "two_moons", "--objective", "dsm", "--steps", "0", "--out", "x.pt"], "positive integer"),
     (["sample", "--ckpt", "missing.pt", "--sampler", "langevin", "--out", "x.npy"], "no checkpoint at"),
+    (["sample", "--sampler", "ddim", "--out", "x.npy"], "give --ckpt, or --score exact"),
+    (["lab", "--density", "two_moons", "--nfe", "5,x"], "comma-separated positive integers"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_clear_line(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "trainers.toy", *args], cwd=tmp_path, capture_output=True, text=True)

@@ -1,0 +1,304 @@
+"""One object for every noise-conditional score: an NCSN σ-model, a DDPM ε-model, a single-level
+model and the exact score of a mixture all answer the same two questions (docs/math.md §7):
+
+- `score(y, σ)`      ∇_y log p_σ(y), the score of the data convolved with N(0, σ²I)  (VE coordinates y);
+- `eps(x, t, sched)` ε(x_t, t) at timestep t of a DDPM schedule                   (VP coordinates x).
+
+The two are tied by x = √ᾱ_t y and σ_t² = (1−ᾱ_t)/ᾱ_t:
+    ε(x, t) = −σ_t s(x/√ᾱ_t, σ_t)        and        s(y, σ) = −ε(y/√(1+σ²), t(σ))/σ.
+An ε-model asked for a σ that is not one of its timesteps' is evaluated at the *fractional* timestep
+t(σ), interpolated linearly in log σ between the two neighbouring integer timesteps (its sinusoidal
+embedding is defined for any real t); at a schedule's own σ_t it is evaluated at exactly t.
+
+A model is only trustworthy on the noise range it was trained on. Asked outside it, it still answers,
+but remembers the levels it was asked for (`extrapolated`), and `range_note` says so in words.
+
+Evaluation requests (`Query`) can be batched: `evaluate([...])` concatenates the requests to one
+network into a single forward pass (the Samplers tab steps several chains on one model this way).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .schedules import DDPMSchedule
+
+RANGE_TOL = 1e-3      # relative slack on the trained σ range before a level counts as outside it
+
+
+def _per_sample(v, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """A scalar or (N,) tensor as an (N,) tensor on x's device."""
+    v = torch.as_tensor(v, device=x.device, dtype=dtype)
+    return v.expand(len(x)) if v.ndim == 0 else v.reshape(len(x))
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(N,) → (N, 1, …, 1) so it broadcasts against x (points or images)."""
+    return v.reshape(len(x), *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+@dataclass
+class Query:
+    """One evaluation request. kind "score": x is y (VE), c is σ (N,). kind "eps": x is x_t (VP),
+    c is the 0-based timestep t (N,, long) of `schedule`."""
+    kind: str
+    x: torch.Tensor
+    c: torch.Tensor
+    schedule: DDPMSchedule | None = None
+
+    @classmethod
+    def score(cls, y: torch.Tensor, sigma) -> "Query":
+        return cls("score", y, _per_sample(sigma, y))
+
+    @classmethod
+    def eps(cls, x: torch.Tensor, t, schedule: DDPMSchedule) -> "Query":
+        return cls("eps", x, _per_sample(t, x, torch.long), schedule)
+
+    def sigma(self) -> torch.Tensor:
+        """The VE noise level of this request, (N,)."""
+        if self.kind == "score":
+            return self.c
+        ab = self.schedule.alpha_bars.to(self.x.device)[self.c]
+        return ((1 - ab) / ab).sqrt()
+
+
+def sigma_of_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """σ_t = √((1−ᾱ_t)/ᾱ_t): the VE noise level of DDPM timestep t."""
+    return ((1 - alpha_bar) / alpha_bar).sqrt()
+
+
+def schedule_sigma_range(schedule: DDPMSchedule) -> tuple[float, float]:
+    """(σ of the first timestep, σ of the last): the VE noise range a DDPM schedule covers."""
+    ab = schedule.alpha_bars.double()
+    return float(sigma_of_alpha_bar(ab[0])), float(sigma_of_alpha_bar(ab[-1]))
+
+
+class ScoreModel:
+    """Base class. Subclasses say how a Query maps to their network's native input (`_prepare`)
+    and run the network (`_forward`); conversions and batching live here, once."""
+
+    kind = "model"
+    description = ""
+
+    def __init__(self, sigma_min: float, sigma_max: float, valid: tuple[float, float] | None = None):
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)   # default sampling range
+        self.valid = valid or (self.sigma_min, self.sigma_max)                # trained range (for flags)
+        self.extrapolated: list[float] = []          # [lowest, highest] σ asked outside `valid`, if any
+
+    # -- public API
+    @torch.no_grad()
+    def score(self, y: torch.Tensor, sigma) -> torch.Tensor:
+        return self.evaluate([Query.score(y, sigma)])[0]
+
+    @torch.no_grad()
+    def eps(self, x: torch.Tensor, t, schedule: DDPMSchedule) -> torch.Tensor:
+        return self.evaluate([Query.eps(x, t, schedule)])[0]
+
+    def denoise(self, y: torch.Tensor, sigma) -> torch.Tensor:
+        """Tweedie: D(y, σ) = y + σ² s(y, σ), the posterior mean of the clean sample."""
+        s = _per_sample(sigma, y)
+        return y + _bcast(s, y) ** 2 * self.score(y, s)
+
+    @torch.no_grad()
+    def evaluate(self, queries: list[Query]) -> list[torch.Tensor]:
+        """Answer several requests with one network call (inputs concatenated along the batch)."""
+        for q in queries:
+            self._flag(q.sigma())
+        prepared = [self._prepare(q) for q in queries]
+        if len(prepared) == 1:
+            inp, cond, finish = prepared[0]
+            return [finish(self._forward(inp, cond))]
+        inp = torch.cat([p[0] for p in prepared])
+        cond = torch.cat([p[1] for p in prepared]) if prepared[0][1] is not None else None
+        outs = self._forward(inp, cond).split([len(p[0]) for p in prepared])
+        return [p[2](o) for p, o in zip(prepared, outs)]
+
+    def in_range(self, sigma: float) -> bool:
+        lo, hi = self.valid
+        return lo * (1 - RANGE_TOL) <= sigma <= hi * (1 + RANGE_TOL)
+
+    def range_note(self, sigmas=None) -> str:
+        """'' when every level in `sigmas` (default: those asked so far) lies in the trained range,
+        else one sentence saying which levels the model had to extrapolate to."""
+        if sigmas is None:
+            outside = self.extrapolated
+        else:
+            outside = [float(s) for s in torch.as_tensor(sigmas).flatten() if not self.in_range(float(s))]
+        if not outside:
+            return ""
+        lo, hi = self.valid
+        trained = f"σ = {lo:.3g}" if math.isclose(lo, hi) else f"σ ∈ [{lo:.3g}, {hi:.3g}]"
+        asked = f"σ = {min(outside):.3g}" if math.isclose(min(outside), max(outside)) \
+            else f"σ from {min(outside):.3g} to {max(outside):.3g}"
+        return f"this {self.kind} model was trained on {trained}; it is also asked for {asked}, where it extrapolates"
+
+    # -- for subclasses
+    def _flag(self, sigma: torch.Tensor) -> None:
+        lo, hi = float(sigma.min()), float(sigma.max())
+        for s in {lo, hi}:
+            if not self.in_range(s):
+                self.extrapolated = [min([s] + self.extrapolated[:1]), max([s] + self.extrapolated[1:])]
+
+    def _prepare(self, q: Query):
+        """→ (native input, native condition (N,) or None, finish(native output) → requested quantity)."""
+        raise NotImplementedError
+
+    def _forward(self, inp: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SigmaScoreModel(ScoreModel):
+    """An NCSN network s_θ(y, σ), trained on σ ∈ [σ_L, σ₁]."""
+    kind = "NCSN"
+    description = "σ-conditioned score network (NCSN)"
+
+    def __init__(self, net: Callable, sigma_min: float, sigma_max: float):
+        super().__init__(sigma_min, sigma_max)
+        self.net = net
+
+    def _prepare(self, q):
+        if q.kind == "score":
+            return q.x, q.c, lambda out: out
+        sigma = q.sigma()
+        ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
+        return q.x / _bcast(ab.sqrt(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
+
+    def _forward(self, inp, cond):
+        return self.net(inp, cond)
+
+
+class EpsScoreModel(ScoreModel):
+    """A DDPM network ε_θ(x_t, t) with its own schedule; its σ range is σ_t of t = 1 … T."""
+    kind = "DDPM"
+    description = "ε-prediction network (DDPM)"
+
+    def __init__(self, net: Callable, schedule: DDPMSchedule):
+        ab = schedule.alpha_bars.double()
+        self._log_sigmas = sigma_of_alpha_bar(ab).log()          # increasing in t
+        super().__init__(float(self._log_sigmas[0].exp()), float(self._log_sigmas[-1].exp()))
+        self.net, self.schedule = net, schedule
+
+    def timestep_of_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The (fractional) timestep t(σ): linear in log σ between integer timesteps, clamped to [0, T−1]."""
+        table = self._log_sigmas.to(sigma.device)
+        ls = sigma.double().clamp_min(1e-30).log()
+        hi = torch.searchsorted(table, ls).clamp(1, len(table) - 1)
+        lo = hi - 1
+        w = ((ls - table[lo]) / (table[hi] - table[lo])).clamp(0, 1)
+        return (lo + w).float()
+
+    def _own(self, schedule) -> bool:
+        return schedule is self.schedule or (len(schedule.betas) == len(self.schedule.betas) and
+                                             torch.equal(schedule.betas.cpu(), self.schedule.betas.cpu()))
+
+    def _prepare(self, q):
+        if q.kind == "eps":
+            t = q.c.float() if self._own(q.schedule) else self.timestep_of_sigma(q.sigma())
+            return q.x, t, lambda out: out          # same x: √ᾱ matches whenever σ_t does
+        sigma = q.c
+        x = q.x / _bcast((1 + sigma.double() ** 2).sqrt().float(), q.x)
+        return x, self.timestep_of_sigma(sigma), lambda out: -out / _bcast(sigma, out)
+
+    def _forward(self, inp, cond):
+        return self.net(inp, cond)
+
+
+class FixedLevelScoreModel(ScoreModel):
+    """An unconditioned score network s_θ(y), trained at one noise level (σ of DSM; 0 for exact or
+    sliced score matching). It answers every σ with the same field."""
+    kind = "single-level"
+    description = "unconditioned score network"
+
+    def __init__(self, net: Callable, sigma: float = 0.0):
+        super().__init__(sigma, sigma)
+        self.net = net
+
+    def _prepare(self, q):
+        if q.kind == "score":
+            return q.x, None, lambda out: out
+        sigma = q.sigma()
+        ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
+        return q.x / _bcast(ab.sqrt(), q.x), None, lambda out: -_bcast(sigma, out) * out
+
+    def _forward(self, inp, cond):
+        return self.net(inp)
+
+
+class ScoreFunction(ScoreModel):
+    """Any callable fn(y, σ) → ∇log p_σ(y) (σ of shape (N,)), e.g. a closed form in a test."""
+    kind = "function"
+
+    def __init__(self, fn: Callable, sigma_min: float = 0.0, sigma_max: float = math.inf):
+        super().__init__(sigma_min, sigma_max)
+        self.fn = fn
+
+    def _prepare(self, q):
+        if q.kind == "score":
+            return q.x, q.c, lambda out: out
+        sigma = q.sigma()
+        ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
+        return q.x / _bcast(ab.sqrt(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
+
+    def _forward(self, inp, cond):
+        return self.fn(inp, cond)
+
+
+class ExactScore(ScoreModel):
+    """The exact score of p_σ = p * N(0, σ²I) for a Gaussian mixture p (σ = 0: p itself). Valid at
+    every σ; its default sampling range is [sigma_min, sigma_max] (σ_max defaults to the largest
+    distance between two of the density's points, as NCSN chooses σ₁). Given a DDPM `schedule`, VP
+    samplers use it (as they would an ε-model's) and the default range is that schedule's."""
+    kind = "exact"
+    description = "exact score of the drawn density"
+    CACHE = 256
+
+    def __init__(self, density, sigma_min: float = 0.01, sigma_max: float | None = None,
+                 schedule: DDPMSchedule | None = None):
+        self.schedule = schedule
+        if schedule is not None:
+            sigma_min, sigma_max = schedule_sigma_range(schedule)
+        if sigma_max is None:
+            x = density.sample(2000, torch.Generator().manual_seed(0))
+            sigma_max = float(torch.cdist(x, x).max())
+        super().__init__(sigma_min, max(sigma_max, sigma_min), valid=(0.0, math.inf))
+        self.density = density
+        self._cache: dict[float, object] = {}
+
+    def noised(self, sigma: float):
+        """The mixture p_σ (cached per σ; PF-ODE grids ask for many)."""
+        if sigma == 0:
+            return self.density
+        if sigma not in self._cache:
+            if len(self._cache) >= self.CACHE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[sigma] = self.density.noised(sigma)
+        return self._cache[sigma]
+
+    def evaluate(self, queries):
+        out = []
+        for q in queries:
+            y, sigma = (q.x, q.c) if q.kind == "score" else (None, q.sigma())
+            if q.kind == "eps":
+                ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
+                y = q.x / _bcast(ab.sqrt(), q.x)
+            s = torch.empty_like(y)
+            for level in torch.unique(sigma).tolist():       # every sampler shares σ across particles
+                m = sigma == level
+                s[m] = self.noised(float(level)).score(y[m]).to(y.dtype)
+            out.append(s if q.kind == "score" else -_bcast(sigma, s) * s)
+        return out
+
+
+def from_network(net, cond, *, sigmas=None, schedule: DDPMSchedule | None = None,
+                 sigma: float = 0.0) -> ScoreModel:
+    """Wrap a trained network by what it is conditioned on: "sigma" (needs the trained `sigmas`),
+    "time" (needs its DDPM `schedule`) or None (trained at the single level `sigma`)."""
+    if cond == "sigma":
+        s = torch.as_tensor(sigmas).flatten()
+        return SigmaScoreModel(net, float(s.min()), float(s.max()))
+    if cond == "time":
+        return EpsScoreModel(net, schedule)
+    return FixedLevelScoreModel(net, sigma)
