@@ -36,6 +36,7 @@ class ToyConfig:
     sigma_max: float = 0.0              # NCSN σ₁; 0 = automatic (largest pairwise distance of the data)
     sigma_min: float = 0.05             # NCSN σ_L
     n_levels: int = 10
+    ncsn_continuous: bool = True        # NCSN σ ~ log-uniform on [σ_L, σ₁] (False: only the L levels)
     schedule: str = "linear"            # DDPM β schedule: linear | cosine
     n_timesteps: int = 1000
     ddpm_weighting: str = "simple"      # simple | elbo
@@ -95,7 +96,8 @@ def build_model_and_objective(cfg: ToyConfig, density: GaussianMixture | None = 
         "esm": {},
         "ssm": {"projection": cfg.ssm_projection, "variance_reduced": cfg.ssm_variance_reduced},
         "dsm": {"sigma": cfg.sigma},
-        "ncsn": {"sigmas": sigmas if sigmas is not None else noise_levels(cfg, density)},
+        "ncsn": {"sigmas": sigmas if sigmas is not None else noise_levels(cfg, density),
+                 "continuous": cfg.ncsn_continuous},
         "ddpm": {"schedule": ddpm_schedule(cfg), "weighting": cfg.ddpm_weighting, "variance": cfg.ddpm_variance},
     }[cfg.objective]
     return model, Objective(cfg.objective, **params)
@@ -168,7 +170,8 @@ def score_model(model: torch.nn.Module | None, cfg: ToyConfig, density: Gaussian
         return ExactScore(density, float(sigmas[-1]), float(sigmas[0]))
     model.eval()
     level = cfg.sigma if cfg.objective == "dsm" else 0.0
-    return from_network(model, cfg.cond, sigmas=sigmas, schedule=ddpm_schedule(cfg), sigma=level)
+    return from_network(model, cfg.cond, sigmas=sigmas, schedule=ddpm_schedule(cfg), sigma=level,
+                        discrete=not cfg.ncsn_continuous)
 
 
 def default_options(name: str, cfg: ToyConfig) -> SamplerOptions:

@@ -70,14 +70,21 @@ def dsm_loss(model, x: torch.Tensor, sigma: float, generator: torch.Generator | 
     return (0.5 * _sum_dims((s + z / sigma) ** 2)).mean()
 
 
-def ncsn_loss(model, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def ncsn_loss(model, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None = None,
+              continuous: bool = False) -> torch.Tensor:
     """NCSN, Song & Ermon 2019, eq. 6: Σᵢ λ(σᵢ) E[½‖s_θ(x̃, σᵢ) + (x̃−x)/σᵢ²‖²] with λ(σ) = σ².
     One level is drawn uniformly per example (an unbiased estimate of the average over levels), so the
-    per-example term is ½‖σ s_θ(x̃, σ) + z‖²."""
+    per-example term is ½‖σ s_θ(x̃, σ) + z‖². With `continuous`, σ is drawn log-uniformly from
+    [σ_L, σ₁] instead (the L → ∞ limit, as score-SDE's VE training), so the model knows every σ in
+    its range and can drive samplers that ask between the L levels (PF-ODE, DDPM, DDIM)."""
     sigmas = sigmas.to(x.device, x.dtype)
-    idx = torch.randint(0, len(sigmas), (len(x),), generator=generator, device=x.device)
-    sigma = sigmas[idx]
-    sig = extract(sigmas, idx, x.shape)
+    if continuous:
+        lo, hi = sigmas.min().log(), sigmas.max().log()
+        u = torch.rand(len(x), generator=generator, device=x.device, dtype=x.dtype)
+        sigma = torch.exp(lo + u * (hi - lo))
+    else:
+        sigma = sigmas[torch.randint(0, len(sigmas), (len(x),), generator=generator, device=x.device)]
+    sig = sigma.reshape(len(x), *([1] * (x.ndim - 1)))
     z = _randn_like(x, generator)
     s = model(x + sig * z, sigma)
     return (0.5 * _sum_dims((sig * s + z) ** 2)).mean()
@@ -134,7 +141,7 @@ _LOSSES: dict[str, Callable] = {
     "ssm": lambda model, x, g, p: ssm_loss(model, x, g, p.get("projection", "rademacher"),
                                            p.get("variance_reduced", True)),
     "dsm": lambda model, x, g, p: dsm_loss(model, x, p["sigma"], g),
-    "ncsn": lambda model, x, g, p: ncsn_loss(model, x, p["sigmas"], g),
+    "ncsn": lambda model, x, g, p: ncsn_loss(model, x, p["sigmas"], g, p.get("continuous", False)),
     "ddpm": lambda model, x, g, p: ddpm_loss(model, x, p["schedule"], g, p.get("weighting", "simple"),
                                              p.get("variance", "beta")),
 }

@@ -379,8 +379,9 @@ class PCSampler(Sampler):
             for _ in range(self.M):
                 score = yield Query.score(x, s1)
                 z = _noise(x, generator)
-                ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-30)
-                a = 2 * float(self.snr * ratio) ** 2
+                s_norm = float(score.flatten(1).norm(dim=1).mean())
+                # a zero score (e.g. an untrained net with a zero output layer) gives no corrector step
+                a = 2 * (self.snr * float(z.flatten(1).norm(dim=1).mean()) / s_norm) ** 2 if s_norm > 0 else 0.0
                 x = x + a * score + math.sqrt(2 * a) * z
         self.check(x, k)
         return StepOutput(x, denoised, self.label(k))

@@ -61,8 +61,11 @@ class Query:
         """The VE noise level of this request, (N,)."""
         if self.kind == "score":
             return self.c
-        ab = self.schedule.alpha_bars.to(self.x.device)[self.c]
-        return ((1 - ab) / ab).sqrt()
+        return schedule_sigmas(self.schedule).to(self.x.device)[self.c]
+
+    def sqrt_alpha_bar(self) -> torch.Tensor:
+        """√ᾱ_t of an "eps" request, (N,)."""
+        return self.schedule.sqrt_alpha_bars.to(self.x.device)[self.c]
 
 
 def sigma_of_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -70,10 +73,15 @@ def sigma_of_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
     return ((1 - alpha_bar) / alpha_bar).sqrt()
 
 
+def schedule_sigmas(schedule: DDPMSchedule) -> torch.Tensor:
+    """σ_t for every timestep, from the schedule's √(1−ᾱ) and √ᾱ tables (exact where 1 − ᾱ is tiny)."""
+    return schedule.sqrt_one_minus_alpha_bars / schedule.sqrt_alpha_bars
+
+
 def schedule_sigma_range(schedule: DDPMSchedule) -> tuple[float, float]:
     """(σ of the first timestep, σ of the last): the VE noise range a DDPM schedule covers."""
-    ab = schedule.alpha_bars.double()
-    return float(sigma_of_alpha_bar(ab[0])), float(sigma_of_alpha_bar(ab[-1]))
+    sig = schedule_sigmas(schedule)
+    return float(sig[0]), float(sig[-1])
 
 
 class ScoreModel:
@@ -151,20 +159,32 @@ class ScoreModel:
 
 
 class SigmaScoreModel(ScoreModel):
-    """An NCSN network s_θ(y, σ), trained on σ ∈ [σ_L, σ₁]."""
+    """An NCSN network s_θ(y, σ), trained on σ ∈ [σ_L, σ₁], or, given `levels`, on those L levels
+    only (Song & Ermon's discrete training: a σ between two levels is then flagged too)."""
     kind = "NCSN"
     description = "σ-conditioned score network (NCSN)"
 
-    def __init__(self, net: Callable, sigma_min: float, sigma_max: float):
+    def __init__(self, net: Callable, sigma_min: float, sigma_max: float, levels=None):
         super().__init__(sigma_min, sigma_max)
         self.net = net
+        self.levels = None if levels is None else torch.as_tensor(levels, dtype=torch.float64).flatten()
+
+    def in_range(self, sigma: float) -> bool:
+        if self.levels is None:
+            return super().in_range(sigma)
+        return bool(((self.levels - sigma).abs() <= RANGE_TOL * self.levels).any())
+
+    def range_note(self, sigmas=None) -> str:
+        note = super().range_note(sigmas)
+        if note and self.levels is not None:
+            note = note.replace("was trained on", f"was trained on its {len(self.levels)} levels only, in")
+        return note
 
     def _prepare(self, q):
         if q.kind == "score":
             return q.x, q.c, lambda out: out
         sigma = q.sigma()
-        ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
-        return q.x / _bcast(ab.sqrt(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
+        return q.x / _bcast(q.sqrt_alpha_bar(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
 
     def _forward(self, inp, cond):
         return self.net(inp, cond)
@@ -176,8 +196,7 @@ class EpsScoreModel(ScoreModel):
     description = "ε-prediction network (DDPM)"
 
     def __init__(self, net: Callable, schedule: DDPMSchedule):
-        ab = schedule.alpha_bars.double()
-        self._log_sigmas = sigma_of_alpha_bar(ab).log()          # increasing in t
+        self._log_sigmas = schedule_sigmas(schedule).double().log()          # increasing in t
         super().__init__(float(self._log_sigmas[0].exp()), float(self._log_sigmas[-1].exp()))
         self.net, self.schedule = net, schedule
 
@@ -220,8 +239,7 @@ class FixedLevelScoreModel(ScoreModel):
         if q.kind == "score":
             return q.x, None, lambda out: out
         sigma = q.sigma()
-        ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
-        return q.x / _bcast(ab.sqrt(), q.x), None, lambda out: -_bcast(sigma, out) * out
+        return q.x / _bcast(q.sqrt_alpha_bar(), q.x), None, lambda out: -_bcast(sigma, out) * out
 
     def _forward(self, inp, cond):
         return self.net(inp)
@@ -239,8 +257,7 @@ class ScoreFunction(ScoreModel):
         if q.kind == "score":
             return q.x, q.c, lambda out: out
         sigma = q.sigma()
-        ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
-        return q.x / _bcast(ab.sqrt(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
+        return q.x / _bcast(q.sqrt_alpha_bar(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
 
     def _forward(self, inp, cond):
         return self.fn(inp, cond)
@@ -282,8 +299,7 @@ class ExactScore(ScoreModel):
         for q in queries:
             y, sigma = (q.x, q.c) if q.kind == "score" else (None, q.sigma())
             if q.kind == "eps":
-                ab = q.schedule.alpha_bars.to(q.x.device)[q.c]
-                y = q.x / _bcast(ab.sqrt(), q.x)
+                y = q.x / _bcast(q.sqrt_alpha_bar(), q.x)
             s = torch.empty_like(y)
             for level in torch.unique(sigma).tolist():       # every sampler shares σ across particles
                 m = sigma == level
@@ -293,12 +309,13 @@ class ExactScore(ScoreModel):
 
 
 def from_network(net, cond, *, sigmas=None, schedule: DDPMSchedule | None = None,
-                 sigma: float = 0.0) -> ScoreModel:
-    """Wrap a trained network by what it is conditioned on: "sigma" (needs the trained `sigmas`),
-    "time" (needs its DDPM `schedule`) or None (trained at the single level `sigma`)."""
+                 sigma: float = 0.0, discrete: bool = False) -> ScoreModel:
+    """Wrap a trained network by what it is conditioned on: "sigma" (needs the trained `sigmas`;
+    `discrete`: trained on those levels only), "time" (needs its DDPM `schedule`) or None (trained
+    at the single level `sigma`)."""
     if cond == "sigma":
         s = torch.as_tensor(sigmas).flatten()
-        return SigmaScoreModel(net, float(s.min()), float(s.max()))
+        return SigmaScoreModel(net, float(s.min()), float(s.max()), levels=s if discrete else None)
     if cond == "time":
         return EpsScoreModel(net, schedule)
     return FixedLevelScoreModel(net, sigma)

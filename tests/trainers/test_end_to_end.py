@@ -7,8 +7,7 @@ that of a second, independent exact sample of the same size, plus TOLERANCE. Bot
 import pytest
 import torch
 
-from trainers.densities import preset
-from trainers.fitting import ToyConfig, initial_for, make_sampler, natural_sampler, train
+from trainers.fitting import initial_for, make_sampler, natural_sampler
 from trainers.metrics import energy_distance
 
 N = 4000
@@ -18,10 +17,8 @@ TOLERANCE = 0.003      # in the units of the data (the densities span about ±4)
 @pytest.mark.slow
 @pytest.mark.parametrize("density_name", ["eight_gaussians", "two_moons"])
 @pytest.mark.parametrize("objective", ["ncsn", "ddpm"])
-def test_trained_model_samples_match_the_density(density_name, objective):
-    density = preset(density_name)
-    cfg = ToyConfig(density=density_name, objective=objective, steps=4000, seed=0)
-    model, losses = train(cfg, density)
+def test_trained_model_samples_match_the_density(trained_toy, density_name, objective):
+    cfg, model, density, losses = trained_toy(density_name, objective)
     assert sum(losses[-200:]) / 200 < sum(losses[:200]) / 200
     name = natural_sampler(cfg)
     sampler = make_sampler(name, cfg, model, density)
