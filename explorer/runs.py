@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from trainers.samplers import SAMPLERS
+
 PROGRESS = "progress.jsonl"
 DRAWN = "drawn"
 _STEP_GRID = re.compile(r"^step_(\d+)\.png$")
-_DRAWN_GRID = re.compile(r"^ckpt_(\d+)-(\w+)\.png$")
+_DRAWN_GRID = re.compile(r"^ckpt_(\d+)-([\w-]+)\.png$")      # samplers such as pf-ode have a hyphen
 
 
 # ------------------------------------------------------------------------------ command lines
@@ -64,9 +66,16 @@ def drawn_paths(run: Path, step: int, sampler: str) -> tuple[Path, Path]:
     return stem.with_suffix(".png"), stem.with_suffix(".npz")
 
 
+def sampler_choices() -> list[tuple[str, str]]:
+    """(name, title) of every sampler the trainer's ``--sampler`` accepts, after the run's default ("")."""
+    return [("", "run's default"), *((name, info.title) for name, info in SAMPLERS.items())]
+
+
 def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0) -> list[str]:
-    """``sample`` arguments; sampler "" is the run's default (ddpm / annealed); frames > 0 also
-    records the chain."""
+    """``sample`` arguments; sampler "" is the run's default (ddpm / annealed), else any registry
+    sampler (``trainers.samplers.SAMPLERS``); frames > 0 also records the chain."""
+    if sampler and sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     grid, chain = drawn_paths(run, step, sampler or "default")
     args = ["sample", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--out", str(grid)]
     if sampler:

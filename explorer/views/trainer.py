@@ -68,7 +68,9 @@ TIP = {
                     "Only for grids drawn here with 'Record chain'.",
     "ckpt": "Checkpoint to sample from (step).",
     "n": "Number of images in the grid.",
-    "sampler": "default: ancestral DDPM for DDPM runs, annealed Langevin for NCSN runs.",
+    "sampler": "Any sampler works on any run (the network is wrapped as one score model).\n"
+               "default: the run's own, ancestral DDPM for DDPM runs, annealed Langevin for NCSN runs.\n"
+               "Outside the model's trained noise range the log shows a note.",
     "frames": "Record about this many frames of the chain x_T -> x_0 (0: no chain).",
     "sample": "Draw a grid from the chosen checkpoint's EMA weights in a separate process "
               "(saved under <run>/drawn/) and show it.",
@@ -299,8 +301,7 @@ class TrainerTab(QtWidgets.QWidget):
     def _sample_row(self) -> QtWidgets.QHBoxLayout:
         self.ckpt = C.tip(QtWidgets.QComboBox(), TIP["ckpt"])
         self.n_samples = C.spin(1, 1024, 64, tooltip=TIP["n"])
-        self.sampler_kind = C.combo([("", "default"), ("ddpm", "DDPM"), ("annealed", "annealed")],
-                                    "", TIP["sampler"])
+        self.sampler_kind = C.combo(runs.sampler_choices(), "", TIP["sampler"])
         self.frames = C.spin(0, 500, 50, tooltip=TIP["frames"])
         self.sample_btn = C.tip(QtWidgets.QPushButton("Sample from checkpoint"), TIP["sample"])
         row = QtWidgets.QHBoxLayout()

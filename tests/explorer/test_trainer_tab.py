@@ -178,6 +178,26 @@ def test_sample_from_checkpoint_shows_the_new_grid_and_scrubs_its_chain(qtbot, t
     assert (tab.image.image == last).all()                    # x_0 of the chain is the grid
 
 
+def test_sampler_combo_lists_every_registry_sampler(tab, tmp_path):
+    from trainers.samplers import SAMPLERS
+
+    items = [tab.sampler_kind.itemData(i) for i in range(tab.sampler_kind.count())]
+    assert items == ["", *SAMPLERS] and tab.sampler_kind.currentData() == ""
+    args = runs.sample_args(tmp_path, 15, 9, "pf-ode")
+    assert args[args.index("--sampler") + 1] == "pf-ode"
+    assert "--sampler" not in runs.sample_args(tmp_path, 15, 9)        # the run's default
+    with pytest.raises(ValueError, match="unknown sampler"):
+        runs.sample_args(tmp_path, 15, 9, "euler")
+
+
+def test_drawn_grids_of_hyphenated_samplers_are_listed(tmp_path):
+    grid, _ = runs.drawn_paths(tmp_path, 15, "pf-ode")
+    grid.parent.mkdir()
+    grid.write_bytes(b"")
+    [g] = runs.list_grids(tmp_path)
+    assert g.label == "checkpoint 15, pf-ode sampler"
+
+
 # ---------------------------------------------------------------------------- progress tail
 def test_progress_tail_reads_only_whole_new_lines(tmp_path):
     path = tmp_path / runs.PROGRESS

@@ -2,14 +2,18 @@
 
     python -m trainers.image train --config ddpm_digits [--data-dir DIR] [--out RUN_DIR]
                                    [--resume] [section.key=value ...]
-    python -m trainers.image sample --run RUN_DIR [--ckpt STEP] [--n 64]
-                                    [--sampler {ddpm,annealed}] --out GRID.png
+    python -m trainers.image sample --run RUN_DIR [--ckpt STEP] [--n 64] [SAMPLER OPTIONS]
+                                    --out {GRID.png | SAMPLES.npy | SAMPLES.npz}
                                     [--chain CHAIN.npz | --chain FRAMES_DIR] [--frames 50]
-    python -m trainers.image evaluate --run RUN_DIR [--data-dir DIR] [--n N] [--json]
+    python -m trainers.image evaluate --run RUN_DIR [--data-dir DIR] [--n N] [SAMPLER OPTIONS] [--json]
     python -m trainers.image configs            # list the bundled configs
 
+Sampler options: --sampler {langevin,annealed,ddpm,ddim,pf-ode,pc} (default: the run's own, ddpm
+or annealed) --nfe N --eta H --solver {euler,heun} --snr R --sigma-max S --sigma-min S.
+
 Multi-GPU: the same ``train`` command under ``torchrun --nproc_per_node=K -m trainers.image``.
-Exit status 2 means bad input (config, dataset, checkpoint); the message says what and where.
+Exit status 2 means bad input (config, dataset, checkpoint, sampler options); the message says what
+and where. A sampler chain that diverges exits with status 1 and names the step and a remedy.
 """
 from __future__ import annotations
 
@@ -52,25 +56,51 @@ def cmd_train(args) -> int:
     return 0
 
 
+OUT_SUFFIXES = (".png", ".npy", ".npz")
+
+
+def _sampler_overrides(args) -> dict:
+    """The sampler options given on the command line (None: the run's default)."""
+    return {"nfe": args.nfe, "eta": args.eta, "solver": args.solver, "snr": args.snr,
+            "sigma_max": args.sigma_max, "sigma_min": args.sigma_min}
+
+
+def _print_note(note: str) -> None:
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def cmd_sample(args) -> int:
-    from .imageio import save_chain, save_grid, to_unit
+    from .imageio import save_array, save_chain, save_grid, to_unit
     from .methods import generate
     from .train import cpu_threads, load_run
 
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in OUT_SUFFIXES:
+        print(f"error: --out {args.out}: unknown file type {suffix or '(none)'!r}; use .png (a grid), "
+              f".npy or .npz (the raw samples, float32 (N, C, H, W) in the data range)", file=sys.stderr)
+        return 2
     device = _device(args.device)
     cfg, model, ckpt, path = load_run(args.run, args.ckpt, device)
     n_frames = args.frames if args.chain else 0
     t0 = time.perf_counter()
     with cpu_threads(cfg.train.threads if device.type == "cpu" else 0):
-        x, frames, steps, labels = generate(cfg, model, args.n, device, seed=args.seed,
-                                            sampler=args.sampler, batch_size=args.batch_size,
-                                            record_frames=n_frames)
-    out = save_grid(to_unit(x, cfg.data_range), args.out)
-    msg = {"grid": str(out), "checkpoint": str(path), "step": int(ckpt["step"]), "n": args.n,
-           "seconds": round(time.perf_counter() - t0, 2)}
+        gen = generate(cfg, model, args.n, device, seed=args.seed, sampler=args.sampler,
+                       batch_size=args.batch_size, record_frames=n_frames, **_sampler_overrides(args))
+    _print_note(gen.note)
+    if suffix == ".png":
+        msg = {"grid": str(save_grid(to_unit(gen.x, cfg.data_range), args.out))}
+    else:
+        msg = {"samples": str(save_array(gen.x, args.out))}
+    msg.update({"checkpoint": str(path), "step": int(ckpt["step"]), "n": args.n,
+                "sampler": gen.sampler, "nfe": gen.nfe, "data_range": list(cfg.data_range),
+                "seconds": round(time.perf_counter() - t0, 2)})
     if args.chain:
-        msg["chain"] = str(save_chain(to_unit(frames, cfg.data_range), steps, labels, args.chain))
-        msg["frames"] = len(steps)
+        msg["chain"] = str(save_chain(to_unit(gen.frames, cfg.data_range), gen.frame_steps, gen.labels,
+                                      args.chain))
+        msg["frames"] = len(gen.frame_steps)
+    if gen.note:
+        msg["note"] = gen.note
     print(json.dumps(msg))
     return 0
 
@@ -80,7 +110,9 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate_run(args.run, data_dir=args.data_dir, n=args.n, step=args.ckpt,
                           device=_device(args.device), seed=args.seed,
-                          batch_size=args.batch_size, sampler=args.sampler)
+                          batch_size=args.batch_size, sampler=args.sampler,
+                          **_sampler_overrides(args))
+    _print_note(report.get("note", ""))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -94,6 +126,40 @@ def cmd_configs(args) -> int:
               f"batch {cfg.train.batch_size} steps {cfg.train.n_steps}")
     print(f"(in {CONFIG_DIR})")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def add_sampler_options(p: argparse.ArgumentParser) -> None:
+    from ..samplers import SAMPLERS
+
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=None,
+                   help="any registry sampler (every sampler works on every run); default: ddpm "
+                        "for DDPM runs, annealed (Langevin) for NCSN runs")
+    p.add_argument("--nfe", type=_positive_int, default=None,
+                   help="network evaluations per chain, instead of the sampler's default steps "
+                        "(DDIM's default is 50 steps)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0: deterministic)")
+    p.add_argument("--solver", choices=["euler", "heun"], default=None, help="PF-ODE solver (default heun)")
+    p.add_argument("--snr", type=_positive_float, default=None,
+                   help="predictor-corrector signal-to-noise ratio r (default 0.16)")
+    p.add_argument("--sigma-max", type=_positive_float, default=None,
+                   help="largest noise level σ (default: the model's trained range; beyond it the "
+                        "model extrapolates and a note says so)")
+    p.add_argument("--sigma-min", type=_positive_float, default=None,
+                   help="smallest noise level σ (default: the model's trained range)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,9 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True, help="run directory")
     s.add_argument("--ckpt", type=int, default=None, help="checkpoint step (default newest)")
     s.add_argument("--n", type=int, default=64)
-    s.add_argument("--sampler", choices=["ddpm", "annealed"], default=None,
-                   help="default: ddpm for DDPM runs, annealed (Langevin) for NCSN runs")
-    s.add_argument("--out", required=True, help="grid PNG path")
+    add_sampler_options(s)
+    s.add_argument("--out", required=True,
+                   help="grid.png (a grid of the samples), or .npy / .npz (the raw samples: float32 "
+                        "(N, C, H, W) in the run's data range; .npz holds them as 'samples')")
     s.add_argument("--chain", default=None,
                    help="also save the chain x_T -> x_0: a .npz file or a folder of PNG frames")
     s.add_argument("--frames", type=int, default=50, help="about how many chain frames")
@@ -132,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--ckpt", type=int, default=None)
     e.add_argument("--n", type=int, default=None, help="samples (default 500 for digits, 10000 otherwise)")
-    e.add_argument("--sampler", choices=["ddpm", "annealed"], default=None)
+    add_sampler_options(e)
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--device", default="auto")
@@ -149,6 +216,7 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .datasets import DatasetError
     from .train import RunDirError
+    from ..samplers import DivergenceError
 
     args = build_parser().parse_args(argv)
     try:
@@ -156,6 +224,9 @@ def main(argv=None) -> int:
     except (ConfigError, DatasetError, CheckpointError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; resume with --resume (from the newest checkpoint)", file=sys.stderr)
         return 130

@@ -147,7 +147,10 @@ def fid_is(samples01: torch.Tensor, real01: torch.Tensor, backend: str, device) 
 
 # -------------------------------------------------------------------------------- entry point
 def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None = None,
-                 device="cpu", seed: int = 1, batch_size: int = 500, sampler=None) -> dict:
+                 device="cpu", seed: int = 1, batch_size: int = 500, sampler=None,
+                 **sampler_overrides) -> dict:
+    """The report of a run's checkpoint; `sampler` and `sampler_overrides` (nfe, eta, solver, snr,
+    sigma_max, sigma_min) as for ``methods.generate``."""
     from .train import cpu_threads, load_run
 
     cfg, model, ckpt, path = load_run(run_dir, step, device)
@@ -155,10 +158,11 @@ def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None 
     threads = cfg.train.threads if torch.device(device).type == "cpu" else 0
     with cpu_threads(threads):
         return _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_size,
-                         sampler)
+                         sampler, sampler_overrides)
 
 
-def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_size, sampler):
+def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_size, sampler,
+              sampler_overrides):
     import time
 
     from .datasets import build_dataset
@@ -176,10 +180,14 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
         return report
     n = n or (500 if is_digits else 10000)
     t0 = time.perf_counter()
-    x, *_ = generate(cfg, model, n, device, seed=seed, sampler=sampler, batch_size=batch_size)
+    gen = generate(cfg, model, n, device, seed=seed, sampler=sampler, batch_size=batch_size,
+                   **sampler_overrides)
     report["n_samples"] = n
+    report["sampler"], report["nfe"] = gen.sampler, gen.nfe
+    if gen.note:
+        report["note"] = gen.note
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
-    x01 = to_unit(x, cfg.data_range).cpu()
+    x01 = to_unit(gen.x, cfg.data_range).cpu()
     if is_digits:
         report.update(digits_report(x01))
         return report
@@ -196,7 +204,8 @@ def format_report(r: dict) -> str:
     if "samples" in r:
         s, ref, noise = r["samples"], r["reference_real_test_digits"], r["reference_uniform_noise"]
         lines += [
-            f"{r['n_samples']} samples in {r['sampling_seconds']} s; {r['metric']}, "
+            f"{r['n_samples']} samples ({r['sampler']}, {r['nfe']} evaluations each) in "
+            f"{r['sampling_seconds']} s; {r['metric']}, "
             f"held-out accuracy {r['classifier_test_accuracy']:.3f}",
             f"{'':24s}{'samples':>10s}{'real test':>11s}{'noise':>9s}",
             f"{'mean confidence':24s}{s['mean_confidence']:10.3f}{ref['mean_confidence']:11.3f}"

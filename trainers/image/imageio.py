@@ -1,4 +1,4 @@
-"""Sample grids and chains as files: PNG grids (Pillow), chains as .npz or a folder of PNG frames."""
+"""Samples as files: PNG grids (Pillow), raw arrays (.npy / .npz), chains as .npz or a folder of PNG frames."""
 from __future__ import annotations
 
 import io
@@ -49,6 +49,21 @@ def save_grid(x01: torch.Tensor, path, nrow: int | None = None, scale: int | Non
 
     buf = io.BytesIO()
     Image.fromarray(grid_array(x01, nrow, scale=scale)).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_array(x: torch.Tensor, path) -> Path:
+    """Raw samples as float32 (N, C, H, W), written atomically: ``*.npy`` the array itself, ``*.npz``
+    (compressed) the array under the key ``samples``."""
+    path = Path(path)
+    arr = x.detach().cpu().float().numpy()
+    buf = io.BytesIO()
+    if path.suffix.lower() == ".npy":
+        np.save(buf, arr)
+    elif path.suffix.lower() == ".npz":
+        np.savez_compressed(buf, samples=arr)
+    else:
+        raise ValueError(f"{path}: raw samples are saved as .npy or .npz")
     return atomic_write_bytes(path, buf.getvalue())
 
 

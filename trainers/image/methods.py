@@ -1,7 +1,11 @@
-"""What differs between DDPM and NCSN, in one place: the loss, the sampler, the initial noise.
+"""What differs between DDPM and NCSN, in one place: the loss, the score model, the sampler defaults,
+the initial noise.
 
-The maths lives in the shared core (``trainers.objectives``, ``trainers.samplers``,
-``trainers.schedules``), which is rank-agnostic; this module only binds it to a RunConfig.
+The maths lives in the shared core (``trainers.objectives``, ``trainers.score_models``,
+``trainers.samplers``, ``trainers.schedules``), which is rank-agnostic; this module only binds it to
+a RunConfig. A run's network is wrapped as a ScoreModel, so every registry sampler (langevin,
+annealed, ddpm, ddim, pf-ode, pc) works on every run: a DDPM ε-network answers σ-queries at the
+fractional timestep t(σ), an NCSN σ-network answers ε-queries through σ_t = √((1−ᾱ_t)/ᾱ_t).
 """
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ from typing import Callable
 import torch
 
 from ..objectives import ddpm_loss, ncsn_loss
-from ..samplers import (AnnealedLangevinSampler, DDPMSampler, Sampler, model_eps_fn,
-                        model_sigma_score_fn)
+from ..samplers import SAMPLERS, Sampler, SamplerOptions, build_sampler, prior_sample
 from ..schedules import DDPMSchedule, geometric_sigmas
+from ..score_models import ScoreModel, from_network
+from .config import ConfigError
+
+SAMPLER_NAMES = tuple(SAMPLERS)
 
 
 def ddpm_schedule(cfg) -> DDPMSchedule:
@@ -40,61 +47,100 @@ def make_method(cfg, device) -> Method:
         schedule = ddpm_schedule(cfg).to(device)
         w, v = cfg.ddpm.loss_weighting, cfg.ddpm.sample_variance
         return Method("ddpm", lambda m, x, g: ddpm_loss(m, x, schedule, g, weighting=w, variance=v),
-                      "ddpm")
+                      default_sampler(cfg))
     sigmas = ncsn_sigmas(cfg).to(device)
-    return Method("ncsn", lambda m, x, g: ncsn_loss(m, x, sigmas, g), "annealed")
+    return Method("ncsn", lambda m, x, g: ncsn_loss(m, x, sigmas, g), default_sampler(cfg))
 
 
-SAMPLERS = ("ddpm", "annealed")
+def default_sampler(cfg) -> str:
+    """The sampler a run was trained for: DDPM ancestral (DDPM runs), annealed Langevin (NCSN runs)."""
+    return "ddpm" if cfg.method == "ddpm" else "annealed"
 
 
-def make_sampler(cfg, model, name: str | None = None) -> Sampler:
-    """The core sampler for a trained model: DDPM ancestral (ε-model) or annealed Langevin (σ-model)."""
-    name = name or ("ddpm" if cfg.method == "ddpm" else "annealed")
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    if name == "ddpm":
-        if cfg.method != "ddpm":
-            raise ValueError("the ddpm sampler needs an ε-prediction (DDPM) model; this run is "
-                             "NCSN: use --sampler annealed")
-        lo, hi = cfg.data_range
-        clip = max(abs(lo), abs(hi)) if cfg.ddpm.clip_denoised else None
-        return DDPMSampler(model_eps_fn(model), ddpm_schedule(cfg), cfg.ddpm.sample_variance,
-                           clip_denoised=clip)
-    if cfg.method != "ncsn":
-        raise ValueError("the annealed Langevin sampler needs a σ-conditioned (NCSN) model; "
-                         "this run is DDPM: use --sampler ddpm")
-    n = cfg.ncsn
-    return AnnealedLangevinSampler(model_sigma_score_fn(model), ncsn_sigmas(cfg), eps=n.eps,
-                                   steps_per_level=n.steps_per_level, final_denoise=n.final_denoise)
-
-
-def initial_noise(cfg, n: int, device, generator: torch.Generator) -> torch.Tensor:
-    """x_T ~ N(0, I) for DDPM; uniform noise on [0, 1] for NCSN (Song & Ermon 2019, §5)."""
-    shape = (n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+def score_model(cfg, model) -> ScoreModel:
+    """The run's network as a ScoreModel: the DDPM U-Net takes the (possibly fractional) timestep,
+    the NCSN U-Net takes σ and was trained on the config's L σ levels only (so samplers asking
+    between them, DDPM/DDIM/PF-ODE/PC, get a range note)."""
     if cfg.method == "ddpm":
-        return torch.randn(shape, generator=generator, device=device)
-    return torch.rand(shape, generator=generator, device=device)
+        return from_network(model, "time", schedule=ddpm_schedule(cfg))
+    return from_network(model, "sigma", sigmas=ncsn_sigmas(cfg), discrete=True)
+
+
+def clip_bound(cfg) -> float | None:
+    """DDPM/DDIM clip x̂₀ to [−c, c] with c = the data range's bound (1 for both methods: DDPM data
+    lie in [−1, 1], NCSN data in [0, 1] ⊂ [−1, 1]); None when a DDPM config turns clipping off."""
+    if cfg.method == "ddpm" and not cfg.ddpm.clip_denoised:
+        return None
+    lo, hi = cfg.data_range
+    return max(abs(lo), abs(hi))
+
+
+def sampler_options(cfg, name: str) -> SamplerOptions:
+    """Defaults from the run's config: the DDPM reverse variance and clipping; for annealed Langevin
+    on an NCSN run, the config's ε, T per level, L and final denoising step (σ range: the model's)."""
+    o = SamplerOptions(clip_denoised=clip_bound(cfg))
+    if cfg.method == "ddpm":
+        o.variance = cfg.ddpm.sample_variance
+    elif name == "annealed":
+        n = cfg.ncsn
+        o.eps, o.steps, o.n_levels, o.final_denoise = n.eps, n.steps_per_level, n.n_levels, n.final_denoise
+    return o
+
+
+def make_sampler(cfg, model, name: str | None = None, **overrides) -> tuple[Sampler, ScoreModel]:
+    """(registry sampler `name`, the ScoreModel driving it) for a trained run. `overrides` are
+    SamplerOptions fields (nfe, eta, solver, snr, …); None values keep the defaults. Bad settings
+    raise ConfigError (exit status 2 on the command line)."""
+    name = name or default_sampler(cfg)
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    sm = score_model(cfg, model)
+    try:
+        s = build_sampler(name, sm, sampler_options(cfg, name),
+                          **{k: v for k, v in overrides.items() if v is not None})
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"sampler {name}: {e}") from e
+    return s, sm
+
+
+def initial_noise(cfg, sampler: Sampler, name: str, n: int, device, generator: torch.Generator) -> torch.Tensor:
+    """The sampler's Gaussian prior, prior_std · z, except annealed Langevin on an NCSN run, which
+    starts from uniform noise on [0, 1] (Song & Ermon 2019, §5)."""
+    shape = (n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    if cfg.method == "ncsn" and name == "annealed":
+        return torch.rand(shape, generator=generator, device=device)
+    return prior_sample(sampler, torch.randn(shape, generator=generator, device=device))
+
+
+@dataclass
+class Generated:
+    x: torch.Tensor                      # (N, C, H, W) samples in the run's data range, unclipped
+    frames: torch.Tensor | None          # (F, N, C, H, W) chain frames (on the CPU), or None
+    frame_steps: list[int]
+    labels: list[str]
+    sampler: str                         # registry name
+    nfe: int                             # network evaluations per chain
+    note: str                            # the model's range note ('' when it stays in its trained range)
 
 
 @torch.no_grad()
 def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = None,
-             batch_size: int = 256, record_frames: int = 0):
-    """n samples in the data range (and, with record_frames > 0, ~that many chain frames).
-
-    Returns (x, frames or None, frame_steps, labels). Runs in chunks of batch_size; sampling
-    uses its own generator, so it never touches the training RNG streams.
-    """
-    s = make_sampler(cfg, model, sampler)
+             batch_size: int = 256, record_frames: int = 0, **overrides) -> Generated:
+    """n samples in the data range (and, with record_frames > 0, ~that many chain frames) from the
+    registry sampler `sampler` (default: the run's own). Runs in chunks of batch_size; sampling
+    uses its own generator, so it never touches the training RNG streams."""
+    name = sampler or default_sampler(cfg)
+    s, sm = make_sampler(cfg, model, name, **overrides)
     g = torch.Generator(device=device).manual_seed(seed)
     every = max(1, s.n_steps // record_frames) if record_frames else 0
     xs, frames, steps = [], [], []
     for start in range(0, n, batch_size):
-        x0 = initial_noise(cfg, min(batch_size, n - start), device, g)
+        x0 = initial_noise(cfg, s, name, min(batch_size, n - start), device, g)
         res = s.run(x0, generator=g, record_every=every)
         xs.append(res.x)
         if every:
             frames.append(res.frames.cpu())
             steps = res.frame_steps
     labels = [("initial noise" if k == 0 else s.label(k - 1)) for k in steps]
-    return (torch.cat(xs), torch.cat(frames, dim=1) if frames else None, steps, labels)
+    return Generated(torch.cat(xs), torch.cat(frames, dim=1) if frames else None, steps, labels,
+                     name, s.nfe, sm.range_note(s.sigmas_used()))

@@ -379,8 +379,8 @@ def _train(cfg, run_dir, data_dir, resume, quiet, stop_after) -> dict:
     def sample_grid(step: int) -> Path | None:
         if not main:
             return None
-        x, *_ = generate(cfg, ema, cfg.train.n_grid, device, seed=cfg.train.seed,
-                         batch_size=cfg.sample.batch_size)
+        x = generate(cfg, ema, cfg.train.n_grid, device, seed=cfg.train.seed,
+                     batch_size=cfg.sample.batch_size).x
         path = save_grid(to_unit(x, cfg.data_range), run_dir / "samples" / f"step_{step:08d}.png")
         progress.write(event="samples", step=step, path=str(path))
         return path

@@ -100,9 +100,6 @@ def test_cli_train_sample_evaluate(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--n", "4", "--out", str(grid), "--chain",
                  str(frames_dir), "--frames", "2", "--device", "cpu"]) == 0
     assert (frames_dir / "frame_0000.png").exists() and (frames_dir / "frames.txt").exists()
-    # an NCSN sampler on a DDPM model is refused with a reason
-    with pytest.raises(ValueError, match="annealed Langevin sampler needs"):
-        main(["sample", "--run", str(run), "--out", str(grid), "--sampler", "annealed", "--device", "cpu"])
     capsys.readouterr()
     assert main(["evaluate", "--run", str(run), "--n", "50", "--json", "--device", "cpu"]) == 0
     rep = json.loads(capsys.readouterr().out)
