@@ -1,18 +1,18 @@
-"""Explorer drawing speed, offscreen: sampler animation frame rate and score-field redraw time.
+"""Explorer speed, offscreen: Samplers-tab frame rate with 3 and 4 panels on one trained model, the
+full quality-vs-steps lab, and the score-field redraw time.
 
-    python benchmarks/bench_explorer.py [--particles 1000 10000] [--frames 120]
+    python benchmarks/bench_explorer.py [--particles 1000 10000] [--frames 120] [--skip-lab]
 
-Sampler animation: the Samplers tab plays a timeline in which every frame advances each of the
-three chains by exactly one step (Langevin, annealed Langevin, DDPM), computed in the sampler
-thread, while the GUI thread draws the three particle panels, trails and histograms and repaints.
-Reported: frames shown per second for the whole loop ("step + redraw", the two overlap on two
-cores), and separately the per-frame cost of computing only and of drawing only. The network is
-the default width-128 depth-3 MLP (untrained: speed does not depend on the weights), once as an
-NCSN σ-model (Langevin and annealed chains use it, DDPM the exact ε) and once as a DDPM t-model
-(Langevin and DDPM use it, annealed the exact score).
+Sampler animation: every panel runs on the same width-128 depth-3 NCSN MLP (untrained: speed does not
+depend on the weights) and advances exactly one step per frame (annealed Langevin, DDPM, DDIM η=0,
+PF-ODE Euler; 3 panels: the first three). The worker steps the chains with
+trainers.samplers.advance_together, so the panels share one batched forward pass per frame, while the
+GUI thread draws the particle panels, trails and histograms. Reported: frames shown per second for the
+whole loop ("step + redraw"; the two overlap on two cores; the 16 ms timer caps it at ~60 fps), and the
+per-frame cost of computing only and of drawing only.
 
-Score field: time to recompute and redraw a 40×40 arrow grid (true and learned fields, 80×80
-error map, contours), as when the noise-level slider moves; and the arrow redraw alone.
+Lab: trainers.lab.run_lab with all 6 samplers × NFE (5, 10, 20, 50, 100, 200, 1000) × (model, exact
+score), 2000 particles, on the same network.
 """
 from __future__ import annotations
 
@@ -30,45 +30,48 @@ import pyqtgraph as pg  # noqa: E402
 import torch  # noqa: E402
 from PySide6 import QtCore  # noqa: E402
 
-from explorer import core  # noqa: E402
 from explorer.app import MainWindow  # noqa: E402
-from explorer.state import AppState  # noqa: E402
+from explorer.state import AppState, build_network, panel  # noqa: E402
 
 
 def _process(app, ms: int = 5):
     app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, ms)
 
 
-def make_window(objective: str, n_frames: int, chains=("langevin", "annealed", "ddpm")) -> MainWindow:
+def make_state(n_frames: int, n_panels: int = 4) -> AppState:
     state = AppState()
-    state.sampler.chains = list(chains)
-    tr = state.train
-    tr.objective, tr.width, tr.depth, tr.n_timesteps, tr.n_levels = objective, 128, 3, n_frames, 10
+    tr = state.train                                   # GUI defaults: NCSN, σ ∈ [0.05, 6], L = 10
     ss = state.sampler
+    ss.frames, ss.n_panels = n_frames, n_panels
     # one step of every chain per frame
-    ss.frames = n_frames
-    ss.langevin_steps = n_frames
-    ss.n_levels, ss.steps_per_level = 10, max(1, n_frames // 10)
-    model = core.build_model(tr)
+    ss.panels = [panel("annealed", steps=max(1, n_frames // tr.n_levels), n_levels=tr.n_levels),
+                 panel("ddpm", steps=n_frames, n_timesteps=n_frames),
+                 panel("ddim", steps=n_frames, n_timesteps=n_frames),
+                 panel("pf-ode", steps=n_frames - 1, solver="euler")]
+    model = build_network(tr)
     model.eval()
     state.set_model(model, tr, step=1)
+    return state
+
+
+def make_window(state: AppState) -> MainWindow:
     win = MainWindow(state)
     win.resize(1400, 860)
     win.show()
-    win.tabs.setCurrentWidget(win.views["sampler"])
     return win
 
 
-def bench_sampler(app, n: int, objective: str, n_frames: int, chains=("langevin", "annealed", "ddpm")) -> dict:
-    win = make_window(objective, n_frames, chains)
+def bench_sampler(app, n: int, n_frames: int, n_panels: int) -> dict:
+    win = make_window(make_state(n_frames, n_panels))
+    win.tabs.setCurrentWidget(win.views["sampler"])
     sp = win.views["sampler"]
     sp.n.setValue(n)                  # restarts the chains with n particles
     _process(app, 50)
     titles = [sp.panels[i]["title"] for i in sp.active]
+    steps = [c.spec.sampler.n_steps for c in sp.worker.chains]
 
-    # 1) full loop: the app's own play path (16 ms timer → show_frame → Qt repaints what changed,
-    #    in Qt's event loop); a frame counts when panel 1's particle item is painted with it. The
-    #    timer caps the rate at ~60 fps.
+    # 1) full loop: the app's own play path (16 ms timer → show_frame → Qt repaints what changed);
+    #    a frame counts when panel 1's particle item is painted with it.
     points = sp.panels[sp.active[0]]["points"]
     points.painted, points.record_paints = [], True
     loop = QtCore.QEventLoop()
@@ -87,7 +90,7 @@ def bench_sampler(app, n: int, objective: str, n_frames: int, chains=("langevin"
     t0 = time.perf_counter()
     for f in range(n_frames + 1):
         sp.show_frame(f)
-        sp.plots.viewport().repaint()
+        sp.canvas.repaint()
     draw_ms = (time.perf_counter() - t0) / (n_frames + 1) * 1e3
 
     # 3) compute only: a fresh recording with nothing drawn
@@ -98,12 +101,26 @@ def bench_sampler(app, n: int, objective: str, n_frames: int, chains=("langevin"
         time.sleep(0.002)
     compute_ms = (time.perf_counter() - t0) / n_frames * 1e3
     win.close()
-    return {"n": n, "objective": objective, "fps": fps, "frames": len(painted), "draw_ms": draw_ms,
-            "compute_ms": compute_ms, "titles": titles}
+    return {"fps": fps, "frames": len(painted), "draw_ms": draw_ms, "compute_ms": compute_ms, "titles": titles,
+            "steps": steps}
+
+
+def bench_lab(n: int = 2000) -> dict:
+    from explorer.views.sampler import score_models
+    from trainers import fitting as F
+    from trainers.lab import LAB_SAMPLERS, NFE_GRID, run_lab
+
+    state = make_state(100)
+    trained, exact, cfg = score_models(state)
+    options = {name: F.default_options(name, cfg) for name in LAB_SAMPLERS}
+    t0 = time.perf_counter()
+    result = run_lab(state.density, trained, exact, LAB_SAMPLERS, NFE_GRID, options, n=n)
+    return {"seconds": time.perf_counter() - t0, "rows": len(result.rows), "n": n, "samplers": len(LAB_SAMPLERS),
+            "nfes": NFE_GRID}
 
 
 def bench_score_field(app, grid: int = 40, repeats: int = 10) -> dict:
-    win = make_window("ncsn", 100)
+    win = make_window(make_state(100))
     sv = win.views["score"]
     win.tabs.setCurrentWidget(sv)
     sv.grid_n.setValue(grid)
@@ -126,11 +143,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--particles", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--frames", type=int, default=120, help="timeline length (one step per chain per frame)")
-    ap.add_argument("--parallel", action="store_true", help="step the three chains concurrently (threads)")
-    ap.add_argument("--only-three", action="store_true", help="skip the one-chain and score-field parts")
+    ap.add_argument("--panels", type=int, nargs="+", default=[3, 4])
+    ap.add_argument("--skip-lab", action="store_true")
+    ap.add_argument("--skip-score", action="store_true")
     args = ap.parse_args(argv)
-    from explorer.sampler_worker import ChainWorker
-    ChainWorker.PARALLEL = args.parallel
     app = pg.mkQApp("bench")
     torch.set_num_threads(1)          # as the app does (MainWindow sets it)
     try:
@@ -139,30 +155,25 @@ def main(argv=None) -> int:
         load = float("nan")
     print(f"# explorer benchmark — {platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at start), "
           f"torch {torch.__version__}, 1 intra-op thread, Qt platform {app.platformName()}")
-    print(f"\n## Sampler animation (3 chains × 1 step per frame, width-128 depth-3 MLP, "
-          f"chains stepped {'concurrently' if args.parallel else 'one after another'})")
-    print(f"{'particles':>9}  {'model':<6} {'fps (step+redraw)':>17}  {'frames painted':>14}  {'compute/frame':>13}"
+    print("\n## Sampler animation (1 step per chain per frame, all panels on one width-128 depth-3 NCSN MLP, "
+          "one batched forward pass per frame)")
+    print(f"{'panels':>6}  {'particles':>9}  {'fps (step+redraw)':>17}  {'frames painted':>14}  {'compute/frame':>13}"
           f"  {'draw/frame':>10}")
-    for objective in ("ncsn", "ddpm"):
+    for n_panels in args.panels:
         for n in args.particles:
-            r = bench_sampler(app, n, objective, args.frames)
-            print(f"{n:>9}  {objective:<6} {r['fps']:>17.1f}  {r['frames']:>6}/{args.frames + 1:<7}"
-                  f"  {r['compute_ms']:>10.1f} ms  {r['draw_ms']:>7.1f} ms")
-        print("           chains: " + " | ".join(r["titles"]))
-    if args.only_three:
-        sys.stdout.flush()
-        os._exit(0)
-    print("\n## One sampler shown (the other two unchecked), same network")
-    print(f"{'particles':>9}  {'chain':<30} {'fps (step+redraw)':>17}  {'compute/frame':>13}  {'draw/frame':>10}")
-    for objective, chain in (("ddpm", "ddpm"), ("ncsn", "annealed")):
-        for n in args.particles:
-            r = bench_sampler(app, n, objective, args.frames, chains=(chain,))
-            print(f"{n:>9}  {r['titles'][0][:30]:<30} {r['fps']:>17.1f}  {r['compute_ms']:>10.1f} ms"
-                  f"  {r['draw_ms']:>7.1f} ms")
-    r = bench_score_field(app)
-    print(f"\n## Score field {r['grid']}×{r['grid']}")
-    print(f"slider move (recompute true + learned field, 80×80 error map, contours, redraw): {r['full_ms']:.1f} ms")
-    print(f"arrow redraw only: {r['arrows_ms']:.1f} ms")
+            r = bench_sampler(app, n, args.frames, n_panels)
+            print(f"{n_panels:>6}  {n:>9}  {r['fps']:>17.1f}  {r['frames']:>6}/{args.frames + 1:<7}"
+                  f"  {r['compute_ms']:>10.1f} ms  {r['draw_ms']:>7.1f} ms", flush=True)
+        print("        panels: " + " | ".join(f"{t} ({k} steps)" for t, k in zip(r["titles"], r["steps"])))
+    if not args.skip_lab:
+        r = bench_lab()
+        print(f"\n## Sampler lab: {r['samplers']} samplers × NFE {r['nfes']} × (model, exact), {r['n']} particles")
+        print(f"{r['rows']} runs in {r['seconds']:.1f} s", flush=True)
+    if not args.skip_score:
+        r = bench_score_field(app)
+        print(f"\n## Score field {r['grid']}×{r['grid']}")
+        print(f"slider move (recompute true + learned field, 80×80 error map, contours, redraw): {r['full_ms']:.1f} ms")
+        print(f"arrow redraw only: {r['arrows_ms']:.1f} ms")
     sys.stdout.flush()
     os._exit(0)          # skip PySide6's interpreter teardown
 

@@ -4,7 +4,8 @@
 
 Prints training steps/s (DSM, width-128 depth-3 MLP, batch 512) for our shared training-step
 generator next to a plain hand-written PyTorch loop of the same network and loss, and sampler
-particle-steps/s at 10k particles for Langevin, annealed Langevin and DDPM with the same MLP.
+particle-evaluations/s (particles × network evaluations per second) at 10k particles for every
+registry sampler with the same MLP.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from torch import nn
 
 from trainers import samplers as S
 from trainers.densities import preset
-from trainers.fitting import ToyConfig, build_model_and_objective, training_steps
-from trainers.schedules import DDPMSchedule, geometric_sigmas
+from trainers.fitting import ToyConfig, build_model_and_objective, score_model, training_steps
+from trainers.score_models import ExactScore
 
 
 def ours(density):
@@ -94,21 +95,21 @@ def main() -> None:
     torch.manual_seed(0)
     n = a.particles
     x = torch.randn(n, 2)
-    plain_net = ToyConfig(objective="dsm")
-    m_plain, _ = build_model_and_objective(plain_net, density)
-    m_sigma, _ = build_model_and_objective(ToyConfig(objective="ncsn", sigma_max=8.0), density)
-    m_time, _ = build_model_and_objective(ToyConfig(objective="ddpm"), density)
-    for m in (m_plain, m_sigma, m_time):
-        m.eval()
-    rates = {
-        "Langevin (MLP)": sampler_rate(S.LangevinSampler(S.model_score_fn(m_plain), 0.01, 100), x, 100),
-        "annealed Langevin (σ-MLP)": sampler_rate(
-            S.AnnealedLangevinSampler(S.model_sigma_score_fn(m_sigma), geometric_sigmas(8, 0.05, 10), 1e-4, 10), x, 100),
-        "DDPM (t-MLP)": sampler_rate(S.DDPMSampler(S.model_eps_fn(m_time), DDPMSchedule.linear(1000)), x, 100),
-        "Langevin (exact score, 8 components)": sampler_rate(S.LangevinSampler(S.exact_score_fn(density), 0.01, 100), x, 100),
-    }
+    models = {}
+    for objective in ("dsm", "ncsn", "ddpm"):
+        cfg = ToyConfig(objective=objective, sigma_max=8.0)
+        models[objective] = score_model(build_model_and_objective(cfg, density)[0], cfg, density)
+    exact = ExactScore(density, 0.05, 8.0)
+    # every registry sampler at 100 evaluations, on the model its family was trained with, and on the exact score
+    plan = [("langevin", "dsm"), ("annealed", "ncsn"), ("ddpm", "ddpm"), ("ddim", "ddpm"), ("pf-ode", "ddpm"),
+            ("pc", "ncsn")]
+    rates = {}
+    for name, objective in plan:
+        sampler = S.build_sampler(name, models[objective], nfe=100)
+        rates[f"{name} ({objective} MLP)"] = sampler_rate(sampler, x, sampler.n_steps) * sampler.nfe / sampler.n_steps
+    rates["langevin (exact score, 8 components)"] = sampler_rate(S.build_sampler("langevin", exact, steps=100), x, 100)
     for name, r in rates.items():
-        print(f"sampling {name}, {n:,} particles: {r / 1e6:.2f} M particle-steps/s ({r / n:,.0f} steps/s)")
+        print(f"sampling {name}, {n:,} particles: {r / 1e6:.2f} M particle-evaluations/s ({r / n:,.0f} NFE/s)")
 
 
 if __name__ == "__main__":

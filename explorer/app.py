@@ -15,9 +15,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers.atomic import atomic_torch_save
 
-from . import core
 from .state import AppState
 from .views.density import DensityView
+from .views.lab import LabView
 from .views.sampler import SamplerView
 from .views.score_field import ScoreFieldView
 from .views.trainer import TrainerTab
@@ -26,7 +26,7 @@ from .views.training import TrainingView
 
 class MainWindow(QtWidgets.QMainWindow):
     VIEWS = [("density", DensityView), ("training", TrainingView), ("score", ScoreFieldView),
-             ("sampler", SamplerView), ("trainer", TrainerTab)]
+             ("sampler", SamplerView), ("lab", LabView), ("trainer", TrainerTab)]
 
     def __init__(self, state: AppState | None = None):
         super().__init__()
@@ -98,6 +98,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(r, "Step sampler forward", lambda: self.views["sampler"].step(1), "Right")
         self._action(r, "Step sampler back", lambda: self.views["sampler"].step(-1), "Left")
         self._action(r, "New sampler chains", lambda: self.views["sampler"].restart(), "Ctrl+R")
+        self._action(r, "Run the sampler lab", self.run_lab, "Ctrl+L",
+                     "Quality vs steps: run the chosen samplers at every NFE on the model and the exact score")
         v = mb.addMenu("&View")
         for i, (key, _) in enumerate(self.VIEWS):
             self._action(v, self.views[key].title, lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
@@ -108,6 +110,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tabs.currentWidget() is not sv:
             self.tabs.setCurrentWidget(sv)
         sv.toggle_play()
+
+    def run_lab(self):
+        self.tabs.setCurrentWidget(self.views["lab"])
+        self.views["lab"].run()
 
     # ------------------------------------------------------------------ status
     @QtCore.Slot(str)
@@ -185,7 +191,7 @@ class MainWindow(QtWidgets.QMainWindow):
         training = self.views["training"]
         training.stop()
         try:
-            self.state.restore_session(d, core.build_model)
+            self.state.restore_session(d)
         except Exception as e:
             QtWidgets.QMessageBox.critical(self, "Could not open session",
                                            f"{path}:\n{e}\nThe current session is unchanged.")
@@ -199,8 +205,9 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     # ------------------------------------------------------------------ demo / screenshots
-    def run_demo(self, train_steps: int = 400, timeout_s: float = 120.0):
-        """Train a few hundred steps (in the worker), then compute all sampler chains."""
+    def run_demo(self, train_steps: int = 400, timeout_s: float = 120.0, lab: bool = False):
+        """Train a few hundred steps (in the worker), then compute all sampler chains (and, with
+        `lab`, a small quality-vs-steps lab)."""
         training = self.views["training"]
         training.start(max_steps=train_steps, fresh=True)
         app = QtWidgets.QApplication.instance()
@@ -215,6 +222,8 @@ class MainWindow(QtWidgets.QMainWindow):
         sampler.wait_for(sampler.n_frames, timeout_s)
         sampler.show_frame(sampler.n_frames)
         self.views["score"].recompute()
+        if lab:
+            self.views["lab"].run_demo(timeout_s)
 
     def save_screenshot(self, path: str, tab: str | None = None) -> str:
         if tab is not None:

@@ -12,54 +12,88 @@ import torch
 from PySide6 import QtCore
 
 from trainers import densities as D
+from trainers import fitting as F
 from trainers import grid as G
+from trainers.samplers import SAMPLERS
 
 
-@dataclass
-class TrainSettings:
-    """What to train. Objective names follow trainers.objectives.OBJECTIVES."""
-    model: str = "mlp"             # "mlp" (outputs the score / ε) or "ebm" (energy, score = −∇f)
-    objective: str = "ncsn"        # esm | ssm | dsm | ncsn | ddpm
-    width: int = 128
-    depth: int = 3
-    lr: float = 2e-3
-    batch: int = 512
-    sigma: float = 0.3             # DSM noise level σ
-    sigma_max: float = 6.0         # NCSN σ₁ (largest)
-    sigma_min: float = 0.05        # NCSN σ_L (smallest)
-    n_levels: int = 10             # NCSN L
-    schedule: str = "linear"       # DDPM β schedule: linear | cosine
-    n_timesteps: int = 200         # DDPM T (linear β endpoints are rescaled by 1000/T)
-    seed: int = 0
+def default_train_config() -> F.ToyConfig:
+    """The CLI's ToyConfig with the GUI's defaults (σ₁ explicit, short DDPM schedule, constant lr)."""
+    return F.ToyConfig(objective="ncsn", sigma=0.3, sigma_max=6.0, sigma_min=0.05, n_levels=10,
+                       n_timesteps=200, lr_decay=False)
 
-    @property
-    def cond(self):
-        return {"ncsn": "sigma", "ddpm": "time"}.get(self.objective)
+
+def build_network(cfg: F.ToyConfig) -> torch.nn.Module:
+    """An untrained network of cfg's shape (to load weight snapshots into)."""
+    return F.build_model_and_objective(cfg)[0]
+
+
+# The Samplers tab's panels: a registry sampler (trainers.samplers.SAMPLERS), a score source and the
+# SamplerOptions fields set for it (the others keep the registry's defaults). One model, every sampler.
+MAX_PANELS = 4
+
+
+PANEL_DEFAULTS = {          # a panel's options when it switches to this sampler (sized for ~150 frames)
+    "langevin": {"steps": 300, "eps": 0.01},
+    "annealed": {"steps": 20, "n_levels": 10},
+    "ddpm": {"steps": 200, "n_timesteps": 200},
+    "ddim": {"steps": 50, "eta": 0.0, "n_timesteps": 200},
+    "pf-ode": {"steps": 50, "solver": "heun"},
+    "pc": {"steps": 100, "snr": 0.16, "corrector_steps": 1},
+}
+
+
+def panel(sampler: str, source: str = "model", **options) -> dict:
+    return {"sampler": sampler, "source": source, "options": {**PANEL_DEFAULTS.get(sampler, {}), **options}}
+
+
+def default_panels() -> list[dict]:
+    """One model, every sampler: annealed Langevin, DDPM, deterministic DDIM and the PF-ODE (Heun)."""
+    return [panel("annealed"), panel("ddpm"), panel("ddim"), panel("pf-ode")]
 
 
 @dataclass
 class SamplerSettings:
-    """How to sample. Conventions are stated in the panel tooltips."""
+    """How to sample: shared particles and playback, then up to MAX_PANELS panels."""
     n_particles: int = 2000
-    source: str = "model"          # "model" or "exact" (true score of the drawn density)
-    langevin_eps: float = 0.01     # Langevin: x + ε s + √(2ε) z
-    langevin_steps: int = 300
-    annealed_eps: float = 1e-3     # annealed: α_i = ε σ_i²/σ_L², x + α_i/2 s + √α_i z
-    steps_per_level: int = 30      # T
-    n_levels: int = 10             # L (exact score / non-NCSN models; an NCSN model uses its own σ's)
-    sigma_max: float = 6.0
-    sigma_min: float = 0.05
-    final_denoise: bool = False
-    ddpm_variance: str = "beta"    # σ_t² = β_t or β̃_t
+    init: str = "gaussian"         # gaussian (each sampler's prior_std · z) | uniform over the view
     frames: int = 150              # timeline resolution: every chain is shown at this many instants
     seed: int = 0
     trails: int = 5
-    chains: list = field(default_factory=lambda: ["langevin", "annealed", "ddpm"])   # which samplers run
+    flow_lines: bool = False       # deterministic samplers: draw whole paths instead of trails
+    n_panels: int = 4
+    panels: list = field(default_factory=default_panels)
+
+
+def _sampler_settings_from_dict(d: dict | None) -> SamplerSettings:
+    """SamplerSettings from a session; an old file (Langevin/annealed/DDPM fields, no panels) becomes
+    panels for its chosen chains with its step sizes."""
+    d = dict(d or {})
+    if "panels" not in d and "chains" in d:
+        old = {"langevin": {"steps": d.get("langevin_steps"), "eps": d.get("langevin_eps")},
+               "annealed": {"steps": d.get("steps_per_level"), "eps": d.get("annealed_eps"),
+                            "n_levels": d.get("n_levels"), "final_denoise": d.get("final_denoise", False)},
+               "ddpm": {"variance": d.get("ddpm_variance", "beta")}}
+        d["panels"] = [{"sampler": c, "source": d.get("source", "model"),
+                        "options": {k: v for k, v in old[c].items() if v is not None}}
+                       for c in d["chains"] if c in old][:MAX_PANELS] or default_panels()
+        d["n_panels"] = len(d["panels"])
+    s = _dataclass_from_dict(SamplerSettings, d)
+    s.panels = [p for p in s.panels if isinstance(p, dict) and p.get("sampler") in SAMPLERS][:MAX_PANELS] \
+        or default_panels()
+    s.panels += default_panels()[len(s.panels):]
+    s.n_panels = max(1, min(int(s.n_panels), MAX_PANELS))
+    return s
 
 
 def _dataclass_from_dict(cls, d: dict):
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
+def _train_config(d: dict | None) -> F.ToyConfig:
+    """A ToyConfig from a session: GUI defaults, overridden by the file's fields (unknown ones ignored)."""
+    return F.ToyConfig.from_dict({**default_train_config().to_dict(), **(d or {})})
 
 
 class AppState(QtCore.QObject):
@@ -79,10 +113,10 @@ class AppState(QtCore.QObject):
         self.bounds = density.plot_bounds()
         self._undo: list[tuple] = []
         self._redo: list[tuple] = []
-        self.train = TrainSettings()
+        self.train = default_train_config()
         self.sampler = SamplerSettings()
         self.model: torch.nn.Module | None = None      # GUI-thread copy; the worker trains its own
-        self.model_settings: TrainSettings | None = None  # settings the current weights were trained with
+        self.model_settings: F.ToyConfig | None = None  # settings the current weights were trained with
         self.model_step = 0
 
     # ------------------------------------------------------------------ density
@@ -151,7 +185,7 @@ class AppState(QtCore.QObject):
             self.samplerSettingsChanged.emit()
 
     # ------------------------------------------------------------------ model
-    def set_model(self, model: torch.nn.Module | None, settings: TrainSettings | None, step: int = 0):
+    def set_model(self, model: torch.nn.Module | None, settings: F.ToyConfig | None, step: int = 0):
         self.model = model
         self.model_settings = copy.deepcopy(settings) if settings is not None else None
         self.model_step = step
@@ -166,26 +200,26 @@ class AppState(QtCore.QObject):
             "density": self._density.to_dict(),
             "density_mass": float(self._mass),
             "bounds": list(self.bounds),
-            "train": asdict(self.train),
+            "train": self.train.to_dict(),
             "sampler": asdict(self.sampler),
-            "model_settings": asdict(self.model_settings) if self.model_settings else None,
+            "model_settings": self.model_settings.to_dict() if self.model_settings else None,
             "model_step": int(self.model_step),
             "model_state": ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
                             if self.model is not None else None),
         }
 
-    def restore_session(self, d: dict, build_model) -> None:
-        """Inverse of to_session; `build_model(settings)` makes an empty network to load weights into.
+    def restore_session(self, d: dict) -> None:
+        """Inverse of to_session (also reads files written with the older TrainSettings fields).
         Validates everything before changing anything, so a bad file leaves the session as it was."""
         if not isinstance(d, dict) or d.get("format") != "score-explorer-session":
             raise ValueError("not a Score Explorer session file")
         density = D.GaussianMixture.from_dict(d["density"])
-        train = _dataclass_from_dict(TrainSettings, d.get("train"))
-        sampler = _dataclass_from_dict(SamplerSettings, d.get("sampler"))
+        train = _train_config(d.get("train"))
+        sampler = _sampler_settings_from_dict(d.get("sampler"))
         model, ms = None, None
         if d.get("model_state") is not None and d.get("model_settings"):
-            ms = _dataclass_from_dict(TrainSettings, d["model_settings"])
-            model = build_model(ms)
+            ms = _train_config(d["model_settings"])
+            model = build_network(ms)
             model.load_state_dict(d["model_state"])
             model.eval()
         bounds = tuple(float(v) for v in d.get("bounds") or density.plot_bounds())

@@ -19,8 +19,7 @@ import torch
 from PySide6 import QtCore
 
 from trainers import densities as D
-
-from . import core
+from trainers import fitting as F
 
 PROGRESS_EVERY_S = 0.05
 SNAPSHOT_EVERY_S = 0.15
@@ -66,10 +65,15 @@ class TrainWorker(QtCore.QThread):
             self.failed.emit(f"training stopped: {type(e).__name__}: {e}")
 
     def _train(self):
-        s = self.settings
+        s = self.settings                       # a trainers.fitting.ToyConfig, as the CLI trains with
         torch.manual_seed(s.seed)
-        model, steps = core.training_session(s, self.density, self.init_state)
-        fisher_fn = core.fisher_metric(s, self.density, N_EVAL)
+        model, objective = F.build_model_and_objective(s, self.density)
+        if self.init_state is not None:
+            model.load_state_dict(self.init_state)
+        data_gen = torch.Generator().manual_seed(s.seed + 1)
+        steps = F.training_steps(model, objective, lambda n: self.density.sample(n, data_gen), lr=s.lr,
+                                 batch=s.batch, seed=s.seed, decay_steps=s.steps if s.lr_decay else None)
+        fisher_fn = F.fisher_metric(s, self.density, N_EVAL)
 
         buf_steps, buf_losses = [], []
         t_emit = t_snap = time.perf_counter()

@@ -1,10 +1,12 @@
-"""Sampler tab: plain Langevin, annealed Langevin and DDPM side by side from the same particles.
+"""Samplers tab: up to four panels, each a registry sampler (trainers.samplers.SAMPLERS) driven by the
+trained model or the exact score, all from the same initial particles z and the same noise seed.
 
-Chains are computed in `ChainWorker` (a QThread) and recorded; the GUI plays, steps or scrubs
-through the recording. Top row: particles over the true density; bottom row: histogram of the
-first coordinate vs the true marginal; each panel's title carries live metrics (energy distance to
-true samples, total-variation error of the mode weights). A diverging chain stops with a message
-in its panel; the other chains go on.
+Chains are computed in `ChainWorker` (a QThread; chains on one model share one batched forward pass
+per round) and recorded; the GUI plays, steps or scrubs through the recording. Top row: particles over
+the true density (trails, or whole flow lines for deterministic samplers); bottom row: histogram of
+the first coordinate vs the true marginal; under each panel the NFE spent, the energy distance to true
+samples, the mode weights and, when the model is asked outside its trained σ range, a note saying so.
+A diverging chain stops with a message in its panel; the other chains go on.
 """
 from __future__ import annotations
 
@@ -16,43 +18,50 @@ import pyqtgraph as pg
 import torch
 from PySide6 import QtCore, QtWidgets
 
+from trainers import fitting as F
 from trainers import grid as G
 from trainers import metrics as M
 from trainers import samplers as S
 
-from .. import core
-from ..sampler_worker import ChainWorker
+from ..sampler_worker import ChainSpec, ChainWorker
+from ..state import MAX_PANELS
 from . import common as C
+from .sampler_panel import PanelControls
 
-COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170)]   # (r, g, b, histogram alpha)
+COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170), (120, 255, 120, 170)]
 TRAIL_PEN = pg.mkPen(255, 255, 255, 150, width=1.0)
 TRAIL_FRAMES = 30        # a trail shows the last this-many frames
+FLOW_PARTICLES = 150     # flow lines: whole paths of this many particles
 N_METRIC = 500           # particles used for the live metrics (a fixed subset)
 N_REF = 1000             # true samples the metrics compare with
 METRIC_POINTS = 30       # metrics are computed at about this many frames of the timeline
 
 TIP = {
-    "source": "model: the trained network (frozen when the chains start);\n"
-              "exact: the true score of the drawn density (of p_σ for annealed Langevin, of q(x_t) for DDPM).\n"
-              "Compare both to tell a bad score from a bad sampler.",
-    "n": "Number of particles (all three chains start from the same ones).",
-    "init": "Initial particles: N(0, I) (DDPM's x_T) or uniform over the view (NCSN's choice).",
-    "langevin_eps": "Langevin step ε, convention x ← x + ε ∇log p(x) + √(2ε) z  (NCSN's α = 2ε).",
-    "langevin_steps": "Number of Langevin steps.",
-    "annealed_eps": "Annealed Langevin ε: at level i the step is αᵢ = ε σᵢ²/σ_L² and the update is "
-                    "x ← x + (αᵢ/2) s_θ(x, σᵢ) + √αᵢ z  (Song & Ermon 2019, Alg. 1; paper ε = 2e-5 for images).",
-    "steps_per_level": "T: Langevin steps per noise level.",
-    "n_levels": "L: number of geometric noise levels (used with the exact score or a non-NCSN model; "
-                "an NCSN model uses the σ's it was trained with).",
-    "sigma_max": "σ₁, the largest level for the exact score.",
-    "sigma_min": "σ_L, the smallest level for the exact score.",
-    "final_denoise": "NCSNv2's optional last step x ← x + σ_L² s(x, σ_L) (off in the original NCSN).",
-    "ddpm_variance": "Reverse-step variance σ_t²: β_t or β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t; "
-                     "x_{t−1} = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t + σ_t z, z = 0 at the last step.",
+    "n": "Number of particles (every panel starts from the same ones).",
+    "init": "Initial particles: z ~ N(0, I), scaled by each sampler's prior std (σ_max for VE samplers, 1 for "
+            "DDPM/DDIM), or the same uniform points over the view (NCSN's choice).",
+    "n_panels": "How many panels (samplers) run side by side. Panels on the same model share one batched "
+                "forward pass per step.",
     "frames": "Timeline resolution: each chain is recorded at this many evenly spaced instants of its own length.",
     "speed": "Frames advanced per animation tick (~60 ticks/s at most).",
     "trails": "Draw the recent path (last 30 frames) of this many particles.",
+    "flow": "Deterministic samplers (PF-ODE, DDIM with η = 0): draw the whole path of "
+            f"{FLOW_PARTICLES} particles up to the current frame: the flow from noise to data.",
 }
+
+
+def score_models(state):
+    """(the trained model as a ScoreModel or None, the exact score, the config they follow), as of now:
+    the weights are copied, so training may go on."""
+    model = copy.deepcopy(state.model) if state.model is not None else None
+    cfg = state.model_settings if model is not None else state.train
+    trained = F.score_model(model, cfg, state.density) if model is not None else None
+    return trained, F.score_model(None, cfg, state.density), cfg
+
+
+def deterministic(panel: dict) -> bool:
+    info = S.SAMPLERS[panel["sampler"]]
+    return not info.stochastic or (panel["sampler"] == "ddim" and not panel["options"].get("eta"))
 
 
 class SamplerView(QtWidgets.QWidget):
@@ -65,68 +74,40 @@ class SamplerView(QtWidgets.QWidget):
         self.worker: ChainWorker | None = None
         self.frame = 0
         self.playing = False
+        self.active: list[int] = []
         self._ref = None                 # (density, reference samples)
         self._model_step_used = None
+        self._pending = None
         ss = state.sampler
 
         lay = QtWidgets.QHBoxLayout(self)
-        panel, side = C.side_panel()
+        panel, side = C.side_panel(320)
         lay.addWidget(panel)
 
-        box, form = C.form_group("Particles and score")
-        self.source = C.combo([("model", "trained model"), ("exact", "exact score")], ss.source, TIP["source"])
+        box, form = C.form_group("Particles")
         self.n = C.spin(10, 50000, ss.n_particles, 500, tooltip=TIP["n"])
-        self.init = C.combo([("gaussian", "N(0, I)"), ("uniform", "uniform over view")], "gaussian", TIP["init"])
-        form.addRow("Score", self.source)
+        self.init = C.combo([("gaussian", "N(0, I)·prior std"), ("uniform", "uniform over view")], ss.init,
+                            TIP["init"])
+        self.n_panels = C.spin(1, MAX_PANELS, ss.n_panels, tooltip=TIP["n_panels"])
         form.addRow("Particles", self.n)
         form.addRow("Start from", self.init)
-        row = QtWidgets.QHBoxLayout()
-        self.chain_boxes = {}
-        for name, label in zip(core.SAMPLER_NAMES, ("Langevin", "Annealed", "DDPM")):
-            cb = QtWidgets.QCheckBox(label)
-            cb.setChecked(name in ss.chains)
-            cb.setToolTip("Run and show this sampler. Fewer chains animate faster (each costs one "
-                          "network evaluation per step).")
-            row.addWidget(cb)
-            self.chain_boxes[name] = cb
-        form.addRow(row)
+        form.addRow("Panels", self.n_panels)
         side.addWidget(box)
-
-        box, form = C.form_group("Langevin  (x + ε s + √(2ε) z)")
-        self.langevin_eps = C.spin(1e-5, 1.0, ss.langevin_eps, 1e-3, 5, TIP["langevin_eps"], log=True)
-        self.langevin_steps = C.spin(1, 10000, ss.langevin_steps, 50, tooltip=TIP["langevin_steps"])
-        form.addRow("ε", self.langevin_eps)
-        form.addRow("Steps", self.langevin_steps)
-        side.addWidget(box)
-
-        box, form = C.form_group("Annealed  (x + αᵢ/2 s + √αᵢ z)")
-        self.annealed_eps = C.spin(1e-7, 1.0, ss.annealed_eps, 1e-4, 7, TIP["annealed_eps"], log=True)
-        self.steps_per_level = C.spin(1, 1000, ss.steps_per_level, 10, tooltip=TIP["steps_per_level"])
-        self.levels = C.spin(1, 50, ss.n_levels, tooltip=TIP["n_levels"])
-        self.sigma_max = C.spin(0.01, 50.0, ss.sigma_max, 0.5, 3, TIP["sigma_max"])
-        self.sigma_min = C.spin(0.001, 5.0, ss.sigma_min, 0.01, 3, TIP["sigma_min"])
-        self.final_denoise = QtWidgets.QCheckBox("Final denoising step")
-        self.final_denoise.setChecked(ss.final_denoise)
-        self.final_denoise.setToolTip(TIP["final_denoise"])
-        for label, w in (("ε", self.annealed_eps), ("T per level", self.steps_per_level), ("Levels L", self.levels),
-                         ("σ₁", self.sigma_max), ("σ_L", self.sigma_min)):
-            form.addRow(label, w)
-        form.addRow(self.final_denoise)
-        side.addWidget(box)
-
-        box, form = C.form_group("DDPM  (μ_θ + σ_t z)")
-        self.ddpm_variance = C.combo([("beta", "σ_t² = β_t"), ("beta_tilde", "σ_t² = β̃_t")], ss.ddpm_variance,
-                                     TIP["ddpm_variance"])
-        form.addRow("Variance", self.ddpm_variance)
-        side.addWidget(box)
+        self.controls = [PanelControls(i, COLORS[i]) for i in range(MAX_PANELS)]
+        for c in self.controls:
+            side.addWidget(c)
 
         box, form = C.form_group("Playback")
         self.frames = C.spin(10, 1000, ss.frames, 10, tooltip=TIP["frames"])
         self.speed = C.spin(1, 20, 1, tooltip=TIP["speed"])
         self.trails = C.spin(0, 50, ss.trails, tooltip=TIP["trails"])
+        self.flow = QtWidgets.QCheckBox("Flow lines (deterministic samplers)")
+        self.flow.setChecked(ss.flow_lines)
+        self.flow.setToolTip(TIP["flow"])
         form.addRow("Frames", self.frames)
         form.addRow("Speed", self.speed)
         form.addRow("Trails", self.trails)
+        form.addRow(self.flow)
         side.addWidget(box)
         self.note = QtWidgets.QLabel()
         self.note.setWordWrap(True)
@@ -135,10 +116,17 @@ class SamplerView(QtWidgets.QWidget):
 
         right = QtWidgets.QVBoxLayout()
         lay.addLayout(right, 1)
+        self.canvas = QtWidgets.QWidget()          # plots + the text under each panel (exported together)
+        self.canvas.setStyleSheet("background: black; color: #ddd")
+        cv = QtWidgets.QVBoxLayout(self.canvas)
+        cv.setContentsMargins(0, 0, 0, 0)
+        right.addWidget(self.canvas, 1)
         self.plots = pg.GraphicsLayoutWidget()
-        right.addWidget(self.plots, 1)
+        cv.addWidget(self.plots, 1)
+        text_row = QtWidgets.QHBoxLayout()
+        cv.addLayout(text_row)
         self.panels = []
-        for i in range(3):
+        for i in range(MAX_PANELS):
             p = self.plots.addPlot(row=0, col=i)
             p.setMenuEnabled(False)
             heat = C.heat_image()
@@ -151,21 +139,26 @@ class SamplerView(QtWidgets.QWidget):
             p.addItem(trail)
             h = self.plots.addPlot(row=1, col=i)
             h.setMenuEnabled(False)
-            h.setMaximumHeight(170)
+            h.setMaximumHeight(150)
             h.setLabel("bottom", "x₁")
             hist = pg.PlotDataItem(stepMode="center", fillLevel=0, pen=pg.mkPen(COLORS[i][:3]),
                                    brush=pg.mkBrush(*COLORS[i][:3], 80))
             truth = pg.PlotDataItem(pen=pg.mkPen(230, 230, 230, width=1.5))
             h.addItem(hist)
             h.addItem(truth)
+            label = QtWidgets.QLabel()
+            label.setWordWrap(True)
+            label.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft)
+            label.setFixedHeight(76)          # a fixed size: new text each frame must not re-layout the plots
+            label.setStyleSheet("font-size: 8pt; padding: 2px 6px")
+            text_row.addWidget(label, 1)
             self.panels.append({"plot": p, "heat": heat, "points": pts, "trail": trail, "hist_plot": h,
-                                "hist": hist, "truth": truth, "metric": "", "title": ""})
+                                "hist": hist, "truth": truth, "label": label, "metric": "", "title": ""})
 
         controls = QtWidgets.QHBoxLayout()
         right.addLayout(controls)
         self.restart_btn = QtWidgets.QPushButton("New chains")
-        self.restart_btn.setToolTip("Draw new initial particles and restart all three chains "
-                                    "(uses the latest model weights).")
+        self.restart_btn.setToolTip("Restart every panel from the initial particles (uses the latest model weights).")
         self.play_btn = QtWidgets.QPushButton("Play")
         self.play_btn.setToolTip("Play / pause the animation (Space)")
         self.step_btn = QtWidgets.QPushButton("Step ▶")
@@ -189,61 +182,66 @@ class SamplerView(QtWidgets.QWidget):
         self.step_btn.clicked.connect(self.step)
         self.end_btn.clicked.connect(self.run_to_end)
         self.scrub.valueChanged.connect(self._on_scrub)
-        for w in (self.source, self.init, self.ddpm_variance):
-            w.currentIndexChanged.connect(self._settings_changed)
-        for w in (self.n, self.langevin_eps, self.langevin_steps, self.annealed_eps, self.steps_per_level,
-                  self.levels, self.sigma_max, self.sigma_min, self.frames):
+        self._load_controls()
+        self.init.currentIndexChanged.connect(self._settings_changed)
+        for w in (self.n, self.n_panels, self.frames):
             w.valueChanged.connect(self._settings_changed)
-        self.final_denoise.toggled.connect(self._settings_changed)
-        for cb in self.chain_boxes.values():
-            cb.toggled.connect(self._settings_changed)
-        self.trails.valueChanged.connect(lambda *_: self.show_frame(self.frame))
+        for c in self.controls:
+            c.changed.connect(self._settings_changed)
+        self.trails.valueChanged.connect(self._display_changed)
+        self.flow.toggled.connect(self._display_changed)
         state.densityChanged.connect(self._on_density)
         state.modelChanged.connect(self._on_model)
         self._on_density()
 
     # ------------------------------------------------------------------ settings / lifecycle
+    def _load_controls(self):
+        ss = self.state.sampler
+        for c, p in zip(self.controls, ss.panels):
+            c.load(p)
+        for i, c in enumerate(self.controls):
+            c.setVisible(i < ss.n_panels)
+
     def _settings_changed(self, *_):
-        chains = [n for n, cb in self.chain_boxes.items() if cb.isChecked()]
-        if not chains:                      # keep at least one sampler
-            sender = self.sender()
-            if isinstance(sender, QtWidgets.QCheckBox):
-                sender.blockSignals(True)
-                sender.setChecked(True)
-                sender.blockSignals(False)
-            chains = [n for n, cb in self.chain_boxes.items() if cb.isChecked()]
         self.state.update_sampler(
-            chains=chains,
-            source=self.source.currentData(), n_particles=self.n.value(), langevin_eps=self.langevin_eps.value(),
-            langevin_steps=self.langevin_steps.value(), annealed_eps=self.annealed_eps.value(),
-            steps_per_level=self.steps_per_level.value(), n_levels=self.levels.value(),
-            sigma_max=self.sigma_max.value(), sigma_min=self.sigma_min.value(),
-            final_denoise=self.final_denoise.isChecked(), ddpm_variance=self.ddpm_variance.currentData(),
-            frames=self.frames.value(), trails=self.trails.value())
+            n_particles=self.n.value(), init=self.init.currentData(), n_panels=self.n_panels.value(),
+            frames=self.frames.value(), panels=[c.panel() for c in self.controls])
+        for i, c in enumerate(self.controls):
+            c.setVisible(i < self.n_panels.value())
         self.restart()
+
+    def _display_changed(self, *_):
+        self.state.update_sampler(trails=self.trails.value(), flow_lines=self.flow.isChecked())
+        self.show_frame(self.frame)
+
+    def set_panel(self, i: int, sampler: str, source: str = "model", **options):
+        """Set panel i as a user would (tests, demo): sampler, source, then options; restarts."""
+        c = self.controls[i]
+        c.sampler.setCurrentIndex(c.sampler.findData(sampler))
+        c.source.setCurrentIndex(c.source.findData(source))
+        for name, v in options.items():
+            w = c.widgets[name]
+            if isinstance(w, QtWidgets.QCheckBox):
+                w.setChecked(bool(v))
+            elif isinstance(w, QtWidgets.QComboBox):
+                w.setCurrentIndex(w.findData(v))
+            else:
+                w.setValue(w.minimum() if v is None else v)
 
     def sync_widgets(self):
         """Settings → widgets (after a session restore)."""
         ss = self.state.sampler
-        ws = [self.source, self.n, self.langevin_eps, self.langevin_steps, self.annealed_eps, self.steps_per_level,
-              self.levels, self.sigma_max, self.sigma_min, self.final_denoise, self.ddpm_variance, self.frames,
-              self.trails]
-        ws += list(self.chain_boxes.values())
+        ws = [self.n, self.init, self.n_panels, self.frames, self.trails, self.flow]
         for w in ws:
             w.blockSignals(True)
-        for name, cb in self.chain_boxes.items():
-            cb.setChecked(name in ss.chains)
-        self.source.setCurrentIndex(self.source.findData(ss.source))
-        self.ddpm_variance.setCurrentIndex(self.ddpm_variance.findData(ss.ddpm_variance))
-        for w, v in ((self.n, ss.n_particles), (self.langevin_eps, ss.langevin_eps),
-                     (self.langevin_steps, ss.langevin_steps), (self.annealed_eps, ss.annealed_eps),
-                     (self.steps_per_level, ss.steps_per_level), (self.levels, ss.n_levels),
-                     (self.sigma_max, ss.sigma_max), (self.sigma_min, ss.sigma_min), (self.frames, ss.frames),
+        self.init.setCurrentIndex(max(0, self.init.findData(ss.init)))
+        for w, v in ((self.n, ss.n_particles), (self.n_panels, ss.n_panels), (self.frames, ss.frames),
                      (self.trails, ss.trails)):
             w.setValue(v)
-        self.final_denoise.setChecked(ss.final_denoise)
+        self.flow.setChecked(ss.flow_lines)
         for w in ws:
             w.blockSignals(False)
+        self._load_controls()
         self.restart()
 
     def _on_density(self):
@@ -262,8 +260,12 @@ class SamplerView(QtWidgets.QWidget):
         self._ref = None
         self.restart()
 
+    def _uses_model(self) -> bool:
+        ss = self.state.sampler
+        return any(p["source"] == "model" for p in ss.panels[:ss.n_panels])
+
     def _on_model(self):
-        if self.state.sampler.source == "model" and self._model_step_used != self.state.model_step:
+        if self._uses_model() and self._model_step_used != self.state.model_step:
             if not self.isVisible():
                 self._stale = True            # restart when shown (training sends weights often)
             elif self.worker is None or (self.frame == 0 and not self.playing):
@@ -276,32 +278,56 @@ class SamplerView(QtWidgets.QWidget):
         if getattr(self, "_stale", False) and not self.playing and self.frame == 0:
             self.restart()
 
+    def _is_current(self) -> bool:
+        """Is the signal being handled from the current worker? (A retired worker's queued signals
+        can still arrive after a restart; they must not touch the new panels.)"""
+        return self.worker is not None and self.sender() is self.worker
+
     def stop_worker(self):
         w = self.worker
         if w is None:
             return
-        C.retire_worker(w, (w.framesReady, w.chainFailed, w.failed))
         self.worker = None
+        C.retire_worker(w, (w.framesReady, w.chainFailed, w.failed))
+
+    def _spec(self, panel: dict, trained, exact) -> ChainSpec:
+        """The panel's chain: with the model where it can serve, else the exact score and a note."""
+        info = S.SAMPLERS[panel["sampler"]]
+        opts = S.SamplerOptions.from_dict(panel["options"])
+        title = info.title + {"ddim": f" η={opts.eta:g}", "pf-ode": f" ({opts.solver})"}.get(info.name, "")
+        note = ""
+        if panel["source"] == "model":
+            if trained is None:
+                note = "no trained model yet: the exact score is used"
+            else:
+                try:
+                    sampler = S.build_sampler(info.name, trained, opts)
+                    return ChainSpec(sampler, f"{title} — {trained.kind} model", "",
+                                     trained.range_note(sampler.sigmas_used()))
+                except ValueError as e:
+                    note = f"the model cannot drive it ({e}): the exact score is used"
+        return ChainSpec(S.build_sampler(info.name, exact, opts), f"{title} — exact score", note)
 
     def restart(self, *_):
-        """New initial particles; all three chains restart (the model is frozen as of now)."""
+        """New chains from the shared initial particles (the model is frozen as of now)."""
         self.stop_worker()
         self._stale = False
         s, ss = self.state, self.state.sampler
-        model = copy.deepcopy(s.model) if s.model is not None else None
+        trained, exact, _ = score_models(s)
+        panels = ss.panels[:ss.n_panels]
         try:
-            specs = core.make_samplers(ss, model, s.model_settings, s.density, fallback=s.train)
+            specs = [self._spec(p, trained, exact) for p in panels]
         except ValueError as e:
             self.note.setText(f"<span style='color:#c33'>{e}</span>")
             return
         gen = torch.Generator().manual_seed(ss.seed)
-        x0 = S.initial_particles(ss.n_particles, self.init.currentData(), s.bounds, gen)
-        self._model_step_used = s.model_step if model is not None else None
-        # chain j of the worker is shown in panel self.active[j]
-        self.active = [i for i, n in enumerate(core.SAMPLER_NAMES) if n in ss.chains] or [0, 1, 2]
+        z = S.initial_particles(ss.n_particles, ss.init, s.bounds, gen)
+        starts = [S.prior_sample(sp.sampler, z) if ss.init == "gaussian" else z for sp in specs]
+        self._model_step_used = s.model_step if trained is not None else None
+        self.active = list(range(len(specs)))
         self._layout_panels()
         self.specs = specs
-        specs = [specs[i] for i in self.active]
+        self.flowing = [deterministic(p) for p in panels]
         ref, density = self._reference(), s.density
         idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
         ref_self = M.mean_pairwise_distance(ref)
@@ -309,27 +335,29 @@ class SamplerView(QtWidgets.QWidget):
         def metric_fn(xy: np.ndarray) -> str:      # runs in the sampler thread; no Qt here
             return _metrics_text(xy, idx, ref, ref_self, density)
 
-        self.worker = ChainWorker(specs, x0, ss.frames, ss.seed, metric_fn=metric_fn,
+        self.worker = ChainWorker(specs, starts, ss.frames, ss.seed, metric_fn=metric_fn,
                                   metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
         self.worker.framesReady.connect(self._on_frames)
         self.worker.chainFailed.connect(self._on_chain_failed)
         self.worker.failed.connect(self._on_failed)
         self.worker.start()
-        for p, spec in zip(self.panels, self.specs):
-            p["title"] = spec.title
-            p["metric"] = ""
+        for p, spec in zip(self.panels, specs):
+            p["title"], p["metric"], p["error"] = spec.title, "", ""
         self.note.setText(self._notes())
         self.scrub.blockSignals(True)
         self.scrub.setRange(0, ss.frames)
         self.scrub.setValue(0)
         self.scrub.blockSignals(False)
         self.frame = 0
+        self._pending = None
         self.show_frame(0)
 
     def _layout_panels(self):
-        """Show the active samplers' panels side by side (inactive ones leave the layout)."""
+        """Show the active panels side by side (the others leave the layout)."""
         lay = self.plots.ci
-        shown = [i for i in range(3) if self.panels[i]["plot"] in lay.items]
+        shown = [i for i in range(MAX_PANELS) if self.panels[i]["plot"] in lay.items]
+        for i, p in enumerate(self.panels):
+            p["label"].setVisible(i in self.active)
         if shown == self.active:
             return
         for i in shown:
@@ -341,14 +369,12 @@ class SamplerView(QtWidgets.QWidget):
 
     def _notes(self) -> str:
         s = self.state
-        lines = []
-        if self.state.sampler.source == "model":
-            lines.append(f"Model at training step {s.model_step}." if s.model is not None
-                         else "No trained model yet: every chain uses the exact score.")
-        specs = getattr(self, "specs", [])
-        lines += [f"{specs[i].title.split(' —')[0]}: {specs[i].note}" for i in getattr(self, "active", [])
-                  if i < len(specs) and specs[i].note]
-        return "<br>".join(lines)
+        if not self._uses_model():
+            return "Every panel uses the exact score."
+        if s.model is None:
+            return "No trained model yet: every panel uses the exact score (train one on the Training tab)."
+        return (f"One {s.model_settings.objective.upper()} model (training step {s.model_step}) drives every "
+                "panel set to 'trained model'.")
 
     def closeEvent(self, ev):
         self.timer.stop()
@@ -422,7 +448,9 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(int)
     def _on_frames(self, available: int):
-        pending = getattr(self, "_pending", None)
+        if not self._is_current():
+            return
+        pending = self._pending
         if pending is not None and not self.playing:
             show = min(pending, available - 1)
             if show != self.frame:
@@ -432,7 +460,7 @@ class SamplerView(QtWidgets.QWidget):
         self.scrub.setToolTip(f"Scrub through the recorded frames ({available - 1}/{self.n_frames} computed)")
 
     def _on_scrub(self, value: int):
-        if value == self.frame:
+        if self.worker is None or value == self.frame:
             return
         if value >= self.available():
             self.worker.request(value)
@@ -442,23 +470,36 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(int, str)
     def _on_chain_failed(self, i: int, msg: str):
-        self.panels[self.active[i]]["metric"] = "<span style='color:#f55'>diverged — see status bar</span>"
+        if not self._is_current() or i >= len(self.worker.chains):
+            return
+        p = self.panels[self.active[i]]
+        p["error"] = msg
         self.state.status.emit(msg)
-        self.note.setText(self._notes() + f"<br><span style='color:#c33'>{msg}</span>")
         self.show_frame(self.frame)
 
     @QtCore.Slot(str)
     def _on_failed(self, msg: str):
+        if not self._is_current():
+            return
         self.set_playing(False)
         self.state.status.emit(msg)
         self.note.setText(f"<span style='color:#c33'>{msg}</span>")
 
     # ------------------------------------------------------------------ drawing
     def frame_positions(self, i: int, f: int | None = None) -> np.ndarray:
-        """Particles of worker chain i (the i-th *active* sampler) at frame f (default: shown)."""
+        """Particles of worker chain i (panel i) at frame f (default: the one shown)."""
         c = self.worker.chains[i]
         f = self.frame if f is None else f
         return c.frames[min(f, len(c.frames) - 1)]
+
+    def _paths(self, frames: list, f: int, flow: bool) -> tuple[np.ndarray, np.ndarray]:
+        """x, y of the trails (last TRAIL_FRAMES frames) or flow lines (frames 0 … f), NaN-separated."""
+        n = FLOW_PARTICLES if flow else self.trails.value()
+        if not n:
+            return np.zeros(0), np.zeros(0)
+        tr = np.stack([c[:n] for c in frames[0 if flow else max(0, f - TRAIL_FRAMES): f + 1]], 1)  # (n, F, 2)
+        tr = np.concatenate([tr, np.full((len(tr), 1, 2), np.nan)], 1).reshape(-1, 2)
+        return tr[:, 0], tr[:, 1]
 
     def show_frame(self, f: int):
         if self.worker is None:
@@ -466,7 +507,6 @@ class SamplerView(QtWidgets.QWidget):
         f = max(0, min(int(f), self.available() - 1))
         self.frame = f
         bounds = self.state.bounds
-        ntr = self.trails.value()
         for i, chain in enumerate(self.worker.chains):
             p = self.panels[self.active[i]]
             if f >= len(chain.frames):
@@ -474,24 +514,27 @@ class SamplerView(QtWidgets.QWidget):
             xy = chain.frames[f]
             p["points"].setData(xy)
             p["points"].tag = f
-            if ntr:
-                tr = np.stack([c[:ntr] for c in chain.frames[max(0, f - TRAIL_FRAMES): f + 1]], 1)  # (ntr, F, 2)
-                tr = np.concatenate([tr, np.full((len(tr), 1, 2), np.nan)], 1).reshape(-1, 2)
-                p["trail"].setData(tr[:, 0], tr[:, 1])
-            else:
-                p["trail"].setData([], [])
+            p["trail"].setData(*self._paths(chain.frames, f, self.flow.isChecked() and self.flowing[i]))
             fin = xy[np.isfinite(xy).all(1)]
             counts, edges = np.histogram(fin[:, 0], bins=60, range=(bounds[0], bounds[1]))
             dens = counts / max(len(fin), 1) / (edges[1] - edges[0])
             p["hist"].setData(edges, dens)
             if not chain.error:
                 p["metric"] = self.worker.metric_at(i, f)
+            diverged = chain.error and chain.diverged_at_frame is not None and f >= chain.diverged_at_frame
             label = chain.labels[f] if f < len(chain.labels) else ""
-            err = "<br><span style='color:#f55'>diverged: stopped</span>" if chain.error and \
-                chain.diverged_at_frame is not None and f >= chain.diverged_at_frame else ""
+            err = "<br><span style='color:#f55'>diverged: stopped</span>" if diverged else ""
             p["plot"].setTitle(f"<b>{p['title']}</b><br><span style='font-size:8pt'>{label}</span>{err}",
                                size="9pt")
-            p["hist_plot"].setTitle(f"<span style='font-size:8pt'>{p['metric']}</span>")
+            spec = chain.spec
+            lines = [f"<b>NFE {chain.nfes[min(f, len(chain.nfes) - 1)]}/{spec.sampler.nfe}</b> · {p['metric']}"]
+            if spec.range_note:
+                lines.append(f"<span style='color:#fa4'>Outside its training: {spec.range_note}.</span>")
+            if spec.note:
+                lines.append(f"<span style='color:#aaa'>{spec.note}</span>")
+            if diverged:
+                lines.append(f"<span style='color:#f55'>{chain.error}</span>")
+            p["label"].setText("<br>".join(lines))
         self.scrub.blockSignals(True)
         self.scrub.setValue(f)
         self.scrub.blockSignals(False)
@@ -504,14 +547,17 @@ class SamplerView(QtWidgets.QWidget):
         return self._ref[1]
 
     def metrics_now(self) -> list[str]:
-        return [p["metric"] for p in self.panels]
+        return [self.panels[i]["metric"] for i in self.active]
+
+    def panel_text(self, i: int) -> str:
+        return self.panels[i]["label"].text()
 
     # ------------------------------------------------------------------ export
     def export_target(self):
-        return self.plots
+        return self.canvas
 
     def export_gif(self, path: str, max_frames: int = 60, duration_ms: int = 80):
-        """Render recorded frames of all three panels to an animated GIF (computes the chains first)."""
+        """Render recorded frames of all panels to an animated GIF (computes the chains first)."""
         was = self.playing
         self.set_playing(False)
         self.wait_for(self.n_frames)
@@ -521,7 +567,7 @@ class SamplerView(QtWidgets.QWidget):
         keep = self.frame
         for f in idx:
             self.show_frame(f)
-            images.append(C.qimage_to_pil(self.plots.grab().toImage()).convert("P", palette=1, colors=128))
+            images.append(C.qimage_to_pil(self.canvas.grab().toImage()).convert("P", palette=1, colors=128))
         self.show_frame(keep)
         images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
         if was:

@@ -8,9 +8,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from trainers import fitting as F
 from trainers import grid as G
 
-from .. import core
 from . import common as C
 
 ERROR_N = 80
@@ -23,7 +23,7 @@ class ScoreFieldView(QtWidgets.QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self._levels: list[core.Level] = []
+        self._levels: list[F.Level] = []
         self._grid = None            # (points (n*n,2) ndarray, true (n*n,2), learned or None)
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = C.side_panel()
@@ -107,7 +107,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         return self.state.model_settings or self.state.train
 
     def _on_model(self):
-        levels = core.levels_for(self._settings())
+        levels = F.levels_of(self._settings())
         if [lv.label for lv in levels] != [lv.label for lv in self._levels]:
             old = self.level.value()
             self._levels = levels
@@ -131,7 +131,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         if getattr(self, "_dirty", True):
             self.recompute()
 
-    def current_level(self) -> core.Level:
+    def current_level(self) -> F.Level:
         return self._levels[self.level.value()]
 
     def set_level(self, i: int):
@@ -145,11 +145,11 @@ class ScoreFieldView(QtWidgets.QWidget):
         bounds = s.bounds
         n = self.grid_n.value()
         pts = G.grid_points(bounds, n)
-        target = core.target_density(s.density, settings, lev)
+        target = F.target_density_at(settings, s.density, lev.value)
         true = G.field_on_grid(target.score, pts.double())
         learned = None
         if s.model is not None:
-            learned = G.field_on_grid(core.learned_score_fn(s.model, settings, lev), pts)
+            learned = G.field_on_grid(F.model_score_at(s.model, settings, lev.value), pts)
         self._grid = (pts.numpy().astype(np.float64), true, learned, (bounds[1] - bounds[0]) / n)
         self.level_label.setText(lev.label)
 
@@ -157,7 +157,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         mode = self.error_mode.currentData()
         if learned is not None and mode != "off":
             fine = G.grid_points(bounds, ERROR_N)
-            err = np.linalg.norm(G.field_on_grid(core.learned_score_fn(s.model, settings, lev), fine)
+            err = np.linalg.norm(G.field_on_grid(F.model_score_at(s.model, settings, lev.value), fine)
                                  - G.field_on_grid(target.score, fine.double()), axis=1).reshape(ERROR_N, ERROR_N)
             if mode == "weighted":
                 p = G.density_image(target, bounds, ERROR_N)

@@ -12,7 +12,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from .. import core
+from trainers import objectives as O
+
+from ..state import build_network
 from ..worker import TrainWorker
 from . import common as C
 
@@ -62,7 +64,7 @@ class TrainingView(QtWidgets.QWidget):
         self.model_kind = C.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")], s.model, TIP["model"])
         short = {"esm": "exact SM", "ssm": "sliced SM", "dsm": "denoising SM (one σ)", "ncsn": "NCSN multi-σ",
                  "ddpm": "DDPM ε-prediction"}
-        self.objective = C.combo([(k, f"{k} — {short.get(k, v)}") for k, v in core.OBJECTIVE_LABELS.items()],
+        self.objective = C.combo([(k, f"{k} — {short.get(k, o.label)}") for k, o in O.OBJECTIVES.items()],
                                  s.objective, TIP["objective"])
         self.width_ = C.spin(8, 1024, s.width, 8, tooltip=TIP["width"])
         self.depth = C.spin(1, 8, s.depth, tooltip=TIP["depth"])
@@ -280,7 +282,7 @@ class TrainingView(QtWidgets.QWidget):
     def _on_snapshot(self, d):
         if self.sender() is not self.worker:
             return
-        model = core.build_model(self._worker_settings)
+        model = build_network(self._worker_settings)
         model.load_state_dict(d["state"])
         model.eval()
         self.state.set_model(model, self._worker_settings, d["step"])

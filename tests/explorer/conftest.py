@@ -12,11 +12,15 @@ import pytest  # noqa: E402
 def state():
     from explorer.state import AppState
 
+    from explorer.state import panel
+
     s = AppState()
     s.train.width = 64
     s.train.n_timesteps = 50
     ss = s.sampler
-    ss.n_particles, ss.frames, ss.langevin_steps, ss.steps_per_level, ss.n_levels = 400, 20, 40, 4, 5
+    ss.n_particles, ss.frames = 400, 20
+    ss.panels = [panel("annealed", steps=4, n_levels=5), panel("ddpm", steps=50, n_timesteps=50),
+                 panel("ddim", steps=20, n_timesteps=50), panel("pf-ode", steps=20)]
     return s
 
 

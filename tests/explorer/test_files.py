@@ -37,7 +37,9 @@ def test_export_png_svg_and_gif_are_valid_files(window, tmp_path):
     svg = window.export_view(str(tmp_path / "view.svg"), fmt="svg")
     assert "<svg" in (tmp_path / "view.svg").read_text()[:2000]
     assert svg
-    window.views["sampler"].source.setCurrentIndex(window.views["sampler"].source.findData("exact"))
+    sp = window.views["sampler"]
+    for c in sp.controls:
+        c.source.setCurrentIndex(c.source.findData("exact"))
     gif = window.export_gif(str(tmp_path / "chains.gif"), max_frames=8)
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 8
@@ -51,7 +53,7 @@ def test_session_save_and_restore_round_trip(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not tv.is_running() and window.state.model is not None, timeout=20000)
     weights = {k: v.clone() for k, v in window.state.model.state_dict().items()}
     density = window.state.density.to_dict()
-    window.state.sampler.langevin_eps = 0.0123
+    window.views["sampler"].set_panel(2, "langevin", "exact", eps=0.0123)
     path = window.save_session(str(tmp_path / "s.pt"))
     assert path
 
@@ -64,8 +66,9 @@ def test_session_save_and_restore_round_trip(window, qtbot, tmp_path):
     s = window.state
     assert s.density.to_dict() == density
     assert s.train.objective == "dsm" and s.train.width == 64
-    assert s.sampler.langevin_eps == 0.0123
-    assert window.views["sampler"].langevin_eps.value() == 0.0123
+    assert s.sampler.panels[2] == {"sampler": "langevin", "source": "exact", "options": {"steps": 300, "eps": 0.0123, "nfe": None}}
+    assert window.views["sampler"].controls[2].widgets["eps"].value() == 0.0123
+    assert window.views["sampler"].worker.chains[2].spec.sampler.eps == 0.0123
     assert tv.objective.currentData() == "dsm"
     for k, v in s.model.state_dict().items():
         assert torch.equal(v, weights[k])
@@ -83,3 +86,23 @@ def test_a_corrupt_session_file_shows_an_error_and_changes_nothing(window, tmp_p
     torch.save({"format": "score-explorer-session", "density": {"kind": "nope"}}, bad)
     assert window.load_session(str(bad)) is False
     assert window.state.density is before and len(shown) == 2
+
+
+def test_a_session_file_from_before_the_sampler_panels_still_opens(window, tmp_path):
+    """Old files hold TrainSettings fields for training and Langevin/annealed/DDPM fields for sampling."""
+    old = {"format": "score-explorer-session", "version": 1, "density": window.state.density.to_dict(),
+           "train": {"model": "mlp", "objective": "dsm", "width": 32, "depth": 2, "lr": 1e-3, "batch": 256,
+                     "sigma": 0.4, "sigma_max": 5.0, "sigma_min": 0.05, "n_levels": 8, "schedule": "linear",
+                     "n_timesteps": 100, "seed": 0},
+           "sampler": {"n_particles": 300, "source": "exact", "langevin_eps": 0.02, "langevin_steps": 30,
+                       "annealed_eps": 1e-3, "steps_per_level": 5, "n_levels": 4, "frames": 20,
+                       "chains": ["langevin", "ddpm"]},
+           "model_settings": None, "model_step": 0, "model_state": None}
+    path = tmp_path / "old.pt"
+    torch.save(old, path)
+    assert window.load_session(str(path))
+    s = window.state
+    assert s.train.objective == "dsm" and s.train.width == 32 and s.train.sigma == 0.4 and not s.train.lr_decay
+    assert [p["sampler"] for p in s.sampler.panels[:s.sampler.n_panels]] == ["langevin", "ddpm"]
+    assert s.sampler.panels[0]["options"]["eps"] == 0.02 and s.sampler.panels[0]["source"] == "exact"
+    assert len(window.views["sampler"].worker.chains) == 2

@@ -29,11 +29,14 @@ def test_screenshots_of_each_tab_after_a_short_demo(qtbot, tmp_path):
     win.show()
     qtbot.waitExposed(win)
     try:
-        win.run_demo(train_steps=1500)
+        win.run_demo(train_steps=1500, lab=True)
         win.views["score"].set_level(0)
         win.views["score"].show_vectors_at(2.8, 2.2)
         paths = [win.save_screenshot(str(shots / f"{tab}.png"), tab)
-                 for tab in ("density", "training", "score", "sampler")]
+                 for tab in ("density", "training", "score", "sampler", "lab")]
+        sampler, lab = win.views["sampler"], win.views["lab"]
+        assert len(sampler.worker.chains) == 4 and all("model" in p["title"] for p in sampler.panels)
+        assert lab.result is not None and {r.source for r in lab.result.rows} == {"model", "exact"}
     finally:
         win.close()
     for p in paths:

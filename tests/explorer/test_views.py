@@ -44,34 +44,64 @@ def test_score_field_compares_learned_and_true_over_levels(window, qtbot):
 
 
 def _use_exact(sp):
-    sp.source.setCurrentIndex(sp.source.findData("exact"))
+    for i in range(len(sp.active)):
+        c = sp.controls[i]
+        c.source.setCurrentIndex(c.source.findData("exact"))
 
 
-def test_each_sampler_runs_to_the_end_and_scrubs(window, qtbot):
+def test_four_samplers_run_to_the_end_from_the_same_particles(window, qtbot):
     sp = window.views["sampler"]
     window.tabs.setCurrentWidget(sp)
     _use_exact(sp)
-    assert [p["title"].split(" —")[0] for p in sp.panels] == ["Langevin", "Annealed Langevin", "DDPM"]
+    sp.set_panel(0, "langevin", "exact", steps=40)
+    sp.init.setCurrentIndex(sp.init.findData("uniform"))
+    assert [p["title"].split(" —")[0] for p in sp.panels] == ["Langevin", "DDPM", "DDIM η=0", "PF-ODE (heun)"]
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=30000)
-    for i, chain in enumerate(sp.worker.chains):
+    chains = sp.worker.chains
+    assert len(chains) == 4
+    for i, chain in enumerate(chains):
+        sampler = chain.spec.sampler
         assert len(chain.frames) == sp.n_frames + 1 and not chain.error
-        assert chain.k == chain.spec.sampler.n_steps
-    # all chains started from the same particles
-    assert all(np.array_equal(c.frames[0], sp.worker.chains[0].frames[0]) for c in sp.worker.chains)
+        assert chain.k == sampler.n_steps and chain.nfes[-1] == sampler.nfe
+        assert f"NFE {sampler.nfe}/{sampler.nfe}" in sp.panel_text(i)
+    assert [c.spec.sampler.nfe for c in chains] == [40, 50, 20, 39]
+    # every panel started from the same particles
+    assert all(np.array_equal(c.frames[0], chains[0].frames[0]) for c in chains)
     # the exact-score DDPM chain ends near the density: small energy distance
     metrics = sp.metrics_now()
-    ed = float(metrics[2].split("energy dist ")[1].split(" ")[0])
+    ed = float(metrics[1].split("energy dist ")[1].split(" ")[0])
     assert ed < 0.2, metrics
     # scrub
     sp.scrub.setValue(7)
     assert sp.frame == 7
-    assert np.array_equal(sp.panels[1]["points"].data(), sp.worker.chains[1].frames[7])
-    assert np.array_equal(sp.frame_positions(1), sp.worker.chains[1].frames[7])
+    assert np.array_equal(sp.panels[1]["points"].data(), chains[1].frames[7])
+    assert np.array_equal(sp.frame_positions(1), chains[1].frames[7])
     qtbot.keyClick(window, QtCore.Qt.Key.Key_Right)          # Right = one step forward
     assert sp.frame == 8
     qtbot.keyClick(window, QtCore.Qt.Key.Key_Left)
     assert sp.frame == 7
+    # Gaussian start: the same z, scaled by each sampler's prior std
+    sp.init.setCurrentIndex(sp.init.findData("gaussian"))
+    z = [c.frames[0] / c.spec.sampler.prior_std for c in sp.worker.chains]
+    assert all(np.allclose(zi, z[0], atol=1e-5) for zi in z)
+    assert sp.worker.chains[3].spec.sampler.prior_std > 3         # PF-ODE starts at σ_max
+
+
+def test_flow_lines_draw_whole_paths_of_deterministic_samplers(window, qtbot):
+    from explorer.views.sampler import FLOW_PARTICLES
+
+    sp = window.views["sampler"]
+    _use_exact(sp)
+    sp.flow.setChecked(True)
+    sp.run_to_end()
+    qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=30000)
+    f = sp.frame
+    assert len(sp.panels[3]["trail"].getData()[0]) == FLOW_PARTICLES * (f + 2)     # PF-ODE: frames 0 … f
+    assert len(sp.panels[2]["trail"].getData()[0]) == FLOW_PARTICLES * (f + 2)     # DDIM η = 0
+    n_trail = sp.trails.value()
+    assert len(sp.panels[0]["trail"].getData()[0]) == n_trail * (min(f, 30) + 2)   # annealed: a short trail
+    assert window.state.sampler.flow_lines
 
 
 def test_space_plays_the_animation_and_pauses_it(window, qtbot):
@@ -94,46 +124,92 @@ def test_a_diverging_chain_stops_with_a_message_and_the_others_go_on(window, qtb
     _use_exact(sp)
     messages = []
     window.state.status.connect(messages.append)
-    sp.langevin_eps.setValue(5.0)                  # ε ≫ σ² of the modes: x ← x(1 − ε/σ²) explodes
+    sp.set_panel(0, "langevin", "exact", steps=40, eps=5.0)   # ε ≫ σ² of the modes: x ← x(1 − ε/σ²) explodes
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.available() == sp.n_frames + 1, timeout=30000)
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=5000)
-    lang, ann, ddpm = sp.worker.chains
+    lang, *others = sp.worker.chains
     assert "diverged" in lang.error and "smaller step" in lang.error
-    assert not ann.error and not ddpm.error
+    assert not any(c.error for c in others)
     assert "diverged" in sp.panels[0]["plot"].titleLabel.text
+    assert "diverged" in sp.panel_text(0) and "diverged" not in sp.panel_text(1)
     assert any("diverged" in m for m in messages)
-    assert "diverged" in window.statusBar().currentMessage() or any("diverged" in m for m in messages)
 
 
-def test_sampler_uses_the_trained_model_when_it_has_one(window, qtbot):
-    tv, sp = window.views["training"], window.views["sampler"]
-    window.state.update_train(objective="ddpm")
-    tv.start(max_steps=100)
-    qtbot.waitUntil(lambda: not tv.is_running(), timeout=30000)
-    sp.restart()
-    titles = [p["title"] for p in sp.panels]
-    assert titles[2] == "DDPM — model"
-    assert "model" in titles[0]
+def test_a_ddpm_model_drives_annealed_langevin_and_the_pf_ode_in_one_batch(window, qtbot):
+    import copy
+
+    from explorer.state import build_network
+
+    sp = window.views["sampler"]
+    cfg = copy.deepcopy(window.state.train)
+    cfg.objective = "ddpm"
+    net = build_network(cfg)                       # untrained: speed and wiring do not need good weights
+    calls = []
+    net.register_forward_hook(lambda *a: calls.append(len(a[1][0])))   # copied with the network
+    window.state.set_model(net, cfg, step=1)
+    sp.n_panels.setValue(2)
+    sp.set_panel(0, "annealed", "model", steps=3, n_levels=5)
+    sp.set_panel(1, "pf-ode", "model", steps=10, sigma_min=0.001)
+    titles = [p["title"] for p in sp.panels[:2]]
+    assert titles == ["Annealed Langevin — DDPM model", "PF-ODE (heun) — DDPM model"]
+    a, b = sp.worker.chains
+    assert a.spec.sampler.model is b.spec.sampler.model         # one ScoreModel for both panels
+    assert a.spec.range_note == "" and "extrapolates" in b.spec.range_note   # σ_min below the schedule's σ₁
+    calls.clear()
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=30000)
+    assert not a.error and not b.error
+    assert a.nfes[-1] == 15 and b.nfes[-1] == 19
+    # one forward pass per round: fewer calls than evaluations, some with both chains' particles
+    assert len(calls) < 15 + 19 and max(calls) == 2 * window.state.sampler.n_particles
+    assert "Outside its training" in sp.panel_text(1) and "Outside" not in sp.panel_text(0)
 
 
-def test_unchecking_samplers_runs_and_shows_only_the_chosen_one(window, qtbot):
+def test_a_stale_signal_from_a_retired_worker_is_ignored(window, qtbot):
     sp = window.views["sampler"]
     _use_exact(sp)
-    sp.chain_boxes["langevin"].setChecked(False)
-    sp.chain_boxes["annealed"].setChecked(False)
-    assert window.state.sampler.chains == ["ddpm"]
-    assert len(sp.worker.chains) == 1 and sp.worker.chains[0].spec.title.startswith("DDPM")
+    old = sp.worker
+    sp.restart()
+    assert sp.worker is not old
+    before = [sp.panel_text(i) for i in range(4)]
+    old.chainFailed.connect(sp._on_chain_failed)       # as if queued before the restart
+    old.chainFailed.emit(3, "stale: diverged at step 1")
+    old.framesReady.connect(sp._on_frames)
+    old.framesReady.emit(99)
+    assert [sp.panel_text(i) for i in range(4)] == before
+    assert not any(p.get("error") for p in sp.panels)
+    sp.stop_worker()
+    sp.scrub.setValue(5)                               # no worker: nothing to scrub, no error
+    assert sp.worker is None
+
+
+def test_fewer_panels_run_and_show_only_the_chosen_ones(window, qtbot):
+    sp = window.views["sampler"]
+    _use_exact(sp)
+    sp.n_panels.setValue(1)
+    assert window.state.sampler.n_panels == 1
+    assert len(sp.worker.chains) == 1 and sp.worker.chains[0].spec.title.startswith("Annealed")
     assert len(sp.plots.ci.items) == 2                       # one particle panel + its histogram
-    sp.chain_boxes["ddpm"].setChecked(False)                 # the last one cannot be switched off
-    assert sp.chain_boxes["ddpm"].isChecked() and window.state.sampler.chains == ["ddpm"]
+    assert not sp.controls[1].isVisibleTo(sp)
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=30000)
-    sp.chain_boxes["langevin"].setChecked(True)
-    assert [c.spec.title.split(" —")[0] for c in sp.worker.chains] == ["Langevin", "DDPM"]
-    assert len(sp.plots.ci.items) == 4
+    sp.n_panels.setValue(3)
+    assert [c.spec.title.split(" —")[0] for c in sp.worker.chains] == ["Annealed Langevin", "DDPM", "DDIM η=0"]
+    assert len(sp.plots.ci.items) == 6
+
+
+def test_a_panel_shows_only_its_samplers_settings(window):
+    from trainers.samplers import SAMPLERS
+
+    sp = window.views["sampler"]
+    c = sp.controls[0]
+    for name, info in SAMPLERS.items():
+        sp.set_panel(0, name, "exact")
+        shown = {f for f, w in c.widgets.items() if w.isVisibleTo(c)}
+        assert shown == set(info.params), name
+        assert info.convention in c.sampler.toolTip()
+        assert window.state.sampler.panels[0]["sampler"] == name
 
 
 def test_every_control_explains_itself_in_a_tooltip(window):
@@ -141,12 +217,14 @@ def test_every_control_explains_itself_in_a_tooltip(window):
 
     kinds = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractButton, QtWidgets.QSlider)
     missing = []
-    for key in ("density", "training", "score", "sampler"):
+    sampler = window.views["sampler"]
+    sampler.set_panel(1, "langevin", "exact")
+    for key in ("density", "training", "score", "sampler", "lab"):
         for w in window.views[key].findChildren(QtWidgets.QWidget):
             if isinstance(w, kinds) and not isinstance(w, QtWidgets.QTabBar) and w.isVisibleTo(window.views[key]) \
                     and not w.toolTip() and w.parent() is not None and not isinstance(w.parent(), QtWidgets.QTabBar):
                 missing.append(f"{key}: {type(w).__name__} {getattr(w, 'text', lambda: '')()!r}")
     assert not missing, missing
-    sampler = window.views["sampler"]
-    assert "√(2ε)" in sampler.langevin_eps.toolTip()
-    assert "σᵢ²/σ_L²" in sampler.annealed_eps.toolTip() and "√αᵢ z" in sampler.annealed_eps.toolTip()
+    assert "√(2ε)" in sampler.controls[1].widgets["eps"].toolTip()
+    assert "σᵢ²/σ_L²" in sampler.controls[0].widgets["eps"].toolTip()
+    assert "√αᵢ z" in sampler.controls[0].widgets["eps"].toolTip()
