@@ -3,8 +3,8 @@
 `p(x) = Σ_k w_k N(x; μ_k, Σ_k)` with exact log-density, score and sampling. Adding Gaussian
 noise keeps it a mixture, so the "true" score of any noised density is exact and cheap:
 
-- `noised(σ)`        p_σ = p * N(0, σ²I): covariances Σ_k + σ²I (NCSN / DSM target, SPEC §2, §4)
-- `ddpm_marginal(ᾱ)` q(x_t) for x_t = √ᾱ x_0 + √(1−ᾱ) ε: means √ᾱ μ_k, covariances ᾱΣ_k + (1−ᾱ)I (SPEC §5)
+- `noised(σ)`        p_σ = p * N(0, σ²I): covariances Σ_k + σ²I (NCSN / DSM target, docs/math.md §2, §4)
+- `ddpm_marginal(ᾱ)` q(x_t) for x_t = √ᾱ x_0 + √(1−ᾱ) ε: means √ᾱ μ_k, covariances ᾱΣ_k + (1−ᾱ)I (docs/math.md §5)
 
 Parameters are stored as float64 tensors; `log_prob`/`score` compute in the dtype of `x`.
 """

@@ -4,7 +4,7 @@
 - `ScoreMLP(cond="sigma")`  s_θ(x, σ) = net(x, emb(log σ)) / σ  — NCSNv2's 1/σ output scaling plus a
                             Fourier embedding of log σ, so one net serves every noise level.
 - `ScoreMLP(cond="time")`   ε_θ(x_t, t): DDPM's ε-prediction with a sinusoidal embedding of t (0-based).
-- `EBM(EnergyMLP(...))`     an energy f_θ(x[, c]); its score is −∇ₓ f_θ by autograd (SPEC §1).
+- `EBM(EnergyMLP(...))`     an energy f_θ(x[, c]); its score is −∇ₓ f_θ by autograd (docs/math.md §1).
 
 All take `forward(x, c=None)` with x of shape (N, 2) and c of shape (N,) (σ values or timesteps).
 """

@@ -1,4 +1,4 @@
-"""Score-matching objectives as pure functions `(model, x, ...) -> scalar loss` (SPEC §2, §4, §5).
+"""Score-matching objectives as pure functions `(model, x, ...) -> scalar loss` (docs/math.md §2, §4, §5).
 
 Conventions: every loss carries the ½ of Hyvärinen/Vincent, so ESM, SSM and DSM at the same
 density differ only by model-independent constants; per-example terms are summed over the data
@@ -43,7 +43,7 @@ def ssm_loss(model, x: torch.Tensor, generator: torch.Generator | None = None,
 
     `variance_reduced=True` is that paper's SSM-VR (the ½‖s‖² term taken in closed form); False is the
     plain sliced objective with ½(vᵀs)². Both have the same expectation since E[vvᵀ] = I for Rademacher
-    and Gaussian v. (SPEC §2 labels the two forms the other way round; the paper's naming is used here.)
+    and Gaussian v. (the paper's naming of the two forms is used here.)
     """
     x = x.detach().requires_grad_(True)
     s = model(x)

@@ -123,6 +123,28 @@ def test_ncsn_loss_at_the_exact_score_equals_its_closed_form_minimum():
     assert loss == pytest.approx(expected, abs=0.01)
 
 
+def test_continuous_ncsn_levels_are_log_uniform():
+    """ncsn_loss(continuous=True) draws σ log-uniformly on [σ_L, σ₁] (mean of log σ at the midpoint,
+    variance (log σ₁ − log σ_L)²/12), not only the L levels."""
+    seen = []
+
+    class Recorder(nn.Module):
+        cond = "sigma"
+
+        def forward(self, x, sigma):
+            seen.append(sigma.clone())
+            return torch.zeros_like(x)
+
+    sigmas = geometric_sigmas(5.0, 0.05, 4)
+    ncsn_loss(Recorder(), torch.zeros(100_000, 2), sigmas, torch.Generator().manual_seed(0), continuous=True)
+    log_s = seen[0].double().log()
+    lo, hi = math.log(0.05), math.log(5.0)
+    assert float(log_s.min()) >= lo - 1e-6 and float(log_s.max()) <= hi + 1e-6
+    assert float(log_s.mean()) == pytest.approx((lo + hi) / 2, abs=0.01)
+    assert float(log_s.var()) == pytest.approx((hi - lo) ** 2 / 12, rel=0.02)
+    assert len(torch.unique(seen[0])) > 1000            # not the 4 discrete levels
+
+
 def test_ddpm_loss_at_the_exact_eps_equals_its_closed_form():
     d = preset("two_moons")
     sched = DDPMSchedule.linear(50)

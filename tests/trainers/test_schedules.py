@@ -1,4 +1,4 @@
-"""DDPM schedules and σ levels against the SPEC's closed forms (and diffusers, where installed)."""
+"""DDPM schedules and σ levels against the closed forms of docs/math.md §4–§5 (and diffusers, where installed)."""
 import math
 
 import pytest
@@ -37,7 +37,7 @@ def test_cosine_schedule_follows_its_alpha_bar_curve():
 def test_posterior_matches_spec_and_bayes_rule(kind):
     s = DDPMSchedule.from_name(kind, 200)
     b, a, ab, abp = (v.double() for v in (s.betas, s.alphas, s.alpha_bars, s.alpha_bars_prev))
-    # SPEC §5 closed forms (tables are stored in float32, hence rtol 2e-4)
+    # docs/math.md §5 closed forms (tables are stored in float32, hence rtol 2e-4)
     torch.testing.assert_close(s.posterior_variance.double(), (1 - abp) / (1 - ab) * b, rtol=2e-4, atol=1e-9)
     torch.testing.assert_close(s.posterior_mean_coef_x0.double(), abp.sqrt() * b / (1 - ab), rtol=2e-4, atol=1e-9)
     torch.testing.assert_close(s.posterior_mean_coef_xt.double(), a.sqrt() * (1 - abp) / (1 - ab), rtol=2e-4, atol=1e-9)
