@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .schedules import DDPMSchedule, extract
+from .schedules import DDPMSchedule
 
 
 def _sum_dims(v: torch.Tensor) -> torch.Tensor:

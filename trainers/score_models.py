@@ -255,22 +255,12 @@ class FixedLevelScoreModel(ScoreModel):
         return self.net(inp)
 
 
-class ScoreFunction(ScoreModel):
+class ScoreFunction(SigmaScoreModel):
     """Any callable fn(y, σ) → ∇log p_σ(y) (σ of shape (N,)), e.g. a closed form in a test."""
     kind = "function"
 
     def __init__(self, fn: Callable, sigma_min: float = 0.0, sigma_max: float = math.inf):
-        super().__init__(sigma_min, sigma_max)
-        self.fn = fn
-
-    def _prepare(self, q):
-        if q.kind == "score":
-            return q.x, q.c, lambda out: out
-        sigma = q.sigma()
-        return q.x / _bcast(q.sqrt_alpha_bar(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
-
-    def _forward(self, inp, cond):
-        return self.fn(inp, cond)
+        super().__init__(fn, sigma_min, sigma_max)
 
 
 class ExactScore(ScoreModel):

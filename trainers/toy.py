@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import samplers as S
+from .cli import positive_float, positive_int
 from .atomic import atomic_write_bytes, atomic_write_text
 from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
@@ -36,35 +37,21 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(v: str) -> int:
-    i = int(v)
-    if i < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return i
-
-
-def _positive_float(v: str) -> float:
-    f = float(v)
-    if not f > 0 or not np.isfinite(f):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {v}")
-    return f
-
-
 def _sampler_arguments(p, required: bool) -> None:
     names = list(S.SAMPLERS)
     p.add_argument("--sampler", choices=names, required=required,
                    help="; ".join(f"{k}: {v.convention}" for k, v in S.SAMPLERS.items()))
-    p.add_argument("--steps", type=_positive_int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="Langevin: steps (1000); annealed: steps per level T (100); ddpm: timesteps (all); "
                         "ddim: timesteps (50); pf-ode / pc: σ levels (50 / 100)")
-    p.add_argument("--nfe", type=_positive_int, default=None,
+    p.add_argument("--nfe", type=positive_int, default=None,
                    help="instead of --steps: choose the steps to spend about this many network evaluations")
-    p.add_argument("--eps", type=_positive_float, default=None,
+    p.add_argument("--eps", type=positive_float, default=None,
                    help="Langevin ε (x + ε s + √(2ε) z; default 0.01) or annealed ε (αᵢ = ε σᵢ²/σ_L²; default 0.1 σ_L²)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM η ∈ [0, 1] (0: deterministic)")
     p.add_argument("--solver", choices=["euler", "heun"], default="heun", help="PF-ODE solver")
     p.add_argument("--grid", choices=list(GRIDS), default="karras", help="PF-ODE σ grid (Karras ρ = 7 or geometric)")
-    p.add_argument("--snr", type=_positive_float, default=0.16, help="predictor–corrector signal-to-noise ratio r")
+    p.add_argument("--snr", type=positive_float, default=0.16, help="predictor–corrector signal-to-noise ratio r")
     p.add_argument("--corrector-steps", type=int, default=1, help="predictor–corrector: Langevin steps M per level")
     p.add_argument("--variance", choices=["beta", "beta_tilde"], default=None,
                    help="DDPM reverse variance σ_t² = β_t or β̃_t (default: the checkpoint's)")
@@ -87,12 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--density", required=True, help="preset name or density JSON file")
     t.add_argument("--model", choices=["mlp", "ebm"], default="mlp")
     t.add_argument("--objective", choices=list(OBJECTIVES), required=True)
-    t.add_argument("--sigma", type=_positive_float, default=0.1, help="DSM noise level σ")
+    t.add_argument("--sigma", type=positive_float, default=0.1, help="DSM noise level σ")
     t.add_argument("--sigma-max", type=float, default=0.0, help="NCSN σ₁ (0: largest pairwise data distance)")
-    t.add_argument("--sigma-min", type=_positive_float, default=0.05, help="NCSN σ_L")
-    t.add_argument("--levels", type=_positive_int, default=10, help="NCSN number of noise levels L")
+    t.add_argument("--sigma-min", type=positive_float, default=0.05, help="NCSN σ_L")
+    t.add_argument("--levels", type=positive_int, default=10, help="NCSN number of noise levels L")
     t.add_argument("--schedule", choices=["linear", "cosine"], default="linear", help="DDPM β schedule")
-    t.add_argument("--timesteps", type=_positive_int, default=1000, help="DDPM T")
+    t.add_argument("--timesteps", type=positive_int, default=1000, help="DDPM T")
     t.add_argument("--ssm-projection", choices=["rademacher", "gaussian"], default="rademacher",
                    help="sliced score matching: distribution of the projections v")
     t.add_argument("--no-ssm-vr", action="store_true",
@@ -101,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DDPM loss: L_simple (unweighted ε-MSE) or the ELBO's per-timestep weights")
     t.add_argument("--ddpm-variance", choices=["beta", "beta_tilde"], default="beta",
                    help="DDPM reverse variance σ_t² = β_t or β̃_t (used by ELBO weights and sampling)")
-    t.add_argument("--width", type=_positive_int, default=128)
-    t.add_argument("--depth", type=_positive_int, default=3)
-    t.add_argument("--steps", type=_positive_int, default=4000)
-    t.add_argument("--batch", type=_positive_int, default=512)
-    t.add_argument("--lr", type=_positive_float, default=2e-3)
+    t.add_argument("--width", type=positive_int, default=128)
+    t.add_argument("--depth", type=positive_int, default=3)
+    t.add_argument("--steps", type=positive_int, default=4000)
+    t.add_argument("--batch", type=positive_int, default=512)
+    t.add_argument("--lr", type=positive_float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="checkpoint path (.pt), written atomically")
 
@@ -116,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exact", action="store_true", help="same as --score exact")
     s.add_argument("--density", help="preset or JSON (for --score exact; default: the checkpoint's density)")
     _sampler_arguments(s, required=True)
-    s.add_argument("--n", type=_positive_int, default=2000)
+    s.add_argument("--n", type=positive_int, default=2000)
     s.add_argument("--init", choices=["uniform", "gaussian"], default=None,
                    help="initial particles: the sampler's Gaussian prior (σ_max·z for VE samplers, z for DDPM/DDIM), "
                         "or uniform over the density's box (default: uniform for Langevin, gaussian otherwise)")
@@ -127,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ckpt", required=True)
     e.add_argument("--density", required=True, help="preset name or density JSON file")
     _sampler_arguments(e, required=False)
-    e.add_argument("--n", type=_positive_int, default=2000)
+    e.add_argument("--n", type=positive_int, default=2000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -136,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--density", help="preset or JSON (default: the checkpoint's density)")
     lab.add_argument("--samplers", default=",".join(S.SAMPLERS), help="comma-separated registry names")
     lab.add_argument("--nfe", default=",".join(map(str, NFE_GRID)), help="comma-separated NFE budgets")
-    lab.add_argument("--n", type=_positive_int, default=2000)
+    lab.add_argument("--n", type=positive_int, default=2000)
     lab.add_argument("--seed", type=int, default=0)
     lab.add_argument("--csv", help="also write the table as CSV (atomically)")
     lab.add_argument("--json", action="store_true", help="print one JSON object")

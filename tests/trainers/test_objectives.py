@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.densities import GaussianMixture, preset
+from trainers.densities import preset
 from trainers.fitting import ToyConfig, train
 from trainers.metrics import fisher_divergence
 from trainers.nets import EBM, EnergyMLP, ScoreMLP, build_model

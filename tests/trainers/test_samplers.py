@@ -1,5 +1,4 @@
 """Samplers: stationary laws, mode weights, step API, divergence handling."""
-import math
 
 import pytest
 import torch

@@ -226,3 +226,24 @@ def test_pc_corrector_takes_no_step_on_a_zero_score():
     sampler = S.build_sampler("pc", ScoreFunction(lambda y, s: torch.zeros_like(y), 0.1, 1.0), nfe=10)
     x = sampler.run(torch.randn(50, 2)).x
     assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_ddim_matches_diffusers_ddim_scheduler(eta):
+    """Optional: where diffusers is installed, our DDIM steps equal DDIMScheduler's on its own
+    ("leading") timesteps, with the same ε and the same noise."""
+    diffusers = pytest.importorskip("diffusers")
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
+                                  set_alpha_to_one=True, steps_offset=0)
+    ref.set_timesteps(20)
+    sched = DDPMSchedule.linear(1000)
+    model = ExactScore(MIX)
+    ours = S.DDIMSampler(model, sched, [int(t) for t in ref.timesteps], eta=eta)
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    mine, theirs = x.clone(), x.clone()
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for k, t in enumerate(ref.timesteps):
+        mine = ours.step(mine, k, g1).x
+        eps = model.eps(theirs, int(t), sched)
+        theirs = ref.step(eps, t, theirs, eta=eta, generator=g2).prev_sample
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3)

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import positive_float, positive_int
+
 
 def _device(pref: str):
     import torch
@@ -128,37 +130,23 @@ def cmd_configs(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return n
-
-
-def _positive_float(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
 def add_sampler_options(p: argparse.ArgumentParser) -> None:
     from ..samplers import SAMPLERS
 
     p.add_argument("--sampler", choices=list(SAMPLERS), default=None,
                    help="any registry sampler (every sampler works on every run); default: ddpm "
                         "for DDPM runs, annealed (Langevin) for NCSN runs")
-    p.add_argument("--nfe", type=_positive_int, default=None,
+    p.add_argument("--nfe", type=positive_int, default=None,
                    help="network evaluations per chain, instead of the sampler's default steps "
                         "(DDIM's default is 50 steps)")
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0: deterministic)")
     p.add_argument("--solver", choices=["euler", "heun"], default=None, help="PF-ODE solver (default heun)")
-    p.add_argument("--snr", type=_positive_float, default=None,
+    p.add_argument("--snr", type=positive_float, default=None,
                    help="predictor-corrector signal-to-noise ratio r (default 0.16)")
-    p.add_argument("--sigma-max", type=_positive_float, default=None,
+    p.add_argument("--sigma-max", type=positive_float, default=None,
                    help="largest noise level σ (default: the model's trained range; beyond it the "
                         "model extrapolates and a note says so)")
-    p.add_argument("--sigma-min", type=_positive_float, default=None,
+    p.add_argument("--sigma-min", type=positive_float, default=None,
                    help="smallest noise level σ (default: the model's trained range)")
 
 
