@@ -2,7 +2,7 @@
 samplers, on the trained model and on the exact score (trainers.lab.run_lab, in a LabWorker thread).
 
 The exact-score curve is the sampler's own discretisation error; the gap to the model's curve is the
-model's error. Plots: energy distance to exact samples vs NFE (log-log, with the floor of two exact
+model's error. Plots: energy distance to exact samples vs NFE (log-log, with the floor of independent exact
 samples) and mode-weight error vs NFE; a table gives the NFE at which each sampler first comes within
 2× the floor. Export the rows as CSV and the plots as PNG (both written atomically).
 """
@@ -121,7 +121,7 @@ class LabView(QtWidgets.QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setToolTip("The smallest NFE at which each sampler's energy distance is within twice the "
-                              "floor (two exact samples); '—': not within the NFE tried.")
+                              "floor (mean energy distance of independent exact samples); '—': not within the NFE tried.")
         right.addWidget(self.table, 1)
 
         self.run_btn.clicked.connect(self.run)
@@ -267,7 +267,7 @@ class LabView(QtWidgets.QWidget):
         self.progress.setValue(1000)
         sources = "model and exact score" if has_model else "exact score only"
         self.status.setText(f"{len(result.rows)} runs ({sources}) on {result.n} particles in {result.seconds:.1f} s; "
-                            f"floor (two exact samples) {result.floor:.3g}.")
+                            f"floor (mean of independent exact samples) {result.floor:.3g}, up to {result.floor_max:.3g}.")
 
     # ------------------------------------------------------------------ export
     def export_target(self):
