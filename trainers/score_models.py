@@ -114,6 +114,14 @@ class ScoreModel:
     @torch.no_grad()
     def evaluate(self, queries: list[Query]) -> list[torch.Tensor]:
         """Answer several requests with one network call (inputs concatenated along the batch)."""
+        return self.evaluate_with_grad(queries)
+
+    def score_with_grad(self, y: torch.Tensor, sigma) -> torch.Tensor:
+        """score(y, σ) differentiable with respect to y (for divergences: trainers.likelihood)."""
+        return self.evaluate_with_grad([Query.score(y, sigma)])[0]
+
+    def evaluate_with_grad(self, queries: list[Query]) -> list[torch.Tensor]:
+        """`evaluate` without switching autograd off."""
         for q in queries:
             self._flag(q.sigma())
         prepared = [self._prepare(q) for q in queries]
@@ -294,7 +302,7 @@ class ExactScore(ScoreModel):
             self._cache[sigma] = self.density.noised(sigma)
         return self._cache[sigma]
 
-    def evaluate(self, queries):
+    def evaluate_with_grad(self, queries):
         out = []
         for q in queries:
             y, sigma = (q.x, q.c) if q.kind == "score" else (None, q.sigma())
