@@ -25,10 +25,14 @@ from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
                       natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra, train)
 from .lab import NFE_GRID, format_table, run_lab
+from .likelihood import pf_ode_log_density
 from .metrics import energy_distance, mode_weight_error
 from .objectives import OBJECTIVES
 from .schedules import GRIDS
 from .score_models import ExactScore
+
+
+NLL_POINTS = 500       # points for the PF-ODE likelihood (each costs ~200 forward + backward passes)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_arguments(e, required=False)
     e.add_argument("--n", type=positive_int, default=2000)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--nll", action="store_true",
+                   help="also the model's negative log-likelihood of fresh data by the PF-ODE (nats), beside the "
+                        "true value of p_σmin (the floor no model can beat)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     lab = sub.add_parser("lab", help="sample quality against NFE for each sampler, with the model and the exact score")
@@ -196,7 +203,7 @@ def cmd_sample(a) -> None:
 
 
 def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler: str | None = None,
-             options: S.SamplerOptions | None = None) -> dict:
+             options: S.SamplerOptions | None = None, nll: bool = False) -> dict:
     """Fisher divergence per level and the sample quality of `sampler` (default: the model's own)."""
     model, cfg, _, extra = load_checkpoint(ckpt)
     density = load_density(density_spec)
@@ -212,7 +219,14 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
     x = smp.run(initial_for(smp, n, "uniform" if name == "langevin" else "gaussian", density.plot_bounds(), gen),
                 gen).x
     ref, ref2 = density.sample(n, gen), density.sample(n, gen)
-    return {
+    extra = {}
+    if nll:
+        # fresh points of p_σmin, σ_min the model's smallest level (its density is only defined there)
+        noised = density.noised(sm.sigma_min)
+        y = noised.sample(min(n, NLL_POINTS), gen)
+        extra = {"nll_sigma": sm.sigma_min, "nll_model": float(-pf_ode_log_density(sm, y).mean()),
+                 "nll_true": float(-noised.log_prob(y.double()).mean())}
+    return {**extra,
         "objective": cfg.objective, "model": cfg.model, "sampler": name, "n": n, "nfe": smp.nfe,
         "note": sm.range_note(smp.sigmas_used()),
         "fisher": fisher_per_level(model, cfg, density, sigmas, n, seed),
@@ -225,7 +239,7 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
 
 def cmd_evaluate(a) -> None:
     cfg = load_checkpoint(a.ckpt)[1]
-    result = evaluate(a.ckpt, a.density, a.n, a.seed, a.sampler, _options(a, cfg))
+    result = evaluate(a.ckpt, a.density, a.n, a.seed, a.sampler, _options(a, cfg), a.nll)
     if result["note"]:
         sys.stderr.write(f"note: {result['note']}\n")
     if a.json:
@@ -238,6 +252,9 @@ def cmd_evaluate(a) -> None:
         print(f"  Fisher divergence at {level:>14}: {row['fisher']:.4g}")
     print(f"  energy distance  {result['energy_distance']:.4g}  (a fresh exact sample: {result['energy_distance_reference']:.4g})")
     print(f"  mode-weight TV   {result['mode_weight_error']:.4g}  (a fresh exact sample: {result['mode_weight_error_reference']:.4g})")
+    if "nll_model" in result:
+        print(f"  NLL at σ = {result['nll_sigma']:.3g} by the PF-ODE  {result['nll_model']:.4f} nats  "
+              f"(true: {result['nll_true']:.4f})")
 
 
 def _int_list(text: str) -> list[int]:
