@@ -1,13 +1,8 @@
 """Image-trainer run folders, read without Qt: runs, sample grids, checkpoints, chains, progress.
 
-The layout is the trainer's (``trainers/image/train.py``)::
-
-    RUN_DIR/progress.jsonl            one JSON object per line, appended while training
-    RUN_DIR/samples/step_<step>.png   grids drawn during training
-    RUN_DIR/checkpoints/ckpt_<step>.pt
-
-Grids the explorer asks for ("sample from checkpoint") go to ``RUN_DIR/drawn/`` as
-``ckpt_<step>-<sampler>.png`` with the chain x_T -> x_0 beside it (same stem, ``.npz``).
+The folder layout (progress.jsonl, checkpoints/, samples/, drawn/) is
+``trainers.image.run_layout``, shared with the trainer, and the event names of progress.jsonl are
+``trainers.image.progress``'s; no path or event string is spelled out here.
 
 This module also builds the two command lines the Trainer tab runs, so the CLI contract lives in
 one place. No maths here: grid tiling is ``trainers.image.imageio.grid_array``.
@@ -16,19 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from trainers.image import run_layout as layout
+from trainers.image.run_layout import PROGRESS, drawn_paths, is_run  # noqa: F401  (the tab's API)
 from trainers.samplers import SAMPLERS
-
-PROGRESS = "progress.jsonl"
-DRAWN = "drawn"
-_STEP_GRID = re.compile(r"^step_(\d+)\.png$")
-_DRAWN_GRID = re.compile(r"^ckpt_(\d+)-([\w-]+)\.png$")      # samplers such as pf-ode have a hyphen
 
 
 # ------------------------------------------------------------------------------ command lines
@@ -58,12 +49,6 @@ def train_args(config: str, out: Path, data_dir: str = "", resume: bool = False,
     if resume:
         args.append("--resume")
     return trainer_argv(*args, *overrides)
-
-
-def drawn_paths(run: Path, step: int, sampler: str) -> tuple[Path, Path]:
-    """(grid PNG, chain NPZ) for a grid drawn from checkpoint ``step`` with ``sampler``."""
-    stem = Path(run) / DRAWN / f"ckpt_{step:08d}-{sampler}"
-    return stem.with_suffix(".png"), stem.with_suffix(".npz")
 
 
 def sampler_choices() -> list[tuple[str, str]]:
@@ -108,10 +93,6 @@ def error_message(stderr: str) -> str:
 
 
 # ------------------------------------------------------------------------------ run folders
-def is_run(path: Path) -> bool:
-    return (path / PROGRESS).is_file() or (path / "checkpoints").is_dir()
-
-
 def list_runs(root: Path) -> list[Path]:
     """Run folders directly under ``root``, most recently changed first."""
     root = Path(root)
@@ -120,7 +101,7 @@ def list_runs(root: Path) -> list[Path]:
     runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)]
 
     def changed(p: Path) -> float:
-        log = p / PROGRESS
+        log = layout.progress_path(p)
         return (log if log.exists() else p).stat().st_mtime
 
     return sorted(runs, key=changed, reverse=True)
@@ -145,11 +126,11 @@ def list_grids(run: Path) -> list[Grid]:
     its step); the last is the latest."""
     run = Path(run)
     grids = []
-    for p in _pngs(run / "samples"):
-        if m := _STEP_GRID.match(p.name):
+    for p in _pngs(layout.samples_dir(run)):
+        if m := layout.SAMPLE_GRID_NAME.match(p.name):
             grids.append(Grid(p, int(m.group(1)), f"step {int(m.group(1))}"))
-    for p in _pngs(run / DRAWN):
-        if m := _DRAWN_GRID.match(p.name):
+    for p in _pngs(layout.drawn_dir(run)):
+        if m := layout.DRAWN_GRID_NAME.match(p.name):
             chain = p.with_suffix(".npz")
             step = int(m.group(1))
             grids.append(Grid(p, step, f"checkpoint {step}, {m.group(2)} sampler",
@@ -159,7 +140,7 @@ def list_grids(run: Path) -> list[Grid]:
 
 def _grid_order(g: Grid) -> tuple:
     """Step order; at one step the training grid first, then the drawn ones, oldest first."""
-    return g.step, g.path.parent.name == DRAWN, g.path.stat().st_mtime
+    return g.step, g.path.parent.name == layout.DRAWN, g.path.stat().st_mtime
 
 
 def _pngs(folder: Path) -> list[Path]:

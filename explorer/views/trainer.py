@@ -1,11 +1,13 @@
-"""Image trainer tab: launch ``python -m trainers.image train`` as a child process, follow it live,
+"""Image runs tab (``--tab trainer``): launch ``python -m trainers.image train`` as a child process, follow it live,
 and browse the sample grids and checkpoints of run folders.
 
 The run is a separate process (``QProcess`` with ``sys.executable``), never a thread: torch's
 thread count is process-wide and a long image run must not share the GUI's interpreter. Nothing
 here waits on a process: QProcess signals report output and exit, and a timer tails
-``RUN_DIR/progress.jsonl`` (``explorer.runs.ProgressTail`` reads only the new bytes). Run-folder
-reading and the CLI command lines live in ``explorer.runs``; this module is widgets only.
+``RUN_DIR/progress.jsonl`` (``explorer.runs.ProgressTail`` reads only the new bytes; the event
+names are ``trainers.image.progress``'s). A ``failed`` event puts the trainer's message in the error
+banner. Run-folder reading and the CLI command lines live in ``explorer.runs``; this module is
+widgets only. Titled "Image runs" so it is not mistaken for the 2D Training tab.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from trainers.image import progress as events
+from trainers.image import run_layout as layout
 from trainers.image.config import available_configs
 
 from .. import runs
@@ -37,7 +41,8 @@ TIP = {
     "data_dir": "Dataset folder (MNIST IDX files, CIFAR-10 python batches, CelebA images, ...). "
                 "Not needed for the digits configs. Passed as --data-dir.",
     "browse_data": "Choose the dataset folder.",
-    "out": "Run folder: config, progress.jsonl, samples/ and checkpoints/ go here.\n"
+    "out": f"Run folder: {layout.CONFIG}, {layout.PROGRESS}, {layout.SAMPLES}/ and "
+           f"{layout.CHECKPOINTS}/ go here.\n"
            "Empty: a new folder <runs root>/<config>-<date-time> is made at Start.",
     "browse_out": "Choose the run folder (pick an existing run to resume it).",
     "overrides": "Config overrides, space-separated section.key=value, e.g.\n"
@@ -46,13 +51,13 @@ TIP = {
     "resume": "Continue the run folder from its newest checkpoint (exactly: same batches and "
               "noise as an uninterrupted run). Ticked for you after Stop.",
     "start": "Start training in a separate Python process.",
-    "stop": "Stop the training process. Progress since the last checkpoint is lost; "
+    "stop": "Stop the training process: it finishes its step, writes a checkpoint and exits; "
             "Start with Resume ticked continues from that checkpoint.",
     "progress": "Training steps done / total.",
     "stats": "Latest logged values: mean loss since the previous log line, throughput, "
              "learning rate (after warm-up), time left and time spent.",
     "state": "What the training process is doing.",
-    "loss_plot": "Training loss (mean over each log interval) against the step.",
+    "loss_plot": "The image run's training loss (mean over each log interval) against the step.",
     "log_y": "Logarithmic loss axis.",
     "log": "Everything the training and sampling processes print (stdout and stderr).",
     "error": "The last failure, in the trainer's own words. Cleared at the next Start.",
@@ -73,7 +78,7 @@ TIP = {
                "Outside the model's trained noise range the log shows a note.",
     "frames": "Record about this many frames of the chain x_T -> x_0 (0: no chain).",
     "sample": "Draw a grid from the chosen checkpoint's EMA weights in a separate process "
-              "(saved under <run>/drawn/) and show it.",
+              f"(saved under <run>/{layout.DRAWN}/) and show it.",
 }
 
 
@@ -159,7 +164,7 @@ class ProcessRunner(QtCore.QObject):
 class TrainerTab(QtWidgets.QWidget):
     """Run panel (left), live progress and log (middle), sample viewer (right)."""
 
-    title = "Image trainer"
+    title = "Image runs"
 
     def __init__(self, parent: QtWidgets.QWidget | None = None,
                  runs_root: str | Path | None = None):
@@ -173,6 +178,7 @@ class TrainerTab(QtWidgets.QWidget):
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.last_step = 0
+        self.failure: str | None = None        # the message of the run's ``failed`` event
         self.grids: list[runs.Grid] = []
         self.chain: runs.Chain | None = None
         self._chain_key = None
@@ -262,7 +268,7 @@ class TrainerTab(QtWidgets.QWidget):
         return box
 
     def _build_live_column(self) -> QtWidgets.QWidget:
-        self.plot = C.tip(pg.PlotWidget(title="Training loss"), TIP["loss_plot"])
+        self.plot = C.tip(pg.PlotWidget(title="Image-run loss"), TIP["loss_plot"])
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
@@ -391,7 +397,7 @@ class TrainerTab(QtWidgets.QWidget):
                                overrides)
         self._reset_live()
         # A resumed run's curve starts with its history; a fresh run's with its own first line.
-        self.tail = runs.ProgressTail(self.run_dir / runs.PROGRESS, skip_existing=not resume)
+        self.tail = runs.ProgressTail(layout.progress_path(self.run_dir), skip_existing=not resume)
         self.state_label.setText(f"Starting {self.run_dir.name} …")
         self._set_running(True)
         self.poll_timer.start()
@@ -442,7 +448,8 @@ class TrainerTab(QtWidgets.QWidget):
             self.state_label.setText(f"Finished: step {self.last_step}.")
         else:
             self.state_label.setText(f"Failed (exit status {code}).")
-            self.show_error(f"Training failed: {runs.error_message(self.trainer.stderr)}")
+            self.show_error(self._failure_text(self.failure or
+                                               runs.error_message(self.trainer.stderr)))
         self.refresh_runs(select=self.run_dir)
 
     # ------------------------------------------------------------------ live progress
@@ -474,7 +481,10 @@ class TrainerTab(QtWidgets.QWidget):
     def _on_event(self, rec: dict) -> None:
         kind = rec["event"]
         self._set_step(rec.get("step", self.last_step), rec.get("total_steps"))
-        if kind == "start":
+        if kind == events.START:
+            if self.failure is not None:          # an earlier attempt's failure, now resumed
+                self.failure = None
+                self.clear_error()
             resumed = rec.get("resumed_from")
             self.state_label.setText(
                 f"Training {self.run_dir.name}: {rec.get('method', '')} on "
@@ -483,10 +493,18 @@ class TrainerTab(QtWidgets.QWidget):
                 + (f", resumed from step {resumed}" if resumed is not None else "") + ".")
             if self.run_dir.parent == self.runs_root():
                 self.refresh_runs(select=self.run_dir)      # the viewer follows the live run
-        elif kind in ("samples", "checkpoint") and self._viewed_run() == self.run_dir:
-            self._show_run(keep_grid=kind == "checkpoint")
-        elif kind == "done":
+        elif kind in (events.SAMPLES, events.CHECKPOINT) and self._viewed_run() == self.run_dir:
+            self._show_run(keep_grid=kind == events.CHECKPOINT)
+        elif kind == events.DONE:
             self.progress.setValue(self.progress.maximum())
+        elif kind == events.FAILED:
+            self.failure = str(rec.get("message") or rec.get("error") or "no message")
+            self.state_label.setText(f"Failed at step {self.last_step}.")
+            self.show_error(self._failure_text(self.failure))
+
+    def _failure_text(self, message: str) -> str:
+        step = f" at step {self.last_step}" if self.failure is not None else ""
+        return f"Training failed{step}: {message}"
 
     def _set_step(self, step: int, total: int | None) -> None:
         self.last_step = step
@@ -496,6 +514,7 @@ class TrainerTab(QtWidgets.QWidget):
 
     def _reset_live(self) -> None:
         self.steps, self.losses, self.last_step = [], [], 0
+        self.failure = None
         self.curve.setData([], [])
         self.progress.setMaximum(1)
         self.progress.setValue(0)

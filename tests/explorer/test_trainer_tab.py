@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from explorer import runs
+from trainers.image import progress as events
+from trainers.image import run_layout as layout
 
 TINY = ("train.log_every=5 train.sample_every=30 train.ckpt_every=15 train.n_grid=16 "
         "train.batch_size=32 model.ch=16 ddpm.T=100 train.warmup=10")
@@ -137,6 +139,50 @@ def test_bad_input_shows_the_trainers_message(qtbot, tab, tmp_path, config, data
     assert message in tab.error.text() and tab.error.text().startswith("Training failed")
     assert "exit status 2" in tab.state_label.text()
     assert tab.start_btn.isEnabled() and not tab.stop_btn.isEnabled()
+
+
+def test_a_run_that_fails_mid_training_shows_the_trainers_message(qtbot, tab, tmp_path):
+    """An absurd learning rate makes the loss infinite after the first step: the trainer ends
+    progress.jsonl with a ``failed`` event and the tab shows its message."""
+    out = tmp_path / "runs" / "diverges"
+    start_run(tab, out, TINY.replace("train.warmup=10", "train.warmup=0")
+              + " train.lr=1e30 train.log_every=1 train.n_steps=50")
+    wait_finished(qtbot, tab)
+    last = json.loads(layout.progress_path(out).read_text().splitlines()[-1])
+    assert last["event"] == events.FAILED and last["error"] == "FloatingPointError"
+    assert not tab.error.isHidden()
+    assert tab.error.text() == f"Training failed at step {last['step']}: {last['message']}"
+    assert "loss became" in tab.error.text() and "train.lr" in tab.error.text()
+    assert "exit status 1" in tab.state_label.text()
+    assert "Traceback" not in tab.trainer.stderr
+
+
+def test_a_failed_event_in_the_progress_file_is_shown(tab, tmp_path):
+    run = tmp_path / "runs" / "failed"
+    log = events.ProgressLog(layout.progress_path(run), truncate_after=-1)
+    log.event(events.START, 0, total_steps=10, method="ddpm", dataset="digits", params=1e6,
+              device="cpu", resumed_from=None)
+    for step in (1, 2):
+        log.write(step=step, loss=1.0 / step, total_steps=10)
+    log.failed(RuntimeError("boom in the loss at step 3"), 2)
+    log.close()
+    tab.run_dir, tab.tail = run, runs.ProgressTail(layout.progress_path(run))
+    tab.poll_progress()
+    assert tab.steps == [1, 2]
+    assert not tab.error.isHidden()
+    assert tab.error.text() == "Training failed at step 2: boom in the loss at step 3"
+    assert "Failed at step 2" in tab.state_label.text()
+    tab.trainer.stderr = "Traceback (most recent call last):\n  ...\nRuntimeError: other\n"
+    tab._on_train_finished(1, False)            # the process's exit: the event's message stays
+    assert tab.error.text() == "Training failed at step 2: boom in the loss at step 3"
+
+
+def test_the_tab_is_titled_image_runs_and_still_opened_as_trainer():
+    from explorer.app import MainWindow
+    from explorer.views.trainer import TrainerTab
+
+    assert ("trainer", TrainerTab) in MainWindow.VIEWS
+    assert TrainerTab.title == "Image runs"
 
 
 def test_malformed_overrides_are_refused_before_launching(tab, tmp_path):

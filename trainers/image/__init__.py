@@ -3,6 +3,8 @@
 Modules: ``config`` (TOML -> dataclasses, typed overrides), ``datasets`` (readers, step-indexed
 batch order), ``unet`` (DDPM U-Net, sigma-conditioned NCSN net), ``methods`` (binds the shared
 core losses/samplers in ``trainers.objectives`` / ``trainers.samplers`` to a config), ``train``
-(loop, progress log, DDP), ``checkpoints``, ``imageio`` (grids, chains), ``evaluate``
-(FID/IS when available, the digits classifier metric). CLI: ``python -m trainers.image``.
+(model, step, loop), ``runtime`` (device, DDP, threads, stop signals), ``progress`` (the
+progress.jsonl event log), ``run_layout`` (the run folder's paths, shared with the explorer),
+``checkpoints``, ``imageio`` (grids, chains), ``evaluate`` (FID/IS when available, the digits
+classifier metric). CLI: ``python -m trainers.image``.
 """

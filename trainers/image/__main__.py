@@ -13,7 +13,9 @@ or annealed) --nfe N --eta H --solver {euler,heun} --snr R --sigma-max S --sigma
 
 Multi-GPU: the same ``train`` command under ``torchrun --nproc_per_node=K -m trainers.image``.
 Exit status 2 means bad input (config, dataset, checkpoint, sampler options); the message says what
-and where. A sampler chain that diverges exits with status 1 and names the step and a remedy.
+and where. A sampler chain that diverges, or a training loss that becomes NaN/inf, exits with
+status 1 and names the step and a remedy. A training run that fails once started ends its
+progress.jsonl with a ``failed`` event holding the message.
 """
 from __future__ import annotations
 
@@ -36,11 +38,12 @@ def _device(pref: str):
 
 def cmd_train(args) -> int:
     from .config import from_dict, load_config, apply_overrides
+    from .run_layout import ckpt_dir
     from .train import make_run_dir, train
 
     if args.config:
         cfg = load_config(args.config, args.overrides)
-    elif args.resume and args.out and (Path(args.out) / "checkpoints").is_dir():
+    elif args.resume and args.out and ckpt_dir(args.out).is_dir():
         from .checkpoints import load_latest
 
         ckpt, _ = load_latest(args.out)
@@ -75,7 +78,8 @@ def _print_note(note: str) -> None:
 def cmd_sample(args) -> int:
     from .imageio import save_array, save_chain, save_grid, to_unit
     from .methods import generate
-    from .train import cpu_threads, load_run
+    from .runtime import cpu_threads
+    from .train import load_run
 
     suffix = Path(args.out).suffix.lower()
     if suffix not in OUT_SUFFIXES:
@@ -212,7 +216,7 @@ def main(argv=None) -> int:
     except (ConfigError, DatasetError, CheckpointError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except DivergenceError as e:
+    except (DivergenceError, FloatingPointError) as e:      # a chain or the training loss blew up
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

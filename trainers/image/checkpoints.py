@@ -1,8 +1,8 @@
 """Run-directory checkpoints: atomic writes, ``weights_only=True`` loads, fall back on corruption.
 
-A checkpoint is ``RUN_DIR/checkpoints/ckpt_<step:08d>.pt`` holding plain types and tensors only
-(so ``torch.load(weights_only=True)`` accepts it): model and EMA weights, optimizer and grad-scaler
-state, the step, RNG states (torch CPU/CUDA as byte tensors, numpy's MT19937 key as a tensor,
+A checkpoint is ``RUN_DIR/checkpoints/ckpt_<step:08d>.pt`` (``run_layout.ckpt_path``) holding plain
+types and tensors only (so ``torch.load(weights_only=True)`` accepts it): model and EMA weights,
+optimizer and grad-scaler state, the step, RNG states (torch CPU/CUDA as byte tensors, numpy's MT19937 key as a tensor,
 python's ``random`` state tuple) and the config dict. Writes go through
 ``trainers.atomic.atomic_torch_save`` (temp file + fsync + rename), so a crash mid-write never
 leaves a half-written checkpoint under the final name; a file damaged anyway (disk full, copied
@@ -11,7 +11,6 @@ truncated) is reported and the previous checkpoint is used.
 from __future__ import annotations
 
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -19,22 +18,15 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_torch_save
+from . import run_layout as layout
+from .run_layout import ckpt_dir, ckpt_path  # noqa: F401  (this module's API since the start)
 
 CKPT_VERSION = 1
-_CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
 REQUIRED_KEYS = ("version", "step", "model", "ema", "config")
 
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint; the message lists what was tried."""
-
-
-def ckpt_dir(run_dir) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def ckpt_path(run_dir, step: int) -> Path:
-    return ckpt_dir(run_dir) / f"ckpt_{step:08d}.pt"
 
 
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
@@ -44,7 +36,7 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
         return []
     out = []
     for p in d.iterdir():
-        m = _CKPT_RE.match(p.name)
+        m = layout.CKPT_NAME.match(p.name)
         if m:
             out.append((int(m.group(1)), p))
     return sorted(out)

@@ -330,3 +330,14 @@ def batch_stream(ds, batch: int, seed: int, start_step: int, rank: int = 0, worl
         # whose state the checkpoint restores for dropout
         generator=torch.Generator().manual_seed(seed + 17 * start_step))
     return iter(loader)
+
+
+def close_stream(stream) -> None:
+    """Release a ``batch_stream``: end the generator, or shut a DataLoader's worker processes down
+    now rather than when the iterator is garbage-collected (after a failure, a traceback can keep it
+    alive)."""
+    for name in ("close", "_shutdown_workers"):
+        fn = getattr(stream, name, None)
+        if callable(fn):
+            fn()
+            return

@@ -151,7 +151,8 @@ def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None 
                  **sampler_overrides) -> dict:
     """The report of a run's checkpoint; `sampler` and `sampler_overrides` (nfe, eta, solver, snr,
     sigma_max, sigma_min) as for ``methods.generate``."""
-    from .train import cpu_threads, load_run
+    from .runtime import cpu_threads
+    from .train import load_run
 
     cfg, model, ckpt, path = load_run(run_dir, step, device)
     # the digits configs ask for 1 thread: on a shared 2-core machine more threads oversubscribe

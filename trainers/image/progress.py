@@ -1,0 +1,84 @@
+"""``RUN_DIR/progress.jsonl``: the training event log, one JSON object per line, appended and
+flushed as training goes, for the explorer to tail.
+
+Training lines (no ``"event"`` key): ``step, loss, images_per_s, lr, eta_s, elapsed_s,
+total_steps, grad_norm`` (loss = mean over the steps since the previous line). A reader that only
+wants the curve keeps the lines that have ``"loss"``.
+
+Event lines carry ``"event"`` (one of the names below) and ``"step"``:
+
+- ``start``      ``total_steps, device, params, world_size, resumed_from, dataset, n_images, method``
+- ``checkpoint`` / ``samples``  ``path`` of the file written
+- ``stopped``    a signal stopped the run after checkpointing this step (``elapsed_s``)
+- ``done``       the run reached ``total_steps`` (``elapsed_s``)
+- ``failed``     the run ended with an exception: ``message`` (what went wrong, in words) and
+                 ``error`` (the exception's type name). Always the last line of a failed run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+
+START = "start"
+CHECKPOINT = "checkpoint"
+SAMPLES = "samples"
+STOPPED = "stopped"
+DONE = "done"
+FAILED = "failed"
+EVENTS = (START, CHECKPOINT, SAMPLES, STOPPED, DONE, FAILED)
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line saying what went wrong: the exception's message, or its type when it has none."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (a second stop signal); --resume continues from the newest checkpoint"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ProgressLog:
+    """The one writer of ``progress.jsonl``.
+
+    ``truncate_after``: None appends to what is there; a negative value starts an empty log (a fresh
+    run); a step drops the lines of a killed or failed run that lie after the checkpoint being
+    resumed, and its ``failed`` event.
+    """
+
+    def __init__(self, path, truncate_after: int | None = None):
+        self.path = Path(path)
+        if truncate_after is not None and truncate_after < 0:
+            atomic_write_text(self.path, "")          # a fresh run: start an empty log
+        elif truncate_after is not None and self.path.exists():
+            keep = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by the kill
+                # a ``failed`` event ended the process being resumed: it is not this run's end
+                if isinstance(rec, dict) and rec.get("step", 0) <= truncate_after \
+                        and rec.get("event") != FAILED:
+                    keep.append(line)
+            atomic_write_text(self.path, "".join(l + "\n" for l in keep))
+        self.f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, **rec) -> None:
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+
+    def event(self, name: str, step: int, **fields) -> None:
+        if name not in EVENTS:
+            raise ValueError(f"unknown progress event {name!r}; one of {', '.join(EVENTS)}")
+        self.write(event=name, step=step, **fields)
+
+    def failed(self, exc: BaseException, step: int) -> None:
+        self.event(FAILED, step, message=failure_message(exc), error=type(exc).__name__)
+
+    @property
+    def closed(self) -> bool:
+        return self.f.closed
+
+    def close(self) -> None:
+        self.f.close()

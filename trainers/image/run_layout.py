@@ -1,0 +1,75 @@
+"""The run folder's layout, in one place: the trainer writes it, the explorer reads it.
+
+::
+
+    RUN_DIR/config.toml                         the resolved config (overrides applied)
+    RUN_DIR/progress.jsonl                      the event log (``trainers.image.progress``)
+    RUN_DIR/checkpoints/ckpt_<step:08d>.pt      the newest ``train.keep_ckpts`` kept
+    RUN_DIR/samples/step_<step:08d>.png         grids drawn with the EMA weights while training
+    RUN_DIR/drawn/ckpt_<step:08d>-<sampler>.png grids drawn later from a checkpoint (the explorer's
+                                                "sample from checkpoint"), with the chain x_T -> x_0
+                                                beside each (same stem, ``.npz``)
+    RUN_DIR/tb/                                 TensorBoard events (only when tensorboard is installed)
+
+Only ``pathlib`` and ``re`` here, so the GUI can import it without torch.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+CONFIG = "config.toml"
+PROGRESS = "progress.jsonl"
+CHECKPOINTS = "checkpoints"
+SAMPLES = "samples"
+DRAWN = "drawn"
+TENSORBOARD = "tb"
+
+CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+SAMPLE_GRID_NAME = re.compile(r"^step_(\d+)\.png$")
+DRAWN_GRID_NAME = re.compile(r"^ckpt_(\d+)-([\w-]+)\.png$")    # samplers such as pf-ode have a hyphen
+
+
+def config_path(run) -> Path:
+    return Path(run) / CONFIG
+
+
+def progress_path(run) -> Path:
+    return Path(run) / PROGRESS
+
+
+def ckpt_dir(run) -> Path:
+    return Path(run) / CHECKPOINTS
+
+
+def ckpt_path(run, step: int) -> Path:
+    return ckpt_dir(run) / f"ckpt_{step:08d}.pt"
+
+
+def samples_dir(run) -> Path:
+    return Path(run) / SAMPLES
+
+
+def sample_grid_path(run, step: int) -> Path:
+    return samples_dir(run) / f"step_{step:08d}.png"
+
+
+def drawn_dir(run) -> Path:
+    return Path(run) / DRAWN
+
+
+def drawn_paths(run, step: int, sampler: str) -> tuple[Path, Path]:
+    """(grid PNG, chain NPZ) for a grid drawn from checkpoint ``step`` with ``sampler``."""
+    if not re.fullmatch(r"[\w-]+", sampler):
+        raise ValueError(f"sampler name {sampler!r} must be letters, digits, '_' or '-'")
+    stem = drawn_dir(run) / f"ckpt_{step:08d}-{sampler}"
+    return stem.with_suffix(".png"), stem.with_suffix(".npz")
+
+
+def tensorboard_dir(run) -> Path:
+    return Path(run) / TENSORBOARD
+
+
+def is_run(path) -> bool:
+    """A folder the trainer has written to: it has a progress log or a checkpoints folder."""
+    return progress_path(path).is_file() or ckpt_dir(path).is_dir()
