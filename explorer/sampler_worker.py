@@ -36,7 +36,7 @@ class Chain:
     nfes: list = field(default_factory=list)      # network evaluations spent up to each frame
     error: str = ""
     diverged_at_frame: int | None = None
-    metrics: dict = field(default_factory=dict)   # frame -> text, every `metric_every` frames
+    metrics: dict = field(default_factory=dict)   # frame -> metric_fn's dict, every `metric_every` frames
 
     @property
     def k(self) -> int:
@@ -124,8 +124,8 @@ class ChainWorker(QtCore.QThread):
             if not c.error and len(c.frames) > f:
                 c.metrics[f] = self.metric_fn(c.frames[f])
 
-    def metric_at(self, i: int, f: int) -> str:
-        """The latest metrics computed at or before frame f of chain i."""
+    def metric_at(self, i: int, f: int) -> dict:
+        """The latest metrics computed at or before frame f of chain i ({} if none yet)."""
         m = self.chains[i].metrics
         keys = [k for k in list(m) if k <= f]
-        return m[max(keys)] if keys else ""
+        return m[max(keys)] if keys else {}

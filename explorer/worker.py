@@ -10,7 +10,6 @@ in the worker thread.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -66,7 +65,6 @@ class TrainWorker(QtCore.QThread):
 
     def _train(self):
         s = self.settings                       # a trainers.fitting.ToyConfig, as the CLI trains with
-        torch.manual_seed(s.seed)
         model, objective = F.build_model_and_objective(s, self.density)
         if self.init_state is not None:
             model.load_state_dict(self.init_state)
@@ -79,7 +77,13 @@ class TrainWorker(QtCore.QThread):
         t_emit = t_snap = time.perf_counter()
         # the rate window opens at the first finished step: the first step pays torch's warm-up (~1 s)
         t_rate, n_rate, rate = None, 0, 0.0
-        for info in steps:
+        while True:
+            try:
+                info = next(steps)
+            except FloatingPointError:          # training_steps: the loss became nan or inf
+                self._flush(buf_steps, buf_losses, rate)
+                self.failed.emit(diverged_message(s, self.step + 1))
+                return
             if self._cancel.is_set():
                 break
             if not self._running.is_set():
@@ -90,12 +94,7 @@ class TrainWorker(QtCore.QThread):
                     break
                 t_rate, n_rate = time.perf_counter(), 0
             self.step = self.start_step + info.step
-            loss = float(info.loss)
-            if not math.isfinite(loss):
-                self._flush(buf_steps, buf_losses, rate)
-                self.failed.emit(f"loss became {loss} at step {self.step}: lower the learning rate "
-                                 f"(now {s.lr:g}) and press Reset")
-                return
+            loss = float(info.loss)             # finite: training_steps raises FloatingPointError first
             buf_steps.append(self.step)
             buf_losses.append(loss)
             now = time.perf_counter()
@@ -131,3 +130,13 @@ class TrainWorker(QtCore.QThread):
         model.train()
         self.snapshot.emit({"step": self.step, "state": state})
         self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
+
+
+def diverged_message(s, step: int) -> str:
+    """What to do when the loss became nan or inf, in the words of the Training tab's fields."""
+    advice = f"lower the Learning rate (now {s.lr:g})"
+    if s.objective == "dsm":
+        advice += f" or raise DSM σ (now {s.sigma:g})"
+    elif s.objective == "ncsn":
+        advice += f" or raise σ_L (min) (now {s.sigma_min:g})"
+    return f"Training diverged at step {step} (the loss became nan or inf): {advice}, then press Start."

@@ -208,6 +208,16 @@ def qimage_to_pil(img: QtGui.QImage):
     return Image.fromarray(arr[:, : w * 3].reshape(h, w, 3).copy())
 
 
+def from_current_worker(view: QtCore.QObject) -> bool:
+    """Is the signal `view` is handling from its current worker (`view.worker`)?
+
+    Every slot fed by a worker starts with this: Qt still delivers the queued signals a worker posted
+    before it was disconnected, so a retired worker's progress or failure can arrive after a restart;
+    it must not touch the new run's widgets. A direct call (no sender) is not from the worker either."""
+    worker = getattr(view, "worker", None)
+    return worker is not None and view.sender() is worker
+
+
 def retire_worker(worker: QtCore.QThread, signals) -> None:
     """Disconnect a worker's signals (so nothing stale reaches the view), cancel it, wait for its
     thread to finish and schedule it for deletion."""

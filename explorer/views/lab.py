@@ -176,32 +176,29 @@ class LabView(QtWidgets.QWidget):
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 
-    def _is_current(self) -> bool:
-        return self.worker is not None and self.sender() is self.worker
-
     @QtCore.Slot(float, str)
     def _on_progress(self, frac: float, what: str):
-        if self._is_current():
+        if C.from_current_worker(self):
             self.progress.setValue(int(1000 * frac))
             self.status.setText(f"Done: {what}")
 
     @QtCore.Slot(object)
     def _on_done(self, result):
-        if not self._is_current():
+        if not C.from_current_worker(self):
             return
         self._idle()
         self.show_result(result)
 
     @QtCore.Slot()
     def _on_cancelled(self):
-        if self._is_current():
+        if C.from_current_worker(self):
             self._idle()
             self.progress.setValue(0)
             self.status.setText("Cancelled.")
 
     @QtCore.Slot(str)
     def _on_failed(self, msg: str):
-        if self._is_current():
+        if C.from_current_worker(self):
             self._idle()
             self.status.setText(f"<span style='color:#c33'>{msg}</span>")
             self.state.status.emit(msg)

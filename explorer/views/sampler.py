@@ -153,7 +153,7 @@ class SamplerView(QtWidgets.QWidget):
             label.setStyleSheet("font-size: 8pt; padding: 2px 6px")
             text_row.addWidget(label, 1)
             self.panels.append({"plot": p, "heat": heat, "points": pts, "trail": trail, "hist_plot": h,
-                                "hist": hist, "truth": truth, "label": label, "metric": "", "title": ""})
+                                "hist": hist, "truth": truth, "label": label, "metric": {}, "title": ""})
 
         controls = QtWidgets.QHBoxLayout()
         right.addLayout(controls)
@@ -278,11 +278,6 @@ class SamplerView(QtWidgets.QWidget):
         if getattr(self, "_stale", False) and not self.playing and self.frame == 0:
             self.restart()
 
-    def _is_current(self) -> bool:
-        """Is the signal being handled from the current worker? (A retired worker's queued signals
-        can still arrive after a restart; they must not touch the new panels.)"""
-        return self.worker is not None and self.sender() is self.worker
-
     def stop_worker(self):
         w = self.worker
         if w is None:
@@ -332,8 +327,8 @@ class SamplerView(QtWidgets.QWidget):
         idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
         ref_self = M.mean_pairwise_distance(ref)
 
-        def metric_fn(xy: np.ndarray) -> str:      # runs in the sampler thread; no Qt here
-            return _metrics_text(xy, idx, ref, ref_self, density)
+        def metric_fn(xy: np.ndarray) -> dict:     # runs in the sampler thread; no Qt here
+            return _metrics(xy, idx, ref, ref_self, density)
 
         self.worker = ChainWorker(specs, starts, ss.frames, ss.seed, metric_fn=metric_fn,
                                   metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
@@ -342,7 +337,7 @@ class SamplerView(QtWidgets.QWidget):
         self.worker.failed.connect(self._on_failed)
         self.worker.start()
         for p, spec in zip(self.panels, specs):
-            p["title"], p["metric"], p["error"] = spec.title, "", ""
+            p["title"], p["metric"], p["error"] = spec.title, {}, ""
         self.note.setText(self._notes())
         self.scrub.blockSignals(True)
         self.scrub.setRange(0, ss.frames)
@@ -448,7 +443,7 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(int)
     def _on_frames(self, available: int):
-        if not self._is_current():
+        if not C.from_current_worker(self):
             return
         pending = self._pending
         if pending is not None and not self.playing:
@@ -470,7 +465,7 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(int, str)
     def _on_chain_failed(self, i: int, msg: str):
-        if not self._is_current() or i >= len(self.worker.chains):
+        if not C.from_current_worker(self) or i >= len(self.worker.chains):
             return
         p = self.panels[self.active[i]]
         p["error"] = msg
@@ -479,7 +474,7 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(str)
     def _on_failed(self, msg: str):
-        if not self._is_current():
+        if not C.from_current_worker(self):
             return
         self.set_playing(False)
         self.state.status.emit(msg)
@@ -527,7 +522,8 @@ class SamplerView(QtWidgets.QWidget):
             p["plot"].setTitle(f"<b>{p['title']}</b><br><span style='font-size:8pt'>{label}</span>{err}",
                                size="9pt")
             spec = chain.spec
-            lines = [f"<b>NFE {chain.nfes[min(f, len(chain.nfes) - 1)]}/{spec.sampler.nfe}</b> · {p['metric']}"]
+            lines = [f"<b>NFE {chain.nfes[min(f, len(chain.nfes) - 1)]}/{spec.sampler.nfe}</b> · "
+                     + _metrics_text(p["metric"], self.state.density.n_components)]
             if spec.range_note:
                 lines.append(f"<span style='color:#fa4'>Outside its training: {spec.range_note}.</span>")
             if spec.note:
@@ -546,8 +542,21 @@ class SamplerView(QtWidgets.QWidget):
             self._ref = (d, d.sample(N_REF, generator=torch.Generator().manual_seed(7)))
         return self._ref[1]
 
-    def metrics_now(self) -> list[str]:
-        return [self.panels[i]["metric"] for i in self.active]
+    def metrics_now(self) -> list[dict]:
+        """Per active panel, the sample metrics shown now: {"energy_distance", "mode_weight_tv",
+        "mode_weights"} as numbers ({} before the first are computed, or with no finite particles)."""
+        return [dict(self.panels[i]["metric"]) for i in self.active]
+
+    def panel_numbers(self, i: int) -> dict:
+        """The numbers panel i shows at the current frame: network evaluations spent ("nfe") of the
+        sampler's total ("nfe_total"), whether the chain has diverged by now, and its metrics_now()."""
+        if self.worker is None:
+            return {}
+        chain = self.worker.chains[i]
+        f = min(self.frame, len(chain.nfes) - 1)
+        diverged = bool(chain.error) and chain.diverged_at_frame is not None and f >= chain.diverged_at_frame
+        return {"nfe": chain.nfes[f], "nfe_total": chain.spec.sampler.nfe, "diverged": diverged,
+                **self.panels[self.active[i]]["metric"]}
 
     def panel_text(self, i: int) -> str:
         return self.panels[i]["label"].text()
@@ -575,18 +584,24 @@ class SamplerView(QtWidgets.QWidget):
         return len(images)
 
 
-def _metrics_text(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, ref_self: float, density) -> str:
+def _metrics(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, ref_self: float, density) -> dict:
+    """The panel's sample metrics (trainers.metrics on a fixed subset of the particles), as numbers."""
     x = torch.from_numpy(xy)
     x = x[idx[idx < len(x)]]
     x = x[torch.isfinite(x).all(1)]
     if len(x) == 0:
-        return "no finite particles"
-    ed = M.energy_distance(x, ref, ref_self)
-    w = M.mode_weights(x, density)
-    tv = M.mode_weight_error(x, density)
-    text = f"energy dist {ed:.3g} · mode-weight TV {tv:.2f}"
-    if density.n_components <= 8:
-        text += "<br>weights " + " ".join(f"{float(v):.2f}" for v in w)
+        return {}
+    return {"energy_distance": float(M.energy_distance(x, ref, ref_self)),
+            "mode_weight_tv": float(M.mode_weight_error(x, density)),
+            "mode_weights": [float(v) for v in M.mode_weights(x, density)]}
+
+
+def _metrics_text(m: dict, n_components: int) -> str:
+    if not m:
+        return ""
+    text = f"energy dist {m['energy_distance']:.3g} · mode-weight TV {m['mode_weight_tv']:.2f}"
+    if n_components <= 8:
+        text += "<br>weights " + " ".join(f"{v:.2f}" for v in m["mode_weights"])
     return text
 
 

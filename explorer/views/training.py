@@ -52,8 +52,8 @@ class TrainingView(QtWidgets.QWidget):
         self._losses: list[np.ndarray] = []
         self._fisher_steps: list[int] = []
         self._fisher: list[float] = []
-        self._restarting = False
         self._last_rate = 0.0
+        self.failure = ""               # why the last run stopped by itself ("" while it has not)
 
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = C.side_panel()
@@ -217,6 +217,7 @@ class TrainingView(QtWidgets.QWidget):
         w.finished.connect(self._on_finished)
         self._trained_density = s.density
         self._worker_settings = w.settings
+        self.failure = ""
         self.worker = w
         w.start()
         self.start_btn.setText("Pause")
@@ -254,7 +255,7 @@ class TrainingView(QtWidgets.QWidget):
     # ------------------------------------------------------------------ worker → GUI (GUI thread)
     @QtCore.Slot(object)
     def _on_progress(self, d):
-        if self.sender() is not self.worker:
+        if not C.from_current_worker(self):
             return
         self._steps.append(d["steps"])
         self._losses.append(d["losses"])
@@ -268,7 +269,7 @@ class TrainingView(QtWidgets.QWidget):
 
     @QtCore.Slot(object)
     def _on_metric(self, d):
-        if self.sender() is not self.worker:
+        if not C.from_current_worker(self):
             return
         self._fisher_steps.append(d["step"])
         self._fisher.append(max(d["fisher"], 1e-12))
@@ -280,7 +281,7 @@ class TrainingView(QtWidgets.QWidget):
 
     @QtCore.Slot(object)
     def _on_snapshot(self, d):
-        if self.sender() is not self.worker:
+        if not C.from_current_worker(self):
             return
         model = build_network(self._worker_settings)
         model.load_state_dict(d["state"])
@@ -289,14 +290,19 @@ class TrainingView(QtWidgets.QWidget):
 
     @QtCore.Slot(str)
     def _on_failed(self, msg):
+        if not C.from_current_worker(self):
+            return
+        self.failure = msg
         self.state.status.emit(msg)
         self.info.setText(f"<span style='color:#c33'>{msg}</span>")
 
     @QtCore.Slot()
     def _on_finished(self):
-        if self.sender() is self.worker:
-            self.start_btn.setText("Start")
-            self.runningChanged.emit(False)
+        if not C.from_current_worker(self):
+            return
+        self.start_btn.setText("Start")
+        self.runningChanged.emit(False)
+        if not self.failure:            # the failure stays in the status bar
             self.state.status.emit(f"Training stopped at step {self.state.model_step}")
 
     # ------------------------------------------------------------------ curves

@@ -50,3 +50,17 @@ def no_modal_dialogs(monkeypatch):
         monkeypatch.setattr(QtWidgets.QMessageBox, name, refuse)
     for name in ("getOpenFileName", "getSaveFileName"):
         monkeypatch.setattr(QtWidgets.QFileDialog, name, refuse)
+
+
+@pytest.fixture
+def queue_stale():
+    """queue_stale(signal, slot, *args): post signal(*args) to slot as a worker thread does (a queued
+    call), so that Qt delivers it only at the next event processing, after the test retires the worker."""
+    from PySide6 import QtCore
+
+    def post(signal, slot, *args):
+        signal.disconnect(slot)                     # the view's own connection would call it right now
+        signal.connect(slot, QtCore.Qt.ConnectionType.QueuedConnection)
+        signal.emit(*args)
+
+    return post

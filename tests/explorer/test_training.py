@@ -1,35 +1,32 @@
-"""Live training: the loss falls while the GUI thread stays responsive; objectives switch cleanly."""
+"""Live training: the loss falls while the GUI draws it; objectives switch cleanly; a diverging run says
+what to change; a retired worker's late signals are ignored."""
 from __future__ import annotations
-
-import time
 
 import numpy as np
 from PySide6 import QtCore
 
 
-def test_training_loss_falls_while_a_gui_timer_keeps_firing(window, qtbot):
+def test_training_loss_falls_and_the_gui_draws_it_while_it_runs(window, qtbot):
+    # (how responsive the GUI stays while training: benchmarks/bench_gui_responsiveness.py)
     tv = window.views["training"]
     window.tabs.setCurrentWidget(tv)
     window.state.update_train(objective="dsm", sigma=0.5)
-    ticks = []
+    seen = []                                 # steps recorded, as a GUI-thread timer sees them
     timer = QtCore.QTimer()
     timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))   # GUI-thread timer, GUI-thread slot
+    timer.timeout.connect(lambda: seen.append(len(tv.loss_history()[0])))
     timer.start()
     tv.start_btn.click()
     assert tv.is_running()
-    t0 = time.perf_counter()
-    qtbot.waitUntil(lambda: len(tv.loss_history()[0]) >= 600 and time.perf_counter() - t0 > 1.5, timeout=30000)
+    qtbot.waitUntil(lambda: len(tv.loss_history()[0]) >= 600, timeout=30000)
     timer.stop()
     tv.start_btn.click()                      # pause
     assert tv.worker.paused
     steps, losses = tv.loss_history()
-    assert np.all(np.diff(steps) > 0)
+    assert np.array_equal(steps, np.arange(1, len(steps) + 1))      # every step once, in order
     assert losses[-100:].mean() < 0.8 * losses[:20].mean()
-    gaps = np.diff(ticks)
-    # a 10 ms timer on a shared 2-core machine: demand ≥ 20 ticks/s and no freeze longer than 0.5 s
-    elapsed = ticks[-1] - ticks[0]
-    assert len(ticks) / elapsed > 20 and gaps.max() < 0.5, (len(ticks), elapsed, np.median(gaps), gaps.max())
+    # the GUI thread ran between the worker's progress reports: it saw the curve grow step by step
+    assert len(set(seen)) >= 3, sorted(set(seen))
     # the GUI got weight snapshots and the Fisher divergence curve
     assert window.state.model is not None and window.state.model_settings.objective == "dsm"
     qtbot.waitUntil(lambda: len(tv._fisher) >= 2, timeout=5000)
@@ -71,11 +68,45 @@ def test_changing_the_density_while_training_restarts_on_the_new_density(window,
     tv.stop()
 
 
-def test_a_diverging_learning_rate_reports_instead_of_crashing(window, qtbot):
+def test_a_diverging_learning_rate_stops_training_and_says_which_setting_to_change(window, qtbot):
     tv = window.views["training"]
-    window.state.update_train(objective="esm", lr=0.1, model="ebm", width=16)
+    window.state.update_train(objective="dsm", lr=1e6)       # the loss is inf by the second step
     messages = []
     window.state.status.connect(messages.append)
-    tv.start(max_steps=300)
+    tv.start()
     qtbot.waitUntil(lambda: not tv.is_running(), timeout=30000)
-    assert window.isVisible()     # whatever happened, the window is alive and reports
+    qtbot.waitUntil(lambda: tv.start_btn.text() == "Start", timeout=5000)
+    steps, _ = tv.loss_history()
+    assert len(steps) < 10                                    # it stopped by itself, at once
+    expected = (f"Training diverged at step {len(steps) + 1} (the loss became nan or inf): "
+                "lower the Learning rate (now 1e+06) or raise DSM σ (now 0.3), then press Start.")
+    assert tv.failure == expected
+    assert tv.info.text().endswith(f"{expected}</span>")
+    assert messages[-1] == expected and window.statusBar().currentMessage() == expected
+    assert window.isVisible()
+
+
+def test_stale_signals_from_a_retired_training_worker_are_ignored(window, qtbot, queue_stale):
+    tv = window.views["training"]
+    window.state.update_train(objective="dsm")
+    tv.start()
+    qtbot.waitUntil(lambda: len(tv.loss_history()[0]) >= 5, timeout=20000)
+    old = tv.worker
+    messages = []
+    window.state.status.connect(messages.append)
+    # posted by the worker before the restart; Qt delivers them after it
+    queue_stale(old.failed, tv._on_failed, "stale: training stopped")
+    queue_stale(old.progress, tv._on_progress, {"steps": np.array([99999]), "losses": np.array([123.0]), "rate": 1.0})
+    queue_stale(old.metric, tv._on_metric, {"step": 99999, "fisher": 77.0, "label": "stale"})
+    queue_stale(old.finished, tv._on_finished)
+    tv.restart("settings changed")
+    new = tv.worker
+    assert new is not old
+    qtbot.waitUntil(lambda: len(tv.loss_history()[0]) >= 5, timeout=20000)     # events delivered meanwhile
+    steps, losses = tv.loss_history()
+    assert 99999 not in steps and 123.0 not in losses
+    assert 77.0 not in tv._fisher
+    assert tv.failure == "" and "stale" not in tv.info.text()
+    assert not any("stale" in m or "Training stopped" in m for m in messages), messages
+    assert tv.worker is new and tv.is_running() and tv.start_btn.text() == "Pause"
+    tv.stop()

@@ -1,8 +1,6 @@
 """Score field and samplers, driven like a user: slider, hover, play, step, scrub, divergence."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from PySide6 import QtCore
 
@@ -25,14 +23,11 @@ def test_score_field_compares_learned_and_true_over_levels(window, qtbot):
     qtbot.waitUntil(lambda: not tv.is_running(), timeout=30000)
     assert window.state.model is not None
     assert sv.level.maximum() == 5
-    labels, times = [], []
-    for i in range(6):
-        t0 = time.perf_counter()
+    labels = []
+    for i in range(6):                              # (how fast: benchmarks/bench_gui_responsiveness.py)
         sv.level.setValue(i)
-        times.append(time.perf_counter() - t0)
         labels.append(sv.level_label.text())
     assert len(set(labels)) == 6
-    assert max(times) < 0.5, times                  # interactive
     assert len(sv.model_arrows.getData()[0]) == len(sv.true_arrows.getData()[0])
     assert sv.err_img.isVisible()
     sv.error_mode.setCurrentIndex(sv.error_mode.findData("weighted"))
@@ -64,17 +59,19 @@ def test_four_samplers_run_to_the_end_from_the_same_particles(window, qtbot):
         sampler = chain.spec.sampler
         assert len(chain.frames) == sp.n_frames + 1 and not chain.error
         assert chain.k == sampler.n_steps and chain.nfes[-1] == sampler.nfe
-        assert f"NFE {sampler.nfe}/{sampler.nfe}" in sp.panel_text(i)
+        shown = sp.panel_numbers(i)
+        assert (shown["nfe"], shown["nfe_total"], shown["diverged"]) == (sampler.nfe, sampler.nfe, False)
     assert [c.spec.sampler.nfe for c in chains] == [40, 50, 20, 39]
     # every panel started from the same particles
     assert all(np.array_equal(c.frames[0], chains[0].frames[0]) for c in chains)
     # the exact-score DDPM chain ends near the density: small energy distance
     metrics = sp.metrics_now()
-    ed = float(metrics[1].split("energy dist ")[1].split(" ")[0])
-    assert ed < 0.2, metrics
+    assert metrics[1]["energy_distance"] < 0.2, metrics
+    assert abs(sum(metrics[1]["mode_weights"]) - 1) < 1e-6
+    assert f"energy dist {metrics[1]['energy_distance']:.3g}" in sp.panel_text(1)    # the number shown
     # scrub
     sp.scrub.setValue(7)
-    assert sp.frame == 7
+    assert sp.frame == 7 and sp.panel_numbers(3)["nfe"] == chains[3].nfes[7] < chains[3].nfes[-1]
     assert np.array_equal(sp.panels[1]["points"].data(), chains[1].frames[7])
     assert np.array_equal(sp.frame_positions(1), chains[1].frames[7])
     qtbot.keyClick(window, QtCore.Qt.Key.Key_Right)          # Right = one step forward
@@ -131,7 +128,7 @@ def test_a_diverging_chain_stops_with_a_message_and_the_others_go_on(window, qtb
     lang, *others = sp.worker.chains
     assert "diverged" in lang.error and "smaller step" in lang.error
     assert not any(c.error for c in others)
-    assert "diverged" in sp.panels[0]["plot"].titleLabel.text
+    assert sp.panel_numbers(0)["diverged"] and not sp.panel_numbers(1)["diverged"]
     assert "diverged" in sp.panel_text(0) and "diverged" not in sp.panel_text(1)
     assert any("diverged" in m for m in messages)
 
@@ -166,22 +163,32 @@ def test_a_ddpm_model_drives_annealed_langevin_and_the_pf_ode_in_one_batch(windo
     assert "Outside its training" in sp.panel_text(1) and "Outside" not in sp.panel_text(0)
 
 
-def test_a_stale_signal_from_a_retired_worker_is_ignored(window, qtbot):
+def test_a_stale_signal_from_a_retired_worker_is_ignored(window, qtbot, queue_stale):
     sp = window.views["sampler"]
     _use_exact(sp)
     old = sp.worker
+    messages = []
+    window.state.status.connect(messages.append)
+    # posted by the worker before the restart, delivered after it
+    queue_stale(old.chainFailed, sp._on_chain_failed, 2, "stale: queued chain failure")
+    queue_stale(old.failed, sp._on_failed, "stale: queued failure")
+    queue_stale(old.framesReady, sp._on_frames, 99)
     sp.restart()
     assert sp.worker is not old
     before = [sp.panel_text(i) for i in range(4)]
-    old.chainFailed.connect(sp._on_chain_failed)       # as if queued before the restart
+    # emitted by the retired worker after the restart (a direct call: its sender is the old worker)
+    old.chainFailed.connect(sp._on_chain_failed)
     old.chainFailed.emit(3, "stale: diverged at step 1")
     old.framesReady.connect(sp._on_frames)
     old.framesReady.emit(99)
     assert [sp.panel_text(i) for i in range(4)] == before
+    qtbot.wait(50)                                     # the queued ones arrive
+    assert not any("stale" in m for m in messages) and "stale" not in sp.note.text()
     assert not any(p.get("error") for p in sp.panels)
     sp.stop_worker()
+    frame = sp.frame
     sp.scrub.setValue(5)                               # no worker: nothing to scrub, no error
-    assert sp.worker is None
+    assert sp.frame == frame and sp.worker is None
 
 
 def test_fewer_panels_run_and_show_only_the_chosen_ones(window, qtbot):
