@@ -44,6 +44,7 @@ class ToyConfig:
     ssm_projection: str = "rademacher"  # rademacher | gaussian
     ssm_variance_reduced: bool = True
     lr_decay: bool = True               # cosine decay of the learning rate to 0 over `steps` (CLI/tests)
+    n_data: int = 0                     # 0: a fresh batch of the density every step; N: N points drawn once
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -53,6 +54,8 @@ class ToyConfig:
         for name in ("width", "depth", "batch", "n_levels", "n_timesteps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.n_data < 0:
+            raise ValueError("n_data must be 0 (fresh data every step) or a positive number of points")
         if not (self.lr > 0 and self.sigma > 0 and self.sigma_min > 0):
             raise ValueError("lr, sigma and sigma_min must be positive")
 
@@ -126,7 +129,7 @@ def training_steps(model: torch.nn.Module, objective: Callable, sample_batch: Ca
         x = sample_batch(batch)
         loss = objective(model, x, gen)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {float(loss)} at step {step + 1}; "
+            raise FloatingPointError(f"the loss became {float(loss.detach())} at step {step + 1}; "
                                      "try a smaller learning rate or a larger σ")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,12 +142,22 @@ def training_steps(model: torch.nn.Module, objective: Callable, sample_batch: Ca
         yield StepInfo(step, float(loss.detach()))
 
 
+def training_data(cfg: ToyConfig, density: GaussianMixture):
+    """(sample_batch(n), training points or None). With cfg.n_data = N, a fixed training set of N points
+    is drawn once (seed cfg.seed + 2) and batches resample it; otherwise every batch is fresh."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    if not cfg.n_data:
+        return (lambda n: density.sample(n, gen)), None
+    points = density.sample(cfg.n_data, torch.Generator().manual_seed(cfg.seed + 2))
+    return (lambda n: points[torch.randint(len(points), (n,), generator=gen)]), points
+
+
 def train(cfg: ToyConfig, density: GaussianMixture, progress: Callable[[StepInfo], None] | None = None):
     """Train for cfg.steps steps; returns (model, losses)."""
     model, objective = build_model_and_objective(cfg, density)
-    data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    sample_batch, _ = training_data(cfg, density)
     losses = []
-    for info in training_steps(model, objective, lambda n: density.sample(n, data_gen), cfg.lr, cfg.batch,
+    for info in training_steps(model, objective, sample_batch, cfg.lr, cfg.batch,
                                cfg.seed, decay_steps=cfg.steps if cfg.lr_decay else None):
         losses.append(info.loss)
         if progress:

@@ -23,9 +23,11 @@ from .cli import positive_float, positive_int
 from .atomic import atomic_write_bytes, atomic_write_text
 from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
-                      natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra, train)
+                      natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra, train,
+                      training_data)
 from .lab import NFE_GRID, format_table, run_lab
 from .likelihood import pf_ode_log_density
+from .memorisation import memorisation_report
 from .metrics import energy_distance, mode_weight_error
 from .objectives import OBJECTIVES
 from .schedules import GRIDS
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DDPM loss: L_simple (unweighted ε-MSE) or the ELBO's per-timestep weights")
     t.add_argument("--ddpm-variance", choices=["beta", "beta_tilde"], default="beta",
                    help="DDPM reverse variance σ_t² = β_t or β̃_t (used by ELBO weights and sampling)")
+    t.add_argument("--n-data", type=int, default=0,
+                   help="train on a fixed set of N points drawn once from the density (0: fresh data every step); "
+                        "the points are saved in the checkpoint for `evaluate --train-set`")
     t.add_argument("--width", type=positive_int, default=128)
     t.add_argument("--depth", type=positive_int, default=3)
     t.add_argument("--steps", type=positive_int, default=4000)
@@ -123,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--nll", action="store_true",
                    help="also the model's negative log-likelihood of fresh data by the PF-ODE (nats), beside the "
                         "true value of p_σmin (the floor no model can beat)")
+    e.add_argument("--train-set", action="store_true",
+                   help="memorisation figures against the checkpoint's fixed training set (train --n-data N)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     lab = sub.add_parser("lab", help="sample quality against NFE for each sampler, with the model and the exact score")
@@ -145,7 +152,7 @@ def cmd_train(a) -> None:
                     lr=a.lr, batch=a.batch, steps=a.steps, seed=a.seed, sigma=a.sigma, sigma_max=a.sigma_max,
                     sigma_min=a.sigma_min, n_levels=a.levels, schedule=a.schedule, n_timesteps=a.timesteps,
                     ssm_projection=a.ssm_projection, ssm_variance_reduced=not a.no_ssm_vr,
-                    ddpm_weighting=a.ddpm_weighting, ddpm_variance=a.ddpm_variance)
+                    ddpm_weighting=a.ddpm_weighting, ddpm_variance=a.ddpm_variance, n_data=a.n_data)
     sigmas = noise_levels(cfg, density)
     cfg.sigma_max = float(sigmas[0])     # store the resolved σ₁ so sampling uses the same levels
     bar = tqdm(total=cfg.steps, desc=f"{cfg.objective} on {density.name or a.density}", unit="step", mininterval=0.5)
@@ -158,9 +165,12 @@ def cmd_train(a) -> None:
     start = time.perf_counter()
     model, losses = train(cfg, density, progress)
     bar.close()
-    save_checkpoint(a.out, model, cfg, density,
-                    {"sigmas": sigmas.tolist(), "final_loss": float(np.mean(losses[-50:])),
-                     "train_seconds": time.perf_counter() - start})
+    extra = {"sigmas": sigmas.tolist(), "final_loss": float(np.mean(losses[-50:])),
+             "train_seconds": time.perf_counter() - start}
+    train_points = training_data(cfg, density)[1]
+    if train_points is not None:
+        extra["train_points"] = train_points.tolist()
+    save_checkpoint(a.out, model, cfg, density, extra)
     print(f"saved {a.out} (final loss {np.mean(losses[-50:]):.4f})")
 
 
@@ -203,11 +213,11 @@ def cmd_sample(a) -> None:
 
 
 def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler: str | None = None,
-             options: S.SamplerOptions | None = None, nll: bool = False) -> dict:
+             options: S.SamplerOptions | None = None, nll: bool = False, train_set: bool = False) -> dict:
     """Fisher divergence per level and the sample quality of `sampler` (default: the model's own)."""
-    model, cfg, _, extra = load_checkpoint(ckpt)
+    model, cfg, _, ckpt_extra = load_checkpoint(ckpt)
     density = load_density(density_spec)
-    sigmas = sigmas_from_extra(extra)
+    sigmas = sigmas_from_extra(ckpt_extra)
     if sigmas is None:
         sigmas = noise_levels(cfg, density)
     gen = torch.Generator().manual_seed(seed)
@@ -220,12 +230,18 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
                 gen).x
     ref, ref2 = density.sample(n, gen), density.sample(n, gen)
     extra = {}
+    if train_set:
+        if not ckpt_extra.get("train_points"):
+            raise ValueError(f"{ckpt} was trained on fresh data every step (no fixed training set): "
+                             "train with --n-data N to measure memorisation")
+        points = torch.tensor(ckpt_extra["train_points"], dtype=torch.float32)
+        extra["memorisation"] = memorisation_report(x, points, ref, sm.sigma_min)
     if nll:
         # fresh points of p_σmin, σ_min the model's smallest level (its density is only defined there)
         noised = density.noised(sm.sigma_min)
         y = noised.sample(min(n, NLL_POINTS), gen)
-        extra = {"nll_sigma": sm.sigma_min, "nll_model": float(-pf_ode_log_density(sm, y).mean()),
-                 "nll_true": float(-noised.log_prob(y.double()).mean())}
+        extra.update(nll_sigma=sm.sigma_min, nll_model=float(-pf_ode_log_density(sm, y).mean()),
+                     nll_true=float(-noised.log_prob(y.double()).mean()))
     return {**extra,
         "objective": cfg.objective, "model": cfg.model, "sampler": name, "n": n, "nfe": smp.nfe,
         "note": sm.range_note(smp.sigmas_used()),
@@ -239,7 +255,7 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
 
 def cmd_evaluate(a) -> None:
     cfg = load_checkpoint(a.ckpt)[1]
-    result = evaluate(a.ckpt, a.density, a.n, a.seed, a.sampler, _options(a, cfg), a.nll)
+    result = evaluate(a.ckpt, a.density, a.n, a.seed, a.sampler, _options(a, cfg), a.nll, a.train_set)
     if result["note"]:
         sys.stderr.write(f"note: {result['note']}\n")
     if a.json:
@@ -252,6 +268,11 @@ def cmd_evaluate(a) -> None:
         print(f"  Fisher divergence at {level:>14}: {row['fisher']:.4g}")
     print(f"  energy distance  {result['energy_distance']:.4g}  (a fresh exact sample: {result['energy_distance_reference']:.4g})")
     print(f"  mode-weight TV   {result['mode_weight_error']:.4g}  (a fresh exact sample: {result['mode_weight_error_reference']:.4g})")
+    if "memorisation" in result:
+        m = result["memorisation"]
+        print(f"  memorisation: {m['share_near_training']:.1%} of samples within {m['threshold']:.3g} of a training "
+              f"point (fresh data: {m['share_near_training_fresh']:.1%}); median distance to the nearest "
+              f"training point {m['median_nn_distance']:.3g} (fresh data: {m['median_nn_distance_fresh']:.3g})")
     if "nll_model" in result:
         print(f"  NLL at σ = {result['nll_sigma']:.3g} by the PF-ODE  {result['nll_model']:.4f} nats  "
               f"(true: {result['nll_true']:.4f})")
