@@ -24,11 +24,11 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
                       natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra, train,
-                      training_data)
+                      training_data, ddpm_schedule)
 from .lab import NFE_GRID, format_table, run_lab
 from .likelihood import pf_ode_log_density
 from .memorisation import memorisation_report
-from .metrics import energy_distance, mode_weight_error
+from .metrics import ddpm_elbo_nats, energy_distance, mode_weight_error
 from .objectives import OBJECTIVES
 from .schedules import GRIDS
 from .score_models import ExactScore
@@ -242,6 +242,13 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
         y = noised.sample(min(n, NLL_POINTS), gen)
         extra.update(nll_sigma=sm.sigma_min, nll_model=float(-pf_ode_log_density(sm, y).mean()),
                      nll_true=float(-noised.log_prob(y.double()).mean()))
+        if cfg.cond == "time":
+            # the DDPM bound, on clean data: −ELBO ≥ NLL of p_data (the model's, so ≥ the true one too)
+            x0 = density.sample(min(n, NLL_POINTS), gen)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                elbo = ddpm_elbo_nats(lambda x, t: model(x, t), ddpm_schedule(cfg), x0, cfg.ddpm_variance)
+            extra.update(neg_elbo_nats=elbo["elbo_nats"], nll_true_data=float(-density.log_prob(x0.double()).mean()))
     return {**extra,
         "objective": cfg.objective, "model": cfg.model, "sampler": name, "n": n, "nfe": smp.nfe,
         "note": sm.range_note(smp.sigmas_used()),
@@ -276,6 +283,9 @@ def cmd_evaluate(a) -> None:
     if "nll_model" in result:
         print(f"  NLL at σ = {result['nll_sigma']:.3g} by the PF-ODE  {result['nll_model']:.4f} nats  "
               f"(true: {result['nll_true']:.4f})")
+    if "neg_elbo_nats" in result:
+        print(f"  −ELBO of clean data  {result['neg_elbo_nats']:.4f} nats  (an upper bound on the NLL; the true "
+              f"NLL of p: {result['nll_true_data']:.4f})")
 
 
 def _int_list(text: str) -> list[int]:

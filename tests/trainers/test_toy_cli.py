@@ -155,3 +155,15 @@ def test_evaluate_reports_the_pf_ode_nll_above_the_true_one(ncsn_ckpt, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["nll_sigma"] == pytest.approx(load_checkpoint(ncsn_ckpt)[3]["sigmas"][-1], rel=1e-5)
     assert np.isfinite(result["nll_model"]) and result["nll_model"] > result["nll_true"]
+
+
+def test_evaluate_reports_the_ddpm_bound_above_the_true_nll(tmp_path, capsys):
+    """For a DDPM model, −ELBO (nats) of clean data is reported and lies above the true NLL of p."""
+    out = tmp_path / "ddpm.pt"
+    assert toy.main(["train", "--density", "two_gaussians", "--objective", "ddpm", "--timesteps", "100", "--steps",
+                     "200", "--width", "32", "--depth", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert toy.main(["evaluate", "--ckpt", str(out), "--density", "two_gaussians", "--n", "200", "--nll",
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert np.isfinite(result["neg_elbo_nats"]) and result["neg_elbo_nats"] > result["nll_true_data"]
