@@ -110,6 +110,8 @@ def build_model_and_objective(cfg: ToyConfig, density: GaussianMixture | None = 
 class StepInfo:
     step: int      # number of optimiser steps done
     loss: float
+    levels: torch.Tensor | None = None        # noise level of each example (σ for NCSN, t for DDPM)
+    level_losses: torch.Tensor | None = None  # each example's loss term (their mean is `loss`)
 
 
 def training_steps(model: torch.nn.Module, objective: Callable, sample_batch: Callable[[int], torch.Tensor],
@@ -127,7 +129,9 @@ def training_steps(model: torch.nn.Module, objective: Callable, sample_batch: Ca
     step = start_step
     while True:
         x = sample_batch(batch)
-        loss = objective(model, x, gen)
+        terms, levels = objective.terms(model, x, gen) if hasattr(objective, "terms") \
+            else (objective(model, x, gen).reshape(1), None)
+        loss = terms.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {float(loss.detach())} at step {step + 1}; "
                                      "try a smaller learning rate or a larger σ")
@@ -139,7 +143,8 @@ def training_steps(model: torch.nn.Module, objective: Callable, sample_batch: Ca
                 group["lr"] = base * scale
         opt.step()
         step += 1
-        yield StepInfo(step, float(loss.detach()))
+        yield StepInfo(step, float(loss.detach()), None if levels is None else levels.detach(),
+                       None if levels is None else terms.detach())
 
 
 def training_data(cfg: ToyConfig, density: GaussianMixture):

@@ -71,12 +71,13 @@ def dsm_loss(model, x: torch.Tensor, sigma: float, generator: torch.Generator | 
 
 
 def ncsn_loss(model, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None = None,
-              continuous: bool = False) -> torch.Tensor:
+              continuous: bool = False, per_example: bool = False):
     """NCSN, Song & Ermon 2019, eq. 6: Σᵢ λ(σᵢ) E[½‖s_θ(x̃, σᵢ) + (x̃−x)/σᵢ²‖²] with λ(σ) = σ².
     One level is drawn uniformly per example (an unbiased estimate of the average over levels), so the
     per-example term is ½‖σ s_θ(x̃, σ) + z‖². With `continuous`, σ is drawn log-uniformly from
     [σ_L, σ₁] instead (the L → ∞ limit, as score-SDE's VE training), so the model knows every σ in
-    its range and can drive samplers that ask between the L levels (PF-ODE, DDPM, DDIM)."""
+    its range and can drive samplers that ask between the L levels (PF-ODE, DDPM, DDIM).
+    per_example: return (per-example terms, their σ) instead of the mean (loss per noise level)."""
     sigmas = sigmas.to(x.device, x.dtype)
     if continuous:
         lo, hi = sigmas.min().log(), sigmas.max().log()
@@ -87,7 +88,8 @@ def ncsn_loss(model, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Gen
     sig = sigma.reshape(len(x), *([1] * (x.ndim - 1)))
     z = _randn_like(x, generator)
     s = model(x + sig * z, sigma)
-    return (0.5 * _sum_dims((sig * s + z) ** 2)).mean()
+    terms = 0.5 * _sum_dims((sig * s + z) ** 2)
+    return (terms, sigma) if per_example else terms.mean()
 
 
 def ddpm_elbo_weights(schedule: DDPMSchedule, variance: str = "beta") -> torch.Tensor:
@@ -102,20 +104,22 @@ def ddpm_elbo_weights(schedule: DDPMSchedule, variance: str = "beta") -> torch.T
 
 
 def ddpm_loss(model, x0: torch.Tensor, schedule: DDPMSchedule, generator: torch.Generator | None = None,
-              weighting: str = "simple", variance: str = "beta") -> torch.Tensor:
+              weighting: str = "simple", variance: str = "beta", per_example: bool = False):
     """DDPM ε-prediction, Ho et al. 2020: t ~ U{0..T−1}, x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε.
     "simple": L_simple = E‖ε − ε_θ(x_t, t)‖² averaged over elements (the paper's training loss);
-    "elbo":   E_t[λ_t ‖ε − ε_θ‖²] with the true-ELBO weights λ_t (summed over dims; ×T gives Σ_t L_{t−1})."""
+    "elbo":   E_t[λ_t ‖ε − ε_θ‖²] with the true-ELBO weights λ_t (summed over dims; ×T gives Σ_t L_{t−1}).
+    per_example: return (per-example terms, their t) instead of the mean (loss per timestep)."""
     t = torch.randint(0, schedule.T, (len(x0),), generator=generator, device=x0.device)
     eps = _randn_like(x0, generator)
     x_t = schedule.q_sample(x0, t, eps)
     err = (eps - model(x_t, t)) ** 2
     if weighting == "simple":
-        return err.mean()
-    if weighting == "elbo":
-        w = ddpm_elbo_weights(schedule, variance).to(x0.device)
-        return (w[t] * _sum_dims(err)).mean()
-    raise ValueError(f"unknown DDPM weighting {weighting!r}; choose simple or elbo")
+        terms = err.reshape(len(err), -1).mean(1)          # mean over elements, as L_simple
+    elif weighting == "elbo":
+        terms = ddpm_elbo_weights(schedule, variance).to(x0.device)[t] * _sum_dims(err)
+    else:
+        raise ValueError(f"unknown DDPM weighting {weighting!r}; choose simple or elbo")
+    return (terms, t) if per_example else terms.mean()
 
 
 @dataclass(frozen=True)
@@ -141,9 +145,9 @@ _LOSSES: dict[str, Callable] = {
     "ssm": lambda model, x, g, p: ssm_loss(model, x, g, p.get("projection", "rademacher"),
                                            p.get("variance_reduced", True)),
     "dsm": lambda model, x, g, p: dsm_loss(model, x, p["sigma"], g),
-    "ncsn": lambda model, x, g, p: ncsn_loss(model, x, p["sigmas"], g, p.get("continuous", False)),
-    "ddpm": lambda model, x, g, p: ddpm_loss(model, x, p["schedule"], g, p.get("weighting", "simple"),
-                                             p.get("variance", "beta")),
+    "ncsn": lambda model, x, g, p, **kw: ncsn_loss(model, x, p["sigmas"], g, p.get("continuous", False), **kw),
+    "ddpm": lambda model, x, g, p, **kw: ddpm_loss(model, x, p["schedule"], g, p.get("weighting", "simple"),
+                                                   p.get("variance", "beta"), **kw),
 }
 
 
@@ -166,6 +170,13 @@ class Objective:
 
     def __call__(self, model, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self._loss(model, x, generator, self.params)
+
+    def terms(self, model, x: torch.Tensor, generator: torch.Generator | None = None):
+        """(per-example loss terms, their noise level: σ for NCSN, t for DDPM) — their mean is the loss;
+        (the loss as a 1-element tensor, None) for objectives without noise levels."""
+        if self.spec.name in ("ncsn", "ddpm"):
+            return self._loss(model, x, generator, self.params, per_example=True)
+        return self(model, x, generator).reshape(1), None
 
 
 def make_objective(name: str, **params) -> Objective:
