@@ -49,6 +49,8 @@ class MainWindow(QtWidgets.QMainWindow):
         sb.addPermanentWidget(self.train_status)
         self.state.status.connect(self._on_status)
         self.views["training"].runningChanged.connect(self._on_training_running)
+        # an image run started from the app pauses live training unless the Training tab says not
+        self.views["trainer"].runningChanged.connect(self.views["training"].set_image_run_active)
         self.views["sampler"].playingChanged.connect(
             lambda on: self.sampler_status.setText("sampler: playing" if on else "sampler: paused"))
         self._build_menus()
@@ -125,7 +127,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_training_running(self, on: bool):
         if not on:
-            self.train_status.setText(f"training: stopped at step {self.state.model_step}")
+            why = getattr(self.views["training"], "stop_reason", "")
+            self.train_status.setText(f"training: stopped at step {self.state.model_step}"
+                                      + (f" ({why})" if why else ""))
 
     # ------------------------------------------------------------------ export
     def current_export_target(self) -> QtWidgets.QWidget:
@@ -237,6 +241,12 @@ class MainWindow(QtWidgets.QMainWindow):
         return str(path)
 
     def closeEvent(self, ev):
+        runs_tab = self.views.get("trainer")
+        if runs_tab is not None and runs_tab.is_running():
+            # keep the image run going in the background, or stop it with a checkpoint
+            if not runs_tab.close_with(runs_tab.ask_close_choice()):
+                ev.ignore()
+                return
         for view in self.views.values():
             for name in ("stop", "stop_worker", "shutdown"):
                 if hasattr(view, name):

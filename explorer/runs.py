@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from trainers.image import run_layout as layout
+from trainers.image.progress import parse_line
 from trainers.image.run_layout import PROGRESS, drawn_paths, is_run  # noqa: F401  (the tab's API)
 from trainers.samplers import SAMPLERS
 
@@ -231,11 +232,59 @@ class ProgressTail:
 
 
 def _record(line: bytes) -> dict | None:
+    return parse_line(line)      # None for a blank line, or one cut by a kill
+
+
+# ------------------------------------------------------------------------------ device and time
+CPU_SLOW = "CPU only: image configs other than digits will be very slow"
+
+
+def cuda_device() -> tuple[str, int] | None:
+    """(name, total memory in bytes) of CUDA device 0, or None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    p = torch.cuda.get_device_properties(0)
+    return p.name, int(p.total_memory)
+
+
+def device_label(device_pref: str, dataset: str, cuda: tuple[str, int] | None) -> str:
+    """The device a run with ``train.device=device_pref`` will train on, in words."""
+    if device_pref != "cpu" and cuda is not None:
+        name, mem = cuda
+        return f"CUDA: {name}, {mem / 2**30:.0f} GiB"
+    if device_pref.startswith("cuda"):
+        return f"train.device={device_pref}, but this machine has no CUDA device: the run will fail"
+    if dataset == "digits":
+        return "CPU (the digits configs are sized for it)" + (
+            "; a CUDA device is present, but this config asks for train.device=cpu" if cuda else "")
+    return CPU_SLOW
+
+
+def run_device_label(config: str, overrides_text: str = "") -> str:
+    """``device_label`` for a config name or path plus override tokens, or why it cannot be read."""
+    from trainers.image.config import load_config
+
     try:
-        rec = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None          # a blank line, or one cut by a kill
-    return rec if isinstance(rec, dict) else None
+        cfg = load_config(config, parse_overrides(overrides_text))
+    except Exception as e:          # noqa: BLE001  (a bad config is reported at Start, in full)
+        return f"– (config: {str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    return device_label(cfg.train.device, cfg.data.dataset, cuda_device())
+
+
+def estimate_text(points: list[tuple[int, float]], total_steps: int | None) -> str:
+    """The run's time from its measured speed: ``points`` are (step, elapsed_s) of one process's
+    log lines; the speed is taken after the first line, which carries the warm-up."""
+    if not total_steps or len(points) < 2:
+        return "measuring the first steps …"
+    (s0, e0), (s1, e1) = points[0], points[-1]
+    if s1 <= s0 or e1 <= e0:
+        return "measuring the first steps …"
+    rate = (s1 - s0) / (e1 - e0)
+    left = max(total_steps - s1, 0) / rate
+    return (f"{format_seconds(left)} left, {format_seconds(e1 + left)} for this process "
+            f"(measured {rate:.3g} steps/s)")
 
 
 def format_seconds(s: float | None) -> str:

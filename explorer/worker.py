@@ -10,6 +10,7 @@ in the worker thread.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -23,6 +24,7 @@ from trainers import fitting as F
 PROGRESS_EVERY_S = 0.05
 SNAPSHOT_EVERY_S = 0.15
 N_EVAL = 1024
+PLATEAU_GAIN = 0.01      # an improvement of the Fisher divergence counts when it beats the best by 1 %
 
 
 class TrainWorker(QtCore.QThread):
@@ -42,7 +44,13 @@ class TrainWorker(QtCore.QThread):
         self._running = threading.Event()
         self._running.set()
         self.step = start_step
-        self.max_steps: int | None = None    # stop after this many steps (demo/tests); None = until cancelled
+        self.max_steps: int | None = None    # step budget of this run; None = until cancelled
+        # stop when the Fisher divergence has not improved on its best by PLATEAU_GAIN for this
+        # many steps; None = never
+        self.patience_steps: int | None = None
+        self.stop_reason = ""                # why the run ended by itself ("" while it has not)
+        self._best_fisher = math.inf
+        self._best_step = start_step
 
     # -- control, callable from the GUI thread
     def cancel(self):
@@ -110,7 +118,13 @@ class TrainWorker(QtCore.QThread):
             if now - t_snap > SNAPSHOT_EVERY_S:
                 self._emit_snapshot(model, fisher_fn)
                 t_snap = time.perf_counter()
+                if self.patience_steps and self.step - self._best_step >= self.patience_steps:
+                    self.stop_reason = (f"the Fisher divergence has not improved by "
+                                        f"{PLATEAU_GAIN:.0%} for {self.patience_steps:,} steps "
+                                        f"(best {self._best_fisher:.4g} at step {self._best_step})")
+                    break
             if self.max_steps is not None and info.step >= self.max_steps:
+                self.stop_reason = f"the step budget of {self.max_steps:,} steps is used up"
                 break
         if t_rate is not None and n_rate and time.perf_counter() > t_rate:
             rate = rate or n_rate / (time.perf_counter() - t_rate)
@@ -128,6 +142,8 @@ class TrainWorker(QtCore.QThread):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         fisher, label = fisher_fn(model)
         model.train()
+        if math.isfinite(fisher) and fisher < self._best_fisher * (1 - PLATEAU_GAIN):
+            self._best_fisher, self._best_step = fisher, self.step
         self.snapshot.emit({"step": self.step, "state": state})
         self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
 

@@ -51,6 +51,10 @@ TIP = {
     "resume": "Continue the run folder from its newest checkpoint (exactly: same batches and "
               "noise as an uninterrupted run). Ticked for you after Stop.",
     "start": "Start training in a separate Python process.",
+    "device": "Where the run will train: train.device of the config (and overrides) on this machine.",
+    "estimate": "Run time estimated from the trainer's own measured speed: the steps per second "
+                "between its log lines after the first one (the first includes the warm-up), times "
+                "the steps left.",
     "stop": "Stop the training process: it finishes its step, writes a checkpoint and exits; "
             "Start with Resume ticked continues from that checkpoint.",
     "progress": "Training steps done / total.",
@@ -83,6 +87,13 @@ TIP = {
 
 
 # ---------------------------------------------------------------------------- child processes
+class _Process(QtCore.QProcess):
+    def mark_detached(self) -> None:
+        # ~QProcess kills a child it still counts as running; marked not running, the child is left
+        # alone. (Its stdout/stderr pipes close with us: the trainer then writes to /dev/null.)
+        self.setProcessState(QtCore.QProcess.ProcessState.NotRunning)
+
+
 class ProcessRunner(QtCore.QObject):
     """One child process of the trainer CLI, driven by QProcess signals (never waited on).
 
@@ -98,8 +109,12 @@ class ProcessRunner(QtCore.QObject):
         super().__init__(parent)
         # A child QObject: if the tab is destroyed with the child still running, ~QProcess
         # kills it.
-        self.proc = QtCore.QProcess(self)
+        self.proc = _Process(self)
         self.proc.setProgram(sys.executable)
+        if hasattr(QtCore.QProcess, "setUnixProcessParameters"):     # Qt >= 6.6
+            # its own session: closing the terminal the explorer was started from (SIGHUP) or
+            # Ctrl+C there does not reach a run left running in the background
+            self.proc.setUnixProcessParameters(QtCore.QProcess.UnixProcessFlag.CreateNewSession)
         env = QtCore.QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")          # live log lines
         self.proc.setProcessEnvironment(env)
@@ -128,6 +143,29 @@ class ProcessRunner(QtCore.QObject):
             self._stopping = True
             self.proc.terminate()
             self._kill_timer.start()
+
+    def stop_and_wait(self, timeout_ms: int = KILL_AFTER_MS) -> bool:
+        """SIGTERM, then wait (blocking) until the child has checkpointed and exited; True if it
+        did. One that takes longer is left to finish on its own (never killed: it is writing its
+        checkpoint)."""
+        if not self.is_running():
+            return True
+        self._stopping = True
+        self.proc.terminate()
+        if self.proc.waitForFinished(timeout_ms):
+            return True
+        self.detach()
+        return False
+
+    def detach(self) -> None:
+        """Let the child outlive this object (and the explorer): no more signals from it, and no
+        kill when the QProcess is destroyed."""
+        if self.is_running():
+            self._kill_timer.stop()
+            for sig in (self.proc.readyReadStandardOutput, self.proc.readyReadStandardError,
+                        self.proc.finished, self.proc.errorOccurred):
+                sig.disconnect()
+            self.proc.mark_detached()
 
     def command_line(self) -> str:
         return shlex.join([Path(self.proc.program()).name, *self.proc.arguments()])
@@ -165,6 +203,7 @@ class TrainerTab(QtWidgets.QWidget):
     """Run panel (left), live progress and log (middle), sample viewer (right)."""
 
     title = "Image runs"
+    runningChanged = QtCore.Signal(bool)     # the training process started (True) / ended (False)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None,
                  runs_root: str | Path | None = None):
@@ -196,9 +235,12 @@ class TrainerTab(QtWidgets.QWidget):
         lay.addWidget(self.error)
         lay.addWidget(columns, 1)
 
+        self._running = False
+        self._speed: list[tuple[int, float]] = []      # (step, elapsed_s) of this process's log lines
         self.root_edit.setText(str(Path(runs_root) if runs_root else Path.cwd() / "runs"))
         self._connect()
         self._set_running(False)
+        self.update_device_label()
         self.refresh_runs()
         app = QtWidgets.QApplication.instance()
         if app is not None:
@@ -233,6 +275,9 @@ class TrainerTab(QtWidgets.QWidget):
         form.addRow("Run folder", self._with_browse(self.out_edit, "browse_out", self._pick_out))
         form.addRow("Overrides", self.overrides)
         form.addRow(self.resume)
+        self.device_label = C.tip(QtWidgets.QLabel(), TIP["device"])
+        self.device_label.setWordWrap(True)
+        form.addRow("Device", self.device_label)
         self.start_btn = C.tip(QtWidgets.QPushButton("Start"), TIP["start"])
         self.stop_btn = C.tip(QtWidgets.QPushButton("Stop"), TIP["stop"])
         buttons = QtWidgets.QHBoxLayout()
@@ -262,6 +307,9 @@ class TrainerTab(QtWidgets.QWidget):
                            ("eta_s", "ETA"), ("elapsed_s", "Elapsed")]:
             self.stats[key] = C.tip(QtWidgets.QLabel("–"), TIP["stats"])
             form.addRow(label, self.stats[key])
+        self.estimate_label = C.tip(QtWidgets.QLabel("–"), TIP["estimate"])
+        self.estimate_label.setWordWrap(True)
+        form.addRow("Estimate", self.estimate_label)
         self.state_label = C.tip(QtWidgets.QLabel("Idle."), TIP["state"])
         self.state_label.setWordWrap(True)
         form.addRow(self.state_label)
@@ -341,6 +389,8 @@ class TrainerTab(QtWidgets.QWidget):
         return row
 
     def _connect(self) -> None:
+        self.config.currentTextChanged.connect(lambda _: self.update_device_label())
+        self.overrides.editingFinished.connect(self.update_device_label)
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.stop)
         self.log_y.toggled.connect(lambda on: self.plot.setLogMode(y=on))
@@ -427,7 +477,52 @@ class TrainerTab(QtWidgets.QWidget):
         self.shutdown()
         super().closeEvent(ev)
 
+    def update_device_label(self) -> str:
+        """Show (and return) the device the configured run will use."""
+        text = runs.run_device_label(self.config.currentText().strip(), self.overrides.text())
+        self.device_label.setText(text)
+        return text
+
+    def ask_close_choice(self) -> str:
+        """Asked when the window closes during a run: "keep" (runs on in the background),
+        "stop" (checkpoint, then exit) or "cancel" (the window stays open)."""
+        box = QtWidgets.QMessageBox(self)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+        box.setWindowTitle("An image run is active")
+        box.setText(f"The image run {self.run_dir.name if self.run_dir else ''} is still training "
+                    f"(step {self.last_step}).")
+        box.setInformativeText("Keep it running in the background (its folder keeps filling; "
+                               "resume or browse it later), or stop it with a checkpoint?")
+        keep = box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+        stop = box.addButton("Stop with checkpoint", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        return {keep: "keep", stop: "stop"}.get(box.clickedButton(), "cancel")
+
+    def close_with(self, choice: str) -> bool:
+        """Carry out ``ask_close_choice``'s answer; False for "cancel" (do not close)."""
+        if choice == "cancel" or not self.is_running():
+            return choice != "cancel"
+        pid = self.trainer.proc.processId()
+        if choice == "keep":
+            self.poll_timer.stop()
+            self.trainer.detach()
+            print(f"image run {self.run_dir} keeps training in the background (pid {pid}); "
+                  "its progress is in progress.jsonl", file=sys.stderr)
+        else:
+            self.state_label.setText("Stopping: writing a checkpoint …")
+            QtWidgets.QApplication.processEvents()
+            if not self.trainer.stop_and_wait():
+                print(f"image run {self.run_dir} (pid {pid}) is still writing its checkpoint; "
+                      "it exits by itself", file=sys.stderr)
+        self._set_running(False)
+        return True
+
     def _set_running(self, on: bool) -> None:
+        if on != self._running:
+            self._running = on
+            self.runningChanged.emit(on)
         self.start_btn.setEnabled(not on)
         self.stop_btn.setEnabled(on)
         for w in (self.config, self.data_dir, self.out_edit, self.overrides, self.resume):
@@ -469,6 +564,9 @@ class TrainerTab(QtWidgets.QWidget):
             self.curve.setData(self.steps, self.losses)
 
     def _on_log_line(self, rec: dict) -> None:
+        if rec.get("elapsed_s") is not None:
+            self._speed.append((rec["step"], rec["elapsed_s"]))
+            self.estimate_label.setText(runs.estimate_text(self._speed, rec.get("total_steps")))
         self.steps.append(rec["step"])
         self.losses.append(rec["loss"])
         self._set_step(rec["step"], rec.get("total_steps"))
@@ -482,6 +580,8 @@ class TrainerTab(QtWidgets.QWidget):
         kind = rec["event"]
         self._set_step(rec.get("step", self.last_step), rec.get("total_steps"))
         if kind == events.START:
+            self._speed = []                      # elapsed_s restarts with each process
+            self.estimate_label.setText("measuring the first steps …")
             if self.failure is not None:          # an earlier attempt's failure, now resumed
                 self.failure = None
                 self.clear_error()
@@ -520,6 +620,8 @@ class TrainerTab(QtWidgets.QWidget):
         self.progress.setValue(0)
         for label in self.stats.values():
             label.setText("–")
+        self._speed = []
+        self.estimate_label.setText("–")
 
     # ------------------------------------------------------------------ messages
     def _append_log(self, text: str) -> None:

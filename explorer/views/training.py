@@ -37,7 +37,15 @@ TIP = {
     "schedule": "DDPM β schedule. linear: β from 1e-4 to 0.02 (rescaled by 1000/T for small T); "
                 "cosine: Nichol & Dhariwal.",
     "n_timesteps": "DDPM T, the number of diffusion steps (0-based t in the code, t+1 in labels).",
+    "budget": "Steps each Start trains at most (0: no limit). Start again for as many more.",
+    "plateau": "Also stop when the Fisher divergence E‖s_θ − ∇log p‖² has not improved on its best "
+               "by 1 % for this many steps.",
+    "image_runs": "Unticked: training pauses while an image run started from the Image-runs tab is "
+                  "active (both would share the CPU) and resumes when it ends.\n"
+                  "Ticked: training goes on beside the image run.",
 }
+DEFAULT_BUDGET = 20_000      # steps per Start
+DEFAULT_PATIENCE = 3_000     # steps without a 1 % better Fisher divergence
 
 
 class TrainingView(QtWidgets.QWidget):
@@ -54,6 +62,9 @@ class TrainingView(QtWidgets.QWidget):
         self._fisher: list[float] = []
         self._last_rate = 0.0
         self.failure = ""               # why the last run stopped by itself ("" while it has not)
+        self.stop_reason = ""           # why the last run ended: its budget, a plateau or a failure
+        self._image_run = False         # an image run started from the app is active
+        self._held = False              # paused by this view for the image run (not by the user)
 
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = C.side_panel()
@@ -99,6 +110,22 @@ class TrainingView(QtWidgets.QWidget):
         row.addWidget(self.start_btn)
         row.addWidget(self.reset_btn)
         form.addRow(row)
+        self.budget = C.spin(0, 10_000_000, DEFAULT_BUDGET, 1000, tooltip=TIP["budget"])
+        self.budget.setSpecialValueText("no limit")
+        form.addRow("Step budget", self.budget)
+        self.plateau_on = QtWidgets.QCheckBox("Stop on a plateau after")
+        self.plateau_on.setChecked(True)
+        self.plateau_on.setToolTip(TIP["plateau"])
+        self.patience = C.spin(100, 1_000_000, DEFAULT_PATIENCE, 500, tooltip=TIP["plateau"])
+        form.addRow(self.plateau_on, self.patience)
+        self.budget_note = QtWidgets.QLabel(
+            "Training stops after the step budget, or when the Fisher divergence has not improved "
+            "by 1 % for the plateau steps; the status bar says which.")
+        self.budget_note.setWordWrap(True)
+        form.addRow(self.budget_note)
+        self.keep_during_image = QtWidgets.QCheckBox("Keep training during image runs")
+        self.keep_during_image.setToolTip(TIP["image_runs"])
+        form.addRow(self.keep_during_image)
         self.log_y = QtWidgets.QCheckBox("Log-scale loss")
         self.log_y.setToolTip("Plot |loss| on a log axis (score-matching losses can be negative: "
                               "ESM/SSM equal the Fisher divergence minus a constant).")
@@ -129,6 +156,8 @@ class TrainingView(QtWidgets.QWidget):
         self.start_btn.clicked.connect(self.toggle)
         self.reset_btn.clicked.connect(self.reset)
         self.log_y.toggled.connect(self._redraw_loss)
+        self.keep_during_image.toggled.connect(lambda _: self._apply_image_run_hold())
+        self.plateau_on.toggled.connect(self.patience.setEnabled)
         for w in (self.model_kind, self.objective, self.schedule):
             w.currentIndexChanged.connect(self._settings_from_widgets)
         for w in (self.width_, self.depth, self.lr, self.batch, self.sigma, self.sigma_max, self.sigma_min,
@@ -190,6 +219,7 @@ class TrainingView(QtWidgets.QWidget):
     def toggle(self):
         if self.is_running():
             paused = not self.worker.paused
+            self._held = False              # the user's own choice wins over the image-run hold
             self.worker.set_paused(paused)
             self.start_btn.setText("Resume" if paused else "Pause")
             self.state.status.emit("Training paused" if paused else "Training resumed")
@@ -208,7 +238,9 @@ class TrainingView(QtWidgets.QWidget):
             self._clear_curves()
         init = {k: v.clone() for k, v in s.model.state_dict().items()} if same else None
         w = TrainWorker(_copy(s.train), s.density, init, s.model_step if same else 0, parent=self)
-        w.max_steps = max_steps
+        budget = self.budget.value()
+        w.max_steps = max_steps if max_steps is not None else (budget or None)
+        w.patience_steps = self.patience.value() if self.plateau_on.isChecked() else None
         # Connected to bound methods of this GUI-thread object → queued into the GUI thread.
         w.progress.connect(self._on_progress)
         w.metric.connect(self._on_metric)
@@ -217,12 +249,14 @@ class TrainingView(QtWidgets.QWidget):
         w.finished.connect(self._on_finished)
         self._trained_density = s.density
         self._worker_settings = w.settings
-        self.failure = ""
+        self.failure = self.stop_reason = ""
         self.worker = w
+        self._held = False
         w.start()
         self.start_btn.setText("Pause")
         self.runningChanged.emit(True)
         self.state.status.emit(f"Training {s.train.model} with {s.train.objective}…")
+        self._apply_image_run_hold()
 
     def stop(self):
         """Cancel the worker and wait for it (one optimiser step at most)."""
@@ -251,6 +285,35 @@ class TrainingView(QtWidgets.QWidget):
     def closeEvent(self, ev):
         self.stop()
         super().closeEvent(ev)
+
+    # ------------------------------------------------------------------ image runs share the CPU
+    @QtCore.Slot(bool)
+    def set_image_run_active(self, on: bool):
+        """The Image-runs tab started (True) or ended (False) its training process."""
+        self._image_run = bool(on)
+        self._apply_image_run_hold()
+
+    def held_for_image_run(self) -> bool:
+        return self._held and self.is_running() and self.worker.paused
+
+    def _apply_image_run_hold(self):
+        hold = self._image_run and not self.keep_during_image.isChecked()
+        if not self.is_running():
+            self._held = False
+            return
+        if hold and not self.worker.paused:
+            self.worker.set_paused(True)
+            self._held = True
+            self.start_btn.setText("Resume")
+            self.state.status.emit("Training paused while the image run is active (tick 'Keep training "
+                                   "during image runs' to go on beside it)")
+        elif not hold and self._held:
+            self._held = False
+            if self.worker.paused:
+                self.worker.set_paused(False)
+                self.start_btn.setText("Pause")
+                self.state.status.emit("Training resumed: " + ("the image run ended" if not self._image_run
+                                                               else "kept going beside the image run"))
 
     # ------------------------------------------------------------------ worker → GUI (GUI thread)
     @QtCore.Slot(object)
@@ -301,9 +364,15 @@ class TrainingView(QtWidgets.QWidget):
         if not C.from_current_worker(self):
             return
         self.start_btn.setText("Start")
+        self._held = False
+        self.stop_reason = self.failure or self.worker.stop_reason
+        if self.worker.stop_reason:
+            self.info.setText(f"Stopped at step {self.state.model_step}: {self.worker.stop_reason}. "
+                              "Start trains on.")
         self.runningChanged.emit(False)
         if not self.failure:            # the failure stays in the status bar
-            self.state.status.emit(f"Training stopped at step {self.state.model_step}")
+            why = f": {self.worker.stop_reason}" if self.worker.stop_reason else ""
+            self.state.status.emit(f"Training stopped at step {self.state.model_step}{why}")
 
     # ------------------------------------------------------------------ curves
     def _clear_curves(self):

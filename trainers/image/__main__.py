@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -203,14 +204,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _SurvivingStream:
+    """A text stream whose writes never fail: once its pipe is gone (the explorer that started the
+    run closed and left it running in the background) output goes to /dev/null, and training goes on."""
+
+    def __init__(self, stream):
+        self._s = stream
+
+    def _drop(self):
+        self._s = open(os.devnull, "w")
+
+    def write(self, text):
+        try:
+            return self._s.write(text)
+        except (OSError, ValueError):
+            self._drop()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._s.flush()
+        except (OSError, ValueError):
+            self._drop()
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+
 def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.fn is not cmd_train:
+        return _run(args)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _SurvivingStream(sys.stdout), _SurvivingStream(sys.stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run(args) -> int:
     from .checkpoints import CheckpointError
     from .config import ConfigError
     from .datasets import DatasetError
     from .train import RunDirError
     from ..samplers import DivergenceError
 
-    args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except (ConfigError, DatasetError, CheckpointError, RunDirError) as e:

@@ -42,6 +42,21 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def remove_partial_writes(run_dir) -> list[Path]:
+    """Delete the temp files of checkpoint writes a kill interrupted (``.ckpt_<step>.pt.*.tmp``:
+    ``atomic_torch_save`` renames a file into place only once it is complete, so these are never
+    read); returns what was removed."""
+    d = ckpt_dir(run_dir)
+    removed = []
+    for p in d.glob(".ckpt_*.tmp") if d.is_dir() else []:
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 # -------------------------------------------------------------------------------- RNG states
 def capture_rng_state(device: torch.device | None = None) -> dict:
     np_state = np.random.get_state(legacy=False)

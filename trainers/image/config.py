@@ -90,7 +90,7 @@ class TrainConfig:
     sample_every: int = 5000         # periodic sample grids; 0 disables
     keep_ckpts: int = 3
     n_grid: int = 64                 # images in the periodic grids
-    precision: str = "bf16"          # "bf16" (autocast, CUDA only), "fp16" (autocast + GradScaler) or "fp32"
+    precision: str = "bf16"          # "bf16" (autocast, CUDA or CPU), "fp16" (autocast + GradScaler, CUDA) or "fp32"
     channels_last: bool = True       # CUDA only
     compile: bool = False            # torch.compile the model
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...

@@ -171,7 +171,8 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
     from .methods import generate
 
     report = {"run": str(run_dir), "checkpoint": str(path), "step": int(ckpt["step"]),
-              "method": cfg.method, "dataset": cfg.data.dataset}
+              "method": cfg.method, "dataset": cfg.data.dataset,
+              "training": training_summary(run_dir)}
     is_digits = cfg.data.dataset == "digits" and cfg.data.image_size == 8
     backend, why = (None, "") if is_digits else fid_backend()
     if not is_digits and backend is None:
@@ -200,8 +201,29 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
     return report
 
 
+def training_summary(run_dir) -> dict:
+    """How the run's training went, from ``progress.jsonl`` (a torn last line, left by a kill, is
+    skipped): the last logged step and loss, the total steps asked for and how the log ends
+    (``done``, ``stopped``, ``failed``, or ``running or killed`` when no closing event follows)."""
+    from . import progress as events
+    from . import run_layout as layout
+
+    recs = events.read_records(layout.progress_path(run_dir))
+    logged = [r for r in recs if "loss" in r and "event" not in r]
+    last_event = next((r["event"] for r in reversed(recs) if "event" in r), None)
+    ends = (events.DONE, events.STOPPED, events.FAILED)
+    return {"logged_step": logged[-1]["step"] if logged else None,
+            "last_loss": logged[-1]["loss"] if logged else None,
+            "total_steps": next((r["total_steps"] for r in reversed(recs) if "total_steps" in r), None),
+            "state": last_event if last_event in ends else ("running or killed" if recs else "no log")}
+
+
 def format_report(r: dict) -> str:
     lines = [f"run {r['run']}  step {r['step']}  ({r['method']} on {r['dataset']})"]
+    t = r.get("training")
+    if t and t.get("logged_step") is not None:
+        lines.append(f"training: step {t['logged_step']} of {t['total_steps']} logged "
+                     f"(loss {t['last_loss']:.4g}), {t['state']}")
     if "samples" in r:
         s, ref, noise = r["samples"], r["reference_real_test_digits"], r["reference_uniform_noise"]
         lines += [

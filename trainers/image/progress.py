@@ -38,6 +38,26 @@ def failure_message(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def parse_line(line) -> dict | None:
+    """One line of the log as a dict, or None for a line that is not one (blank, or cut short by
+    a kill: a SIGKILL can land mid-write, leaving a torn last line)."""
+    try:
+        rec = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def read_records(path) -> list[dict]:
+    """Every whole record of a ``progress.jsonl`` ([] when it does not exist), skipping a torn
+    line. A last line without its newline is only trusted when it parses."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return [r for r in map(parse_line, data.split(b"\n")) if r is not None]
+
+
 class ProgressLog:
     """The one writer of ``progress.jsonl``.
 
@@ -51,16 +71,10 @@ class ProgressLog:
         if truncate_after is not None and truncate_after < 0:
             atomic_write_text(self.path, "")          # a fresh run: start an empty log
         elif truncate_after is not None and self.path.exists():
-            keep = []
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by the kill
-                # a ``failed`` event ended the process being resumed: it is not this run's end
-                if isinstance(rec, dict) and rec.get("step", 0) <= truncate_after \
-                        and rec.get("event") != FAILED:
-                    keep.append(line)
+            # a torn line (the kill) is dropped; a ``failed`` event ended the process being
+            # resumed, so it is not this run's end; lines after the checkpoint are redone
+            keep = [json.dumps(rec) for rec in read_records(self.path)
+                    if rec.get("step", 0) <= truncate_after and rec.get("event") != FAILED]
             atomic_write_text(self.path, "".join(l + "\n" for l in keep))
         self.f = open(self.path, "a", encoding="utf-8")
 

@@ -81,8 +81,8 @@ def pick_device(pref: str, dist_info: DistInfo, log=print) -> torch.device:
     if pref == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", dist_info.local_rank)
-        log("warning: no CUDA device found: training on the CPU (slow); bf16 autocast, "
-            "channels_last and torch.compile are off")
+        log("warning: no CUDA device found: training on the CPU (slow; train.precision=bf16 uses "
+            "the CPU's bf16 autocast, channels_last is off)")
         return torch.device("cpu")
     dev = torch.device(pref)
     if dev.type == "cuda":

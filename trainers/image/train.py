@@ -98,7 +98,7 @@ class TrainCore:
 
     Shared by ``train()`` and ``benchmarks/bench_image_train.py`` so the benchmark times the
     real step. On CUDA: bf16 (or fp16 + GradScaler) autocast and channels_last per config; on
-    the CPU: fp32. ``step`` does: set lr, loss under autocast, backward, unscale + clip the
+    the CPU: bf16 autocast when the config asks for bf16, else fp32. ``step`` does: set lr, loss under autocast, backward, unscale + clip the
     global grad norm, Adam step, EMA update; it returns (loss, grad norm) as tensors (no sync).
     """
 
@@ -108,7 +108,11 @@ class TrainCore:
         self.cfg, self.device = cfg, device
         on_cuda = device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-        self.use_amp = on_cuda and self.amp_dtype is not None
+        # bf16 autocast runs on the CPU too (so CI exercises that code path); fp16 + GradScaler is
+        # CUDA-only, and trains in fp32 elsewhere.
+        self.use_amp = self.amp_dtype is not None and (on_cuda or self.amp_dtype is torch.bfloat16)
+        if self.amp_dtype is torch.float16 and not on_cuda:
+            log("warning: train.precision=fp16 needs CUDA; training in fp32 on the CPU")
         if self.amp_dtype is torch.bfloat16 and on_cuda and not torch.cuda.is_bf16_supported():
             log("warning: this GPU has no bf16 support; training in fp32")
             self.use_amp = False
@@ -140,7 +144,7 @@ class TrainCore:
             x = x.contiguous(memory_format=torch.channels_last)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp
                     else contextlib.nullcontext())
         with autocast:
             loss = self.method.loss(self.train_model, x, noise_gen)
@@ -197,6 +201,8 @@ class _Run:
     def _resume_point(self, resume: bool) -> dict | None:
         """The checkpoint to resume from (None: start at step 0); refuses to overwrite a run."""
         existing = ck.list_checkpoints(self.run_dir)
+        if self.main:
+            ck.remove_partial_writes(self.run_dir)     # a checkpoint write cut short by a kill
         if resume and existing:
             ckpt, path = ck.load_latest(self.run_dir)
             self.start_step = int(ckpt["step"])
