@@ -6,12 +6,21 @@ noise keeps it a mixture, so the "true" score of any noised density is exact and
 - `noised(σ)`        p_σ = p * N(0, σ²I): covariances Σ_k + σ²I (NCSN / DSM target, docs/math.md §2, §4)
 - `ddpm_marginal(ᾱ)` q(x_t) for x_t = √ᾱ x_0 + √(1−ᾱ) ε: means √ᾱ μ_k, covariances ᾱΣ_k + (1−ᾱ)I (docs/math.md §5)
 
-Parameters are stored as float64 tensors; `log_prob`/`score` compute in the dtype of `x`.
+Parameters are stored as float64 tensors; `log_prob`/`score` return the dtype of `x`.
+
+Evaluation is three dense matrix products (docs of `GaussianMixture`): with y = x − c (c the centre
+of the means) and features φ(y) = (y₀², y₀y₁, y₁², y₀, y₁), all K log-terms are one (N×5)·(5×K)
+product computed in float64 (the expanded quadratic cancels badly in float32 for narrow components);
+the softmax runs in x's dtype, and the score −(Σ_k r_k P_k) y + Σ_k r_k P_k(μ_k − c) is one more
+(N×K)·(K×5) product. Rows are processed in cache-sized chunks spread over the CPU cores.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,8 +32,41 @@ from .atomic import atomic_write_text
 
 MAX_COMPONENTS = 5000
 _LOG_2PI = math.log(2 * math.pi)
-# Work on at most this many (particle, component) pairs at once, to bound memory.
-_CHUNK_PAIRS = 1 << 21
+# Work on at most this many (particle, component) pairs per chunk: (N×K) blocks stay in cache.
+_CHUNK_PAIRS = 1 << 17
+_LOG_FLOOR = -80.0
+_N_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_N_WORKERS, thread_name_prefix="gmm")
+        return _POOL
+
+
+def _parallel_rows(fn, n: int, rows: int) -> None:
+    """Call fn(lo, hi) over row blocks of at most `rows` rows; on all cores when torch itself runs
+    on one thread (the explorer and the CLIs set that), else block by block (torch parallelises)."""
+    blocks = [(lo, min(n, lo + rows)) for lo in range(0, n, rows)]
+    if len(blocks) == 1 or _N_WORKERS == 1 or torch.get_num_threads() > 1 \
+            or threading.current_thread().name.startswith("gmm"):
+        for lo, hi in blocks:
+            fn(lo, hi)
+        return
+    per = -(-len(blocks) // _N_WORKERS)
+    groups = [blocks[i:i + per] for i in range(0, len(blocks), per)]
+
+    def run(group):
+        for lo, hi in group:
+            fn(lo, hi)
+    futures = [_pool().submit(run, g) for g in groups[1:]]
+    run(groups[0])
+    for f in futures:
+        f.result()
 
 
 class DensityError(ValueError):
@@ -32,6 +74,7 @@ class DensityError(ValueError):
 
 
 def _validate(weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> None:
+    """Vectorised checks; a failure names the first offending component."""
     k = len(weights)
     if k == 0:
         raise DensityError("the mixture is empty: it needs at least one component")
@@ -41,23 +84,40 @@ def _validate(weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> None:
         raise DensityError(
             f"shapes do not fit a 2D mixture: weights {weights.shape}, means {means.shape}, "
             f"covs {covs.shape}; expected ({k},), ({k}, 2), ({k}, 2, 2)")
-    for i in range(k):
-        if not (np.isfinite(weights[i]) and np.all(np.isfinite(means[i])) and np.all(np.isfinite(covs[i]))):
+
+    def first(bad: np.ndarray):
+        idx = np.flatnonzero(bad)
+        return int(idx[0]) if len(idx) else None
+
+    finite = np.isfinite(weights) & np.isfinite(means).all(1) & np.isfinite(covs).all((1, 2))
+    neg = weights < 0
+    with np.errstate(invalid="ignore"):
+        scale = np.maximum(1.0, np.abs(covs).max((1, 2)))
+        asym = np.abs(covs[:, 0, 1] - covs[:, 1, 0]) > 1e-9 * scale
+        det = covs[:, 0, 0] * covs[:, 1, 1] - covs[:, 0, 1] * covs[:, 1, 0]
+        notpd = ~((covs[:, 0, 0] > 0) & (det > 0))
+    for i in sorted(j for j in (first(~finite), first(finite & neg), first(finite & asym),
+                                first(finite & notpd)) if j is not None)[:1]:
+        if not finite[i]:
             raise DensityError(f"component {i}: contains NaN or infinity")
-        if weights[i] < 0:
+        if neg[i]:
             raise DensityError(f"component {i}: weight {weights[i]:g} is negative")
-        c = covs[i]
-        if abs(c[0, 1] - c[1, 0]) > 1e-9 * max(1.0, abs(c).max()):
-            raise DensityError(f"component {i}: covariance {c.tolist()} is not symmetric")
-        det = c[0, 0] * c[1, 1] - c[0, 1] * c[1, 0]
-        if not (c[0, 0] > 0 and det > 0):
-            raise DensityError(f"component {i}: covariance {c.tolist()} is not positive definite")
+        if asym[i]:
+            raise DensityError(f"component {i}: covariance {covs[i].tolist()} is not symmetric")
+        raise DensityError(f"component {i}: covariance {covs[i].tolist()} is not positive definite")
     if weights.sum() <= 0:
         raise DensityError("all component weights are zero")
 
 
 class GaussianMixture:
-    """A 2D Gaussian mixture. Weights are normalised on construction; bounds = (xmin, xmax, ymin, ymax)."""
+    """A 2D Gaussian mixture. Weights are normalised on construction; bounds = (xmin, xmax, ymin, ymax).
+
+    Precomputed once (float64): precisions P_k = (a, b; b, d), log-normalisers, and with the centre
+    c and m_k = μ_k − c the tables
+        log w_k N(x; μ_k, Σ_k) = φ(y)·T_k + t_k,  φ(y) = (y₀², y₀y₁, y₁², y₀, y₁),  y = x − c,
+        T_k = (−a/2, −b, −d/2, (P m)₀, (P m)₁),    t_k = log w_k − ½ log det 2πΣ_k − ½ mᵀP m,
+        S_k = (a, b, d, (P m)₀, (P m)₁)            (score = −(Σ r_k P_k) y + Σ r_k P_k m_k).
+    """
 
     def __init__(self, weights, means, covs, name: str = "", bounds: Sequence[float] | None = None):
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
@@ -74,11 +134,27 @@ class GaussianMixture:
                 raise DensityError(f"bounds {list(bounds)} must be [xmin, xmax, ymin, ymax] with min < max")
             bounds = tuple(b)
         self.bounds = bounds
-        det = self.covs[:, 0, 0] * self.covs[:, 1, 1] - self.covs[:, 0, 1] ** 2
-        prec = torch.stack([torch.stack([self.covs[:, 1, 1], -self.covs[:, 0, 1]], -1),
-                            torch.stack([-self.covs[:, 1, 0], self.covs[:, 0, 0]], -1)], -2) / det[:, None, None]
-        self._precisions = prec
-        self._log_norm = torch.log(self.weights) - 0.5 * torch.log(det) - _LOG_2PI
+        self._build_tables()
+
+    # Set by trainers.grid.paint/erase: how this mixture was made from its parent (a weak reference),
+    # so a cached picture of the parent can be updated with just the changed components.
+    edit = None
+
+    def _build_tables(self) -> None:
+        w, m, c = self.weights.numpy(), self.means.numpy(), self.covs.numpy()
+        c01 = 0.5 * (c[:, 0, 1] + c[:, 1, 0])
+        det = c[:, 0, 0] * c[:, 1, 1] - c01 ** 2
+        a, b, d = c[:, 1, 1] / det, -c01 / det, c[:, 0, 0] / det
+        self._precisions = torch.from_numpy(np.stack([np.stack([a, b], -1), np.stack([b, d], -1)], -2))
+        with np.errstate(divide="ignore"):
+            log_norm = np.log(w) - 0.5 * np.log(det) - _LOG_2PI
+        self._log_norm = torch.from_numpy(log_norm)
+        self._centre = 0.5 * (m.min(0) + m.max(0))
+        mc = m - self._centre
+        pm0, pm1 = a * mc[:, 0] + b * mc[:, 1], b * mc[:, 0] + d * mc[:, 1]
+        self._T = torch.from_numpy(np.stack([-0.5 * a, -b, -0.5 * d, pm0, pm1]))          # (5, K)
+        self._t = torch.from_numpy(log_norm - 0.5 * (mc[:, 0] * pm0 + mc[:, 1] * pm1))    # (K,)
+        self._S = torch.from_numpy(np.stack([a, b, d, pm0, pm1], 1))                      # (K, 5)
         self._cache: dict = {}
 
     # ----------------------------------------------------------------- evaluation
@@ -86,43 +162,73 @@ class GaussianMixture:
     def n_components(self) -> int:
         return len(self.weights)
 
-    def _params(self, x: torch.Tensor):
-        key = (x.dtype, x.device)
-        if key not in self._cache:
-            self._cache[key] = tuple(t.to(dtype=x.dtype, device=x.device)
-                                     for t in (self.means, self._precisions, self._log_norm))
-        return self._cache[key]
+    def _score_table(self, dtype) -> torch.Tensor:
+        if dtype not in self._cache:
+            self._cache[dtype] = self._S.t().to(dtype).contiguous()      # (5, K)
+        return self._cache[dtype]
 
-    def _chunks(self, x: torch.Tensor):
-        rows = max(1, _CHUNK_PAIRS // self.n_components)
-        return x.split(rows) if len(x) > rows else (x,)
+    def _evaluate(self, x, want_logp=False, want_score=False, want_resp=False):
+        """The chunked, multi-core kernel behind log_prob / score / responsibilities."""
+        x = torch.as_tensor(x)
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        n, k = len(x), self.n_components
+        y = x.detach().to(torch.float64).reshape(-1, 2) - torch.from_numpy(self._centre)
+        T, t = self._T, self._t
+        S = self._score_table(dtype) if want_score else None
+        logp = torch.empty(n, dtype=dtype) if want_logp else None
+        score = torch.empty(n, 2, dtype=dtype) if want_score else None
+        resp = torch.empty(n, k, dtype=dtype) if want_resp else None
 
-    def _log_components(self, x: torch.Tensor):
-        means, prec, log_norm = self._params(x)
-        diff = x[:, None, :] - means[None]                       # (N, K, 2)
-        pdiff = torch.einsum("kij,nkj->nki", prec, diff)          # Σ_k⁻¹ (x − μ_k)
-        maha = (diff * pdiff).sum(-1)
-        return log_norm[None] - 0.5 * maha, pdiff
+        def block(lo, hi):
+            yb = y[lo:hi]
+            y0, y1 = yb[:, 0], yb[:, 1]
+            phi = torch.stack([y0 * y0, y0 * y1, y1 * y1, y0, y1], 1)
+            e = torch.addmm(t, phi, T)                               # (n, K) log w_k N_k, float64
+            if dtype != torch.float64:
+                e = e.to(dtype)
+            mx = e.amax(1, keepdim=True)
+            # terms below e⁻⁸⁰ of the largest change p by < K·e⁻⁸⁰ (relative); clamping them keeps exp
+            # out of the (very slow) subnormal range
+            e.sub_(mx).clamp_(min=_LOG_FLOOR).exp_()
+            tot = e.sum(1, keepdim=True)
+            if want_logp:
+                logp[lo:hi] = (mx + tot.log()).squeeze(1)
+            if want_score:
+                q = torch.mm(S, e.t()).div_(tot.t()).to(torch.float64)   # Σ r (a, b, d, Pm₀, Pm₁)
+                score[lo:hi, 0] = q[3] - q[0] * y0 - q[1] * y1
+                score[lo:hi, 1] = q[4] - q[1] * y0 - q[2] * y1
+            if want_resp:
+                torch.div(e, tot, out=resp[lo:hi])
 
+        if n:
+            with torch.no_grad():
+                _parallel_rows(block, n, max(16, _CHUNK_PAIRS // k))
+        return logp, score, resp
+
+    # x that needs a gradient (likelihood by the PF-ODE differentiates the exact score) takes the
+    # direct, autograd-friendly form; everything else the fast kernel.
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) for x of shape (N, 2)."""
         x = torch.as_tensor(x)
-        return torch.cat([torch.logsumexp(self._log_components(c)[0], dim=1) for c in self._chunks(x)])
+        if x.requires_grad and torch.is_grad_enabled():
+            return _reference_log_prob(self, x)
+        return self._evaluate(x, want_logp=True)[0]
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """∇ₓ log p(x) = −Σ_k r_k(x) Σ_k⁻¹ (x − μ_k), r the posterior responsibilities."""
         x = torch.as_tensor(x)
-        out = []
-        for c in self._chunks(x):
-            logc, pdiff = self._log_components(c)
-            r = torch.softmax(logc, dim=1)
-            out.append(-(r[..., None] * pdiff).sum(1))
-        return torch.cat(out)
+        if x.requires_grad and torch.is_grad_enabled():
+            return _reference_score(self, x)
+        return self._evaluate(x, want_score=True)[1]
+
+    def log_prob_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both at the cost of one."""
+        logp, score, _ = self._evaluate(x, want_logp=True, want_score=True)
+        return logp, score
 
     def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior component probabilities r_k(x), shape (N, K)."""
-        x = torch.as_tensor(x)
-        return torch.cat([torch.softmax(self._log_components(c)[0], dim=1) for c in self._chunks(x)])
+        return self._evaluate(x, want_resp=True)[2]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n float32 samples, drawn with `generator` (reproducible for a fixed seed)."""
@@ -134,7 +240,12 @@ class GaussianMixture:
 
     # ----------------------------------------------------------------- transforms
     def _with(self, means, covs) -> "GaussianMixture":
-        return GaussianMixture(self.weights.numpy(), means.numpy(), covs.numpy(), self.name, self.bounds)
+        """A mixture with the same weights (already valid: σ²I or ᾱ-scaling keeps covariances PD)."""
+        new = object.__new__(GaussianMixture)
+        new.weights, new.means, new.covs = self.weights, means, covs
+        new.name, new.bounds = self.name, self.bounds
+        new._build_tables()
+        return new
 
     def noised(self, sigma: float) -> "GaussianMixture":
         """p_σ = p * N(0, σ²I)."""
@@ -210,6 +321,39 @@ class GaussianMixture:
 
     def __repr__(self) -> str:
         return f"GaussianMixture(name={self.name!r}, n_components={self.n_components})"
+
+
+# ============================================================================ reference (autograd path, test oracle)
+def _reference_log_components(d: GaussianMixture, x: torch.Tensor):
+    """The direct (N, K, 2) form: log w_k N(x; μ_k, Σ_k) and P_k (x − μ_k). Differentiable in x."""
+    means, prec, log_norm = (t.to(dtype=x.dtype, device=x.device) for t in (d.means, d._precisions, d._log_norm))
+    diff = x[:, None, :] - means[None]
+    pdiff = torch.einsum("kij,nkj->nki", prec, diff)
+    return log_norm[None] - 0.5 * (diff * pdiff).sum(-1), pdiff
+
+
+def _reference_chunks(d: GaussianMixture, x: torch.Tensor):
+    rows = max(1, (1 << 21) // d.n_components)
+    return x.split(rows) if len(x) > rows else (x,)
+
+
+def _reference_log_prob(d: GaussianMixture, x) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    return torch.cat([torch.logsumexp(_reference_log_components(d, c)[0], dim=1) for c in _reference_chunks(d, x)])
+
+
+def _reference_score(d: GaussianMixture, x) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    out = []
+    for c in _reference_chunks(d, x):
+        logc, pdiff = _reference_log_components(d, c)
+        out.append(-(torch.softmax(logc, dim=1)[..., None] * pdiff).sum(1))
+    return torch.cat(out)
+
+
+def _reference_responsibilities(d: GaussianMixture, x) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    return torch.cat([torch.softmax(_reference_log_components(d, c)[0], dim=1) for c in _reference_chunks(d, x)])
 
 
 # ============================================================================ constructors

@@ -3,13 +3,20 @@
 Each finished stroke becomes Gaussian components (trainers.densities.from_strokes, added to the
 current mixture by trainers.grid.paint); the canvas shows p(x) as a heat map with contours of the
 highest-density regions holding 20/40/60/80 % of the mass.
+
+Redraws are incremental: a stroke, an erasure, or undo/redo of one updates the cached grids with
+only the changed components (trainers.grid.updated_image). Any other change of a large mixture is
+recomputed on a background thread while the old picture stays up.
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers import densities as D
@@ -19,6 +26,24 @@ from . import common as C
 
 HEAT_N = 160
 CONTOUR_N = 96      # pyqtgraph's isocurve is pure Python: contours on a coarser grid than the heat map
+SYNC_PAIRS = 4_000_000   # full recomputations up to this many (pixel, component) pairs run inline (~10 ms)
+
+
+class _Relay(QtCore.QObject):
+    """Lives in the GUI thread for the whole session: the background recomputation posts its result
+    through it (a queued call), never through a canvas that may have been closed meanwhile."""
+    delivered = QtCore.Signal(object)
+
+
+_RELAY: _Relay | None = None
+
+
+def _relay() -> _Relay:
+    global _RELAY
+    if _RELAY is None:
+        _RELAY = _Relay()
+        _RELAY.delivered.connect(lambda deliver: deliver())
+    return _RELAY
 
 
 class DensityCanvas(pg.PlotWidget):
@@ -40,6 +65,11 @@ class DensityCanvas(pg.PlotWidget):
         self._points: list[tuple[float, float]] | None = None
         self.viewport().installEventFilter(self)
         self.viewport().setCursor(QtCore.Qt.CursorShape.CrossCursor)
+        # what the picture shows: (density, bounds, heat grid, contour grid); `_gen` numbers requests
+        self._shown: tuple | None = None
+        self._gen = 0
+        self._thread: threading.Thread | None = None
+        self.last_update = ""                  # "incremental" | "full" | "background" (for tests, benchmarks)
 
     def _to_data(self, pos) -> tuple[float, float]:
         p = self.plotItem.vb.mapSceneToView(self.mapToScene(pos.toPoint() if hasattr(pos, "toPoint") else pos))
@@ -74,11 +104,55 @@ class DensityCanvas(pg.PlotWidget):
             self.removeItem(c)
         self.contours = []
 
+    @property
+    def busy(self) -> bool:
+        """A background recomputation is under way (the picture shows the previous density)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def show_density(self, density: D.GaussianMixture, bounds):
-        img = G.density_image(density, bounds, HEAT_N)
-        C.set_heat(self.heat, img, bounds)
+        self._gen += 1
+        bounds = tuple(bounds)
+        if self._shown is not None and self._shown[1] == bounds:
+            old, _, heat, coarse = self._shown
+            if old is density:
+                return
+            new_heat = G.updated_image(old, heat, density, bounds, HEAT_N)
+            if new_heat is not None:
+                new_coarse = G.updated_image(old, coarse, density, bounds, CONTOUR_N)
+                self.last_update = "incremental"
+                self._draw(density, bounds, new_heat, new_coarse)
+                return
+        if density.n_components * (HEAT_N ** 2 + CONTOUR_N ** 2) <= SYNC_PAIRS:
+            self.last_update = "full"
+            self._draw(density, bounds, G.density_image(density, bounds, HEAT_N),
+                       G.density_image(density, bounds, CONTOUR_N))
+            return
+        self.last_update = "background"
+        gen = self._gen
+
+        canvas = weakref.ref(self)
+        relay = _relay()                      # made here, in the GUI thread
+
+        def work():
+            heat = G.density_image(density, bounds, HEAT_N)
+            coarse = G.density_image(density, bounds, CONTOUR_N)
+
+            def deliver():                    # runs in the GUI thread; a closed canvas drops the result
+                c = canvas()
+                if c is not None and shiboken6.isValid(c):
+                    c._on_computed(gen, (density, bounds), heat, coarse)
+            relay.delivered.emit(deliver)
+        self._thread = threading.Thread(target=work, name="density-canvas", daemon=True)
+        self._thread.start()
+
+    def _on_computed(self, gen, what, heat, coarse):
+        if gen == self._gen:                  # else a newer request superseded it
+            self._draw(*what, heat, coarse)
+
+    def _draw(self, density, bounds, heat, coarse):
+        self._shown = (density, bounds, heat, coarse)
+        C.set_heat(self.heat, heat, bounds)
         self.clear_contours()
-        coarse = G.density_image(density, bounds, CONTOUR_N)
         xmin, xmax, ymin, ymax = bounds
         to_view = QtGui.QTransform.fromScale((xmax - xmin) / CONTOUR_N, (ymax - ymin) / CONTOUR_N) \
             * QtGui.QTransform.fromTranslate(xmin, ymin)
@@ -90,9 +164,15 @@ class DensityCanvas(pg.PlotWidget):
             self.contours.append(iso)
         C.square_plot(self.plotItem, bounds)
 
+    def forget(self):
+        """Drop the cached picture (the next show_density recomputes)."""
+        self._gen += 1
+        self._shown = None
+
 
 class DensityView(QtWidgets.QWidget):
     title = "Density"
+    CUSTOM = ""          # the preset box's entry for a density that is not a preset
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -166,7 +246,8 @@ class DensityView(QtWidgets.QWidget):
         self.undo_btn.clicked.connect(state.undo)
         self.redo_btn.clicked.connect(state.redo)
         self.clear_btn.clicked.connect(self.clear)
-        self.preset.activated.connect(lambda i: self.load_preset(self.preset.itemData(i)))
+        self.preset.activated.connect(lambda i: self.preset.itemData(i) != self.CUSTOM
+                                      and self.load_preset(self.preset.itemData(i)))
         self.load_img_btn.clicked.connect(lambda: self.load_image())
         self.load_json_btn.clicked.connect(lambda: self.load_json())
         self.save_json_btn.clicked.connect(lambda: self.save_json())
@@ -192,6 +273,7 @@ class DensityView(QtWidgets.QWidget):
     def clear(self):
         """Empty the canvas; the density stays valid (the old one) until the first stroke replaces it."""
         self._cleared = True
+        self.canvas.forget()
         self.canvas.heat.setImage(np.zeros((4, 4)), levels=(0, 1))
         self.canvas.clear_contours()
         self.info.setText("Canvas cleared: paint a stroke to create the new density.")
@@ -264,8 +346,14 @@ class DensityView(QtWidgets.QWidget):
         self.redo_btn.setEnabled(s.can_redo())
         self.info.setText(f"<b>{s.density.name or 'density'}</b>: {s.density.n_components} components")
         i = self.preset.findData(s.density.name)
-        if i >= 0:
-            self.preset.setCurrentIndex(i)
+        if i < 0:                      # a drawing, an image or a JSON file: say so, not the last preset
+            i = self.preset.findData(self.CUSTOM)
+            label = "drawing" if s.density.name == "drawn" else f"loaded: {s.density.name or 'density'}"
+            if i < 0:
+                self.preset.addItem(label, self.CUSTOM)
+                i = self.preset.count() - 1
+            self.preset.setItemText(i, label)
+        self.preset.setCurrentIndex(i)
 
     def export_target(self):
         return self.canvas

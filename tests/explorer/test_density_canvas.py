@@ -82,3 +82,42 @@ def test_loading_an_image_makes_dark_pixels_mass(window, tmp_path):
     means = window.state.density.means.numpy()
     xmin, xmax = window.state.bounds[:2]
     assert np.all(means[:, 0] > xmin + (xmax - xmin) * 0.55)
+
+
+def test_incremental_canvas_equals_full_recomputation(window, qtbot):
+    from trainers import grid as G
+    from trainers.densities import Stroke
+
+    state, view = window.state, window.views["density"]
+    canvas = view.canvas
+    strokes = [Stroke(np.array([[-3.0, -3.0], [3.0, 3.0]]), 0.6, 2.0),
+               Stroke(np.array([[0.0, -4.0], [0.0, 4.0]]), 0.4, 1.0),
+               Stroke(np.array([[-1.0, -1.0], [1.0, 1.0]]), 1.0, erase=True),
+               Stroke(np.array([[4.0, 0.0]]), 1.5, erase=True),
+               Stroke(np.array([[-4.0, 2.0], [4.0, 2.0]]), 0.3, 0.5)]
+    for st in strokes:
+        assert state.apply_stroke(st)
+        assert canvas.last_update == "incremental"
+    state.undo(), state.undo()                  # undo a stroke and an erasure: incremental too
+    assert canvas.last_update == "incremental"
+    state.redo()
+    assert canvas.last_update == "incremental"
+    heat, coarse = canvas._shown[2], canvas._shown[3]
+    full = G.density_image(state.density, state.bounds, heat.shape[0], torch.float64)
+    np.testing.assert_allclose(heat, full, rtol=1e-4, atol=1e-6 * full.max())
+    full_c = G.density_image(state.density, state.bounds, coarse.shape[0], torch.float64)
+    np.testing.assert_allclose(coarse, full_c, rtol=1e-4, atol=1e-6 * full_c.max())
+    np.testing.assert_allclose(canvas.heat.image, heat)
+
+
+def test_large_density_is_recomputed_off_the_gui_thread(window, qtbot):
+    from trainers.densities import from_image
+
+    state, view = window.state, window.views["density"]
+    old_image = view.canvas.heat.image.copy()
+    big = from_image(np.random.default_rng(0).uniform(size=(40, 40)), bounds=state.bounds, name="noise")
+    state.set_density(big, reset_view=False)
+    assert view.canvas.last_update == "background"
+    np.testing.assert_array_equal(view.canvas.heat.image, old_image)      # the old picture stays up
+    qtbot.waitUntil(lambda: not view.canvas.busy and view.canvas._shown[0] is big, timeout=30_000)
+    assert view.preset.currentText() == "loaded: noise"                  # not the last preset's name

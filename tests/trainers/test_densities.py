@@ -155,3 +155,87 @@ def test_from_image_puts_mass_where_pixels_are_bright():
         from_image(np.zeros((4, 4)))
     big = from_image(np.random.default_rng(0).uniform(size=(200, 200)), max_components=500)
     assert big.n_components <= 500
+
+
+# ------------------------------------------------------------ fast kernel vs the direct (reference) form
+from trainers.densities import _reference_log_prob, _reference_responsibilities, _reference_score  # noqa: E402
+
+
+def _hard_mixture(seed, k):
+    """Random mixture with narrow, near-singular (condition up to 1e6) and wide components."""
+    rng = np.random.default_rng(seed)
+    ang = rng.uniform(0, np.pi, k)
+    rot = np.stack([np.stack([np.cos(ang), -np.sin(ang)], -1), np.stack([np.sin(ang), np.cos(ang)], -1)], -2)
+    ev = np.stack([10 ** rng.uniform(-4, 0.5, k), 10 ** rng.uniform(-4, 0.5, k)], 1)
+    ev[: k // 3, 1] = ev[: k // 3, 0] * 1e-6 + 1e-9                  # near-singular
+    covs = rot @ (ev[:, :, None] * np.eye(2)) @ rot.transpose(0, 2, 1)
+    return GaussianMixture(rng.uniform(0, 1, k), rng.normal(3, 2, (k, 2)), covs)
+
+
+def _points(d, seed):
+    g = torch.Generator().manual_seed(seed)
+    near = d.sample(300, g).double()
+    wide = torch.rand(300, 2, generator=g, dtype=torch.float64) * 20 - 7             # the drawing area
+    far = torch.randn(50, 2, generator=g, dtype=torch.float64) * 1e3                  # far away
+    return torch.cat([near, wide, far])
+
+
+@pytest.mark.parametrize("seed, k", [(0, 3), (1, 40), (2, 700)])
+def test_fast_forms_match_reference_in_float64(seed, k):
+    d = _hard_mixture(seed, k)
+    x = _points(d, seed)
+    ref_lp, ref_s, ref_r = _reference_log_prob(d, x), _reference_score(d, x), _reference_responsibilities(d, x)
+    lp, s = d.log_prob(x), d.score(x)
+    # Both forms round the quadratic terms at ε·λmax(P_k)·(|x| + |μ_k|)² for the components that matter
+    # (near-singular ones have λmax up to 1e10): compare at that scale, ε = 2.2e-16.
+    lam = torch.linalg.eigvalsh(d._precisions)[:, 1]
+    size = x.norm(dim=1, keepdim=True) + d.means.norm(dim=1)[None] + 1
+    quad = (ref_r * lam[None] * size**2).sum(1)
+    eps = torch.finfo(torch.float64).eps
+    assert bool(((lp - ref_lp).abs() <= 64 * eps * (quad + ref_lp.abs() + 1)).all())
+    lin = (ref_r * lam[None] * size).sum(1)
+    assert bool(((s - ref_s).norm(dim=1) <= 64 * eps * (lin * quad.sqrt() + ref_s.norm(dim=1) + 1)).all())
+    r = d.responsibilities(x)
+    assert bool(((r - ref_r).abs() <= 64 * eps * (quad[:, None] + 1)).all())
+
+
+@pytest.mark.parametrize("seed, k", [(3, 5), (4, 300)])
+def test_fast_forms_in_float32_are_as_accurate_as_float32_inputs_allow(seed, k):
+    """float32 x: the error is that of rounding x itself, |∇ log p|·ε|x| (log p) and
+    ‖∇ score‖·ε|x| (score), up to a small factor, against the float64 reference."""
+    d = _hard_mixture(seed, k)
+    x = _points(d, seed)[:650]              # near and in the drawing area
+    x32 = x.float()
+    ref_lp, ref_s = _reference_log_prob(d, x32.double()), _reference_score(d, x32.double())
+    eps = float(torch.finfo(torch.float32).eps)
+    xs = x32.double().abs().max(1).values + 1
+    prec_max = float(torch.linalg.eigvalsh(d._precisions).max())
+    lp_tol = 8 * eps * (ref_s.norm(dim=1) * xs + ref_lp.abs() + 1)
+    assert bool(((d.log_prob(x32).double() - ref_lp).abs() <= lp_tol).all())
+    s_tol = 8 * eps * (prec_max * xs * xs + ref_s.norm(dim=1) + 1)
+    assert bool(((d.score(x32).double() - ref_s).norm(dim=1) <= s_tol).all())
+
+
+def test_noised_and_ddpm_marginals_match_reference():
+    d = _hard_mixture(5, 200)
+    x = _points(d, 5)
+    for m in (d.noised(0.3), d.ddpm_marginal(0.4)):
+        torch.testing.assert_close(m.log_prob(x), _reference_log_prob(m, x), rtol=1e-9, atol=1e-9)
+        ref = _reference_score(m, x)
+        assert float(((m.score(x) - ref).abs() / (ref.norm(dim=1, keepdim=True) + 1)).max()) < 1e-9
+
+
+def test_score_keeps_autograd_for_likelihood():
+    d = preset("two_moons")
+    x = torch.randn(20, 2, dtype=torch.float64, requires_grad=True)
+    (div,) = torch.autograd.grad(d.score(x)[:, 0].sum(), x)
+    assert torch.isfinite(div).all() and float(div.abs().sum()) > 0
+
+
+def test_image_density_in_float32_across_the_drawing_area():
+    """Narrow components (an image's pixels) are where the expanded quadratic cancels in float32."""
+    rng = np.random.default_rng(0)
+    d = from_image(rng.uniform(size=(40, 40)) ** 4, bounds=(-4, 4, -4, 4))
+    x = torch.rand(2000, 2, generator=torch.Generator().manual_seed(0)) * 8 - 4
+    ref = _reference_log_prob(d, x.double())
+    assert float((d.log_prob(x).double() - ref).abs().max()) < 1e-3
