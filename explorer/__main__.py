@@ -1,7 +1,8 @@
 """python -m explorer [--density NAME|FILE.json] [--demo] [--screenshot OUT.png] [--headless]
 
 Opens the Score Explorer window on the default density. With --demo it trains a few hundred steps
-and runs the samplers (and, for the lab tab, a small lab); with --screenshot it saves the window to OUT.png and exits (no display
+and runs the samplers (and, for the lab tab, a small lab; for the experiments tab, one fast
+experiment); with --screenshot it saves the window to OUT.png and exits (no display
 needed: Qt's offscreen platform is selected automatically when there is no DISPLAY). --headless is
 --demo --screenshot explorer_demo.png for machines without a screen.
 """
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--demo", action="store_true", help="train a few hundred steps and run the samplers")
     ap.add_argument("--steps", type=int, default=400, help="training steps for --demo (default 400)")
     ap.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot of the window and exit")
-    ap.add_argument("--tab", default="sampler", choices=["density", "training", "score", "sampler", "lab", "trainer"],
+    ap.add_argument("--tab", default="sampler", choices=["density", "training", "score", "sampler", "lab", "trainer",
+                                                          "experiments"],
                     help="tab shown in the screenshot (default: sampler)")
     ap.add_argument("--all-tabs", action="store_true",
                     help="with --screenshot: also save OUT-<tab>.png for every tab")
@@ -84,7 +86,10 @@ def main(argv=None) -> int:
     win = MainWindow(AppState(density))
     win.show()
     if args.demo:
-        win.run_demo(train_steps=args.steps, lab=args.tab == "lab" or args.all_tabs)
+        from .views.experiments import DEMO_EXPERIMENT
+
+        win.run_demo(train_steps=args.steps, lab=args.tab == "lab" or args.all_tabs,
+                     experiment=DEMO_EXPERIMENT if args.tab == "experiments" or args.all_tabs else None)
     if args.screenshot:
         out = win.save_screenshot(args.screenshot, args.tab)
         print(f"saved {out}")

@@ -14,9 +14,11 @@ import torch
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers.atomic import atomic_torch_save
+from trainers.experiments import EXPERIMENTS
 
 from .state import AppState
 from .views.density import DensityView
+from .views.experiments import ExperimentsView
 from .views.lab import LabView
 from .views.sampler import SamplerView
 from .views.score_field import ScoreFieldView
@@ -26,7 +28,8 @@ from .views.training import TrainingView
 
 class MainWindow(QtWidgets.QMainWindow):
     VIEWS = [("density", DensityView), ("training", TrainingView), ("score", ScoreFieldView),
-             ("sampler", SamplerView), ("lab", LabView), ("trainer", TrainerTab)]
+             ("sampler", SamplerView), ("lab", LabView), ("trainer", TrainerTab),
+             ("experiments", ExperimentsView)]
 
     def __init__(self, state: AppState | None = None):
         super().__init__()
@@ -102,6 +105,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(r, "New sampler chains", lambda: self.views["sampler"].restart(), "Ctrl+R")
         self._action(r, "Run the sampler lab", self.run_lab, "Ctrl+L",
                      "Quality vs steps: run the chosen samplers at every NFE on the model and the exact score")
+        x = self.experiments_menu = mb.addMenu("E&xperiments")
+        for e in EXPERIMENTS.values():
+            self._action(x, e.title, lambda _=False, name=e.name: self.open_experiment(name), None,
+                         f"{e.name}: {e.claim}")
         v = mb.addMenu("&View")
         for i, (key, _) in enumerate(self.VIEWS):
             self._action(v, self.views[key].title, lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
@@ -112,6 +119,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tabs.currentWidget() is not sv:
             self.tabs.setCurrentWidget(sv)
         sv.toggle_play()
+
+    def open_experiment(self, name: str):
+        """Show the Experiments tab with experiment `name` selected (Run starts it)."""
+        self.views["experiments"].select(name)
+        self.tabs.setCurrentWidget(self.views["experiments"])
 
     def run_lab(self):
         self.tabs.setCurrentWidget(self.views["lab"])
@@ -209,9 +221,10 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     # ------------------------------------------------------------------ demo / screenshots
-    def run_demo(self, train_steps: int = 400, timeout_s: float = 120.0, lab: bool = False):
+    def run_demo(self, train_steps: int = 400, timeout_s: float = 120.0, lab: bool = False,
+                 experiment: str | None = None):
         """Train a few hundred steps (in the worker), then compute all sampler chains (and, with
-        `lab`, a small quality-vs-steps lab)."""
+        `lab`, a small quality-vs-steps lab; with `experiment`, run that guided experiment)."""
         training = self.views["training"]
         training.start(max_steps=train_steps, fresh=True)
         app = QtWidgets.QApplication.instance()
@@ -228,6 +241,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.views["score"].recompute()
         if lab:
             self.views["lab"].run_demo(timeout_s)
+        if experiment:
+            self.views["experiments"].run_demo(experiment, timeout_s)
 
     def save_screenshot(self, path: str, tab: str | None = None) -> str:
         if tab is not None:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_screenshots_of_each_tab_after_a_short_demo(qtbot, tmp_path):
     """Default settings (2000 particles, width-128 MLP, NCSN) with a shorter training run."""
     from explorer.app import MainWindow
+    from explorer.views.experiments import DEMO_EXPERIMENT
 
     shots = Path(os.environ.get("EXPLORER_SCREENSHOTS") or tmp_path)
 
@@ -29,14 +30,16 @@ def test_screenshots_of_each_tab_after_a_short_demo(qtbot, tmp_path):
     win.show()
     qtbot.waitExposed(win)
     try:
-        win.run_demo(train_steps=1500, lab=True)
+        win.run_demo(train_steps=1500, lab=True, experiment=DEMO_EXPERIMENT)
         win.views["score"].set_level(0)
         win.views["score"].show_vectors_at(2.8, 2.2)
         paths = [win.save_screenshot(str(shots / f"{tab}.png"), tab)
-                 for tab in ("density", "training", "score", "sampler", "lab")]
+                 for tab in ("density", "training", "score", "sampler", "lab", "experiments")]
         sampler, lab = win.views["sampler"], win.views["lab"]
         assert len(sampler.worker.chains) == 4 and all("model" in p["title"] for p in sampler.panels)
         assert lab.result is not None and {r.source for r in lab.result.rows} == {"model", "exact"}
+        experiment = win.views["experiments"].current_result()
+        assert experiment is not None and experiment.name == DEMO_EXPERIMENT and experiment.holds
     finally:
         win.close()
     for p in paths:

@@ -1,0 +1,477 @@
+"""Experiments tab: the guided experiments of `trainers.experiments` (issue #9), presented, run and judged.
+
+The definitions — claim, expected outcome, criterion, default parameters, the run itself — live in
+`trainers/experiments.py` (no Qt); this tab only presents them. On the left the list of experiments; in
+the middle the selected one's claim, expected outcome and criterion, and a parameter form generated from
+its defaults (a spin box per number, a check box per flag, the preset list for `density`, a line edit per
+other string; a changed parameter's name turns bold; *Reset to defaults*); Run / Cancel and a progress
+bar. The run goes to an `ExperimentWorker` thread. On the right the result: a large ✓ holds (green) or
+✗ does not hold (red) mark, the expected and the measured outcome side by side, the criterion, and a
+table of the measured figures.
+
+When the parameters name a preset density and *Show the density in the other tabs* is ticked, Run sets the
+app's density to it (one undoable step, Ctrl+Z) so the Density, Score-field and Samplers tabs show what the
+experiment runs on. The experiment itself uses its own exact score or trains its own small models; it
+never touches the app's trained model.
+"""
+from __future__ import annotations
+
+import time
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from trainers import densities as D
+from trainers.experiments import EXPERIMENTS, Experiment, ExperimentResult
+
+from ..experiment_worker import ExperimentWorker
+from . import common as C
+
+HOLDS_STYLE = "background:#1e7b34; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
+FAILS_STYLE = "background:#b3261e; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
+IDLE_STYLE = "background:#555; color:#ddd; border-radius:6px; padding:6px 12px; font-size:16px"
+DEMO_EXPERIMENT = "langevin-mode-weights"      # ~4 s: the demo / screenshot run
+
+
+class SciSpinBox(QtWidgets.QDoubleSpinBox):
+    """A double spin box that shows 1e-04 and 0.002 alike (%g), and steps by a tenth of the leading digit."""
+
+    def __init__(self, value: float, parent=None):
+        super().__init__(parent)
+        self.setDecimals(15)
+        self.setRange(0.0 if value >= 0 else -1e12, 1e12)
+        self.setStepType(QtWidgets.QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
+        self.setValue(value)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:.6g}"
+
+    def valueFromText(self, text: str) -> float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):
+        t = text.strip()
+        try:
+            float(t)
+            return QtGui.QValidator.State.Acceptable, text, pos
+        except ValueError:
+            ok = t in ("", "-", "+", ".") or t.lower().endswith(("e", "e-", "e+")) or t.endswith(".")
+            return (QtGui.QValidator.State.Intermediate if ok else QtGui.QValidator.State.Invalid), text, pos
+
+
+def _wrapped(text: str = "", selectable: bool = True) -> QtWidgets.QLabel:
+    label = QtWidgets.QLabel(text)
+    label.setWordWrap(True)
+    if selectable:
+        label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+def _format(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class ExperimentsView(QtWidgets.QWidget):
+    title = "Experiments"
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.worker: ExperimentWorker | None = None
+        self.running_name: str | None = None
+        self.results: dict[str, ExperimentResult] = {}     # the latest result of each experiment
+        self.fields: dict[str, QtWidgets.QWidget] = {}
+        self._labels: dict[str, QtWidgets.QLabel] = {}
+
+        lay = QtWidgets.QHBoxLayout(self)
+
+        # ---------------------------------------------------------------- the list
+        left = QtWidgets.QVBoxLayout()
+        lay.addLayout(left)
+        left.addWidget(QtWidgets.QLabel("<b>Experiments</b>"))
+        self.list = QtWidgets.QListWidget()
+        self.list.setFixedWidth(270)
+        self.list.setWordWrap(True)
+        self.list.setSpacing(3)
+        for e in EXPERIMENTS.values():
+            item = QtWidgets.QListWidgetItem(e.title)
+            item.setData(QtCore.Qt.ItemDataRole.UserRole, e.name)
+            item.setToolTip(f"{e.name}\n{e.claim}")
+            self.list.addItem(item)
+        left.addWidget(self.list, 1)
+        note = _wrapped("Each experiment reproduces one claim of the lecture with fixed seeds and checks it by a "
+                        "stated criterion (python -m trainers.experiments runs the same headless).", False)
+        note.setFixedWidth(270)
+        left.addWidget(note)
+
+        # ---------------------------------------------------------------- the claim, parameters, run
+        panel, side = C.side_panel(430)
+        lay.addWidget(panel)
+        self.heading = _wrapped()
+        self.heading.setStyleSheet("font-size:16px; font-weight:bold")
+        side.addWidget(self.heading)
+        self.name_label = _wrapped()
+        self.name_label.setStyleSheet("color:#888")
+        side.addWidget(self.name_label)
+        box, form = C.form_group("Claim")
+        self.claim = _wrapped()
+        form.addRow(self.claim)
+        side.addWidget(box)
+
+        self.param_box, self.param_form = C.form_group("Parameters")
+        side.addWidget(self.param_box)
+        self.sync_density = QtWidgets.QCheckBox("Show the density in the other tabs")
+        self.sync_density.setChecked(True)
+        self.sync_density.setToolTip("On Run, set the app's density to the experiment's preset density so the "
+                                     "Density, Score-field and Samplers tabs show it (one undoable step: Ctrl+Z). "
+                                     "The experiment trains its own models; the app's trained model is untouched.")
+        side.addWidget(self.sync_density)
+        row = QtWidgets.QHBoxLayout()
+        self.run_btn = QtWidgets.QPushButton("Run")
+        self.run_btn.setToolTip("Run the selected experiment with these parameters (fixed seeds, one thread).")
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the run at its next progress point (the end of the training or sampling "
+                                   "phase it is in, a few seconds at most); nothing is kept.")
+        self.cancel_btn.setEnabled(False)
+        self.reset_btn = QtWidgets.QPushButton("Reset to defaults")
+        self.reset_btn.setToolTip("Put every parameter back to the experiment's default")
+        row.addWidget(self.run_btn)
+        row.addWidget(self.cancel_btn)
+        row.addWidget(self.reset_btn)
+        side.addLayout(row)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1000)
+        side.addWidget(self.progress)
+        self.status = _wrapped("Choose an experiment, adjust its parameters if you like, and Run.")
+        side.addWidget(self.status)
+        side.addStretch(1)
+
+        # ---------------------------------------------------------------- the result
+        right = QtWidgets.QVBoxLayout()
+        lay.addLayout(right, 1)
+        self.verdict = QtWidgets.QLabel("not run yet")
+        self.verdict.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.verdict.setWordWrap(True)
+        self.verdict.setMinimumWidth(200)
+        self.verdict.setStyleSheet(IDLE_STYLE)
+        self.verdict.setToolTip("Whether the claim holds by the criterion, evaluated on the measured figures")
+        right.addWidget(self.verdict)
+        self.disagree = _wrapped()
+        self.disagree.setStyleSheet("color:#b3261e; font-weight:bold")
+        self.disagree.hide()
+        right.addWidget(self.disagree)
+        outcomes = QtWidgets.QHBoxLayout()
+        right.addLayout(outcomes)
+        box, form = C.form_group("Expected outcome")
+        self.expected = _wrapped()
+        form.addRow(self.expected)
+        outcomes.addWidget(box, 1)
+        self.measured_box, form = C.form_group("Measured outcome")
+        self.measured = _wrapped("—")
+        form.addRow(self.measured)
+        outcomes.addWidget(self.measured_box, 1)
+        box, form = C.form_group("Criterion")
+        self.criterion = _wrapped()
+        form.addRow(self.criterion)
+        right.addWidget(box)
+        self.table = QtWidgets.QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["measured figure", "value"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setToolTip("The named numbers the experiment measured; the criterion is evaluated on them.")
+        right.addWidget(self.table, 1)
+        self.footer = _wrapped()
+        self.footer.setStyleSheet("color:#888")
+        right.addWidget(self.footer)
+
+        self.list.currentItemChanged.connect(lambda cur, _prev: self._on_select(cur))
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.reset_btn.clicked.connect(self.reset_params)
+        self.list.setCurrentRow(0)
+
+    # ------------------------------------------------------------------ selection and the form
+    def experiment(self) -> Experiment:
+        """The selected experiment."""
+        item = self.list.currentItem()
+        return EXPERIMENTS[item.data(QtCore.Qt.ItemDataRole.UserRole)]
+
+    def select(self, name: str):
+        """Select experiment `name` (the Experiments menu calls this)."""
+        for row in range(self.list.count()):
+            if self.list.item(row).data(QtCore.Qt.ItemDataRole.UserRole) == name:
+                self.list.setCurrentRow(row)
+                return
+        raise ValueError(f"unknown experiment {name!r}")
+
+    def _on_select(self, item):
+        if item is None:
+            return
+        e = EXPERIMENTS[item.data(QtCore.Qt.ItemDataRole.UserRole)]
+        self.heading.setText(e.title)
+        self.name_label.setText(f"python -m trainers.experiments run {e.name}")
+        self.claim.setText(e.claim)
+        self.expected.setText(e.expected)
+        self.criterion.setText(e.criterion)
+        self._build_form(e)
+        self._show(self.results.get(e.name))
+        self._update_buttons()
+
+    def _build_form(self, e: Experiment):
+        while self.param_form.rowCount():
+            self.param_form.removeRow(0)
+        self.fields, self._labels = {}, {}
+        for key, default in e.defaults.items():
+            w = self._field(key, default)
+            w.setToolTip(f"{key} (default {_format(default)}); the criterion and the measured sentence name "
+                         "the parameters they use")
+            label = QtWidgets.QLabel(key)
+            label.setToolTip(w.toolTip())
+            self.param_form.addRow(label, w)
+            self.fields[key], self._labels[key] = w, label
+        self._mark_changed()
+
+    def _field(self, key: str, default) -> QtWidgets.QWidget:
+        if isinstance(default, bool):
+            w = QtWidgets.QCheckBox()
+            w.setChecked(default)
+            w.toggled.connect(self._mark_changed)
+        elif isinstance(default, int):
+            w = QtWidgets.QSpinBox()
+            w.setRange(0 if default >= 0 else -2_000_000_000, 2_000_000_000)
+            w.setValue(default)
+            w.setGroupSeparatorShown(False)
+            w.valueChanged.connect(self._mark_changed)
+        elif isinstance(default, float):
+            w = SciSpinBox(default)
+            w.valueChanged.connect(self._mark_changed)
+        elif key == "density" and default in D.PRESET_NAMES:
+            w = C.combo([(n, n) for n in D.PRESET_NAMES], default)
+            w.currentIndexChanged.connect(self._mark_changed)
+        else:
+            w = QtWidgets.QLineEdit(str(default))
+            w.textChanged.connect(self._mark_changed)
+        return w
+
+    def values(self) -> dict:
+        """The form's parameter values, typed like the defaults."""
+        out = {}
+        for key, w in self.fields.items():
+            if isinstance(w, QtWidgets.QCheckBox):
+                out[key] = w.isChecked()
+            elif isinstance(w, QtWidgets.QSpinBox):
+                out[key] = int(w.value())
+            elif isinstance(w, QtWidgets.QDoubleSpinBox):
+                out[key] = float(w.value())
+            elif isinstance(w, QtWidgets.QComboBox):
+                out[key] = w.currentData()
+            else:
+                out[key] = w.text()
+        return out
+
+    def set_value(self, key: str, value):
+        """Set one field (the demo; tests type into the widgets)."""
+        w = self.fields[key]
+        if isinstance(w, QtWidgets.QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QtWidgets.QAbstractSpinBox):
+            w.setValue(value)
+        elif isinstance(w, QtWidgets.QComboBox):
+            w.setCurrentIndex(max(0, w.findData(value)))
+        else:
+            w.setText(str(value))
+
+    def reset_params(self):
+        for key, default in self.experiment().defaults.items():
+            self.set_value(key, default)
+
+    def _mark_changed(self, *_):
+        defaults = self.experiment().defaults
+        for key, value in self.values().items():
+            font = self._labels[key].font()
+            font.setBold(value != defaults[key])
+            self._labels[key].setFont(font)
+
+    # ------------------------------------------------------------------ run
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def run(self):
+        if self.is_running():
+            return
+        e = self.experiment()
+        try:
+            params = e.params(self.values())
+        except ValueError as err:
+            self.status.setText(f"<span style='color:#c33'>{err}</span>")
+            return
+        self.stop_worker()
+        density = params.get("density")
+        if self.sync_density.isChecked() and isinstance(density, str) and density in D.PRESET_NAMES:
+            d = D.preset(density)
+            if self.state.density.to_dict() != d.to_dict():
+                self.state.set_density(d)
+                self.state.status.emit(f"Density set to {density} for the experiment {e.name} (Ctrl+Z undoes)")
+        w = ExperimentWorker(e, params, parent=self)
+        w.progress.connect(self._on_progress)
+        w.done.connect(self._on_done)
+        w.cancelled.connect(self._on_cancelled)
+        w.failed.connect(self._on_failed)
+        self.worker, self.running_name = w, e.name
+        self.progress.setValue(0)
+        self.status.setText(f"Running {e.name}…")
+        w.start()
+        self._update_buttons()
+
+    def cancel(self):
+        if self.is_running():
+            self.worker.cancel()
+            self.status.setText(f"Cancelling {self.running_name} at its next progress point…")
+
+    def stop_worker(self):
+        w = self.worker
+        if w is None:
+            return
+        self.worker = None
+        self.running_name = None
+        C.retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
+        self._update_buttons()
+
+    def _update_buttons(self):
+        running = self.is_running()
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+
+    def _finished(self):
+        self.worker, self.running_name = None, None
+        self._update_buttons()
+
+    @QtCore.Slot(float, str)
+    def _on_progress(self, frac: float, what: str):
+        if C.from_current_worker(self):
+            self.progress.setValue(int(1000 * frac))
+            self.status.setText(f"Running {self.running_name}: {what}")
+
+    @QtCore.Slot(object)
+    def _on_done(self, result):
+        if not C.from_current_worker(self):
+            return
+        self.worker.wait()
+        self._finished()
+        self.results[result.name] = result
+        self.progress.setValue(1000)
+        self.status.setText(f"{result.name} finished in {result.seconds:.1f} s.")
+        self._mark_list(result)
+        if self.experiment().name == result.name:
+            self._show(result)
+
+    @QtCore.Slot()
+    def _on_cancelled(self):
+        if C.from_current_worker(self):
+            self.worker.wait()
+            self._finished()
+            self.progress.setValue(0)
+            self.status.setText("Cancelled.")
+
+    @QtCore.Slot(str)
+    def _on_failed(self, msg: str):
+        if C.from_current_worker(self):
+            self.worker.wait()
+            self._finished()
+            self.status.setText(f"<span style='color:#c33'>{msg}</span>")
+            self.state.status.emit(msg)
+
+    def wait(self, timeout_s: float = 120.0) -> bool:
+        """Process events until the run is finished (demo and tests)."""
+        app = QtWidgets.QApplication.instance()
+        t0 = time.perf_counter()
+        while self.worker is not None and time.perf_counter() - t0 < timeout_s:
+            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
+            time.sleep(0.005)
+        app.processEvents()
+        return self.worker is None
+
+    def run_demo(self, name: str = DEMO_EXPERIMENT, timeout_s: float = 120.0, sync_density: bool = False):
+        """Select and run one fast experiment for the screenshot. The density is left alone by default,
+        so the other tabs keep showing the density their demo model was trained on."""
+        self.select(name)
+        before = self.sync_density.isChecked()
+        self.sync_density.setChecked(sync_density)
+        try:
+            self.run()
+        finally:
+            self.sync_density.setChecked(before)
+        self.wait(timeout_s)
+
+    # ------------------------------------------------------------------ show
+    def current_result(self) -> ExperimentResult | None:
+        """The result shown: the latest run of the selected experiment (None if it has not run)."""
+        return self.results.get(self.experiment().name)
+
+    def table_figures(self) -> dict[str, float]:
+        """The figures table as numbers (name → value), as shown."""
+        out = {}
+        for row in range(self.table.rowCount()):
+            out[self.table.item(row, 0).text()] = self.table.item(row, 1).data(QtCore.Qt.ItemDataRole.UserRole)
+        return out
+
+    def verdict_text(self) -> str:
+        return self.verdict.text()
+
+    def _mark_list(self, result: ExperimentResult):
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            if item.data(QtCore.Qt.ItemDataRole.UserRole) == result.name:
+                title = EXPERIMENTS[result.name].title
+                item.setText(f"{'✓' if result.holds else '✗'} {title}")
+                item.setForeground(QtGui.QColor("#3fb950" if result.holds else "#ff6b5e"))
+
+    def _show(self, result: ExperimentResult | None):
+        self.table.setRowCount(0)
+        if result is None:
+            self.verdict.setText("not run yet")
+            self.verdict.setStyleSheet(IDLE_STYLE)
+            self.measured.setText("— (Run to measure)")
+            self.measured_box.setStyleSheet("")
+            self.disagree.hide()
+            self.footer.setText("")
+            return
+        e = EXPERIMENTS[result.name]
+        if result.holds:
+            self.verdict.setText("✓ holds — the measured outcome agrees with the expected one")
+            self.verdict.setStyleSheet(HOLDS_STYLE)
+            self.measured_box.setStyleSheet("QGroupBox { border: 2px solid #1e7b34; border-radius: 4px; "
+                                            "margin-top: 1.2em } QGroupBox::title { color: #3fb950 }")
+            self.disagree.hide()
+        else:
+            self.verdict.setText("✗ does not hold — the measured outcome disagrees with the expected one")
+            self.verdict.setStyleSheet(FAILS_STYLE)
+            self.measured_box.setStyleSheet("QGroupBox { border: 2px solid #b3261e; border-radius: 4px; "
+                                            "margin-top: 1.2em } QGroupBox::title { color: #ff6b5e }")
+            self.disagree.setText("Disagreement: the criterion (below) is false on the measured figures, so the "
+                                  "claim is not reproduced with these parameters.")
+            self.disagree.show()
+        self.measured.setText(result.measured)
+        self.table.setRowCount(len(result.figures))
+        for row, (name, value) in enumerate(result.figures.items()):
+            key = QtWidgets.QTableWidgetItem(name)
+            val = QtWidgets.QTableWidgetItem(_format(value))
+            val.setData(QtCore.Qt.ItemDataRole.UserRole, value)
+            val.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+            val.setToolTip(repr(value))
+            self.table.setItem(row, 0, key)
+            self.table.setItem(row, 1, val)
+        changed = {k: v for k, v in result.params.items() if e.defaults.get(k) != v}
+        used = ", ".join(f"{k}={_format(v)}" for k, v in changed.items()) or "the defaults"
+        self.footer.setText(f"Ran in {result.seconds:.1f} s with {used}.")
+
+    def export_target(self):
+        return self

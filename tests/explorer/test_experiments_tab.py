@@ -1,0 +1,121 @@
+"""Experiments tab: choose a guided experiment, change a parameter, run it, read the verdict and figures."""
+from __future__ import annotations
+
+import pytest
+from PySide6 import QtCore
+
+from trainers.densities import preset
+from trainers.experiments import EXPERIMENTS, ExperimentResult
+
+
+def _open(window, name):
+    """Choose `name` from the Experiments menu, as a user would."""
+    action = next(a for a in window.experiments_menu.actions() if a.text() == EXPERIMENTS[name].title)
+    action.trigger()
+    tab = window.views["experiments"]
+    assert window.tabs.currentWidget() is tab and tab.experiment().name == name
+    return tab
+
+
+def _type(qtbot, widget, text):
+    widget.selectAll()
+    qtbot.keyClicks(widget, text)
+    qtbot.keyClick(widget, QtCore.Qt.Key.Key_Return)
+
+
+def test_the_experiments_menu_has_one_action_per_experiment_and_the_list_one_row_each(window):
+    titles = [a.text() for a in window.experiments_menu.actions()]
+    assert titles == [e.title for e in EXPERIMENTS.values()]
+    tab = window.views["experiments"]
+    assert tab.list.count() == len(EXPERIMENTS)
+    for name, e in EXPERIMENTS.items():
+        _open(window, name)
+        assert tab.claim.text() == e.claim and tab.expected.text() == e.expected
+        assert tab.criterion.text() == e.criterion
+        assert tab.values() == e.defaults                     # the form starts at the defaults, typed alike
+    assert window.tabs.tabText(window.tabs.count() - 1) == "Experiments"
+
+
+def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):
+    tab = _open(window, "langevin-mode-weights")
+    _type(qtbot, tab.fields["n"], "1500")
+    assert tab.values()["n"] == 1500 and tab._labels["n"].font().bold()
+    assert window.state.density.to_dict() != preset("two_gaussians").to_dict()
+    qtbot.mouseClick(tab.run_btn, QtCore.Qt.MouseButton.LeftButton)
+    assert tab.is_running() and not tab.run_btn.isEnabled() and tab.cancel_btn.isEnabled()
+    # the app now shows the experiment's density in the other tabs
+    assert window.state.density.to_dict() == preset("two_gaussians").to_dict()
+    qtbot.waitUntil(lambda: tab.current_result() is not None, timeout=45000)
+    r = tab.current_result()
+    assert isinstance(r, ExperimentResult) and r.params["n"] == 1500
+    assert r.holds is True and "✓" in tab.verdict_text() and not tab.disagree.isVisible()
+    shown = tab.table_figures()
+    assert set(shown) == set(r.figures)
+    for key in ("true_heavy_weight", "langevin_heavy_weight", "annealed_heavy_weight"):
+        assert isinstance(shown[key], float) and shown[key] == r.figures[key]
+        row = list(shown).index(key)
+        assert float(tab.table.item(row, 1).text()) == pytest.approx(shown[key], rel=1e-5)
+    assert abs(shown["annealed_heavy_weight"] - shown["true_heavy_weight"]) < 0.05
+    assert shown["langevin_heavy_weight"] < 0.65
+    assert tab.measured.text() == r.measured and "n=1500" in tab.footer.text()
+    assert tab.run_btn.isEnabled() and not tab.cancel_btn.isEnabled() and tab.progress.value() == 1000
+    # reset puts the form back; the shown result stays the one measured
+    tab.reset_btn.click()
+    assert tab.values() == EXPERIMENTS["langevin-mode-weights"].defaults and not tab._labels["n"].font().bold()
+
+
+def test_a_failing_criterion_shows_the_cross_mark(window, qtbot, monkeypatch):
+    e = EXPERIMENTS["memorisation"]
+
+    def fake_run(self, params=None, progress=None):
+        progress(0.5, "halfway")
+        return ExperimentResult(self.name, {"share_near_training_empirical_optimum": 0.42}, False, self.criterion,
+                                "share 0.42", self.params(params), 0.1)
+
+    monkeypatch.setattr(type(e), "run", fake_run)
+    tab = _open(window, "memorisation")
+    tab.sync_density.setChecked(False)
+    before = window.state.density
+    tab.run_btn.click()
+    qtbot.waitUntil(lambda: tab.current_result() is not None, timeout=10000)
+    assert tab.current_result().holds is False
+    assert tab.verdict_text().startswith("✗") and "does not hold" in tab.verdict_text()
+    assert "#b3261e" in tab.verdict.styleSheet()                    # red
+    assert tab.disagree.isVisible() and "Disagreement" in tab.disagree.text()
+    assert tab.criterion.text() == e.criterion and tab.measured.text() == "share 0.42"
+    assert tab.table_figures() == {"share_near_training_empirical_optimum": 0.42}
+    assert tab.list.currentItem().text().startswith("✗")
+    assert window.state.density is before                           # not synced when unticked
+
+
+def test_cancel_stops_a_run_at_its_next_progress_point(window, qtbot):
+    tab = _open(window, "langevin-mode-weights")
+    tab.sync_density.setChecked(False)
+    tab.run_btn.click()
+    tab.cancel_btn.click()
+    qtbot.waitUntil(lambda: not tab.is_running() and tab.worker is None, timeout=30000)
+    assert tab.status.text() == "Cancelled." and tab.current_result() is None and tab.run_btn.isEnabled()
+
+
+def test_stale_signals_from_a_retired_experiment_worker_are_ignored(window, qtbot, queue_stale):
+    tab = _open(window, "langevin-mode-weights")
+    tab.sync_density.setChecked(False)
+    messages = []
+    window.state.status.connect(messages.append)
+    tab.run()
+    old = tab.worker
+    stale = ExperimentResult("langevin-mode-weights", {"stale": 1.0}, False, "stale", "stale", {}, 0.0)
+    queue_stale(old.progress, tab._on_progress, 0.5, "stale progress")
+    queue_stale(old.failed, tab._on_failed, "stale: stopped")
+    queue_stale(old.cancelled, tab._on_cancelled)
+    queue_stale(old.done, tab._on_done, stale)
+    tab.stop_worker()
+    tab.run()
+    new = tab.worker
+    assert new is not old
+    qtbot.wait(100)
+    assert tab.current_result() is None and tab.table.rowCount() == 0
+    assert "stale" not in tab.status.text() and tab.status.text() != "Cancelled."
+    assert not any("stale" in m for m in messages)
+    assert tab.worker is new and tab.is_running() and tab.cancel_btn.isEnabled() and not tab.run_btn.isEnabled()
+    tab.stop_worker()
