@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from PySide6 import QtCore  # noqa: E402
 
 from explorer.app import MainWindow  # noqa: E402
 from explorer.state import AppState, build_network, panel  # noqa: E402
+from machine import describe  # noqa: E402  (benchmarks/machine.py)
 
 
 def _process(app, ms: int = 5):
@@ -149,12 +149,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     app = pg.mkQApp("bench")
     torch.set_num_threads(1)          # as the app does (MainWindow sets it)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
-    print(f"# explorer benchmark — {platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at start), "
-          f"torch {torch.__version__}, 1 intra-op thread, Qt platform {app.platformName()}")
+    print(describe("explorer benchmark", app.platformName()))
     print("\n## Sampler animation (1 step per chain per frame, all panels on one width-128 depth-3 NCSN MLP, "
           "one batched forward pass per frame)")
     print(f"{'panels':>6}  {'particles':>9}  {'fps (step+redraw)':>17}  {'frames painted':>14}  {'compute/frame':>13}"

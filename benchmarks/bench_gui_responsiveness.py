@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from PySide6 import QtCore  # noqa: E402
 
 from explorer.app import MainWindow  # noqa: E402
 from explorer.state import AppState  # noqa: E402
+from machine import describe  # noqa: E402  (benchmarks/machine.py)
 
 
 def _window() -> MainWindow:
@@ -95,12 +95,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     app = pg.mkQApp("bench")
     torch.set_num_threads(1)          # as the app does (MainWindow sets it)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
-    print(f"# GUI responsiveness — {platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at start), "
-          f"torch {torch.__version__}, Qt platform {app.platformName()}")
+    print(describe("GUI responsiveness", app.platformName()))
     r = bench_training(app, args.steps)
     print(f"\n## 10 ms GUI timer while training DSM ({r['steps']} steps)")
     print(f"ticks/s {r['ticks_per_s']:.1f} (aim ≥ 20) · median gap {r['median_gap_ms']:.1f} ms · "
