@@ -2,8 +2,8 @@
 
 Opens the Score Explorer window on the default density. With --demo it trains a few hundred steps
 and runs the samplers (and, for the lab tab, a small lab; for the experiments tab, one fast
-experiment); with --screenshot it saves the window to OUT.png and exits (no display
-needed: Qt's offscreen platform is selected automatically when there is no DISPLAY). --headless is
+experiment; for the learned tab, the learned density); with --screenshot it saves the window to
+OUT.png and exits (no display needed: Qt's offscreen platform is selected automatically when there is no DISPLAY). --headless is
 --demo --screenshot explorer_demo.png for machines without a screen.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=400, help="training steps for --demo (default 400)")
     ap.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot of the window and exit")
     ap.add_argument("--tab", default="sampler", choices=["density", "training", "score", "sampler", "lab", "trainer",
-                                                          "experiments"],
+                                                          "experiments", "learned"],
                     help="tab shown in the screenshot (default: sampler)")
     ap.add_argument("--all-tabs", action="store_true",
                     help="with --screenshot: also save OUT-<tab>.png for every tab")
@@ -89,7 +89,8 @@ def main(argv=None) -> int:
         from .views.experiments import DEMO_EXPERIMENT
 
         win.run_demo(train_steps=args.steps, lab=args.tab == "lab" or args.all_tabs,
-                     experiment=DEMO_EXPERIMENT if args.tab == "experiments" or args.all_tabs else None)
+                     experiment=DEMO_EXPERIMENT if args.tab == "experiments" or args.all_tabs else None,
+                     learned=args.tab == "learned" or args.all_tabs)
     if args.screenshot:
         out = win.save_screenshot(args.screenshot, args.tab)
         print(f"saved {out}")

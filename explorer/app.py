@@ -20,6 +20,7 @@ from .state import AppState
 from .views.density import DensityView
 from .views.experiments import ExperimentsView
 from .views.lab import LabView
+from .views.learned_density import LearnedDensityView
 from .views.sampler import SamplerView
 from .views.score_field import ScoreFieldView
 from .views.trainer import TrainerTab
@@ -29,7 +30,7 @@ from .views.training import TrainingView
 class MainWindow(QtWidgets.QMainWindow):
     VIEWS = [("density", DensityView), ("training", TrainingView), ("score", ScoreFieldView),
              ("sampler", SamplerView), ("lab", LabView), ("trainer", TrainerTab),
-             ("experiments", ExperimentsView)]
+             ("experiments", ExperimentsView), ("learned", LearnedDensityView)]
 
     def __init__(self, state: AppState | None = None):
         super().__init__()
@@ -222,9 +223,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ demo / screenshots
     def run_demo(self, train_steps: int = 400, timeout_s: float = 120.0, lab: bool = False,
-                 experiment: str | None = None):
+                 experiment: str | None = None, learned: bool = False):
         """Train a few hundred steps (in the worker), then compute all sampler chains (and, with
-        `lab`, a small quality-vs-steps lab; with `experiment`, run that guided experiment)."""
+        `lab`, a small quality-vs-steps lab; with `experiment`, run that guided experiment; with
+        `learned`, the learned density of the trained model)."""
         training = self.views["training"]
         training.start(max_steps=train_steps, fresh=True)
         app = QtWidgets.QApplication.instance()
@@ -243,6 +245,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.views["lab"].run_demo(timeout_s)
         if experiment:
             self.views["experiments"].run_demo(experiment, timeout_s)
+        if learned:
+            self.views["learned"].run_demo(timeout_s)
 
     def save_screenshot(self, path: str, tab: str | None = None) -> str:
         if tab is not None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from trainers.image import progress as events
 from trainers.image import run_layout as layout
-from trainers.image.progress import parse_line
+from trainers.image.progress import parse_line, read_records
 from trainers.image.run_layout import PROGRESS, drawn_paths, is_run  # noqa: F401  (the tab's API)
 from trainers.samplers import SAMPLERS
 
@@ -57,15 +58,22 @@ def sampler_choices() -> list[tuple[str, str]]:
     return [("", "run's default"), *((name, info.title) for name, info in SAMPLERS.items())]
 
 
-def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0) -> list[str]:
+WEIGHTS = (("ema", "EMA weights"), ("raw", "raw weights"))
+
+
+def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0,
+                weights: str = "ema") -> list[str]:
     """``sample`` arguments; sampler "" is the run's default (ddpm / annealed), else any registry
-    sampler (``trainers.samplers.SAMPLERS``); frames > 0 also records the chain."""
+    sampler (``trainers.samplers.SAMPLERS``); frames > 0 also records the chain; weights "ema"
+    (the default) or "raw". The seed is the CLI's default, so EMA and raw grids start alike."""
     if sampler and sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    grid, chain = drawn_paths(run, step, sampler or "default")
+    grid, chain = drawn_paths(run, step, sampler or "default", weights)
     args = ["sample", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--out", str(grid)]
     if sampler:
         args += ["--sampler", sampler]
+    if weights != "ema":
+        args += ["--weights", weights]
     if frames > 0:
         args += ["--chain", str(chain), "--frames", str(frames)]
     return trainer_argv(*args)
@@ -120,6 +128,12 @@ class Grid:
     step: int
     label: str
     chain: Path | None = None      # the recorded chain x_T -> x_0, for drawn grids
+    weights: str = "ema"           # drawn from the EMA or the raw weights
+    sampler: str = ""              # registry name ("default": the run's own), "" when unknown
+
+
+def _weights_text(weights: str) -> str:
+    return dict(WEIGHTS)[weights]
 
 
 def list_grids(run: Path) -> list[Grid]:
@@ -127,16 +141,31 @@ def list_grids(run: Path) -> list[Grid]:
     its step); the last is the latest."""
     run = Path(run)
     grids = []
+    drawn_with = {}                 # training grid file name -> its samples event (sampler, nfe)
+    if layout.samples_dir(run).is_dir():
+        drawn_with = {Path(r["path"]).name: r for r in read_log(run)
+                      if r.get("event") == events.SAMPLES and "path" in r}
     for p in _pngs(layout.samples_dir(run)):
         if m := layout.SAMPLE_GRID_NAME.match(p.name):
-            grids.append(Grid(p, int(m.group(1)), f"step {int(m.group(1))}"))
+            step, ev = int(m.group(1)), drawn_with.get(p.name, {})
+            how = f", {ev['sampler']} {ev['nfe']} NFE" if "sampler" in ev and "nfe" in ev else ""
+            grids.append(Grid(p, step, f"step {step} (EMA weights{how})", None, "ema",
+                              ev.get("sampler", "")))
     for p in _pngs(layout.drawn_dir(run)):
         if m := layout.DRAWN_GRID_NAME.match(p.name):
             chain = p.with_suffix(".npz")
-            step = int(m.group(1))
-            grids.append(Grid(p, step, f"checkpoint {step}, {m.group(2)} sampler",
-                              chain if chain.is_file() else None))
+            step, weights = int(m.group(1)), "raw" if m.group(3) else "ema"
+            grids.append(Grid(p, step, f"checkpoint {step}, {m.group(2)} sampler, "
+                                       f"{_weights_text(weights)}",
+                              chain if chain.is_file() else None, weights, m.group(2)))
     return sorted(grids, key=_grid_order)
+
+
+def counterpart(grid: Grid) -> Path:
+    """The drawn grid of the same checkpoint and sampler from the other weights (EMA <-> raw);
+    it may not exist yet."""
+    other = "raw" if grid.weights == "ema" else "ema"
+    return drawn_paths(grid.path.parents[1], grid.step, grid.sampler or "default", other)[0]
 
 
 def _grid_order(g: Grid) -> tuple:
@@ -233,6 +262,73 @@ class ProgressTail:
 
 def _record(line: bytes) -> dict | None:
     return parse_line(line)      # None for a blank line, or one cut by a kill
+
+
+def read_log(run: Path) -> list[dict]:
+    """Every whole record of a run's progress.jsonl ([] when there is none)."""
+    return read_records(layout.progress_path(run))
+
+
+def loss_curve(records: list[dict]) -> tuple[list[int], list[float]]:
+    """(steps, losses) of a log's training lines."""
+    lines = [r for r in records if "loss" in r and "event" not in r]
+    return [r["step"] for r in lines], [r["loss"] for r in lines]
+
+
+def level_curve(rec: dict) -> tuple[str, list[float], list[float]] | None:
+    """(level kind "t" or "sigma", bin centres, mean loss) of a training line's ``level_loss``,
+    bins without examples left out; None when the line has none."""
+    ll = rec.get("level_loss")
+    if not isinstance(ll, dict) or "at" not in ll or "loss" not in ll:
+        return None
+    pts = [(a, v) for a, v in zip(ll["at"], ll["loss"]) if v is not None]
+    return ll.get("level", "t"), [a for a, _ in pts], [v for _, v in pts]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    status: str                    # running, finished, stopped, failed, interrupted, new
+    step: int | None               # the last step in the log
+    loss: float | None             # the last logged loss
+    message: str = ""              # a failed run's message
+
+    def text(self) -> str:
+        parts = [self.status + (f": {self.message}" if self.message else "")]
+        if self.step is not None:
+            parts.append(f"step {self.step}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4g}")
+        return ", ".join(parts)
+
+
+RECENT_S = 120.0     # a log without a closing event, written this recently: still running
+
+
+def run_summary(run: Path, records: list[dict] | None = None, live: bool = False,
+                now: float | None = None) -> RunSummary:
+    """How a run's log ends: finished (``done``), stopped, failed (with the trainer's message),
+    running (``live``, i.e. this tab's process, or a log written in the last ``RECENT_S``), else
+    interrupted (killed, or left running elsewhere and silent)."""
+    import time as _time
+
+    recs = read_log(run) if records is None else records
+    steps = [r["step"] for r in recs if isinstance(r.get("step"), int)]
+    step = max(steps) if steps else None
+    losses = loss_curve(recs)[1]
+    loss = losses[-1] if losses else None
+    last = next((r for r in reversed(recs) if "event" in r), None)
+    kind = last["event"] if last else None
+    if kind == events.DONE:
+        return RunSummary("finished", step, loss)
+    if kind == events.STOPPED:
+        return RunSummary("stopped", step, loss)
+    if kind == events.FAILED:
+        return RunSummary("failed", step, loss, str(last.get("message") or last.get("error") or ""))
+    if not recs:
+        return RunSummary("new", step, loss)
+    log = layout.progress_path(run)
+    recent = log.exists() and (now or _time.time()) - log.stat().st_mtime < RECENT_S
+    return RunSummary("running" if live or recent else "interrupted", step, loss)
 
 
 # ------------------------------------------------------------------------------ device and time

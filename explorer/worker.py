@@ -20,6 +20,7 @@ from PySide6 import QtCore
 
 from trainers import densities as D
 from trainers import fitting as F
+from trainers.history import LossByLevel
 
 PROGRESS_EVERY_S = 0.05
 SNAPSHOT_EVERY_S = 0.15
@@ -28,7 +29,8 @@ PLATEAU_GAIN = 0.01      # an improvement of the Fisher divergence counts when i
 
 
 class TrainWorker(QtCore.QThread):
-    progress = QtCore.Signal(object)   # {"steps": ndarray, "losses": ndarray, "rate": steps/s}
+    # {"steps": ndarray, "losses": ndarray, "rate": steps/s, "level_curve": (levels, mean losses) or None}
+    progress = QtCore.Signal(object)
     metric = QtCore.Signal(object)     # {"step": int, "fisher": float, "label": str}
     snapshot = QtCore.Signal(object)   # {"step": int, "state": state_dict copy}
     failed = QtCore.Signal(str)
@@ -51,6 +53,7 @@ class TrainWorker(QtCore.QThread):
         self.stop_reason = ""                # why the run ended by itself ("" while it has not)
         self._best_fisher = math.inf
         self._best_step = start_step
+        self.by_level: LossByLevel | None = None     # running loss per noise level (NCSN, DDPM)
 
     # -- control, callable from the GUI thread
     def cancel(self):
@@ -80,6 +83,7 @@ class TrainWorker(QtCore.QThread):
         steps = F.training_steps(model, objective, lambda n: self.density.sample(n, data_gen), lr=s.lr,
                                  batch=s.batch, seed=s.seed, decay_steps=s.steps if s.lr_decay else None)
         fisher_fn = F.fisher_metric(s, self.density, N_EVAL)
+        self.by_level = loss_by_level(s, self.density)      # fed every step here, sent with progress
 
         buf_steps, buf_losses = [], []
         t_emit = t_snap = time.perf_counter()
@@ -102,6 +106,8 @@ class TrainWorker(QtCore.QThread):
                     break
                 t_rate, n_rate = time.perf_counter(), 0
             self.step = self.start_step + info.step
+            if self.by_level is not None and info.levels is not None:
+                self.by_level.update(info.levels, info.level_losses)
             loss = float(info.loss)             # finite: training_steps raises FloatingPointError first
             buf_steps.append(self.step)
             buf_losses.append(loss)
@@ -133,7 +139,9 @@ class TrainWorker(QtCore.QThread):
 
     def _flush(self, buf_steps, buf_losses, rate):
         if buf_steps:
-            self.progress.emit({"steps": np.array(buf_steps), "losses": np.array(buf_losses), "rate": rate})
+            curve = self.by_level.curve() if self.by_level is not None else None
+            self.progress.emit({"steps": np.array(buf_steps), "losses": np.array(buf_losses), "rate": rate,
+                                "level_curve": curve})
             buf_steps.clear()
             buf_losses.clear()
 
@@ -146,6 +154,18 @@ class TrainWorker(QtCore.QThread):
             self._best_fisher, self._best_step = fisher, self.step
         self.snapshot.emit({"step": self.step, "state": state})
         self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
+
+
+def loss_by_level(s, density) -> LossByLevel | None:
+    """Running loss per noise level for objectives with levels: log-spaced σ bins over the trained
+    range for NCSN, timestep bins (0-based t) for DDPM; None for the others."""
+    if s.objective == "ncsn":
+        sig = F.noise_levels(s, density)
+        lo, hi = float(sig.min()), float(sig.max())
+        return LossByLevel(lo, hi * 1.0001 if hi <= lo else hi, n_bins=20, log=True)
+    if s.objective == "ddpm":
+        return LossByLevel(-0.5, s.n_timesteps - 0.5, n_bins=min(25, s.n_timesteps), log=False)
+    return None
 
 
 def diverged_message(s, step: int) -> str:

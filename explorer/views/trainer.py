@@ -33,6 +33,10 @@ POLL_MS = 250            # progress.jsonl poll period
 # alive this much later (a stuck process) gets SIGKILL.
 KILL_AFTER_MS = 30_000
 LOSS_PEN = pg.mkPen(255, 120, 60, width=2)
+LEVEL_PEN = pg.mkPen(90, 180, 255, width=2)
+# overlaid runs picked in the run list (the live run keeps LOSS_PEN)
+OVERLAY_COLOURS = [(90, 180, 255), (120, 220, 120), (230, 90, 200), (240, 220, 80), (170, 170, 170),
+                   (80, 220, 220)]
 
 TIP = {
     "config": "Image-run config: a bundled one (assets/configs; the *_digits ones are tiny CPU "
@@ -61,14 +65,21 @@ TIP = {
     "stats": "Latest logged values: mean loss since the previous log line, throughput, "
              "learning rate (after warm-up), time left and time spent.",
     "state": "What the training process is doing.",
-    "loss_plot": "The image run's training loss (mean over each log interval) against the step.",
+    "loss_plot": "The image run's training loss (mean over each log interval) against the step.\n"
+                 "Runs selected in the run list (Ctrl/Shift+click for several) are overlaid.",
+    "level_plot": "The latest log interval's mean loss per noise level: against the timestep t "
+                  "(DDPM, 20 bins) or σ (NCSN, one point per level, log axis). Updates with each "
+                  "log line.",
     "log_y": "Logarithmic loss axis.",
     "log": "Everything the training and sampling processes print (stdout and stderr).",
     "error": "The last failure, in the trainer's own words. Cleared at the next Start.",
     "root": "Folder whose sub-folders are runs (default ./runs).",
     "browse_root": "Choose the runs root folder.",
     "refresh": "Look for new runs, grids and checkpoints.",
-    "run_list": "Runs under the root, most recently changed first.\n"
+    "run_list": "Runs under the root, most recently changed first, with their status (running, "
+                "finished, stopped, failed with the trainer's message, interrupted), last step and "
+                "last loss.\nSelect several (Ctrl/Shift+click) to overlay their loss curves; the "
+                "viewer shows the current one.\n"
                 "Double-click: set it as the run folder with Resume ticked, to continue it.",
     "grid_slider": "Sample grids of this run in step order (drawn during training, and drawn "
                    "from checkpoints here); the latest is shown first.",
@@ -81,8 +92,12 @@ TIP = {
                "default: the run's own, ancestral DDPM for DDPM runs, annealed Langevin for NCSN runs.\n"
                "Outside the model's trained noise range the log shows a note.",
     "frames": "Record about this many frames of the chain x_T -> x_0 (0: no chain).",
-    "sample": "Draw a grid from the chosen checkpoint's EMA weights in a separate process "
-              f"(saved under <run>/{layout.DRAWN}/) and show it.",
+    "weights": "Draw from the checkpoint's EMA weights (the average the training grids use) or "
+               "its raw training weights.",
+    "toggle_weights": "Show the same checkpoint, sampler and seed with the other weights "
+                      "(EMA ⇄ raw); drawn first if it is not there yet.",
+    "sample": "Draw a grid from the chosen checkpoint's EMA (or raw) weights in a separate "
+              f"process (saved under <run>/{layout.DRAWN}/) and show it.",
 }
 
 
@@ -219,6 +234,7 @@ class TrainerTab(QtWidgets.QWidget):
         self.last_step = 0
         self.failure: str | None = None        # the message of the run's ``failed`` event
         self.grids: list[runs.Grid] = []
+        self.overlays: dict[str, pg.PlotDataItem] = {}     # run folder -> its overlaid loss curve
         self.chain: runs.Chain | None = None
         self._chain_key = None
         self.poll_timer = QtCore.QTimer(self, interval=POLL_MS)
@@ -321,14 +337,25 @@ class TrainerTab(QtWidgets.QWidget):
         self.plot.setLabel("left", "loss")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
         self.curve = self.plot.plot([], [], pen=LOSS_PEN, symbol="o", symbolSize=4,
-                                    symbolBrush=LOSS_PEN.color(), symbolPen=None)
+                                    symbolBrush=LOSS_PEN.color(), symbolPen=None, name="live run")
         self.log_y = C.tip(QtWidgets.QCheckBox("log y"), TIP["log_y"])
+        self.level_plot = C.tip(pg.PlotWidget(title="Loss per noise level (latest interval)"),
+                                TIP["level_plot"])
+        self.level_plot.setLabel("bottom", "t")
+        self.level_plot.setLabel("left", "loss")
+        self.level_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.level_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.level_curve = self.level_plot.plot([], [], pen=LEVEL_PEN, symbol="o", symbolSize=5,
+                                                symbolBrush=LEVEL_PEN.color(), symbolPen=None)
+        self.level_kind = ""
         column = QtWidgets.QWidget()
         v = QtWidgets.QVBoxLayout(column)
         v.setContentsMargins(0, 0, 0, 0)
-        v.addWidget(self.plot, 1)
+        v.addWidget(self.plot, 3)
         v.addWidget(self.log_y)
+        v.addWidget(self.level_plot, 2)
         return column
 
     def _build_viewer_column(self) -> QtWidgets.QWidget:
@@ -340,6 +367,7 @@ class TrainerTab(QtWidgets.QWidget):
         root_row.layout().addWidget(self.refresh_btn)
         v.addWidget(root_row)
         self.run_list = C.tip(QtWidgets.QListWidget(), TIP["run_list"])
+        self.run_list.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.run_list.setMaximumHeight(110)
         v.addWidget(self.run_list)
         self.grid_slider, self.grid_label = self._slider_row(v, "grid_slider")
@@ -357,14 +385,17 @@ class TrainerTab(QtWidgets.QWidget):
         self.n_samples = C.spin(1, 1024, 64, tooltip=TIP["n"])
         self.sampler_kind = C.combo(runs.sampler_choices(), "", TIP["sampler"])
         self.frames = C.spin(0, 500, 50, tooltip=TIP["frames"])
+        self.weights = C.combo([("ema", "EMA"), ("raw", "raw")], "ema", TIP["weights"])
         self.sample_btn = C.tip(QtWidgets.QPushButton("Sample from checkpoint"), TIP["sample"])
+        self.toggle_weights_btn = C.tip(QtWidgets.QPushButton("EMA ⇄ raw"), TIP["toggle_weights"])
         row = QtWidgets.QHBoxLayout()
         for label, w in [("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind),
-                         ("chain frames", self.frames)]:
+                         ("", self.weights), ("chain frames", self.frames)]:
             if label:
                 row.addWidget(C.tip(QtWidgets.QLabel(label), w.toolTip()))
             row.addWidget(w)
         row.addWidget(self.sample_btn)
+        row.addWidget(self.toggle_weights_btn)
         return row
 
     def _slider_row(self, layout: QtWidgets.QVBoxLayout, tip_key: str):
@@ -401,6 +432,8 @@ class TrainerTab(QtWidgets.QWidget):
         self.refresh_btn.clicked.connect(lambda: self.refresh_runs())
         self.root_edit.editingFinished.connect(lambda: self.refresh_runs())
         self.run_list.currentItemChanged.connect(lambda *_: self._show_run())
+        self.run_list.itemSelectionChanged.connect(self.update_overlays)
+        self.toggle_weights_btn.clicked.connect(self.toggle_weights)
         self.run_list.itemDoubleClicked.connect(self._continue_run)
         self.grid_slider.valueChanged.connect(self._show_grid)
         self.chain_slider.valueChanged.connect(self._show_chain_frame)
@@ -562,6 +595,7 @@ class TrainerTab(QtWidgets.QWidget):
                 self._on_log_line(rec)
         if records:
             self.curve.setData(self.steps, self.losses)
+            self._update_live_item()
 
     def _on_log_line(self, rec: dict) -> None:
         if rec.get("elapsed_s") is not None:
@@ -575,7 +609,17 @@ class TrainerTab(QtWidgets.QWidget):
         self.stats["lr"].setText(f"{rec.get('lr', 0):.2e}")
         self.stats["eta_s"].setText(runs.format_seconds(rec.get("eta_s")))
         self.stats["elapsed_s"].setText(runs.format_seconds(rec.get("elapsed_s")))
+        level = runs.level_curve(rec)
+        if level is not None:
+            self.show_level_loss(*level)
 
+    def show_level_loss(self, kind: str, at: list[float], loss: list[float]) -> None:
+        """Draw one interval's loss per noise level (t: linear axis, σ: log axis)."""
+        if kind != self.level_kind:
+            self.level_kind = kind
+            self.level_plot.setLogMode(x=kind == "sigma")
+            self.level_plot.setLabel("bottom", "σ" if kind == "sigma" else "t")
+        self.level_curve.setData(at, loss)
     def _on_event(self, rec: dict) -> None:
         kind = rec["event"]
         self._set_step(rec.get("step", self.last_step), rec.get("total_steps"))
@@ -616,6 +660,7 @@ class TrainerTab(QtWidgets.QWidget):
         self.steps, self.losses, self.last_step = [], [], 0
         self.failure = None
         self.curve.setData([], [])
+        self.level_curve.setData([], [])
         self.progress.setMaximum(1)
         self.progress.setValue(0)
         for label in self.stats.values():
@@ -648,17 +693,60 @@ class TrainerTab(QtWidgets.QWidget):
         keep = select or self._viewed_run()
         self.run_list.blockSignals(True)
         self.run_list.clear()
+        selected = {Path(p).resolve() for p in self.selected_runs()}
         for path in runs.list_runs(self.runs_root()):
-            item = QtWidgets.QListWidgetItem(path.name)
+            live = self.is_running() and self.run_dir is not None and path.resolve() == self.run_dir
+            summary = runs.run_summary(path, live=live)
+            item = QtWidgets.QListWidgetItem(f"{path.name} — {summary.text()}")
             item.setData(QtCore.Qt.ItemDataRole.UserRole, str(path))
-            item.setToolTip(str(path))
+            item.setToolTip(f"{path}\n{summary.text()}")
             self.run_list.addItem(item)
             if keep is not None and path.resolve() == Path(keep).resolve():
                 self.run_list.setCurrentItem(item)
+            elif path.resolve() in selected:
+                item.setSelected(True)
         if self.run_list.currentRow() < 0 and self.run_list.count():
             self.run_list.setCurrentRow(0)
         self.run_list.blockSignals(False)
         self._show_run()
+        self.update_overlays()
+
+    def run_names(self) -> list[str]:
+        """The run folders' names, in list order."""
+        return [Path(self.run_list.item(i).data(QtCore.Qt.ItemDataRole.UserRole)).name
+                for i in range(self.run_list.count())]
+
+    def selected_runs(self) -> list[Path]:
+        return [Path(item.data(QtCore.Qt.ItemDataRole.UserRole))
+                for item in self.run_list.selectedItems()]
+
+    def update_overlays(self) -> None:
+        """Overlay the loss curves of the runs selected in the list (the live run is the main
+        curve already, so it is not drawn twice)."""
+        live = self.run_dir if self.steps else None
+        want = [p for p in self.selected_runs() if live is None or p.resolve() != live]
+        for key in [k for k in self.overlays if Path(k) not in want]:
+            item = self.overlays.pop(key)
+            self.plot.removeItem(item)
+            self.legend.removeItem(item)
+        for i, path in enumerate(want):
+            steps, losses = runs.loss_curve(runs.read_log(path))
+            item = self.overlays.get(str(path))
+            if item is None:
+                colour = OVERLAY_COLOURS[len(self.overlays) % len(OVERLAY_COLOURS)]
+                item = self.plot.plot([], [], pen=pg.mkPen(*colour, width=1.5), name=path.name)
+                self.overlays[str(path)] = item
+            item.setData(steps, losses)
+
+    def _update_live_item(self) -> None:
+        """The live run's line in the run list: running, its step and last loss."""
+        if self.run_dir is None or not self.is_running():
+            return
+        summary = runs.RunSummary("running", self.last_step, self.losses[-1] if self.losses else None)
+        for i in range(self.run_list.count()):
+            item = self.run_list.item(i)
+            if Path(item.data(QtCore.Qt.ItemDataRole.UserRole)).resolve() == self.run_dir:
+                item.setText(f"{self.run_dir.name} — {summary.text()}")
 
     def _viewed_run(self) -> Path | None:
         item = self.run_list.currentItem()
@@ -685,6 +773,7 @@ class TrainerTab(QtWidgets.QWidget):
         self.grid_slider.blockSignals(False)
         self._show_grid(max(0, index))
         self.sample_btn.setEnabled(self.ckpt.count() > 0 and not self.sampler.is_running())
+        self.toggle_weights_btn.setEnabled(self.sample_btn.isEnabled())
 
     def _fill_checkpoints(self, run: Path | None) -> None:
         self.ckpt.clear()
@@ -738,10 +827,30 @@ class TrainerTab(QtWidgets.QWidget):
             return False
         self.clear_error()
         self.sampler.start(runs.sample_args(run, step, self.n_samples.value(),
-                                            self.sampler_kind.currentData(), self.frames.value()))
+                                            self.sampler_kind.currentData(), self.frames.value(),
+                                            self.weights.currentData()))
         self.sample_btn.setEnabled(False)
+        self.toggle_weights_btn.setEnabled(False)
         self.sample_btn.setText("Sampling …")
         return True
+
+    def toggle_weights(self) -> bool:
+        """Show the shown grid's counterpart with the other weights (EMA <-> raw) for the same
+        checkpoint, sampler and seed; draw it first when it is not there. False if nothing to do."""
+        grid = self.shown_grid()
+        if grid is None or grid.path.parent.name != layout.DRAWN:
+            # a training grid (EMA): draw the raw counterpart at the nearest checkpoint as set up
+            self.weights.setCurrentIndex(self.weights.findData("raw"))
+            return self.sample_from_checkpoint()
+        other = runs.counterpart(grid)
+        if other.is_file():
+            self._show_run(select_grid=other.resolve())
+            return True
+        self.ckpt.setCurrentIndex(self.ckpt.findData(grid.step))
+        self.sampler_kind.setCurrentIndex(
+            max(0, self.sampler_kind.findData("" if grid.sampler == "default" else grid.sampler)))
+        self.weights.setCurrentIndex(self.weights.findData("raw" if grid.weights == "ema" else "ema"))
+        return self.sample_from_checkpoint()
 
     def _on_sample_finished(self, code: int, stopped: bool) -> None:
         self.sample_btn.setText("Sample from checkpoint")

@@ -61,6 +61,8 @@ class TrainingView(QtWidgets.QWidget):
         self._fisher_steps: list[int] = []
         self._fisher: list[float] = []
         self._last_rate = 0.0
+        self._level_x = np.zeros(0)      # loss per noise level: σ (NCSN) or timestep 1 … T (DDPM)
+        self._level_y = np.zeros(0)
         self.failure = ""               # why the last run stopped by itself ("" while it has not)
         self.stop_reason = ""           # why the last run ended: its budget, a plateau or a failure
         self._image_run = False         # an image run started from the app is active
@@ -151,6 +153,15 @@ class TrainingView(QtWidgets.QWidget):
         self.fisher_plot.showGrid(x=True, y=True, alpha=0.3)
         self.fisher_curve = self.fisher_plot.plot(pen=pg.mkPen(255, 150, 60, width=2), symbol="o", symbolSize=4,
                                                   symbolBrush=(255, 150, 60))
+        # loss per noise level (objectives with levels only): in the layout's third row while shown
+        self.level_plot = pg.PlotItem(title="Loss per noise level (running mean)")
+        self.level_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.level_plot.setLabel("left", "loss")
+        self.level_curve_item = self.level_plot.plot(pen=pg.mkPen(120, 230, 140, width=2), symbol="o",
+                                                     symbolSize=4, symbolBrush=(120, 230, 140))
+        self.level_plot.setToolTip("Mean loss of the examples drawn at each noise level (bins of log σ for "
+                                   "NCSN, of the timestep for DDPM), following training: where the objective's "
+                                   "weighting puts the work the model has left.")
         lay.addWidget(plots, 1)
 
         self.start_btn.clicked.connect(self.toggle)
@@ -169,6 +180,7 @@ class TrainingView(QtWidgets.QWidget):
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.timeout.connect(self._redraw_loss)
         self._show_noise_rows()
+        self._show_level_plot(s.objective)
 
     # ------------------------------------------------------------------ settings
     def _settings_from_widgets(self, *_):
@@ -205,6 +217,8 @@ class TrainingView(QtWidgets.QWidget):
     def _on_settings_changed(self):
         self._widgets_from_settings()
         self._show_noise_rows()
+        if not self.is_running():
+            self._show_level_plot(self.state.train.objective)
         if self.is_running():
             self.restart("settings changed")
 
@@ -249,6 +263,7 @@ class TrainingView(QtWidgets.QWidget):
         w.finished.connect(self._on_finished)
         self._trained_density = s.density
         self._worker_settings = w.settings
+        self._show_level_plot(w.settings.objective)
         self.failure = self.stop_reason = ""
         self.worker = w
         self._held = False
@@ -323,6 +338,11 @@ class TrainingView(QtWidgets.QWidget):
         self._steps.append(d["steps"])
         self._losses.append(d["losses"])
         self._last_rate = d["rate"] or self._last_rate
+        if d.get("level_curve") is not None:
+            x, y = d["level_curve"]
+            self._level_x, self._level_y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+            if self._worker_settings.objective == "ddpm":
+                self._level_x = self._level_x + 1          # 0-based t in the code, t = 1 … T in labels
         if not self._redraw_timer.isActive():
             self._redraw_timer.start(100)     # at most ~10 curve redraws a second
         step = int(d["steps"][-1])
@@ -377,6 +397,8 @@ class TrainingView(QtWidgets.QWidget):
     # ------------------------------------------------------------------ curves
     def _clear_curves(self):
         self._steps, self._losses, self._fisher_steps, self._fisher = [], [], [], []
+        self._level_x, self._level_y = np.zeros(0), np.zeros(0)
+        self.level_curve_item.setData([], [])
         self.loss_raw.setData([], [])
         self.loss_ema.setData([], [])
         self.fisher_curve.setData([], [])
@@ -402,6 +424,30 @@ class TrainingView(QtWidgets.QWidget):
         self.loss_raw.setData(x, y)
         self.loss_ema.setData(x, ema)
         self.loss_plot.setLabel("left", "|loss|" if log else "loss")
+        if len(self._level_x):
+            self.level_curve_item.setData(self._level_x, self._level_y)
+
+    # ------------------------------------------------------------------ loss per noise level
+    def level_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """The per-level curve as shown: (σ at each bin centre for NCSN, or timestep 1 … T for DDPM;
+        running mean loss), the bins seen so far; empty for objectives without levels."""
+        return self._level_x.copy(), self._level_y.copy()
+
+    def _show_level_plot(self, objective: str):
+        """Show the per-level plot (third row) for NCSN and DDPM, remove it for the others."""
+        shown = self.level_plot in self.plots.ci.items
+        want = objective in ("ncsn", "ddpm")
+        if want and not shown:
+            self.plots.ci.addItem(self.level_plot, row=2, col=0)
+            self.plots.ci.layout.setRowStretchFactor(0, 2)
+            self.plots.ci.layout.setRowStretchFactor(1, 2)
+            self.plots.ci.layout.setRowStretchFactor(2, 1)
+        elif not want and shown:
+            self.plots.ci.removeItem(self.level_plot)
+        if want:
+            ncsn = objective == "ncsn"
+            self.level_plot.setLogMode(x=ncsn, y=False)
+            self.level_plot.setLabel("bottom", "noise level σ (log scale)" if ncsn else "timestep t (1 … T)")
 
     def export_target(self):
         return self.plots

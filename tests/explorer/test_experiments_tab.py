@@ -33,7 +33,7 @@ def test_the_experiments_menu_has_one_action_per_experiment_and_the_list_one_row
         assert tab.claim.text() == e.claim and tab.expected.text() == e.expected
         assert tab.criterion.text() == e.criterion
         assert tab.values() == e.defaults                     # the form starts at the defaults, typed alike
-    assert window.tabs.tabText(window.tabs.count() - 1) == "Experiments"
+    assert window.tabs.tabText(window.tabs.indexOf(window.views["experiments"])) == "Experiments"
 
 
 def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):

@@ -7,6 +7,7 @@ does not rewrite tracked files). Regenerate the committed ones embedded in the R
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -30,16 +31,18 @@ def test_screenshots_of_each_tab_after_a_short_demo(qtbot, tmp_path):
     win.show()
     qtbot.waitExposed(win)
     try:
-        win.run_demo(train_steps=1500, lab=True, experiment=DEMO_EXPERIMENT)
+        win.run_demo(train_steps=1500, lab=True, experiment=DEMO_EXPERIMENT, learned=True)
         win.views["score"].set_level(0)
         win.views["score"].show_vectors_at(2.8, 2.2)
         paths = [win.save_screenshot(str(shots / f"{tab}.png"), tab)
-                 for tab in ("density", "training", "score", "sampler", "lab", "experiments")]
+                 for tab in ("density", "training", "score", "sampler", "lab", "experiments", "learned")]
         sampler, lab = win.views["sampler"], win.views["lab"]
         assert len(sampler.worker.chains) == 4 and all("model" in p["title"] for p in sampler.panels)
         assert lab.result is not None and {r.source for r in lab.result.rows} == {"model", "exact"}
         experiment = win.views["experiments"].current_result()
         assert experiment is not None and experiment.name == DEMO_EXPERIMENT and experiment.holds
+        learned = win.views["learned"].numbers()
+        assert math.isfinite(learned["model_nll"]) and learned["model_nll"] >= learned["true_nll"] - 0.05
     finally:
         win.close()
     for p in paths:

@@ -76,8 +76,10 @@ def test_run_started_from_tab_streams_loss_then_viewer_shows_its_grid(qtbot, tab
     assert tab.error.isHidden()
     assert "device cpu" in tab.log.toPlainText()            # the child's stderr reached the log
 
-    assert tab.run_list.currentItem().text() == "tiny"
-    assert tab.shown_grid().label == "step 30"
+    assert tab.run_list.currentItem().text() == f"tiny — finished, step 30, loss {tab.losses[-1]:.4g}"
+    assert tab.shown_grid().label == "step 30 (EMA weights, ddim 50 NFE)"     # the preview sampler
+    at, loss = tab.level_curve.getData()                     # loss per timestep, 20 bins of T = 100
+    assert len(at) == len(loss) > 0 and set(at) <= {2.5 + 5 * i for i in range(20)}
     assert tab.image.image.shape[2] == 3 and tab.image.image.shape[0] > 32
     assert [tab.ckpt.itemData(i) for i in range(tab.ckpt.count())] == [15, 30]
     tab.log_y.setChecked(True)
@@ -197,7 +199,7 @@ def test_malformed_overrides_are_refused_before_launching(tab, tmp_path):
 def test_viewer_lists_runs_and_shows_the_latest_grid(qtbot, tab, finished_run):
     tab.root_edit.setText(str(finished_run.parent))
     tab.refresh_btn.click()
-    assert [tab.run_list.item(i).text() for i in range(tab.run_list.count())] == ["tiny"]
+    assert tab.run_names() == ["tiny"]
     assert tab.shown_grid().step == 15
     assert tab.ckpt.currentData() == 15
     assert not tab.chain_slider.isEnabled()                   # training grids have no chain
@@ -241,7 +243,14 @@ def test_drawn_grids_of_hyphenated_samplers_are_listed(tmp_path):
     grid.parent.mkdir()
     grid.write_bytes(b"")
     [g] = runs.list_grids(tmp_path)
-    assert g.label == "checkpoint 15, pf-ode sampler"
+    assert g.label == "checkpoint 15, pf-ode sampler, EMA weights"
+    raw, _ = runs.drawn_paths(tmp_path, 15, "pf-ode", "raw")
+    raw.write_bytes(b"")
+    assert raw.name == "ckpt_00000015-pf-ode.raw.png" and runs.counterpart(g) == raw
+    assert [(g.weights, g.sampler, g.label) for g in runs.list_grids(tmp_path)][1] == \
+        ("raw", "pf-ode", "checkpoint 15, pf-ode sampler, raw weights")
+    args = runs.sample_args(tmp_path, 15, 9, "pf-ode", weights="raw")
+    assert args[args.index("--weights") + 1] == "raw" and args[args.index("--out") + 1] == str(raw)
 
 
 # ---------------------------------------------------------------------------- progress tail
@@ -296,3 +305,81 @@ def test_progress_tail_notices_a_rewrite_to_the_same_size(tmp_path):
     with open(path, "r+") as f:                                 # truncated and rewritten in place
         f.write('{"event": "start", "step": 0}\n{"step": 5, "loss": 2.0}\n')
     assert tail.poll() == ([{"event": "start", "step": 0}, {"step": 5, "loss": 2.0}], True)
+
+
+# ---------------------------------------------------------------------------- watching runs (#12)
+def _fake_run(root: Path, name: str, losses: list[float], end: str | None, message: str = "") -> Path:
+    """A run folder whose progress.jsonl holds a loss line every 10 steps and the closing event."""
+    run = root / name
+    run.mkdir(parents=True)
+    log = events.ProgressLog(layout.progress_path(run), truncate_after=-1)
+    log.event(events.START, 0, total_steps=100)
+    for i, loss in enumerate(losses):
+        log.write(step=10 * (i + 1), loss=loss, total_steps=100,
+                  level_loss={"level": "t", "at": [25.0, 75.0], "loss": [2 * loss, None]})
+    if end == events.FAILED:
+        log.event(events.FAILED, 10 * len(losses), message=message, error="RuntimeError")
+    elif end:
+        log.event(end, 10 * len(losses))
+    log.close()
+    return run
+
+
+def test_two_runs_are_overlaid_and_the_list_shows_status_step_and_loss(qtbot, tab, tmp_path):
+    root = tmp_path / "runs"
+    a = _fake_run(root, "a", [1.0, 0.8, 0.6], events.DONE)
+    b = _fake_run(root, "b", [1.2, 0.9], events.FAILED, "loss became nan at step 20")
+    _fake_run(root, "c", [1.1], events.STOPPED)
+    tab.refresh_btn.click()
+    texts = {tab.run_list.item(i).text() for i in range(tab.run_list.count())}
+    assert texts == {"a — finished, step 30, loss 0.6",
+                     "b — failed: loss became nan at step 20, step 20, loss 0.9",
+                     "c — stopped, step 10, loss 1.1"}
+    items = {Path(tab.run_list.item(i).data(0x0100)).name: tab.run_list.item(i)
+             for i in range(tab.run_list.count())}
+    tab.run_list.setCurrentItem(items["a"])
+    items["b"].setSelected(True)                           # Ctrl+click a second run
+    assert sorted(p.name for p in tab.selected_runs()) == ["a", "b"]
+    curves = {Path(k).name: c.getData() for k, c in tab.overlays.items()}
+    assert sorted(curves) == ["a", "b"]
+    assert list(curves["a"][0]) == [10, 20, 30] and list(curves["a"][1]) == [1.0, 0.8, 0.6]
+    assert list(curves["b"][1]) == [1.2, 0.9]
+    items["b"].setSelected(False)                          # deselected: its overlay goes
+    assert [Path(k).name for k in tab.overlays] == ["a"]
+    assert a.name in tab.run_names() and b.name in tab.run_names()
+
+
+def test_a_run_without_a_closing_event_is_running_or_interrupted(tmp_path):
+    run = _fake_run(tmp_path, "r", [1.0], None)
+    assert runs.run_summary(run).status == "running"                  # written just now
+    import time
+    assert runs.run_summary(run, now=time.time() + 3600).status == "interrupted"
+    assert runs.run_summary(run, now=time.time() + 3600, live=True).status == "running"
+
+
+def test_the_loss_per_level_plot_follows_the_log_lines(tab):
+    tab._reset_live()
+    tab._on_log_line({"step": 10, "loss": 1.0, "total_steps": 100,
+                      "level_loss": {"level": "sigma", "at": [0.01, 0.1, 1.0], "loss": [3.0, None, 1.0]}})
+    at, loss = tab.level_curve.getData()
+    assert list(loss) == [3.0, 1.0] and tab.level_kind == "sigma"       # the empty bin left out
+    assert tab.level_plot.getPlotItem().getAxis("bottom").logMode
+
+
+def test_toggle_shows_the_same_checkpoint_with_raw_then_ema_weights(qtbot, tab, finished_run):
+    tab.root_edit.setText(str(finished_run.parent))
+    tab.refresh_btn.click()
+    tab.frames.setValue(0)
+    tab.n_samples.setValue(4)
+    tab.sampler_kind.setCurrentIndex(tab.sampler_kind.findData("ddim"))
+    tab.sample_btn.click()                                            # EMA, the default
+    qtbot.waitUntil(lambda: tab.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
+    ema = tab.shown_grid()
+    assert ema.weights == "ema" and ema.label.endswith("EMA weights")
+    assert tab.toggle_weights()                                       # not drawn yet: draws it
+    qtbot.waitUntil(lambda: tab.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
+    raw = tab.shown_grid()
+    assert tab.error.isHidden(), tab.error.text()
+    assert (raw.step, raw.sampler, raw.weights) == (15, "ddim", "raw")
+    assert "--weights raw" in tab.log.toPlainText()
+    assert tab.toggle_weights() and tab.shown_grid().path == ema.path  # back, no new process

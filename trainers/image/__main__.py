@@ -9,7 +9,8 @@
     python -m trainers.image configs            # list the bundled configs
 
 Sampler options: --sampler {langevin,annealed,ddpm,ddim,pf-ode,pc} (default: the run's own, ddpm
-or annealed) --nfe N --eta H --solver {euler,heun} --snr R --sigma-max S --sigma-min S.
+or annealed) --nfe N --eta H --solver {euler,heun} --snr R --sigma-max S --sigma-min S
+--weights {ema,raw} (the checkpoint's EMA weights, the default, or its raw training weights).
 
 Multi-GPU: the same ``train`` command under ``torchrun --nproc_per_node=K -m trainers.image``.
 Exit status 2 means bad input (config, dataset, checkpoint, sampler options); the message says what
@@ -88,7 +89,7 @@ def cmd_sample(args) -> int:
               f".npy or .npz (the raw samples, float32 (N, C, H, W) in the data range)", file=sys.stderr)
         return 2
     device = _device(args.device)
-    cfg, model, ckpt, path = load_run(args.run, args.ckpt, device)
+    cfg, model, ckpt, path = load_run(args.run, args.ckpt, device, weights=args.weights)
     n_frames = args.frames if args.chain else 0
     t0 = time.perf_counter()
     with cpu_threads(cfg.train.threads if device.type == "cpu" else 0):
@@ -100,7 +101,8 @@ def cmd_sample(args) -> int:
     else:
         msg = {"samples": str(save_array(gen.x, args.out))}
     msg.update({"checkpoint": str(path), "step": int(ckpt["step"]), "n": args.n,
-                "sampler": gen.sampler, "nfe": gen.nfe, "data_range": list(cfg.data_range),
+                "sampler": gen.sampler, "nfe": gen.nfe, "weights": args.weights,
+                "data_range": list(cfg.data_range),
                 "seconds": round(time.perf_counter() - t0, 2)})
     if args.chain:
         msg["chain"] = str(save_chain(to_unit(gen.frames, cfg.data_range), gen.frame_steps, gen.labels,
@@ -118,7 +120,7 @@ def cmd_evaluate(args) -> int:
     report = evaluate_run(args.run, data_dir=args.data_dir, n=args.n, step=args.ckpt,
                           device=_device(args.device), seed=args.seed,
                           batch_size=args.batch_size, sampler=args.sampler,
-                          **_sampler_overrides(args))
+                          weights=args.weights, **_sampler_overrides(args))
     _print_note(report.get("note", ""))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -153,6 +155,8 @@ def add_sampler_options(p: argparse.ArgumentParser) -> None:
                         "model extrapolates and a note says so)")
     p.add_argument("--sigma-min", type=positive_float, default=None,
                    help="smallest noise level σ (default: the model's trained range)")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                   help="the checkpoint's EMA weights (default) or its raw training weights")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config overrides, e.g. train.lr=1e-3 model.ch=64 n_steps=500")
     t.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("sample", help="draw samples with the EMA weights")
+    s = sub.add_parser("sample", help="draw samples with the EMA (or --weights raw) weights")
     s.add_argument("--run", required=True, help="run directory")
     s.add_argument("--ckpt", type=int, default=None, help="checkpoint step (default newest)")
     s.add_argument("--n", type=int, default=64)

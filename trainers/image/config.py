@@ -84,12 +84,21 @@ class TrainConfig:
     warmup: int = 5000               # linear learning-rate warm-up steps
     grad_clip: float = 1.0           # global grad-norm clip; 0 disables
     ema_decay: float = 0.9999        # 0 disables EMA (then the raw weights are "EMA")
+    # EMA warm-up: update t (0-based) uses decay_t = min(ema_decay, (1 + t) / (10 + t)), so the
+    # EMA follows the weights early instead of staying near the initialisation for ~1/(1-decay) steps
+    ema_warmup: bool = True
     seed: int = 0
     log_every: int = 50              # progress.jsonl / tqdm postfix cadence (steps)
     ckpt_every: int = 5000
     sample_every: int = 5000         # periodic sample grids; 0 disables
     keep_ckpts: int = 3
     n_grid: int = 64                 # images in the periodic grids
+    # Sampler of the periodic (preview) grids, a registry name (trainers.samplers.SAMPLERS); ""
+    # picks DDIM for DDPM runs and the run's own sampler (annealed Langevin) for NCSN runs.
+    # preview_nfe: its network evaluations per chain; 0 keeps that sampler's default (DDIM: 50).
+    # `sample` / `evaluate` keep the run's full sampler unless told otherwise.
+    preview_sampler: str = ""
+    preview_nfe: int = 0
     precision: str = "bf16"          # "bf16" (autocast, CUDA or CPU), "fp16" (autocast + GradScaler, CUDA) or "fp32"
     channels_last: bool = True       # CUDA only
     compile: bool = False            # torch.compile the model
@@ -154,6 +163,14 @@ class RunConfig:
             raise ConfigError("train.batch_size must be >= 1 and train.n_steps >= 0")
         if not 0 <= self.train.ema_decay < 1:
             raise ConfigError("train.ema_decay must be in [0, 1)")
+        if self.train.preview_sampler:
+            from ..samplers import SAMPLERS         # torch: only when a sampler is named
+
+            if self.train.preview_sampler not in SAMPLERS:
+                raise ConfigError(f"train.preview_sampler={self.train.preview_sampler!r}: choose "
+                                  f"one of {', '.join(SAMPLERS)} (or \"\" for the method's default)")
+        if self.train.preview_nfe < 0:
+            raise ConfigError("train.preview_nfe must be >= 0 (0: the sampler's default)")
         return self
 
 

@@ -148,18 +148,19 @@ def fid_is(samples01: torch.Tensor, real01: torch.Tensor, backend: str, device) 
 # -------------------------------------------------------------------------------- entry point
 def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None = None,
                  device="cpu", seed: int = 1, batch_size: int = 500, sampler=None,
-                 **sampler_overrides) -> dict:
+                 weights: str = "ema", **sampler_overrides) -> dict:
     """The report of a run's checkpoint; `sampler` and `sampler_overrides` (nfe, eta, solver, snr,
     sigma_max, sigma_min) as for ``methods.generate``."""
     from .runtime import cpu_threads
     from .train import load_run
 
-    cfg, model, ckpt, path = load_run(run_dir, step, device)
+    cfg, model, ckpt, path = load_run(run_dir, step, device, weights=weights)
     # the digits configs ask for 1 thread: on a shared 2-core machine more threads oversubscribe
     threads = cfg.train.threads if torch.device(device).type == "cpu" else 0
     with cpu_threads(threads):
-        return _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_size,
-                         sampler, sampler_overrides)
+        report = _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed,
+                           batch_size, sampler, sampler_overrides)
+    return {**report, "weights": weights}
 
 
 def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_size, sampler,
@@ -227,7 +228,8 @@ def format_report(r: dict) -> str:
     if "samples" in r:
         s, ref, noise = r["samples"], r["reference_real_test_digits"], r["reference_uniform_noise"]
         lines += [
-            f"{r['n_samples']} samples ({r['sampler']}, {r['nfe']} evaluations each) in "
+            f"{r['n_samples']} samples ({r['sampler']}, {r['nfe']} evaluations each, "
+            f"{'raw' if r.get('weights') == 'raw' else 'EMA'} weights) in "
             f"{r['sampling_seconds']} s; {r['metric']}, "
             f"held-out accuracy {r['classifier_test_accuracy']:.3f}",
             f"{'':24s}{'samples':>10s}{'real test':>11s}{'noise':>9s}",

@@ -38,18 +38,45 @@ def ncsn_sigmas(cfg) -> torch.Tensor:
 @dataclass
 class Method:
     name: str
-    loss: Callable            # (model, x, generator) -> scalar loss
+    terms: Callable           # (model, x, generator) -> (per-example loss terms, their t or σ)
     default_sampler: str
+    level: str                # what ``terms`` returns as the noise level: "t" (DDPM) or "sigma" (NCSN)
+
+    def loss(self, model, x, generator) -> torch.Tensor:
+        """The scalar training loss (the mean of ``terms``: the same draws, the same value)."""
+        return self.terms(model, x, generator)[0].mean()
 
 
 def make_method(cfg, device) -> Method:
     if cfg.method == "ddpm":
         schedule = ddpm_schedule(cfg).to(device)
         w, v = cfg.ddpm.loss_weighting, cfg.ddpm.sample_variance
-        return Method("ddpm", lambda m, x, g: ddpm_loss(m, x, schedule, g, weighting=w, variance=v),
-                      default_sampler(cfg))
+        return Method("ddpm", lambda m, x, g: ddpm_loss(m, x, schedule, g, weighting=w, variance=v,
+                                                        per_example=True),
+                      default_sampler(cfg), "t")
     sigmas = ncsn_sigmas(cfg).to(device)
-    return Method("ncsn", lambda m, x, g: ncsn_loss(m, x, sigmas, g), default_sampler(cfg))
+    return Method("ncsn", lambda m, x, g: ncsn_loss(m, x, sigmas, g, per_example=True),
+                  default_sampler(cfg), "sigma")
+
+
+def level_bins(cfg) -> tuple[torch.Tensor, list[float]]:
+    """(inner bin edges for ``torch.bucketize``, bin centres) of the loss-per-noise-level log:
+    DDPM: 20 equal bins of the timestep t in [0, T); NCSN: one bin per trained σ level
+    (edges at the geometric means of neighbouring levels), centred on the level."""
+    if cfg.method == "ddpm":
+        T, n = cfg.ddpm.T, min(20, cfg.ddpm.T)
+        edges = torch.linspace(0, T, n + 1, dtype=torch.float64)
+        return edges[1:-1], ((edges[:-1] + edges[1:]) / 2).tolist()
+    s = ncsn_sigmas(cfg).double().sort().values
+    return (s[:-1] * s[1:]).sqrt(), s.tolist()
+
+
+def preview_sampler(cfg) -> tuple[str, int | None]:
+    """(registry name, nfe or None for the sampler's default) of the in-training grids:
+    ``train.preview_sampler`` / ``train.preview_nfe``; "" means DDIM for DDPM runs, the run's own
+    sampler for NCSN runs."""
+    name = cfg.train.preview_sampler or ("ddim" if cfg.method == "ddpm" else default_sampler(cfg))
+    return name, (cfg.train.preview_nfe or None)
 
 
 def default_sampler(cfg) -> str:
@@ -112,6 +139,10 @@ def initial_noise(cfg, sampler: Sampler, name: str, n: int, device, generator: t
     return prior_sample(sampler, torch.randn(shape, generator=generator, device=device))
 
 
+class SamplingStopped(RuntimeError):
+    """``generate``'s ``should_stop`` said yes between two sampler steps (a stop request)."""
+
+
 @dataclass
 class Generated:
     x: torch.Tensor                      # (N, C, H, W) samples in the run's data range, unclipped
@@ -125,22 +156,31 @@ class Generated:
 
 @torch.no_grad()
 def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = None,
-             batch_size: int = 256, record_frames: int = 0, **overrides) -> Generated:
+             batch_size: int = 256, record_frames: int = 0, should_stop=None,
+             **overrides) -> Generated:
     """n samples in the data range (and, with record_frames > 0, ~that many chain frames) from the
     registry sampler `sampler` (default: the run's own). Runs in chunks of batch_size; sampling
-    uses its own generator, so it never touches the training RNG streams."""
+    uses its own generator, so it never touches the training RNG streams. ``should_stop`` (a
+    callable, or None) is asked between sampler steps; when it says yes, ``SamplingStopped`` is
+    raised (a stop request is honoured within one network evaluation)."""
     name = sampler or default_sampler(cfg)
     s, sm = make_sampler(cfg, model, name, **overrides)
     g = torch.Generator(device=device).manual_seed(seed)
     every = max(1, s.n_steps // record_frames) if record_frames else 0
     xs, frames, steps = [], [], []
     for start in range(0, n, batch_size):
-        x0 = initial_noise(cfg, s, name, min(batch_size, n - start), device, g)
-        res = s.run(x0, generator=g, record_every=every)
-        xs.append(res.x)
+        x = initial_noise(cfg, s, name, min(batch_size, n - start), device, g)
+        chain, steps = ([x.cpu()], [0]) if every else ([], [])
+        for k in range(s.n_steps):          # Sampler.run's loop, with a stop check per step
+            if should_stop is not None and should_stop():
+                raise SamplingStopped(f"{name} sampling stopped at step {k}/{s.n_steps}")
+            x = s.step(x, k, g).x
+            if every and ((k + 1) % every == 0 or k + 1 == s.n_steps):
+                chain.append(x.cpu())
+                steps.append(k + 1)
+        xs.append(x)
         if every:
-            frames.append(res.frames.cpu())
-            steps = res.frame_steps
+            frames.append(torch.stack(chain))
     labels = [("initial noise" if k == 0 else s.label(k - 1)) for k in steps]
     return Generated(torch.cat(xs), torch.cat(frames, dim=1) if frames else None, steps, labels,
                      name, s.nfe, sm.range_note(s.sigmas_used()))

@@ -2,13 +2,18 @@
 flushed as training goes, for the explorer to tail.
 
 Training lines (no ``"event"`` key): ``step, loss, images_per_s, lr, eta_s, elapsed_s,
-total_steps, grad_norm`` (loss = mean over the steps since the previous line). A reader that only
-wants the curve keeps the lines that have ``"loss"``.
+total_steps, grad_norm, level_loss`` (loss = mean over the steps since the previous line).
+``level_loss`` is the loss per noise level over the same steps: ``{"level": "t" | "sigma",
+"at": [bin centres], "loss": [mean loss per bin, null where no example fell]}`` (DDPM: 20 bins of
+the timestep; NCSN: one bin per σ level). A reader that only wants the curve keeps the lines that
+have ``"loss"``.
 
 Event lines carry ``"event"`` (one of the names below) and ``"step"``:
 
 - ``start``      ``total_steps, device, params, world_size, resumed_from, dataset, n_images, method``
-- ``checkpoint`` / ``samples``  ``path`` of the file written
+- ``checkpoint`` / ``samples``  ``path`` of the file written; ``samples`` also says how the
+                 preview grid was drawn: ``sampler`` (registry name), ``nfe``, ``weights`` ("ema")
+                 and ``seconds``. A stop request during a grid abandons it (no event).
 - ``stopped``    a signal stopped the run after checkpointing this step (``elapsed_s``)
 - ``done``       the run reached ``total_steps`` (``elapsed_s``)
 - ``failed``     the run ended with an exception: ``message`` (what went wrong, in words) and

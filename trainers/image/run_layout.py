@@ -6,8 +6,11 @@
     RUN_DIR/progress.jsonl                      the event log (``trainers.image.progress``)
     RUN_DIR/checkpoints/ckpt_<step:08d>.pt      the newest ``train.keep_ckpts`` kept
     RUN_DIR/samples/step_<step:08d>.png         grids drawn with the EMA weights while training
-    RUN_DIR/drawn/ckpt_<step:08d>-<sampler>.png grids drawn later from a checkpoint (the explorer's
-                                                "sample from checkpoint"), with the chain x_T -> x_0
+                                                (their ``samples`` event names sampler and nfe)
+    RUN_DIR/drawn/ckpt_<step:08d>-<sampler>[.raw].png
+                                                grids drawn later from a checkpoint (the explorer's
+                                                "sample from checkpoint"), from the EMA weights, or
+                                                the raw ones (``.raw``), with the chain x_T -> x_0
                                                 beside each (same stem, ``.npz``)
     RUN_DIR/tb/                                 TensorBoard events (only when tensorboard is installed)
 
@@ -27,7 +30,8 @@ TENSORBOARD = "tb"
 
 CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 SAMPLE_GRID_NAME = re.compile(r"^step_(\d+)\.png$")
-DRAWN_GRID_NAME = re.compile(r"^ckpt_(\d+)-([\w-]+)\.png$")    # samplers such as pf-ode have a hyphen
+# samplers such as pf-ode have a hyphen; ".raw": drawn from the raw (not EMA) weights
+DRAWN_GRID_NAME = re.compile(r"^ckpt_(\d+)-([\w-]+)(\.raw)?\.png$")
 
 
 def config_path(run) -> Path:
@@ -58,12 +62,15 @@ def drawn_dir(run) -> Path:
     return Path(run) / DRAWN
 
 
-def drawn_paths(run, step: int, sampler: str) -> tuple[Path, Path]:
-    """(grid PNG, chain NPZ) for a grid drawn from checkpoint ``step`` with ``sampler``."""
+def drawn_paths(run, step: int, sampler: str, weights: str = "ema") -> tuple[Path, Path]:
+    """(grid PNG, chain NPZ) for a grid drawn from checkpoint ``step`` with ``sampler`` and the
+    EMA (``weights="ema"``) or raw (``"raw"``) weights."""
     if not re.fullmatch(r"[\w-]+", sampler):
         raise ValueError(f"sampler name {sampler!r} must be letters, digits, '_' or '-'")
-    stem = drawn_dir(run) / f"ckpt_{step:08d}-{sampler}"
-    return stem.with_suffix(".png"), stem.with_suffix(".npz")
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    name = f"ckpt_{step:08d}-{sampler}" + (".raw" if weights == "raw" else "")
+    return drawn_dir(run) / f"{name}.png", drawn_dir(run) / f"{name}.npz"
 
 
 def tensorboard_dir(run) -> Path:

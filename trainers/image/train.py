@@ -34,7 +34,7 @@ from . import run_layout as layout
 from .config import ConfigError, RunConfig, from_dict, to_toml
 from .datasets import batch_stream, build_dataset, close_stream
 from .imageio import save_grid, to_unit
-from .methods import generate, make_method
+from .methods import SamplingStopped, generate, level_bins, make_method, preview_sampler
 from .progress import ProgressLog
 from .runtime import (DistInfo, GracefulStop, all_reduce_mean, cpu_threads, distributed,
                       pick_device, step_seed, train_threads)
@@ -58,6 +58,37 @@ def lr_at(cfg: RunConfig, step: int) -> float:
     """Linear warm-up to train.lr over train.warmup steps (DDPM), then constant."""
     w = cfg.train.warmup
     return cfg.train.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
+
+
+def ema_decay_at(cfg: RunConfig, t: int) -> float:
+    """The EMA decay of update t (0-based: the update after training step t + 1).
+    With ``train.ema_warmup``: min(ema_decay, (1 + t) / (10 + t)), so early updates follow the
+    weights (0.1 at t = 0, 0.5 at t = 8, 0.9 at t = 80, 0.99 at t = 890); else ema_decay."""
+    d = cfg.train.ema_decay
+    return min(d, (1 + t) / (10 + t)) if cfg.train.ema_warmup else d
+
+
+class LevelLoss:
+    """Per-noise-level sums and counts of the per-example loss terms on the device (no sync per
+    step); ``take()`` returns the means since the last call and starts over."""
+
+    def __init__(self, cfg: RunConfig, device):
+        edges, self.centres = level_bins(cfg)
+        self.edges = edges.to(device)
+        self.sums = torch.zeros(len(self.centres), dtype=torch.float64, device=device)
+        self.counts = torch.zeros_like(self.sums)
+
+    def add(self, terms: torch.Tensor, levels: torch.Tensor) -> None:
+        idx = torch.bucketize(levels.detach().double().flatten(), self.edges)
+        self.sums.index_add_(0, idx, terms.detach().double().flatten())
+        self.counts.index_add_(0, idx, torch.ones_like(self.sums[idx]))
+
+    def take(self, dist_info: DistInfo) -> list[float | None]:
+        """Mean loss per bin since the last call (None for a bin nothing fell in)."""
+        both = all_reduce_mean(torch.stack([self.sums, self.counts]), dist_info).cpu()
+        self.sums.zero_()
+        self.counts.zero_()
+        return [float(s / c) if c > 0 else None for s, c in zip(both[0], both[1])]
 
 
 @torch.no_grad()
@@ -99,7 +130,9 @@ class TrainCore:
     Shared by ``train()`` and ``benchmarks/bench_image_train.py`` so the benchmark times the
     real step. On CUDA: bf16 (or fp16 + GradScaler) autocast and channels_last per config; on
     the CPU: bf16 autocast when the config asks for bf16, else fp32. ``step`` does: set lr, loss under autocast, backward, unscale + clip the
-    global grad norm, Adam step, EMA update; it returns (loss, grad norm) as tensors (no sync).
+    global grad norm, Adam step, EMA update (decay ``ema_decay_at`` the training step); it returns
+    (loss, grad norm) as tensors (no sync) and keeps the per-example terms and their noise levels
+    in ``last_terms``.
     """
 
     def __init__(self, cfg: RunConfig, device: torch.device, dist_info: DistInfo | None = None,
@@ -137,8 +170,12 @@ class TrainCore:
             train_model = torch.compile(train_model)
         self.train_model = train_model
         self._zero = torch.zeros((), device=device)
+        self.updates = 0                      # EMA updates so far (the step when none is given)
+        self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def step(self, x: torch.Tensor, noise_gen: torch.Generator, lr: float):
+    def step(self, x: torch.Tensor, noise_gen: torch.Generator, lr: float, step: int | None = None):
+        """One optimisation step; ``step`` (0-based, the training loop's) sets the EMA decay, so a
+        resumed run averages exactly as an uninterrupted one."""
         cfg = self.cfg
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -147,7 +184,9 @@ class TrainCore:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp
                     else contextlib.nullcontext())
         with autocast:
-            loss = self.method.loss(self.train_model, x, noise_gen)
+            terms, levels = self.method.terms(self.train_model, x, noise_gen)
+            loss = terms.mean()
+        self.last_terms = (terms.detach().float(), levels.detach())
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         gnorm = self._zero
@@ -156,7 +195,9 @@ class TrainCore:
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
-        ema_update(self.ema, self.model, cfg.train.ema_decay)
+        t = self.updates if step is None else step
+        ema_update(self.ema, self.model, ema_decay_at(cfg, t))
+        self.updates = t + 1
         return loss, gnorm
 
 
@@ -169,6 +210,9 @@ def train(cfg: RunConfig, run_dir, data_dir: str | None = None, resume: bool = F
     with contextlib.ExitStack() as stack:
         stack.enter_context(cpu_threads(train_threads(cfg)))
         run.dist = stack.enter_context(distributed(cfg.train.device))
+        # SIGTERM / SIGINT from here to the end: honoured between training steps and between the
+        # sampler steps of a grid, also the final one drawn by finish()
+        run.stop = stack.enter_context(GracefulStop(enabled=run.dist.world == 1))
         run.start(stack, data_dir, resume)
         run.loop(stop_after)
         return run.finish()
@@ -188,6 +232,7 @@ class _Run:
         self.losses: list[float] = []
         self.last_ckpt: Path | None = None
         self.stopped = False
+        self.stop = GracefulStop(enabled=False)    # train() installs the real one
 
     @property
     def main(self) -> bool:
@@ -298,13 +343,26 @@ class _Run:
         return path
 
     def sample_grid(self) -> Path | None:
+        """A preview grid from the EMA weights with ``train.preview_sampler`` / ``preview_nfe``;
+        a stop request between two sampler steps abandons it (None, no ``samples`` event)."""
         if not self.main:
             return None
         cfg = self.cfg
-        x = generate(cfg, self.core.ema, cfg.train.n_grid, self.device, seed=cfg.train.seed,
-                     batch_size=cfg.sample.batch_size).x
-        path = save_grid(to_unit(x, cfg.data_range), layout.sample_grid_path(self.run_dir, self.step))
-        self.progress.event(events.SAMPLES, self.step, path=str(path))
+        name, nfe = preview_sampler(cfg)
+        self.log(f"drawing a preview grid at step {self.step} ({name}, EMA weights) …")
+        t0 = time.perf_counter()
+        try:
+            gen = generate(cfg, self.core.ema, cfg.train.n_grid, self.device, seed=cfg.train.seed,
+                           sampler=name, batch_size=cfg.sample.batch_size, nfe=nfe,
+                           should_stop=lambda: self.stop.requested)
+        except SamplingStopped as e:
+            self.log(f"preview grid at step {self.step} abandoned: a stop was requested ({e})")
+            return None
+        path = save_grid(to_unit(gen.x, cfg.data_range),
+                         layout.sample_grid_path(self.run_dir, self.step))
+        self.progress.event(events.SAMPLES, self.step, path=str(path), sampler=gen.sampler,
+                            nfe=gen.nfe, weights="ema",
+                            seconds=round(time.perf_counter() - t0, 3))
         return path
 
     def _checkpointed_now(self) -> bool:
@@ -327,40 +385,45 @@ class _Run:
         core.model.train()
         loss_acc = torch.zeros((), device=device)
         n_acc = 0
+        levels = LevelLoss(cfg, device)
         t_last = self.t0 = time.perf_counter()
-        with GracefulStop(enabled=dist_info.world == 1) as stop:
-            while self.step < end and not stop.requested:
-                step = self.step
-                x = prepare_batch(next(stream), cfg, step, dist_info.rank, device)
-                noise_gen.manual_seed(step_seed(cfg.train.seed, dist_info.rank, step, 1))
-                lr = lr_at(cfg, step)
-                loss, gnorm = core.step(x, noise_gen, lr)
-                loss_acc += loss.detach().float()
-                n_acc += 1
-                self.step = step = step + 1
-                if self.bar is not None:
-                    self.bar.update(1)
+        stop = self.stop
+        while self.step < end and not stop.requested:
+            step = self.step
+            x = prepare_batch(next(stream), cfg, step, dist_info.rank, device)
+            noise_gen.manual_seed(step_seed(cfg.train.seed, dist_info.rank, step, 1))
+            lr = lr_at(cfg, step)
+            loss, gnorm = core.step(x, noise_gen, lr, step=step)
+            loss_acc += loss.detach().float()
+            levels.add(*core.last_terms)
+            n_acc += 1
+            self.step = step = step + 1
+            if self.bar is not None:
+                self.bar.update(1)
 
-                if step % cfg.train.log_every == 0 or step == end:
-                    mean_loss = float(all_reduce_mean(loss_acc, dist_info)) / n_acc
-                    if not math.isfinite(mean_loss):
-                        raise FloatingPointError(f"loss became {mean_loss} at step {step}; try a "
-                                                 "smaller train.lr or a larger train.warmup")
-                    now = time.perf_counter()
-                    self._log_line(step, mean_loss, n_acc, now - t_last, lr, gnorm)
-                    self.losses.append(mean_loss)
-                    loss_acc.zero_()
-                    n_acc = 0
-                    t_last = time.perf_counter()
-                if cfg.train.sample_every and step % cfg.train.sample_every == 0:
-                    self.sample_grid()
-                    t_last = time.perf_counter()
-                if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
-                    self.checkpoint()
-                    t_last = time.perf_counter()
+            if step % cfg.train.log_every == 0 or step == end:
+                mean_loss = float(all_reduce_mean(loss_acc, dist_info)) / n_acc
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss became {mean_loss} at step {step}; try a "
+                                             "smaller train.lr or a larger train.warmup")
+                now = time.perf_counter()
+                self._log_line(step, mean_loss, n_acc, now - t_last, lr, gnorm,
+                               {"level": core.method.level, "at": levels.centres,
+                                "loss": levels.take(dist_info)})
+                self.losses.append(mean_loss)
+                loss_acc.zero_()
+                n_acc = 0
+                t_last = time.perf_counter()
+            if cfg.train.sample_every and step % cfg.train.sample_every == 0:
+                self.sample_grid()
+                t_last = time.perf_counter()
+            if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
+                self.checkpoint()
+                t_last = time.perf_counter()
         self.stopped = stop.requested
 
-    def _log_line(self, step: int, mean_loss: float, n: int, seconds: float, lr: float, gnorm) -> None:
+    def _log_line(self, step: int, mean_loss: float, n: int, seconds: float, lr: float, gnorm,
+                  level_loss: dict | None = None) -> None:
         if not self.main:
             return
         cfg = self.cfg
@@ -369,7 +432,8 @@ class _Run:
         self.progress.write(step=step, loss=mean_loss, images_per_s=ips, lr=lr,
                             eta_s=(cfg.train.n_steps - step) / (n / seconds),
                             elapsed_s=time.perf_counter() - self.t0,
-                            total_steps=cfg.train.n_steps, grad_norm=float(gnorm))
+                            total_steps=cfg.train.n_steps, grad_norm=float(gnorm),
+                            level_loss=level_loss)
         if self.tb is not None:
             self.tb.add_scalar("loss", mean_loss, step)
             self.tb.add_scalar("lr", lr, step)
@@ -399,10 +463,16 @@ class _Run:
                 "checkpoint": str(self.last_ckpt) if self.last_ckpt else None}
 
 
-def load_run(run_dir, step: int | None = None, device="cpu"):
-    """(cfg, EMA model in eval mode, checkpoint dict) of a run directory."""
+WEIGHTS = ("ema", "raw")
+
+
+def load_run(run_dir, step: int | None = None, device="cpu", weights: str = "ema"):
+    """(cfg, model in eval mode, checkpoint dict, path) of a run directory: the EMA weights
+    (``weights="ema"``, the default) or the raw training weights (``"raw"``)."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     ckpt, path = ck.load_latest(run_dir, step)
     cfg = from_dict(ckpt["config"])
     model = build_net(cfg)
-    model.load_state_dict(ckpt["ema"])
+    model.load_state_dict(ckpt["ema" if weights == "ema" else "model"])
     return cfg, model.to(device).eval().requires_grad_(False), ckpt, path

@@ -63,11 +63,11 @@ def fail_at_step_3(monkeypatch):
     """TrainCore.step raises on its third call (so two steps complete)."""
     real, calls = train_mod.TrainCore.step, []
 
-    def step(self, x, gen, lr):
+    def step(self, x, gen, lr, step=None):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("boom in the loss at step 3")
-        return real(self, x, gen, lr)
+        return real(self, x, gen, lr, step)
 
     monkeypatch.setattr(train_mod.TrainCore, "step", step)
 
