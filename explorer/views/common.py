@@ -1,6 +1,9 @@
 """Small drawing pieces shared by the views: a fast point cloud item, heat maps, form helpers."""
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -229,3 +232,39 @@ def retire_worker(worker: QtCore.QThread, signals) -> None:
     worker.cancel()
     worker.wait()
     worker.deleteLater()
+
+
+def process_events_until(done: Callable[[], bool], timeout_s: float) -> bool:
+    """Process Qt events until done() or the timeout (demos and tests waiting for a worker)."""
+    app = QtWidgets.QApplication.instance()
+    t0 = time.perf_counter()
+    while not done() and time.perf_counter() - t0 < timeout_s:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
+        time.sleep(0.005)
+    app.processEvents()
+    return done()
+
+
+class JobTab:
+    """Mixin for a tab that runs one trainers job at a time in a QThread (the lab, the learned density):
+    it needs `self.worker`, `self.progress` (0–1000), `self.status` (a label), `self.state` and an
+    `_idle()` that re-enables the tab's buttons."""
+
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def _on_cancelled(self):
+        if from_current_worker(self):
+            self._idle()
+            self.progress.setValue(0)
+            self.status.setText("Cancelled.")
+
+    def _on_failed(self, msg: str):
+        if from_current_worker(self):
+            self._idle()
+            self.status.setText(f"<span style='color:#c33'>{msg}</span>")
+            self.state.status.emit(msg)
+
+    def wait(self, timeout_s: float = 120.0) -> bool:
+        """Process events until the job is finished (demo and tests)."""
+        return process_events_until(lambda: not self.is_running(), timeout_s)

@@ -16,7 +16,6 @@ never touches the app's trained model.
 """
 from __future__ import annotations
 
-import time
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -391,13 +390,7 @@ class ExperimentsView(QtWidgets.QWidget):
 
     def wait(self, timeout_s: float = 120.0) -> bool:
         """Process events until the run is finished (demo and tests)."""
-        app = QtWidgets.QApplication.instance()
-        t0 = time.perf_counter()
-        while self.worker is not None and time.perf_counter() - t0 < timeout_s:
-            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            time.sleep(0.005)
-        app.processEvents()
-        return self.worker is None
+        return C.process_events_until(lambda: self.worker is None, timeout_s)
 
     def run_demo(self, name: str = DEMO_EXPERIMENT, timeout_s: float = 120.0, sync_density: bool = False):
         """Select and run one fast experiment for the screenshot. The density is left alone by default,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ EXPLAIN = ("Each sampler runs at each NFE budget twice, from the same particles 
            "model (solid), the gap between the two curves is the model's error.")
 
 
-class LabView(QtWidgets.QWidget):
+class LabView(C.JobTab, QtWidgets.QWidget):
     title = "Sampler lab"
 
     def __init__(self, state, parent=None):
@@ -134,8 +133,6 @@ class LabView(QtWidgets.QWidget):
         return ([n for n, cb in self.sampler_boxes.items() if cb.isChecked()],
                 [n for n, cb in self.nfe_boxes.items() if cb.isChecked()])
 
-    def is_running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
 
     def run(self):
         if self.is_running():
@@ -189,29 +186,8 @@ class LabView(QtWidgets.QWidget):
         self._idle()
         self.show_result(result)
 
-    @QtCore.Slot()
-    def _on_cancelled(self):
-        if C.from_current_worker(self):
-            self._idle()
-            self.progress.setValue(0)
-            self.status.setText("Cancelled.")
 
-    @QtCore.Slot(str)
-    def _on_failed(self, msg: str):
-        if C.from_current_worker(self):
-            self._idle()
-            self.status.setText(f"<span style='color:#c33'>{msg}</span>")
-            self.state.status.emit(msg)
 
-    def wait(self, timeout_s: float = 120.0) -> bool:
-        """Process events until the lab is finished (demo and tests)."""
-        app = QtWidgets.QApplication.instance()
-        t0 = time.perf_counter()
-        while self.is_running() and time.perf_counter() - t0 < timeout_s:
-            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            time.sleep(0.005)
-        app.processEvents()
-        return not self.is_running()
 
     def run_demo(self, timeout_s: float = 120.0):
         """A small lab for the screenshot: every sampler at NFE 5 … 200 on 500 particles."""

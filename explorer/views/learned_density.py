@@ -13,7 +13,6 @@ recomputes by itself (a few seconds at the default sizes, in the worker, with Ca
 from __future__ import annotations
 
 import copy
-import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -43,7 +42,7 @@ EXPLAIN = ("A score model defines a density through its probability-flow ODE: in
            "from the truth to the model (up to the ODE's discretisation and the Monte-Carlo error).")
 
 
-class LearnedDensityView(QtWidgets.QWidget):
+class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
     title = "Learned density"
 
     def __init__(self, state, parent=None):
@@ -166,8 +165,6 @@ class LearnedDensityView(QtWidgets.QWidget):
         return self._result_version != self._model_version
 
     # ------------------------------------------------------------------ run
-    def is_running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
 
     def compute(self):
         if self.is_running():
@@ -230,29 +227,8 @@ class LearnedDensityView(QtWidgets.QWidget):
         self._result_version = self._running_version
         self.show_result(result)
 
-    @QtCore.Slot()
-    def _on_cancelled(self):
-        if C.from_current_worker(self):
-            self._idle()
-            self.progress.setValue(0)
-            self.status.setText("Cancelled.")
 
-    @QtCore.Slot(str)
-    def _on_failed(self, msg: str):
-        if C.from_current_worker(self):
-            self._idle()
-            self.status.setText(f"<span style='color:#c33'>{msg}</span>")
-            self.state.status.emit(msg)
 
-    def wait(self, timeout_s: float = 60.0) -> bool:
-        """Process events until the computation is finished (demo and tests)."""
-        app = QtWidgets.QApplication.instance()
-        t0 = time.perf_counter()
-        while self.is_running() and time.perf_counter() - t0 < timeout_s:
-            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            time.sleep(0.005)
-        app.processEvents()
-        return not self.is_running()
 
     def run_demo(self, timeout_s: float = 60.0):
         self.compute()
