@@ -38,7 +38,8 @@ def test_a_fisher_plateau_stops_training(window, qtbot):
     window.state.update_train(objective="dsm", sigma=0.5, lr=1e-5)      # too small to make progress
     tv.patience.setValue(100)
     tv.start()
-    qtbot.waitUntil(lambda: not tv.is_running(), timeout=60_000)
+    # the thread ends before its queued `finished` is handled: wait for the tab to have handled it
+    qtbot.waitUntil(lambda: not tv.is_running() and tv.start_btn.text() == "Start", timeout=60_000)
     assert "has not improved by 1% for 100 steps" in tv.stop_reason
     assert "has not improved" in window.train_status.text()
 
