@@ -20,7 +20,7 @@ def test_score_field_compares_learned_and_true_over_levels(window, qtbot):
     window.tabs.setCurrentWidget(sv)
     window.state.update_train(objective="ncsn", n_levels=6)
     tv.start(max_steps=150)
-    qtbot.waitUntil(lambda: not tv.is_running(), timeout=30000)
+    qtbot.waitUntil(lambda: not tv.is_running() and tv.start_btn.text() == "Start", timeout=30000)
     assert window.state.model is not None
     assert sv.level.maximum() == 5
     labels = []
