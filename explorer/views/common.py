@@ -253,6 +253,27 @@ class JobTab:
     def is_running(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
 
+    def _attach(self, worker) -> None:
+        """Make `worker` (signals progress, done, cancelled, failed) the tab's current job."""
+        worker.progress.connect(self._on_progress)
+        worker.done.connect(self._on_done)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.failed.connect(self._on_failed)
+        self.worker = worker
+        self.progress.setValue(0)
+
+    def cancel(self):
+        if self.is_running():
+            self.worker.cancel()
+
+    def stop_worker(self):
+        w = self.worker
+        if w is None:
+            return
+        self.worker = None
+        retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
+        self._idle()
+
     def _on_cancelled(self):
         if from_current_worker(self):
             self._idle()

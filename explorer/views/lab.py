@@ -133,7 +133,6 @@ class LabView(C.JobTab, QtWidgets.QWidget):
         return ([n for n, cb in self.sampler_boxes.items() if cb.isChecked()],
                 [n for n, cb in self.nfe_boxes.items() if cb.isChecked()])
 
-
     def run(self):
         if self.is_running():
             return
@@ -145,29 +144,12 @@ class LabView(C.JobTab, QtWidgets.QWidget):
         trained, exact, cfg = score_models(self.state)
         options = {name: F.default_options(name, cfg) for name in samplers}
         w = LabWorker(self.state.density, trained, exact, samplers, nfes, options, self.n.value(), parent=self)
-        w.progress.connect(self._on_progress)
-        w.done.connect(self._on_done)
-        w.cancelled.connect(self._on_cancelled)
-        w.failed.connect(self._on_failed)
-        self.worker = w
-        self.progress.setValue(0)
+        self._attach(w)
         self.status.setText("Running on the " + ("trained model and the exact score…" if trained is not None
                                                  else "exact score only (no trained model yet)…"))
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         w.start()
-
-    def cancel(self):
-        if self.is_running():
-            self.worker.cancel()
-
-    def stop_worker(self):
-        w = self.worker
-        if w is None:
-            return
-        self.worker = None
-        C.retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
-        self._idle()
 
     def _idle(self):
         self.run_btn.setEnabled(True)
@@ -185,9 +167,6 @@ class LabView(C.JobTab, QtWidgets.QWidget):
             return
         self._idle()
         self.show_result(result)
-
-
-
 
     def run_demo(self, timeout_s: float = 120.0):
         """A small lab for the screenshot: every sampler at NFE 5 … 200 on 500 particles."""

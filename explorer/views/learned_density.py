@@ -180,30 +180,13 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         ddpm = (model, F.ddpm_schedule(cfg)) if cfg.cond == "time" else None
         w = DensityWorker(sm, s.density, s.bounds, self.n_grid.value(), self.n_steps.value(),
                           self.n_samples.value(), ddpm, parent=self)
-        w.progress.connect(self._on_progress)
-        w.done.connect(self._on_done)
-        w.cancelled.connect(self._on_cancelled)
-        w.failed.connect(self._on_failed)
-        self.worker = w
+        self._attach(w)
         self._running_version = self._model_version
-        self.progress.setValue(0)
         self.status.setText(f"Integrating the PF-ODE for {self.n_grid.value()}² grid points and "
                             f"{self.n_samples.value()} samples…")
         self.compute_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         w.start()
-
-    def cancel(self):
-        if self.is_running():
-            self.worker.cancel()
-
-    def stop_worker(self):
-        w = self.worker
-        if w is None:
-            return
-        self.worker = None
-        C.retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
-        self._idle()
 
     def _idle(self):
         self.compute_btn.setEnabled(not self.model_problem())
@@ -226,9 +209,6 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         self._idle()
         self._result_version = self._running_version
         self.show_result(result)
-
-
-
 
     def run_demo(self, timeout_s: float = 60.0):
         self.compute()
