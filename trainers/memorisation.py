@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .score_models import ScoreModel
+from .score_models import ClosedFormScore
 
 NEAR_FACTOR = 2.0     # c: a sample within c·σ_min of a training point counts as a copy (a 2D N(x_n, σ_min²I)
                       # point lands within 2σ_min of x_n 86 % of the time)
@@ -34,7 +34,7 @@ def empirical_score(y: torch.Tensor, points: torch.Tensor, sigma: float) -> torc
     return ((r @ pd - yd) / sigma**2).to(y.dtype)
 
 
-class EmpiricalScore(ScoreModel):
+class EmpiricalScore(ClosedFormScore):
     """The empirical optimal score of a training set, as a ScoreModel (valid at every σ > 0), so any
     sampler can be driven by what a perfectly fitted network would learn from those points."""
     kind = "empirical"
@@ -47,17 +47,8 @@ class EmpiricalScore(ScoreModel):
         super().__init__(sigma_min, max(sigma_max, sigma_min), valid=(0.0, math.inf))
         self.points = points
 
-    def evaluate_with_grad(self, queries):
-        out = []
-        for q in queries:
-            sigma = q.sigma()
-            y = q.x if q.kind == "score" else q.x / q.sqrt_alpha_bar().reshape(len(q.x), 1)
-            s = torch.empty_like(y)
-            for level in torch.unique(sigma).tolist():
-                m = sigma == level
-                s[m] = empirical_score(y[m], self.points.to(y.device), max(level, 1e-12))
-            out.append(s if q.kind == "score" else -sigma.reshape(len(y), 1).to(s.dtype) * s)
-        return out
+    def score_at(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
+        return empirical_score(y, self.points.to(y.device), max(sigma, 1e-12))
 
 
 def nearest_distance(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -271,7 +271,27 @@ class ScoreFunction(SigmaScoreModel):
         super().__init__(fn, sigma_min, sigma_max)
 
 
-class ExactScore(ScoreModel):
+class ClosedFormScore(ScoreModel):
+    """A score known in closed form at each σ (`score_at(y, σ)`), not a network: queries are answered
+    one noise level at a time (every sampler shares σ across its particles), eps by the conversion."""
+
+    def score_at(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate_with_grad(self, queries):
+        out = []
+        for q in queries:
+            sigma = q.sigma()
+            y = q.x if q.kind == "score" else q.x / _bcast(q.sqrt_alpha_bar(), q.x)
+            s = torch.empty_like(y)
+            for level in torch.unique(sigma).tolist():
+                m = sigma == level
+                s[m] = self.score_at(y[m], float(level))
+            out.append(s if q.kind == "score" else -_bcast(sigma, s) * s)
+        return out
+
+
+class ExactScore(ClosedFormScore):
     """The exact score of p_σ = p * N(0, σ²I) for a Gaussian mixture p (σ = 0: p itself). Valid at
     every σ; its default sampling range is [sigma_min, sigma_max] (σ_max defaults to the largest
     distance between two of the density's points, as NCSN chooses σ₁). Given a DDPM `schedule`, VP
@@ -302,18 +322,8 @@ class ExactScore(ScoreModel):
             self._cache[sigma] = self.density.noised(sigma)
         return self._cache[sigma]
 
-    def evaluate_with_grad(self, queries):
-        out = []
-        for q in queries:
-            y, sigma = (q.x, q.c) if q.kind == "score" else (None, q.sigma())
-            if q.kind == "eps":
-                y = q.x / _bcast(q.sqrt_alpha_bar(), q.x)
-            s = torch.empty_like(y)
-            for level in torch.unique(sigma).tolist():       # every sampler shares σ across particles
-                m = sigma == level
-                s[m] = self.noised(float(level)).score(y[m]).to(y.dtype)
-            out.append(s if q.kind == "score" else -_bcast(sigma, s) * s)
-        return out
+    def score_at(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
+        return self.noised(sigma).score(y).to(y.dtype)
 
 
 def from_network(net, cond, *, sigmas=None, schedule: DDPMSchedule | None = None,
