@@ -22,21 +22,21 @@ import explorer  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from trainers import densities as D  # noqa: E402
-from trainers import grid as G  # noqa: E402
+from trainers import densities  # noqa: E402
+from trainers import grid  # noqa: E402
 
 
-def flower() -> D.GaussianMixture:
+def flower() -> densities.GaussianMixture:
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
     gray = np.asarray(Image.fromarray(load_sample_image("flower.jpg")).convert("L"), dtype=np.float64) / 255
-    return D.from_image(gray, name="flower")
+    return densities.from_image(gray, name="flower")
 
 
-def big(k: int = 5000) -> D.GaussianMixture:
+def big(k: int = 5000) -> densities.GaussianMixture:
     rng = np.random.default_rng(0)
-    return D.from_points(rng.normal(0, 2, (k, 2)), bandwidth=0.15, name=f"kde{k}")
+    return densities.from_points(rng.normal(0, 2, (k, 2)), bandwidth=0.15, name=f"kde{k}")
 
 
 def _ms(fn, reps: int) -> str:
@@ -51,7 +51,7 @@ def _ms(fn, reps: int) -> str:
 def bench_kernel(d, reps):
     x = d.sample(10_000, torch.Generator().manual_seed(0))
     print(f"  exact score, 10k particles      {_ms(lambda: d.score(x), reps)}")
-    print(f"  heat map 200×200 (log p)        {_ms(lambda: G.density_image(d, d.plot_bounds(), 200), reps)}")
+    print(f"  heat map 200×200 (log p)        {_ms(lambda: grid.density_image(d, d.plot_bounds(), 200), reps)}")
     print(f"  noised(σ) construction          {_ms(lambda: d.noised(0.1), reps)}")
 
 
@@ -89,7 +89,7 @@ def bench_strokes(app, d, reps):
     rng = np.random.default_rng(1)
     for i in range(max(reps, 5)):
         p = rng.uniform(-3, 3, (2, 2))
-        st = D.Stroke(p, width=0.4, strength=1.0, erase=(i % 3 == 2))
+        st = densities.Stroke(p, width=0.4, strength=1.0, erase=(i % 3 == 2))
         t = time.perf_counter()
         win.state.apply_stroke(st)
         app.processEvents()

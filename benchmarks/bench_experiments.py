@@ -6,17 +6,17 @@ thread, each from a cold start (no model shared between experiments). Prints; as
 import sys
 import time
 
-from trainers import experiments as E
+from trainers import experiments
 
 
 def main(names):
-    names = names or list(E.EXPERIMENTS)
+    names = names or list(experiments.EXPERIMENTS)
     total = 0.0
     print(f"{'experiment':<26} {'seconds':>8}  verdict  measured")
     for name in names:
-        E.clear_cache()
+        experiments.clear_cache()
         start = time.perf_counter()
-        result = E.run(name)
+        result = experiments.run(name)
         seconds = time.perf_counter() - start
         total += seconds
         print(f"{name:<26} {seconds:>8.1f}  {'holds' if result.holds else 'FAILS':<7}  {result.measured}", flush=True)

@@ -107,12 +107,12 @@ def bench_sampler(app, n: int, n_frames: int, n_panels: int) -> dict:
 
 def bench_lab(n: int = 2000) -> dict:
     from explorer.views.sampler import score_models
-    from trainers import fitting as F
+    from trainers import fitting
     from trainers.lab import LAB_SAMPLERS, NFE_GRID, run_lab
 
     state = make_state(100)
     trained, exact, cfg = score_models(state)
-    options = {name: F.default_options(name, cfg) for name in LAB_SAMPLERS}
+    options = {name: fitting.default_options(name, cfg) for name in LAB_SAMPLERS}
     t0 = time.perf_counter()
     result = run_lab(state.density, trained, exact, LAB_SAMPLERS, NFE_GRID, options, n=n)
     return {"seconds": time.perf_counter() - t0, "rows": len(result.rows), "n": n, "samplers": len(LAB_SAMPLERS),

@@ -16,7 +16,7 @@ import time
 import torch
 from torch import nn
 
-from trainers import samplers as S
+from trainers import samplers
 from trainers.densities import preset
 from trainers.fitting import ToyConfig, build_model_and_objective, score_model, training_steps
 from trainers.score_models import ExactScore
@@ -71,7 +71,7 @@ def compare_training(density, steps: int, rounds: int = 5):
 
 
 @torch.no_grad()
-def sampler_rate(sampler: S.Sampler, x: torch.Tensor, steps: int) -> float:
+def sampler_rate(sampler: samplers.Sampler, x: torch.Tensor, steps: int) -> float:
     sampler.step(x, 0)
     t = time.perf_counter()
     for k in range(steps):
@@ -105,9 +105,9 @@ def main() -> None:
             ("pc", "ncsn")]
     rates = {}
     for name, objective in plan:
-        sampler = S.build_sampler(name, models[objective], nfe=100)
+        sampler = samplers.build_sampler(name, models[objective], nfe=100)
         rates[f"{name} ({objective} MLP)"] = sampler_rate(sampler, x, sampler.n_steps) * sampler.nfe / sampler.n_steps
-    rates["langevin (exact score, 8 components)"] = sampler_rate(S.build_sampler("langevin", exact, steps=100), x, 100)
+    rates["langevin (exact score, 8 components)"] = sampler_rate(samplers.build_sampler("langevin", exact, steps=100), x, 100)
     for name, r in rates.items():
         print(f"sampling {name}, {n:,} particles: {r / 1e6:.2f} M particle-evaluations/s ({r / n:,.0f} NFE/s)")
 

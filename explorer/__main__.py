@@ -71,11 +71,11 @@ def main(argv=None) -> int:
         if missing:
             print(xcb_message(missing), file=sys.stderr)
             return 3
-    from trainers import densities as D
+    from trainers import densities
 
     try:
-        density = D.load_density(args.density) if args.density else D.preset(D.DEFAULT_DENSITY)
-    except D.DensityError as e:
+        density = densities.load_density(args.density) if args.density else densities.preset(densities.DEFAULT_DENSITY)
+    except densities.DensityError as e:
         ap.error(str(e))
 
     import pyqtgraph as pg

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PySide6 import QtCore
 
-from trainers import grid as G
+from trainers import grid
 from trainers.likelihood import pf_ode_log_density
 from trainers.metrics import ddpm_elbo_nats
 
@@ -75,7 +75,7 @@ def compute_learned_density(score_model, density, bounds, n_grid: int = 48, n_st
     if not hi > lo > 0:
         raise ValueError(f"the PF-ODE needs a noise-conditioned model (σ from {lo:.3g} to {hi:.3g} given)")
     target = density.noised(lo)
-    points = G.grid_points(bounds, n_grid)
+    points = grid.grid_points(bounds, n_grid)
     gen = torch.Generator().manual_seed(seed)
     samples = target.sample(n_samples, gen).float()
     total = len(points) + len(samples)

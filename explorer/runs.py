@@ -186,12 +186,12 @@ def read_image(path: Path) -> np.ndarray:
 
 
 @dataclass
-class Chain:
+class ChainFrames:
     grids: list[np.ndarray]        # one (H, W, 3) uint8 grid per frame, x_T first
     labels: list[str]
 
 
-def load_chain(path: Path) -> Chain:
+def load_chain(path: Path) -> ChainFrames:
     """A chain saved by ``sample --chain X.npz`` (uint8 frames (F, N, C, H, W)), as grids."""
     import torch
 
@@ -200,7 +200,7 @@ def load_chain(path: Path) -> Chain:
     with np.load(path) as d:
         frames, labels = d["frames"], [str(s) for s in d["labels"]]
     grids = [grid_array(torch.from_numpy(f).float() / 255.0) for f in frames]
-    return Chain(grids, labels)
+    return ChainFrames(grids, labels)
 
 
 # ------------------------------------------------------------------------------ progress.jsonl

@@ -11,21 +11,21 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from PySide6 import QtCore
 
-from trainers import densities as D
-from trainers import fitting as F
-from trainers import grid as G
+from trainers import densities
+from trainers import fitting
+from trainers import grid
 from trainers.samplers import SAMPLERS
 
 
-def default_train_config() -> F.ToyConfig:
+def default_train_config() -> fitting.ToyConfig:
     """The CLI's ToyConfig with the GUI's defaults (σ₁ explicit, short DDPM schedule, constant lr)."""
-    return F.ToyConfig(objective="ncsn", sigma=0.3, sigma_max=6.0, sigma_min=0.05, n_levels=10,
+    return fitting.ToyConfig(objective="ncsn", sigma=0.3, sigma_max=6.0, sigma_min=0.05, n_levels=10,
                        n_timesteps=200, lr_decay=False)
 
 
-def build_network(cfg: F.ToyConfig) -> torch.nn.Module:
+def build_network(cfg: fitting.ToyConfig) -> torch.nn.Module:
     """An untrained network of cfg's shape (to load weight snapshots into)."""
-    return F.build_model_and_objective(cfg)[0]
+    return fitting.build_model_and_objective(cfg)[0]
 
 
 # The Samplers tab's panels: a registry sampler (trainers.samplers.SAMPLERS), a score source and the
@@ -91,9 +91,9 @@ def _dataclass_from_dict(cls, d: dict):
     return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
-def _train_config(d: dict | None) -> F.ToyConfig:
+def _train_config(d: dict | None) -> fitting.ToyConfig:
     """A ToyConfig from a session: GUI defaults, overridden by the file's fields (unknown ones ignored)."""
-    return F.ToyConfig.from_dict({**default_train_config().to_dict(), **(d or {})})
+    return fitting.ToyConfig.from_dict({**default_train_config().to_dict(), **(d or {})})
 
 
 class AppState(QtCore.QObject):
@@ -105,23 +105,23 @@ class AppState(QtCore.QObject):
     modelChanged = QtCore.Signal()            # new weights snapshot (or model reset)
     status = QtCore.Signal(str)               # a one-line message for the status bar
 
-    def __init__(self, density: D.GaussianMixture | None = None, parent=None):
+    def __init__(self, density: densities.GaussianMixture | None = None, parent=None):
         super().__init__(parent)
-        density = density or D.preset(D.DEFAULT_DENSITY)
+        density = density or densities.preset(densities.DEFAULT_DENSITY)
         self._density = density
-        self._mass = G.initial_mass(density)
+        self._mass = grid.initial_mass(density)
         self.bounds = density.plot_bounds()
         self._undo: list[tuple] = []
         self._redo: list[tuple] = []
         self.train = default_train_config()
         self.sampler = SamplerSettings()
         self.model: torch.nn.Module | None = None      # GUI-thread copy; the worker trains its own
-        self.model_settings: F.ToyConfig | None = None  # settings the current weights were trained with
+        self.model_settings: fitting.ToyConfig | None = None  # settings the current weights were trained with
         self.model_step = 0
 
     # ------------------------------------------------------------------ density
     @property
-    def density(self) -> D.GaussianMixture:
+    def density(self) -> densities.GaussianMixture:
         return self._density
 
     def _push(self):
@@ -129,19 +129,19 @@ class AppState(QtCore.QObject):
         del self._undo[:-100]
         self._redo.clear()
 
-    def set_density(self, density: D.GaussianMixture, *, reset_view: bool = True, mass: float | None = None):
+    def set_density(self, density: densities.GaussianMixture, *, reset_view: bool = True, mass: float | None = None):
         self._push()
         self._density = density
-        self._mass = G.initial_mass(density) if mass is None else mass
+        self._mass = grid.initial_mass(density) if mass is None else mass
         if reset_view:
             self.bounds = density.plot_bounds()
         self.densityChanged.emit()
 
-    def apply_stroke(self, stroke: D.Stroke) -> bool:
+    def apply_stroke(self, stroke: densities.Stroke) -> bool:
         """Paint or erase one stroke. Returns False (and reports why) if it would break the density."""
         try:
-            new, mass = G.paint(self._density, self._mass, stroke, bounds=self.bounds)
-        except D.DensityError as e:
+            new, mass = grid.paint(self._density, self._mass, stroke, bounds=self.bounds)
+        except densities.DensityError as e:
             self.status.emit(f"Stroke ignored: {e}")
             return False
         if new is self._density:
@@ -185,7 +185,7 @@ class AppState(QtCore.QObject):
             self.samplerSettingsChanged.emit()
 
     # ------------------------------------------------------------------ model
-    def set_model(self, model: torch.nn.Module | None, settings: F.ToyConfig | None, step: int = 0):
+    def set_model(self, model: torch.nn.Module | None, settings: fitting.ToyConfig | None, step: int = 0):
         self.model = model
         self.model_settings = copy.deepcopy(settings) if settings is not None else None
         self.model_step = step
@@ -213,7 +213,7 @@ class AppState(QtCore.QObject):
         Validates everything before changing anything, so a bad file leaves the session as it was."""
         if not isinstance(d, dict) or d.get("format") != "score-explorer-session":
             raise ValueError("not a Score Explorer session file")
-        density = D.GaussianMixture.from_dict(d["density"])
+        density = densities.GaussianMixture.from_dict(d["density"])
         train = _train_config(d.get("train"))
         sampler = _sampler_settings_from_dict(d.get("sampler"))
         model, ms = None, None

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PySide6 import QtCore
 
-from trainers import densities as D
-from trainers import fitting as F
+from trainers import densities
+from trainers import fitting
 from trainers.history import LossByLevel
 
 PROGRESS_EVERY_S = 0.05
@@ -35,7 +35,7 @@ class TrainWorker(QtCore.QThread):
     snapshot = QtCore.Signal(object)   # {"step": int, "state": state_dict copy}
     failed = QtCore.Signal(str)
 
-    def __init__(self, settings, density: D.GaussianMixture, init_state: dict | None = None,
+    def __init__(self, settings, density: densities.GaussianMixture, init_state: dict | None = None,
                  start_step: int = 0, parent=None):
         super().__init__(parent)
         self.settings = settings
@@ -76,13 +76,13 @@ class TrainWorker(QtCore.QThread):
 
     def _train(self):
         s = self.settings                       # a trainers.fitting.ToyConfig, as the CLI trains with
-        model, objective = F.build_model_and_objective(s, self.density)
+        model, objective = fitting.build_model_and_objective(s, self.density)
         if self.init_state is not None:
             model.load_state_dict(self.init_state)
         data_gen = torch.Generator().manual_seed(s.seed + 1)
-        steps = F.training_steps(model, objective, lambda n: self.density.sample(n, data_gen), lr=s.lr,
+        steps = fitting.training_steps(model, objective, lambda n: self.density.sample(n, data_gen), lr=s.lr,
                                  batch=s.batch, seed=s.seed, decay_steps=s.steps if s.lr_decay else None)
-        fisher_fn = F.fisher_metric(s, self.density, N_EVAL)
+        fisher_fn = fitting.fisher_metric(s, self.density, N_EVAL)
         self.by_level = loss_by_level(s, self.density)      # fed every step here, sent with progress
 
         buf_steps, buf_losses = [], []
@@ -160,7 +160,7 @@ def loss_by_level(s, density) -> LossByLevel | None:
     """Running loss per noise level for objectives with levels: log-spaced σ bins over the trained
     range for NCSN, timestep bins (0-based t) for DDPM; None for the others."""
     if s.objective == "ncsn":
-        sig = F.noise_levels(s, density)
+        sig = fitting.noise_levels(s, density)
         lo, hi = float(sig.min()), float(sig.max())
         return LossByLevel(lo, hi * 1.0001 if hi <= lo else hi, n_bins=20, log=True)
     if s.objective == "ddpm":

@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temp file in the same folder, fsync, then rename.
 
-A crash mid-write leaves the old file (or nothing) in place, never a half-written one.
+A crash mid-write leaves the old file (or nothing) in place, never a half-written one. Loading such
+a file back fails with `CheckpointError` (one class for 2D and image checkpoints).
 """
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import io
 import os
 import tempfile
 from pathlib import Path
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint (missing, unreadable, not ours, or too new); the message says which."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .atomic import atomic_torch_save
+from .atomic import CheckpointError, atomic_torch_save  # noqa: F401  (re-exported for the CLI)
 from .densities import DEFAULT_DENSITY, GaussianMixture
 from .nets import build_model
 from .objectives import OBJECTIVES, Objective
@@ -309,10 +309,6 @@ def fisher_per_level(model, cfg: ToyConfig, density: GaussianMixture, sigmas: to
 
 
 # ------------------------------------------------------------------ checkpoints
-class CheckpointError(RuntimeError):
-    pass
-
-
 def save_checkpoint(path, model: torch.nn.Module, cfg: ToyConfig, density: GaussianMixture | None = None,
                     extra: dict | None = None) -> Path:
     """Weights plus JSON-able metadata only, written atomically; loadable with weights_only=True."""

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from . import samplers as S
+from . import samplers
 from .cli import positive_float, positive_int
 from .atomic import atomic_write_bytes, atomic_write_text
 from .densities import DensityError, load_density
@@ -44,9 +44,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _sampler_arguments(p, required: bool) -> None:
-    names = list(S.SAMPLERS)
+    names = list(samplers.SAMPLERS)
     p.add_argument("--sampler", choices=names, required=required,
-                   help="; ".join(f"{k}: {v.convention}" for k, v in S.SAMPLERS.items()))
+                   help="; ".join(f"{k}: {v.convention}" for k, v in samplers.SAMPLERS.items()))
     p.add_argument("--steps", type=positive_int, default=None,
                    help="Langevin: steps (1000); annealed: steps per level T (100); ddpm: timesteps (all); "
                         "ddim: timesteps (50); pf-ode / pc: σ levels (50 / 100)")
@@ -64,8 +64,8 @@ def _sampler_arguments(p, required: bool) -> None:
     p.add_argument("--final-denoise", action="store_true", help="annealed: NCSNv2's last step y + σ_L² s(y, σ_L)")
 
 
-def _options(a, cfg: ToyConfig | None) -> S.SamplerOptions:
-    return S.SamplerOptions(
+def _options(a, cfg: ToyConfig | None) -> samplers.SamplerOptions:
+    return samplers.SamplerOptions(
         steps=a.steps, nfe=a.nfe, eps=a.eps, eta=a.eta, solver=a.solver, grid=a.grid, snr=a.snr,
         corrector_steps=a.corrector_steps, final_denoise=a.final_denoise,
         variance=a.variance or (cfg.ddpm_variance if cfg else "beta"),
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="sample quality against NFE for each sampler, with the model and the exact score")
     lab.add_argument("--ckpt", help="trained checkpoint (without it: the exact score only)")
     lab.add_argument("--density", help="preset or JSON (default: the checkpoint's density)")
-    lab.add_argument("--samplers", default=",".join(S.SAMPLERS), help="comma-separated registry names")
+    lab.add_argument("--samplers", default=",".join(samplers.SAMPLERS), help="comma-separated registry names")
     lab.add_argument("--nfe", default=",".join(map(str, NFE_GRID)), help="comma-separated NFE budgets")
     lab.add_argument("--n", type=positive_int, default=2000)
     lab.add_argument("--seed", type=int, default=0)
@@ -200,7 +200,7 @@ def _note(sm, sampler) -> str:
 
 def cmd_sample(a) -> None:
     sm, density, cfg = _score_source(a, a.exact or a.score == "exact")
-    sampler = S.build_sampler(a.sampler, sm, _options(a, cfg))
+    sampler = samplers.build_sampler(a.sampler, sm, _options(a, cfg))
     _note(sm, sampler)
     gen = torch.Generator().manual_seed(a.seed)
     init = a.init or ("uniform" if a.sampler == "langevin" else "gaussian")
@@ -213,7 +213,7 @@ def cmd_sample(a) -> None:
 
 
 def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler: str | None = None,
-             options: S.SamplerOptions | None = None, nll: bool = False, train_set: bool = False) -> dict:
+             options: samplers.SamplerOptions | None = None, nll: bool = False, train_set: bool = False) -> dict:
     """Fisher divergence per level and the sample quality of `sampler` (default: the model's own)."""
     model, cfg, _, ckpt_extra = load_checkpoint(ckpt)
     density = load_density(density_spec)
@@ -223,9 +223,9 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
     gen = torch.Generator().manual_seed(seed)
     name = sampler or natural_sampler(cfg)
     sm = score_model(model, cfg, density, sigmas)
-    options = options or S.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
+    options = options or samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
                                           n_timesteps=cfg.n_timesteps)
-    smp = S.build_sampler(name, sm, options)
+    smp = samplers.build_sampler(name, sm, options)
     x = smp.run(initial_for(smp, n, "uniform" if name == "langevin" else "gaussian", density.plot_bounds(), gen),
                 gen).x
     ref, ref2 = density.sample(n, gen), density.sample(n, gen)
@@ -308,14 +308,14 @@ def cmd_lab(a) -> None:
         if sigmas is None:
             sigmas = noise_levels(cfg, density)
         model_sm, exact_sm = score_model(model, cfg, density, sigmas), score_model(None, cfg, density, sigmas)
-        options = S.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels, n_timesteps=cfg.n_timesteps)
+        options = samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels, n_timesteps=cfg.n_timesteps)
     else:
         if not a.density:
             raise ValueError("give --ckpt, or --density for an exact-score-only lab")
         density = load_density(a.density)
-        model_sm, exact_sm, options = None, ExactScore(density), S.SamplerOptions()
-    samplers = [s.strip() for s in a.samplers.split(",") if s.strip()]
-    result = run_lab(density, model_sm, exact_sm, samplers, _int_list(a.nfe), {s: options for s in samplers},
+        model_sm, exact_sm, options = None, ExactScore(density), samplers.SamplerOptions()
+    names = [s.strip() for s in a.samplers.split(",") if s.strip()]
+    result = run_lab(density, model_sm, exact_sm, names, _int_list(a.nfe), {s: options for s in names},
                      n=a.n, seed=a.seed)
     if a.csv:
         atomic_write_text(a.csv, result.to_csv())
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     try:
         {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "lab": cmd_lab}[args.command](args)
-    except (DensityError, CheckpointError, S.DivergenceError, FloatingPointError, ValueError, OSError) as e:
+    except (DensityError, CheckpointError, samplers.DivergenceError, FloatingPointError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
     return 0

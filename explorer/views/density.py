@@ -19,10 +19,10 @@ import pyqtgraph as pg
 import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from trainers import densities as D
-from trainers import grid as G
+from trainers import densities
+from trainers import grid
 
-from . import common as C
+from . import common
 
 HEAT_N = 160
 CONTOUR_N = 96      # pyqtgraph's isocurve is pure Python: contours on a coarser grid than the heat map
@@ -56,7 +56,7 @@ class DensityCanvas(pg.PlotWidget):
         self.plotItem.vb.setMouseEnabled(False, False)
         self.plotItem.setMenuEnabled(False)
         self.plotItem.hideButtons()
-        self.heat = C.heat_image()
+        self.heat = common.heat_image()
         self.addItem(self.heat)
         self.contours: list[pg.IsocurveItem] = []
         self.preview = pg.PlotDataItem(pen=pg.mkPen(255, 255, 255, 200, width=2))
@@ -109,23 +109,23 @@ class DensityCanvas(pg.PlotWidget):
         """A background recomputation is under way (the picture shows the previous density)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def show_density(self, density: D.GaussianMixture, bounds):
+    def show_density(self, density: densities.GaussianMixture, bounds):
         self._gen += 1
         bounds = tuple(bounds)
         if self._shown is not None and self._shown[1] == bounds:
             old, _, heat, coarse = self._shown
             if old is density:
                 return
-            new_heat = G.updated_image(old, heat, density, bounds, HEAT_N)
+            new_heat = grid.updated_image(old, heat, density, bounds, HEAT_N)
             if new_heat is not None:
-                new_coarse = G.updated_image(old, coarse, density, bounds, CONTOUR_N)
+                new_coarse = grid.updated_image(old, coarse, density, bounds, CONTOUR_N)
                 self.last_update = "incremental"
                 self._draw(density, bounds, new_heat, new_coarse)
                 return
         if density.n_components * (HEAT_N ** 2 + CONTOUR_N ** 2) <= SYNC_PAIRS:
             self.last_update = "full"
-            self._draw(density, bounds, G.density_image(density, bounds, HEAT_N),
-                       G.density_image(density, bounds, CONTOUR_N))
+            self._draw(density, bounds, grid.density_image(density, bounds, HEAT_N),
+                       grid.density_image(density, bounds, CONTOUR_N))
             return
         self.last_update = "background"
         gen = self._gen
@@ -134,8 +134,8 @@ class DensityCanvas(pg.PlotWidget):
         relay = _relay()                      # made here, in the GUI thread
 
         def work():
-            heat = G.density_image(density, bounds, HEAT_N)
-            coarse = G.density_image(density, bounds, CONTOUR_N)
+            heat = grid.density_image(density, bounds, HEAT_N)
+            coarse = grid.density_image(density, bounds, CONTOUR_N)
 
             def deliver():                    # runs in the GUI thread; a closed canvas drops the result
                 c = canvas()
@@ -151,18 +151,18 @@ class DensityCanvas(pg.PlotWidget):
 
     def _draw(self, density, bounds, heat, coarse):
         self._shown = (density, bounds, heat, coarse)
-        C.set_heat(self.heat, heat, bounds)
+        common.set_heat(self.heat, heat, bounds)
         self.clear_contours()
         xmin, xmax, ymin, ymax = bounds
         to_view = QtGui.QTransform.fromScale((xmax - xmin) / CONTOUR_N, (ymax - ymin) / CONTOUR_N) \
             * QtGui.QTransform.fromTranslate(xmin, ymin)
-        for lev in G.contour_levels(coarse, 4):
+        for lev in grid.contour_levels(coarse, 4):
             iso = pg.IsocurveItem(data=coarse, level=lev, pen=pg.mkPen(255, 255, 255, 150, width=1))
             iso.setTransform(to_view)
             iso.setZValue(5)
             self.addItem(iso)
             self.contours.append(iso)
-        C.square_plot(self.plotItem, bounds)
+        common.square_plot(self.plotItem, bounds)
 
     def forget(self):
         """Drop the cached picture (the next show_density recomputes)."""
@@ -178,12 +178,12 @@ class DensityView(QtWidgets.QWidget):
         super().__init__(parent)
         self.state = state
         lay = QtWidgets.QHBoxLayout(self)
-        panel, side = C.side_panel()
+        panel, side = common.side_panel()
         lay.addWidget(panel)
         self.canvas = DensityCanvas()
         lay.addWidget(self.canvas, 1)
 
-        box, form = C.form_group("Brush")
+        box, form = common.form_group("Brush")
         self.paint_btn = QtWidgets.QRadioButton("Paint")
         self.erase_btn = QtWidgets.QRadioButton("Erase")
         self.paint_btn.setChecked(True)
@@ -194,15 +194,15 @@ class DensityView(QtWidgets.QWidget):
         row.addWidget(self.paint_btn)
         row.addWidget(self.erase_btn)
         form.addRow(row)
-        self.size = C.spin(0.05, 5.0, 0.8, 0.05, 2, "Brush diameter in data units (the view spans the density's bounds).")
-        self.strength = C.spin(0.05, 10.0, 1.0, 0.1, 2,
+        self.size = common.spin(0.05, 5.0, 0.8, 0.05, 2, "Brush diameter in data units (the view spans the density's bounds).")
+        self.strength = common.spin(0.05, 10.0, 1.0, 0.1, 2,
                                "Mass of each painted component. One preset component counts as mass 1, so "
                                "strength 2 paints twice as dense as a preset mode.")
         form.addRow("Size", self.size)
         form.addRow("Strength", self.strength)
         side.addWidget(box)
 
-        box, form = C.form_group("Edit")
+        box, form = common.form_group("Edit")
         self.undo_btn = QtWidgets.QPushButton("Undo")
         self.redo_btn = QtWidgets.QPushButton("Redo")
         self.undo_btn.setToolTip("Undo the last change to the density (Ctrl+Z)")
@@ -217,8 +217,8 @@ class DensityView(QtWidgets.QWidget):
         form.addRow(self.clear_btn)
         side.addWidget(box)
 
-        box, form = C.form_group("Presets and files")
-        self.preset = C.combo([(n, n.replace("_", " ")) for n in D.PRESET_NAMES], D.DEFAULT_DENSITY,
+        box, form = common.form_group("Presets and files")
+        self.preset = common.combo([(n, n.replace("_", " ")) for n in densities.PRESET_NAMES], densities.DEFAULT_DENSITY,
                               "Built-in Gaussian mixtures; choosing one replaces the density (undo brings it back).")
         form.addRow("Preset", self.preset)
         self.load_img_btn = QtWidgets.QPushButton("Load image…")
@@ -256,13 +256,13 @@ class DensityView(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ actions
     def _on_stroke(self, pts: np.ndarray):
-        stroke = D.Stroke(points=pts, width=self.size.value(), strength=self.strength.value(),
+        stroke = densities.Stroke(points=pts, width=self.size.value(), strength=self.strength.value(),
                           erase=self.erase_btn.isChecked())
         if self._cleared and not stroke.erase:
             # first stroke after Clear: it *is* the density
             try:
-                dens = D.from_strokes([stroke], bounds=self.state.bounds)
-            except D.DensityError as e:
+                dens = densities.from_strokes([stroke], bounds=self.state.bounds)
+            except densities.DensityError as e:
                 self.state.status.emit(f"Stroke ignored: {e}")
                 return
             self._cleared = False
@@ -281,7 +281,7 @@ class DensityView(QtWidgets.QWidget):
 
     def load_preset(self, name: str):
         self._cleared = False
-        self.state.set_density(D.preset(name))
+        self.state.set_density(densities.preset(name))
 
     def _error(self, title: str, msg: str):
         QtWidgets.QMessageBox.critical(self, title, msg)
@@ -293,8 +293,8 @@ class DensityView(QtWidgets.QWidget):
             if not path:
                 return False
         try:
-            dens = D.GaussianMixture.load(path)
-        except (D.DensityError, OSError) as e:
+            dens = densities.GaussianMixture.load(path)
+        except (densities.DensityError, OSError) as e:
             self._error("Could not load density", f"{path}:\n{e}\nThe current density is unchanged.")
             return False
         self._cleared = False
@@ -330,7 +330,7 @@ class DensityView(QtWidgets.QWidget):
                 gray = np.asarray(im, dtype=np.float64) / 255.0
             if self.dark_is_mass.isChecked():
                 gray = 1.0 - gray
-            dens = D.from_image(gray, bounds=self.state.bounds, name=Path(path).stem)
+            dens = densities.from_image(gray, bounds=self.state.bounds, name=Path(path).stem)
         except (OSError, ValueError) as e:          # DensityError is a ValueError
             self._error("Could not load image", f"{path}:\n{e}\nThe current density is unchanged.")
             return False

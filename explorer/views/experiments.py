@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from trainers import densities as D
+from trainers import densities
 from trainers.experiments import EXPERIMENTS, Experiment, ExperimentResult
 
 from ..experiment_worker import ExperimentWorker
-from . import common as C
+from . import common
 
 HOLDS_STYLE = "background:#1e7b34; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
 FAILS_STYLE = "background:#b3261e; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
@@ -110,7 +110,7 @@ class ExperimentsView(QtWidgets.QWidget):
         left.addWidget(note)
 
         # ---------------------------------------------------------------- the claim, parameters, run
-        panel, side = C.side_panel(430)
+        panel, side = common.side_panel(430)
         lay.addWidget(panel)
         self.heading = _wrapped()
         self.heading.setStyleSheet("font-size:16px; font-weight:bold")
@@ -118,12 +118,12 @@ class ExperimentsView(QtWidgets.QWidget):
         self.name_label = _wrapped()
         self.name_label.setStyleSheet("color:#888")
         side.addWidget(self.name_label)
-        box, form = C.form_group("Claim")
+        box, form = common.form_group("Claim")
         self.claim = _wrapped()
         form.addRow(self.claim)
         side.addWidget(box)
 
-        self.param_box, self.param_form = C.form_group("Parameters")
+        self.param_box, self.param_form = common.form_group("Parameters")
         side.addWidget(self.param_box)
         self.sync_density = QtWidgets.QCheckBox("Show the density in the other tabs")
         self.sync_density.setChecked(True)
@@ -167,15 +167,15 @@ class ExperimentsView(QtWidgets.QWidget):
         right.addWidget(self.disagree)
         outcomes = QtWidgets.QHBoxLayout()
         right.addLayout(outcomes)
-        box, form = C.form_group("Expected outcome")
+        box, form = common.form_group("Expected outcome")
         self.expected = _wrapped()
         form.addRow(self.expected)
         outcomes.addWidget(box, 1)
-        self.measured_box, form = C.form_group("Measured outcome")
+        self.measured_box, form = common.form_group("Measured outcome")
         self.measured = _wrapped("—")
         form.addRow(self.measured)
         outcomes.addWidget(self.measured_box, 1)
-        box, form = C.form_group("Criterion")
+        box, form = common.form_group("Criterion")
         self.criterion = _wrapped()
         form.addRow(self.criterion)
         right.addWidget(box)
@@ -252,8 +252,8 @@ class ExperimentsView(QtWidgets.QWidget):
         elif isinstance(default, float):
             w = SciSpinBox(default)
             w.valueChanged.connect(self._mark_changed)
-        elif key == "density" and default in D.PRESET_NAMES:
-            w = C.combo([(n, n) for n in D.PRESET_NAMES], default)
+        elif key == "density" and default in densities.PRESET_NAMES:
+            w = common.combo([(n, n) for n in densities.PRESET_NAMES], default)
             w.currentIndexChanged.connect(self._mark_changed)
         else:
             w = QtWidgets.QLineEdit(str(default))
@@ -314,8 +314,8 @@ class ExperimentsView(QtWidgets.QWidget):
             return
         self.stop_worker()
         density = params.get("density")
-        if self.sync_density.isChecked() and isinstance(density, str) and density in D.PRESET_NAMES:
-            d = D.preset(density)
+        if self.sync_density.isChecked() and isinstance(density, str) and density in densities.PRESET_NAMES:
+            d = densities.preset(density)
             if self.state.density.to_dict() != d.to_dict():
                 self.state.set_density(d)
                 self.state.status.emit(f"Density set to {density} for the experiment {e.name} (Ctrl+Z undoes)")
@@ -341,7 +341,7 @@ class ExperimentsView(QtWidgets.QWidget):
             return
         self.worker = None
         self.running_name = None
-        C.retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
+        common.retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
         self._update_buttons()
 
     def _update_buttons(self):
@@ -355,13 +355,13 @@ class ExperimentsView(QtWidgets.QWidget):
 
     @QtCore.Slot(float, str)
     def _on_progress(self, frac: float, what: str):
-        if C.from_current_worker(self):
+        if common.from_current_worker(self):
             self.progress.setValue(int(1000 * frac))
             self.status.setText(f"Running {self.running_name}: {what}")
 
     @QtCore.Slot(object)
     def _on_done(self, result):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self.worker.wait()
         self._finished()
@@ -374,7 +374,7 @@ class ExperimentsView(QtWidgets.QWidget):
 
     @QtCore.Slot()
     def _on_cancelled(self):
-        if C.from_current_worker(self):
+        if common.from_current_worker(self):
             self.worker.wait()
             self._finished()
             self.progress.setValue(0)
@@ -382,7 +382,7 @@ class ExperimentsView(QtWidgets.QWidget):
 
     @QtCore.Slot(str)
     def _on_failed(self, msg: str):
-        if C.from_current_worker(self):
+        if common.from_current_worker(self):
             self.worker.wait()
             self._finished()
             self.status.setText(f"<span style='color:#c33'>{msg}</span>")
@@ -390,7 +390,7 @@ class ExperimentsView(QtWidgets.QWidget):
 
     def wait(self, timeout_s: float = 120.0) -> bool:
         """Process events until the run is finished (demo and tests)."""
-        return C.process_events_until(lambda: self.worker is None, timeout_s)
+        return common.process_events_until(lambda: self.worker is None, timeout_s)
 
     def run_demo(self, name: str = DEMO_EXPERIMENT, timeout_s: float = 120.0, sync_density: bool = False):
         """Select and run one fast experiment for the screenshot. The density is left alone by default,

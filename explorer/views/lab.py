@@ -16,13 +16,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting as F
+from trainers import fitting
 from trainers.atomic import atomic_write_text
 from trainers.lab import NFE_GRID
 from trainers.samplers import SAMPLERS
 
 from ..lab_worker import LabWorker
-from . import common as C
+from . import common
 from .sampler import score_models
 
 PALETTE = [(255, 200, 40), (80, 220, 255), (255, 90, 200), (120, 255, 120), (255, 130, 60), (190, 150, 255)]
@@ -31,7 +31,7 @@ EXPLAIN = ("Each sampler runs at each NFE budget twice, from the same particles 
            "model (solid), the gap between the two curves is the model's error.")
 
 
-class LabView(C.JobTab, QtWidgets.QWidget):
+class LabView(common.JobTab, QtWidgets.QWidget):
     title = "Sampler lab"
 
     def __init__(self, state, parent=None):
@@ -41,9 +41,9 @@ class LabView(C.JobTab, QtWidgets.QWidget):
         self.result = None
 
         lay = QtWidgets.QHBoxLayout(self)
-        panel, side = C.side_panel()
+        panel, side = common.side_panel()
         lay.addWidget(panel)
-        box, form = C.form_group("Samplers")
+        box, form = common.form_group("Samplers")
         self.sampler_boxes = {}
         for name, info in SAMPLERS.items():
             cb = QtWidgets.QCheckBox(info.title)
@@ -52,7 +52,7 @@ class LabView(C.JobTab, QtWidgets.QWidget):
             form.addRow(cb)
             self.sampler_boxes[name] = cb
         side.addWidget(box)
-        box, form = C.form_group("NFE budgets")
+        box, form = common.form_group("NFE budgets")
         grid = QtWidgets.QGridLayout()
         self.nfe_boxes = {}
         for i, nfe in enumerate(NFE_GRID):
@@ -63,11 +63,11 @@ class LabView(C.JobTab, QtWidgets.QWidget):
             grid.addWidget(cb, i // 4, i % 4)
             self.nfe_boxes[nfe] = cb
         form.addRow(grid)
-        self.n = C.spin(100, 20000, 1000, 500, tooltip="Particles per run (and size of the exact reference sample).")
+        self.n = common.spin(100, 20000, 1000, 500, tooltip="Particles per run (and size of the exact reference sample).")
         form.addRow("Particles", self.n)
         side.addWidget(box)
 
-        box, form = C.form_group("Run")
+        box, form = common.form_group("Run")
         self.run_btn = QtWidgets.QPushButton("Run lab")
         self.run_btn.setToolTip("Run every chosen sampler at every chosen NFE on the model and the exact score "
                                 "(Ctrl+L). Uses the weights as of now.")
@@ -142,7 +142,7 @@ class LabView(C.JobTab, QtWidgets.QWidget):
             return
         self.stop_worker()
         trained, exact, cfg = score_models(self.state)
-        options = {name: F.default_options(name, cfg) for name in samplers}
+        options = {name: fitting.default_options(name, cfg) for name in samplers}
         w = LabWorker(self.state.density, trained, exact, samplers, nfes, options, self.n.value(), parent=self)
         self._attach(w)
         self.status.setText("Running on the " + ("trained model and the exact score…" if trained is not None
@@ -157,13 +157,13 @@ class LabView(C.JobTab, QtWidgets.QWidget):
 
     @QtCore.Slot(float, str)
     def _on_progress(self, frac: float, what: str):
-        if C.from_current_worker(self):
+        if common.from_current_worker(self):
             self.progress.setValue(int(1000 * frac))
             self.status.setText(f"Done: {what}")
 
     @QtCore.Slot(object)
     def _on_done(self, result):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self._idle()
         self.show_result(result)

@@ -18,10 +18,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting as F
+from trainers import fitting
 
 from ..density_worker import DensityWorker, LearnedDensity
-from . import common as C
+from . import common
 
 DIFF_CMAP = pg.colormap.get("CET-D1")
 SHOWN_NATS = 12.0          # the shared log p scale shows the top 12 nats (lower: one colour)
@@ -42,7 +42,7 @@ EXPLAIN = ("A score model defines a density through its probability-flow ODE: in
            "from the truth to the model (up to the ODE's discretisation and the Monte-Carlo error).")
 
 
-class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
+class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
     title = "Learned density"
 
     def __init__(self, state, parent=None):
@@ -55,20 +55,20 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         self._running_version = -1
 
         lay = QtWidgets.QHBoxLayout(self)
-        panel, side = C.side_panel()
+        panel, side = common.side_panel()
         lay.addWidget(panel)
-        box, form = C.form_group("Model")
+        box, form = common.form_group("Model")
         self.model_note = QtWidgets.QLabel()
         self.model_note.setWordWrap(True)
         form.addRow(self.model_note)
         side.addWidget(box)
 
-        box, form = C.form_group("Compute")
-        self.n_grid = C.spin(8, 160, 48, 8, tooltip=TIP["grid"])
+        box, form = common.form_group("Compute")
+        self.n_grid = common.spin(8, 160, 48, 8, tooltip=TIP["grid"])
         form.addRow("Grid points a side", self.n_grid)
-        self.n_steps = C.spin(4, 200, 30, 5, tooltip=TIP["steps"])
+        self.n_steps = common.spin(4, 200, 30, 5, tooltip=TIP["steps"])
         form.addRow("Heun steps", self.n_steps)
-        self.n_samples = C.spin(100, 20000, 1000, 500, tooltip=TIP["samples"])
+        self.n_samples = common.spin(100, 20000, 1000, 500, tooltip=TIP["samples"])
         form.addRow("NLL samples", self.n_samples)
         self.compute_btn = QtWidgets.QPushButton("Compute")
         self.compute_btn.setToolTip("Integrate the PF-ODE for the grid and the samples with the weights as of now.")
@@ -91,7 +91,7 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         form.addRow(self.status)
         side.addWidget(box)
 
-        box, form = C.form_group("Negative log-likelihood (nats)")
+        box, form = common.form_group("Negative log-likelihood (nats)")
         self.nll_label = QtWidgets.QLabel("—")
         self.nll_label.setWordWrap(True)
         self.nll_label.setTextFormat(QtCore.Qt.TextFormat.RichText)
@@ -108,14 +108,14 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         self.true_plot = self.plots.addPlot(title="True log p_σmin")
         self.plots.nextRow()
         self.diff_plot = self.plots.addPlot(title="Model − true log p")
-        self.model_img = C.heat_image()
-        self.true_img = C.heat_image()
-        self.diff_img = C.heat_image(DIFF_CMAP)
+        self.model_img = common.heat_image()
+        self.true_img = common.heat_image()
+        self.diff_img = common.heat_image(DIFF_CMAP)
         for plot, img in ((self.model_plot, self.model_img), (self.true_plot, self.true_img),
                           (self.diff_plot, self.diff_img)):
             plot.addItem(img)
-            C.square_plot(plot, state.bounds)
-        self.logp_bar = pg.ColorBarItem(values=(-SHOWN_NATS, 0), colorMap=C.DENSITY_CMAP, interactive=False,
+            common.square_plot(plot, state.bounds)
+        self.logp_bar = pg.ColorBarItem(values=(-SHOWN_NATS, 0), colorMap=common.DENSITY_CMAP, interactive=False,
                                         label="log p (nats)")
         self.logp_bar.setImageItem([self.model_img, self.true_img])
         self.plots.addItem(self.logp_bar, row=0, col=2)
@@ -176,8 +176,8 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         self.stop_worker()
         s = self.state
         model, cfg = copy.deepcopy(s.model), copy.deepcopy(s.model_settings)
-        sm = F.score_model(model, cfg, s.density)
-        ddpm = (model, F.ddpm_schedule(cfg)) if cfg.cond == "time" else None
+        sm = fitting.score_model(model, cfg, s.density)
+        ddpm = (model, fitting.ddpm_schedule(cfg)) if cfg.cond == "time" else None
         w = DensityWorker(sm, s.density, s.bounds, self.n_grid.value(), self.n_steps.value(),
                           self.n_samples.value(), ddpm, parent=self)
         self._attach(w)
@@ -199,12 +199,12 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
 
     @QtCore.Slot(float, str)
     def _on_progress(self, frac: float, what: str):
-        if C.from_current_worker(self):
+        if common.from_current_worker(self):
             self.progress.setValue(int(1000 * frac))
 
     @QtCore.Slot(object)
     def _on_done(self, result):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self._idle()
         self._result_version = self._running_version
@@ -240,7 +240,7 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         hi = float(max(np.nanmax(r.model_logp), np.nanmax(r.true_logp)))
         levels = (hi - SHOWN_NATS, hi)
         for img, data in ((self.model_img, r.model_logp), (self.true_img, r.true_logp)):
-            C.set_heat(img, np.clip(data, *levels), r.bounds, levels)
+            common.set_heat(img, np.clip(data, *levels), r.bounds, levels)
         self.logp_bar.setLevels(levels)
         diff = r.difference
         mass = r.true_logp > hi - MASS_NATS         # scale the error where there is mass to speak of
@@ -249,10 +249,10 @@ class LearnedDensityView(C.JobTab, QtWidgets.QWidget):
         q = q if np.isfinite(q) and q > 0 else 1.0
         # where both maps are below the shown scale, neither has mass to speak of: drawn neutral
         faint = np.maximum(r.model_logp, r.true_logp) < hi - SHOWN_NATS
-        C.set_heat(self.diff_img, np.where(faint, 0.0, np.clip(diff, -q, q)), r.bounds, (-q, q))
+        common.set_heat(self.diff_img, np.where(faint, 0.0, np.clip(diff, -q, q)), r.bounds, (-q, q))
         self.diff_bar.setLevels((-q, q))
         for plot in (self.model_plot, self.true_plot, self.diff_plot):
-            C.square_plot(plot, r.bounds)
+            common.square_plot(plot, r.bounds)
         self.diff_plot.setTitle("Model − true log p (white: no mass in either)")
         self.true_plot.setTitle(f"True log p_σmin, σ_min = {r.sigma_min:.3g}")
         self.model_plot.setTitle(f"Model log p (PF-ODE, {r.n_steps} Heun steps, σ to {r.sigma_max:.3g})")

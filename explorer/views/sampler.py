@@ -18,14 +18,14 @@ import pyqtgraph as pg
 import torch
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting as F
-from trainers import grid as G
-from trainers import metrics as M
-from trainers import samplers as S
+from trainers import fitting
+from trainers import grid
+from trainers import metrics
+from trainers import samplers
 
 from ..sampler_worker import ChainSpec, ChainWorker
 from ..state import MAX_PANELS
-from . import common as C
+from . import common
 from .sampler_panel import PanelControls
 
 COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170), (120, 255, 120, 170)]
@@ -55,12 +55,12 @@ def score_models(state):
     the weights are copied, so training may go on."""
     model = copy.deepcopy(state.model) if state.model is not None else None
     cfg = state.model_settings if model is not None else state.train
-    trained = F.score_model(model, cfg, state.density) if model is not None else None
-    return trained, F.score_model(None, cfg, state.density), cfg
+    trained = fitting.score_model(model, cfg, state.density) if model is not None else None
+    return trained, fitting.score_model(None, cfg, state.density), cfg
 
 
 def deterministic(panel: dict) -> bool:
-    info = S.SAMPLERS[panel["sampler"]]
+    info = samplers.SAMPLERS[panel["sampler"]]
     return not info.stochastic or (panel["sampler"] == "ddim" and not panel["options"].get("eta"))
 
 
@@ -81,14 +81,14 @@ class SamplerView(QtWidgets.QWidget):
         ss = state.sampler
 
         lay = QtWidgets.QHBoxLayout(self)
-        panel, side = C.side_panel(320)
+        panel, side = common.side_panel(320)
         lay.addWidget(panel)
 
-        box, form = C.form_group("Particles")
-        self.n = C.spin(10, 50000, ss.n_particles, 500, tooltip=TIP["n"])
-        self.init = C.combo([("gaussian", "N(0, I)·prior std"), ("uniform", "uniform over view")], ss.init,
+        box, form = common.form_group("Particles")
+        self.n = common.spin(10, 50000, ss.n_particles, 500, tooltip=TIP["n"])
+        self.init = common.combo([("gaussian", "N(0, I)·prior std"), ("uniform", "uniform over view")], ss.init,
                             TIP["init"])
-        self.n_panels = C.spin(1, MAX_PANELS, ss.n_panels, tooltip=TIP["n_panels"])
+        self.n_panels = common.spin(1, MAX_PANELS, ss.n_panels, tooltip=TIP["n_panels"])
         form.addRow("Particles", self.n)
         form.addRow("Start from", self.init)
         form.addRow("Panels", self.n_panels)
@@ -97,10 +97,10 @@ class SamplerView(QtWidgets.QWidget):
         for c in self.controls:
             side.addWidget(c)
 
-        box, form = C.form_group("Playback")
-        self.frames = C.spin(10, 1000, ss.frames, 10, tooltip=TIP["frames"])
-        self.speed = C.spin(1, 20, 1, tooltip=TIP["speed"])
-        self.trails = C.spin(0, 50, ss.trails, tooltip=TIP["trails"])
+        box, form = common.form_group("Playback")
+        self.frames = common.spin(10, 1000, ss.frames, 10, tooltip=TIP["frames"])
+        self.speed = common.spin(1, 20, 1, tooltip=TIP["speed"])
+        self.trails = common.spin(0, 50, ss.trails, tooltip=TIP["trails"])
         self.flow = QtWidgets.QCheckBox("Flow lines (deterministic samplers)")
         self.flow.setChecked(ss.flow_lines)
         self.flow.setToolTip(TIP["flow"])
@@ -129,7 +129,7 @@ class SamplerView(QtWidgets.QWidget):
         for i in range(MAX_PANELS):
             p = self.plots.addPlot(row=0, col=i)
             p.setMenuEnabled(False)
-            heat = C.heat_image()
+            heat = common.heat_image()
             heat.setOpacity(0.55)
             p.addItem(heat)
             pts = PointsItemWithColor(COLORS[i])
@@ -246,12 +246,12 @@ class SamplerView(QtWidgets.QWidget):
 
     def _on_density(self):
         s = self.state
-        img = G.density_image(s.density, s.bounds, 120)
+        img = grid.density_image(s.density, s.bounds, 120)
         xs = np.linspace(s.bounds[0], s.bounds[1], 200)
-        truth = G.marginal_x(s.density, xs)
+        truth = grid.marginal_x(s.density, xs)
         for p in self.panels:
-            C.set_heat(p["heat"], img, s.bounds)
-            C.square_plot(p["plot"], s.bounds)
+            common.set_heat(p["heat"], img, s.bounds)
+            common.square_plot(p["plot"], s.bounds)
             p["truth"].setData(xs, truth)
             # fixed axes: no re-ticking every frame, and histograms compare at one scale
             p["hist_plot"].setRange(xRange=(s.bounds[0], s.bounds[1]), yRange=(0, 1.6 * float(truth.max())),
@@ -283,12 +283,12 @@ class SamplerView(QtWidgets.QWidget):
         if w is None:
             return
         self.worker = None
-        C.retire_worker(w, (w.framesReady, w.chainFailed, w.failed))
+        common.retire_worker(w, (w.framesReady, w.chainFailed, w.failed))
 
     def _spec(self, panel: dict, trained, exact) -> ChainSpec:
         """The panel's chain: with the model where it can serve, else the exact score and a note."""
-        info = S.SAMPLERS[panel["sampler"]]
-        opts = S.SamplerOptions.from_dict(panel["options"])
+        info = samplers.SAMPLERS[panel["sampler"]]
+        opts = samplers.SamplerOptions.from_dict(panel["options"])
         title = info.title + {"ddim": f" η={opts.eta:g}", "pf-ode": f" ({opts.solver})"}.get(info.name, "")
         note = ""
         if panel["source"] == "model":
@@ -296,12 +296,12 @@ class SamplerView(QtWidgets.QWidget):
                 note = "no trained model yet: the exact score is used"
             else:
                 try:
-                    sampler = S.build_sampler(info.name, trained, opts)
+                    sampler = samplers.build_sampler(info.name, trained, opts)
                     return ChainSpec(sampler, f"{title} — {trained.kind} model", "",
                                      trained.range_note(sampler.sigmas_used()))
                 except ValueError as e:
                     note = f"the model cannot drive it ({e}): the exact score is used"
-        return ChainSpec(S.build_sampler(info.name, exact, opts), f"{title} — exact score", note)
+        return ChainSpec(samplers.build_sampler(info.name, exact, opts), f"{title} — exact score", note)
 
     def restart(self, *_):
         """New chains from the shared initial particles (the model is frozen as of now)."""
@@ -316,8 +316,8 @@ class SamplerView(QtWidgets.QWidget):
             self.note.setText(f"<span style='color:#c33'>{e}</span>")
             return
         gen = torch.Generator().manual_seed(ss.seed)
-        z = S.initial_particles(ss.n_particles, ss.init, s.bounds, gen)
-        starts = [S.prior_sample(sp.sampler, z) if ss.init == "gaussian" else z for sp in specs]
+        z = samplers.initial_particles(ss.n_particles, ss.init, s.bounds, gen)
+        starts = [samplers.prior_sample(sp.sampler, z) if ss.init == "gaussian" else z for sp in specs]
         self._model_step_used = s.model_step if trained is not None else None
         self.active = list(range(len(specs)))
         self._layout_panels()
@@ -325,7 +325,7 @@ class SamplerView(QtWidgets.QWidget):
         self.flowing = [deterministic(p) for p in panels]
         ref, density = self._reference(), s.density
         idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
-        ref_self = M.mean_pairwise_distance(ref)
+        ref_self = metrics.mean_pairwise_distance(ref)
 
         def metric_fn(xy: np.ndarray) -> dict:     # runs in the sampler thread; no Qt here
             return _metrics(xy, idx, ref, ref_self, density)
@@ -443,7 +443,7 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(int)
     def _on_frames(self, available: int):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         pending = self._pending
         if pending is not None and not self.playing:
@@ -465,7 +465,7 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(int, str)
     def _on_chain_failed(self, i: int, msg: str):
-        if not C.from_current_worker(self) or i >= len(self.worker.chains):
+        if not common.from_current_worker(self) or i >= len(self.worker.chains):
             return
         p = self.panels[self.active[i]]
         p["error"] = msg
@@ -474,7 +474,7 @@ class SamplerView(QtWidgets.QWidget):
 
     @QtCore.Slot(str)
     def _on_failed(self, msg: str):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self.set_playing(False)
         self.state.status.emit(msg)
@@ -576,7 +576,7 @@ class SamplerView(QtWidgets.QWidget):
         keep = self.frame
         for f in idx:
             self.show_frame(f)
-            images.append(C.qimage_to_pil(self.canvas.grab().toImage()).convert("P", palette=1, colors=128))
+            images.append(common.qimage_to_pil(self.canvas.grab().toImage()).convert("P", palette=1, colors=128))
         self.show_frame(keep)
         images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
         if was:
@@ -591,9 +591,9 @@ def _metrics(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, ref_self: flo
     x = x[torch.isfinite(x).all(1)]
     if len(x) == 0:
         return {}
-    return {"energy_distance": float(M.energy_distance(x, ref, ref_self)),
-            "mode_weight_tv": float(M.mode_weight_error(x, density)),
-            "mode_weights": [float(v) for v in M.mode_weights(x, density)]}
+    return {"energy_distance": float(metrics.energy_distance(x, ref, ref_self)),
+            "mode_weight_tv": float(metrics.mode_weight_error(x, density)),
+            "mode_weights": [float(v) for v in metrics.mode_weights(x, density)]}
 
 
 def _metrics_text(m: dict, n_components: int) -> str:
@@ -605,6 +605,6 @@ def _metrics_text(m: dict, n_components: int) -> str:
     return text
 
 
-class PointsItemWithColor(C.PointsItem):
+class PointsItemWithColor(common.PointsItem):
     def __init__(self, color):
         super().__init__(color=color[:3], size=2, alpha=130)

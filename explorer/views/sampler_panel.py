@@ -8,7 +8,7 @@ from PySide6 import QtCore, QtWidgets
 from trainers.samplers import SAMPLERS
 
 from ..state import PANEL_DEFAULTS
-from . import common as C
+from . import common
 
 STEPS_TIP = {
     "langevin": "Number of Langevin steps.",
@@ -73,9 +73,9 @@ class PanelControls(QtWidgets.QGroupBox):
         self.setStyleSheet(f"QGroupBox::title {{ color: rgb({r},{g},{b}); }}")
         self.form = QtWidgets.QFormLayout(self)
         self.form.setContentsMargins(6, 6, 6, 6)
-        self.sampler = C.combo([(k, v.title) for k, v in SAMPLERS.items()], None,
+        self.sampler = common.combo([(k, v.title) for k, v in SAMPLERS.items()], None,
                                "Which sampler this panel runs:\n" + "\n".join(_tip(v) for v in SAMPLERS.values()))
-        self.source = C.combo([("model", "trained model"), ("exact", "exact score")], None,
+        self.source = common.combo([("model", "trained model"), ("exact", "exact score")], None,
                               "model: the trained network (frozen when the chains start), whatever it was trained "
                               "for;\nexact: the true score of the drawn density. Compare both to tell a bad score "
                               "from a bad sampler.")
@@ -99,8 +99,8 @@ class PanelControls(QtWidgets.QGroupBox):
         if kind is bool:
             return QtWidgets.QCheckBox()
         if isinstance(kind, list):
-            return C.combo(kind)
-        w = C.spin(lo, hi, lo if kind is int else float(lo), step, dec)
+            return common.combo(kind)
+        w = common.spin(lo, hi, lo if kind is int else float(lo), step, dec)
         if special:
             w.setSpecialValueText(special)          # shown at the minimum, read as "unset" (None)
         return w

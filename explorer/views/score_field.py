@@ -8,10 +8,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting as F
-from trainers import grid as G
+from trainers import fitting
+from trainers import grid
 
-from . import common as C
+from . import common
 
 ERROR_N = 80
 CONTOUR_N = 64
@@ -23,14 +23,14 @@ class ScoreFieldView(QtWidgets.QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self._levels: list[F.Level] = []
+        self._levels: list[fitting.Level] = []
         self._grid = None            # (points (n*n,2) ndarray, true (n*n,2), learned or None)
         lay = QtWidgets.QHBoxLayout(self)
-        panel, side = C.side_panel()
+        panel, side = common.side_panel()
         lay.addWidget(panel)
 
-        box, form = C.form_group("Field")
-        self.grid_n = C.spin(5, 80, 24, tooltip="Arrows per side of the grid (n × n arrows).")
+        box, form = common.form_group("Field")
+        self.grid_n = common.spin(5, 80, 24, tooltip="Arrows per side of the grid (n × n arrows).")
         self.show_true = QtWidgets.QCheckBox("True score ∇log p (white)")
         self.show_true.setChecked(True)
         self.show_model = QtWidgets.QCheckBox("Learned score s_θ (red)")
@@ -39,12 +39,12 @@ class ScoreFieldView(QtWidgets.QWidget):
                                   "q(x_t) = Σ w_k N(√ᾱ_t μ_k, ᾱ_t Σ_k + (1−ᾱ_t) I), at the slider's level.")
         self.show_model.setToolTip("The network's score at the slider's level; a DDPM model's ε is shown as "
                                    "s = −ε/√(1−ᾱ_t).")
-        self.arrow_mode = C.combo([("length", "length ∝ |s| (shared scale)"), ("unit", "unit length (direction)")],
+        self.arrow_mode = common.combo([("length", "length ∝ |s| (shared scale)"), ("unit", "unit length (direction)")],
                                   "length", "length ∝ |s|: both fields share one scale — the 95th percentile of |s| "
                                   "over both maps to one grid cell (longer arrows are clipped at 2 cells), so a "
                                   "longer red arrow is a larger learned score.\nunit length: directions only; "
                                   "read magnitudes from the error map or by hovering.")
-        self.error_mode = C.combo([("off", "off"), ("plain", "‖s_θ − ∇log p‖"), ("weighted", "p(x)·‖s_θ − ∇log p‖")],
+        self.error_mode = common.combo([("off", "off"), ("plain", "‖s_θ − ∇log p‖"), ("weighted", "p(x)·‖s_θ − ∇log p‖")],
                                   "plain", "Heat map of the score error; weighted by p(x) shows where the error matters "
                                   "for the Fisher divergence (errors far from the data are invisible to it).")
         form.addRow("Grid", self.grid_n)
@@ -54,7 +54,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         form.addRow("Error map", self.error_mode)
         side.addWidget(box)
 
-        box, form = C.form_group("Noise level")
+        box, form = common.form_group("Noise level")
         self.level = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.level.setToolTip("Noise level σᵢ (NCSN) or timestep t (DDPM) at which both fields are drawn.")
         self.level_label = QtWidgets.QLabel()
@@ -73,11 +73,11 @@ class ScoreFieldView(QtWidgets.QWidget):
 
         self.plot_widget = pg.PlotWidget()
         self.plot = self.plot_widget.plotItem
-        self.err_img = C.heat_image(C.ERROR_CMAP)
+        self.err_img = common.heat_image(common.ERROR_CMAP)
         self.plot.addItem(self.err_img)
         self.density_contours: list = []
-        self.true_arrows = pg.PlotDataItem(connect="pairs", pen=C.TRUE_PEN)
-        self.model_arrows = pg.PlotDataItem(connect="pairs", pen=C.MODEL_PEN)
+        self.true_arrows = pg.PlotDataItem(connect="pairs", pen=common.TRUE_PEN)
+        self.model_arrows = pg.PlotDataItem(connect="pairs", pen=common.MODEL_PEN)
         self.true_arrows.setZValue(5)
         self.model_arrows.setZValue(6)
         self.plot.addItem(self.true_arrows)
@@ -85,7 +85,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         self.marker = pg.ScatterPlotItem(size=10, pen=pg.mkPen("c", width=2), brush=None)
         self.marker.setZValue(7)
         self.plot.addItem(self.marker)
-        self.colorbar = pg.ColorBarItem(colorMap=C.ERROR_CMAP, interactive=False, width=12)
+        self.colorbar = pg.ColorBarItem(colorMap=common.ERROR_CMAP, interactive=False, width=12)
         self.colorbar.setImageItem(self.err_img, insert_in=self.plot)
         lay.addWidget(self.plot_widget, 1)
 
@@ -107,7 +107,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         return self.state.model_settings or self.state.train
 
     def _on_model(self):
-        levels = F.levels_of(self._settings())
+        levels = fitting.levels_of(self._settings())
         if [lv.label for lv in levels] != [lv.label for lv in self._levels]:
             old = self.level.value()
             self._levels = levels
@@ -131,7 +131,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         if getattr(self, "_dirty", True):
             self.recompute()
 
-    def current_level(self) -> F.Level:
+    def current_level(self) -> fitting.Level:
         return self._levels[self.level.value()]
 
     def set_level(self, i: int):
@@ -144,26 +144,26 @@ class ScoreFieldView(QtWidgets.QWidget):
         settings = self._settings()
         bounds = s.bounds
         n = self.grid_n.value()
-        pts = G.grid_points(bounds, n)
-        target = F.target_density_at(settings, s.density, lev.value)
-        true = G.field_on_grid(target.score, pts.double())
+        pts = grid.grid_points(bounds, n)
+        target = fitting.target_density_at(settings, s.density, lev.value)
+        true = grid.field_on_grid(target.score, pts.double())
         learned = None
         if s.model is not None:
-            learned = G.field_on_grid(F.model_score_at(s.model, settings, lev.value), pts)
+            learned = grid.field_on_grid(fitting.model_score_at(s.model, settings, lev.value), pts)
         self._grid = (pts.numpy().astype(np.float64), true, learned, (bounds[1] - bounds[0]) / n)
         self.level_label.setText(lev.label)
 
         # error heat map on a finer grid
         mode = self.error_mode.currentData()
         if learned is not None and mode != "off":
-            fine = G.grid_points(bounds, ERROR_N)
-            err = np.linalg.norm(G.field_on_grid(F.model_score_at(s.model, settings, lev.value), fine)
-                                 - G.field_on_grid(target.score, fine.double()), axis=1).reshape(ERROR_N, ERROR_N)
+            fine = grid.grid_points(bounds, ERROR_N)
+            err = np.linalg.norm(grid.field_on_grid(fitting.model_score_at(s.model, settings, lev.value), fine)
+                                 - grid.field_on_grid(target.score, fine.double()), axis=1).reshape(ERROR_N, ERROR_N)
             if mode == "weighted":
-                p = G.density_image(target, bounds, ERROR_N)
+                p = grid.density_image(target, bounds, ERROR_N)
                 err = err * p / p.max()
             hi = float(np.quantile(err, 0.99)) or 1.0
-            C.set_heat(self.err_img, err, bounds, (0.0, hi))
+            common.set_heat(self.err_img, err, bounds, (0.0, hi))
             self.colorbar.setLevels((0.0, hi))
             self.err_img.setVisible(True)
             self.colorbar.setVisible(True)
@@ -180,7 +180,7 @@ class ScoreFieldView(QtWidgets.QWidget):
             self.summary.setText("No trained model yet: only the true score is drawn. Train on the Training tab.")
         if learned is None or mode == "off":
             self.plot.setTitle(f"Score field at {lev.label.split('(')[0].strip()}")
-        C.square_plot(self.plot, bounds)
+        common.square_plot(self.plot, bounds)
         self._draw()
 
     def _draw_contours(self, target, bounds):
@@ -190,9 +190,9 @@ class ScoreFieldView(QtWidgets.QWidget):
         # pyqtgraph's isocurve is pure Python (~10 ms per level at 100×100): a 64×64 grid keeps a
         # slider move interactive
         n = CONTOUR_N
-        img = G.density_image(target, bounds, n)
+        img = grid.density_image(target, bounds, n)
         xmin, xmax, ymin, ymax = bounds
-        for lev in G.contour_levels(img, 3):
+        for lev in grid.contour_levels(img, 3):
             iso = pg.IsocurveItem(data=img, level=lev, pen=pg.mkPen(120, 200, 255, 140, width=1))
             iso.setTransform(pg.QtGui.QTransform.fromScale((xmax - xmin) / n, (ymax - ymin) / n)
                              * pg.QtGui.QTransform.fromTranslate(xmin, ymin))
@@ -206,7 +206,7 @@ class ScoreFieldView(QtWidgets.QWidget):
         pts, true, learned, cell = self._grid
         unit = self.arrow_mode.currentData() == "unit"
         fields = [true] + ([learned] if learned is not None else [])
-        scale = G.shared_arrow_scale(fields, cell)
+        scale = grid.shared_arrow_scale(fields, cell)
 
         def vec(f):
             if unit:
@@ -221,7 +221,7 @@ class ScoreFieldView(QtWidgets.QWidget):
             if f is None or not on:
                 item.setData([], [])
                 continue
-            x, y = C.arrows_path(pts, vec(f))
+            x, y = common.arrows_path(pts, vec(f))
             item.setData(x, y)
 
     # ------------------------------------------------------------------ hover

@@ -26,7 +26,7 @@ from trainers.image import run_layout as layout
 from trainers.image.config import available_configs
 
 from .. import runs
-from . import common as C
+from . import common
 
 POLL_MS = 250            # progress.jsonl poll period
 # Stop sends SIGTERM: the trainer finishes its step, writes a checkpoint and exits. A child still
@@ -235,7 +235,7 @@ class TrainerTab(QtWidgets.QWidget):
         self.failure: str | None = None        # the message of the run's ``failed`` event
         self.grids: list[runs.Grid] = []
         self.overlays: dict[str, pg.PlotDataItem] = {}     # run folder -> its overlaid loss curve
-        self.chain: runs.Chain | None = None
+        self.chain: runs.ChainFrames | None = None
         self._chain_key = None
         self.poll_timer = QtCore.QTimer(self, interval=POLL_MS)
         self.poll_timer.timeout.connect(self.poll_progress)
@@ -264,7 +264,7 @@ class TrainerTab(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ building
     def _error_banner(self) -> QtWidgets.QLabel:
-        label = C.tip(QtWidgets.QLabel(), TIP["error"])
+        label = common.tip(QtWidgets.QLabel(), TIP["error"])
         label.setWordWrap(True)
         label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         label.setStyleSheet("QLabel { background: #5c1a1a; color: #ffdede; padding: 6px; "
@@ -273,34 +273,34 @@ class TrainerTab(QtWidgets.QWidget):
         return label
 
     def _build_run_column(self) -> QtWidgets.QWidget:
-        box, form = C.form_group("Run")
-        self.config = C.tip(QtWidgets.QComboBox(), TIP["config"])
+        box, form = common.form_group("Run")
+        self.config = common.tip(QtWidgets.QComboBox(), TIP["config"])
         self.config.setEditable(True)
         self.config.addItems(available_configs())
         self.config.setCurrentText("ddpm_digits")
-        self.data_dir = C.tip(QtWidgets.QLineEdit(), TIP["data_dir"])
+        self.data_dir = common.tip(QtWidgets.QLineEdit(), TIP["data_dir"])
         self.data_dir.setPlaceholderText("not needed for digits")
-        self.out_edit = C.tip(QtWidgets.QLineEdit(), TIP["out"])
+        self.out_edit = common.tip(QtWidgets.QLineEdit(), TIP["out"])
         self.out_edit.setPlaceholderText("auto: <runs root>/<config>-<time>")
-        self.overrides = C.tip(QtWidgets.QLineEdit(), TIP["overrides"])
+        self.overrides = common.tip(QtWidgets.QLineEdit(), TIP["overrides"])
         self.overrides.setPlaceholderText("train.n_steps=500 model.ch=64")
-        self.resume = C.tip(QtWidgets.QCheckBox("Resume from the newest checkpoint"), TIP["resume"])
+        self.resume = common.tip(QtWidgets.QCheckBox("Resume from the newest checkpoint"), TIP["resume"])
         form.addRow("Config", self.config)
         form.addRow("Data dir",
                     self._with_browse(self.data_dir, "browse_data", self._pick_data_dir))
         form.addRow("Run folder", self._with_browse(self.out_edit, "browse_out", self._pick_out))
         form.addRow("Overrides", self.overrides)
         form.addRow(self.resume)
-        self.device_label = C.tip(QtWidgets.QLabel(), TIP["device"])
+        self.device_label = common.tip(QtWidgets.QLabel(), TIP["device"])
         self.device_label.setWordWrap(True)
         form.addRow("Device", self.device_label)
-        self.start_btn = C.tip(QtWidgets.QPushButton("Start"), TIP["start"])
-        self.stop_btn = C.tip(QtWidgets.QPushButton("Stop"), TIP["stop"])
+        self.start_btn = common.tip(QtWidgets.QPushButton("Start"), TIP["start"])
+        self.stop_btn = common.tip(QtWidgets.QPushButton("Stop"), TIP["stop"])
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.start_btn)
         buttons.addWidget(self.stop_btn)
         form.addRow(buttons)
-        self.log = C.tip(QtWidgets.QPlainTextEdit(), TIP["log"])
+        self.log = common.tip(QtWidgets.QPlainTextEdit(), TIP["log"])
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
         self.log.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
@@ -314,25 +314,25 @@ class TrainerTab(QtWidgets.QWidget):
         return column
 
     def _build_progress_box(self) -> QtWidgets.QGroupBox:
-        box, form = C.form_group("Progress")
-        self.progress = C.tip(QtWidgets.QProgressBar(), TIP["progress"])
+        box, form = common.form_group("Progress")
+        self.progress = common.tip(QtWidgets.QProgressBar(), TIP["progress"])
         self.progress.setFormat("step %v / %m")
         form.addRow(self.progress)
         self.stats = {}
         for key, label in [("loss", "Loss"), ("images_per_s", "Images/s"), ("lr", "LR"),
                            ("eta_s", "ETA"), ("elapsed_s", "Elapsed")]:
-            self.stats[key] = C.tip(QtWidgets.QLabel("–"), TIP["stats"])
+            self.stats[key] = common.tip(QtWidgets.QLabel("–"), TIP["stats"])
             form.addRow(label, self.stats[key])
-        self.estimate_label = C.tip(QtWidgets.QLabel("–"), TIP["estimate"])
+        self.estimate_label = common.tip(QtWidgets.QLabel("–"), TIP["estimate"])
         self.estimate_label.setWordWrap(True)
         form.addRow("Estimate", self.estimate_label)
-        self.state_label = C.tip(QtWidgets.QLabel("Idle."), TIP["state"])
+        self.state_label = common.tip(QtWidgets.QLabel("Idle."), TIP["state"])
         self.state_label.setWordWrap(True)
         form.addRow(self.state_label)
         return box
 
     def _build_live_column(self) -> QtWidgets.QWidget:
-        self.plot = C.tip(pg.PlotWidget(title="Image-run loss"), TIP["loss_plot"])
+        self.plot = common.tip(pg.PlotWidget(title="Image-run loss"), TIP["loss_plot"])
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
@@ -340,8 +340,8 @@ class TrainerTab(QtWidgets.QWidget):
         self.legend = self.plot.addLegend(offset=(-10, 10))
         self.curve = self.plot.plot([], [], pen=LOSS_PEN, symbol="o", symbolSize=4,
                                     symbolBrush=LOSS_PEN.color(), symbolPen=None, name="live run")
-        self.log_y = C.tip(QtWidgets.QCheckBox("log y"), TIP["log_y"])
-        self.level_plot = C.tip(pg.PlotWidget(title="Loss per noise level (latest interval)"),
+        self.log_y = common.tip(QtWidgets.QCheckBox("log y"), TIP["log_y"])
+        self.level_plot = common.tip(pg.PlotWidget(title="Loss per noise level (latest interval)"),
                                 TIP["level_plot"])
         self.level_plot.setLabel("bottom", "t")
         self.level_plot.setLabel("left", "loss")
@@ -361,17 +361,17 @@ class TrainerTab(QtWidgets.QWidget):
     def _build_viewer_column(self) -> QtWidgets.QWidget:
         box = QtWidgets.QGroupBox("Samples")
         v = QtWidgets.QVBoxLayout(box)
-        self.root_edit = C.tip(QtWidgets.QLineEdit(), TIP["root"])
-        self.refresh_btn = C.tip(QtWidgets.QPushButton("Refresh"), TIP["refresh"])
+        self.root_edit = common.tip(QtWidgets.QLineEdit(), TIP["root"])
+        self.refresh_btn = common.tip(QtWidgets.QPushButton("Refresh"), TIP["refresh"])
         root_row = self._with_browse(self.root_edit, "browse_root", self._pick_root)
         root_row.layout().addWidget(self.refresh_btn)
         v.addWidget(root_row)
-        self.run_list = C.tip(QtWidgets.QListWidget(), TIP["run_list"])
+        self.run_list = common.tip(QtWidgets.QListWidget(), TIP["run_list"])
         self.run_list.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.run_list.setMaximumHeight(110)
         v.addWidget(self.run_list)
         self.grid_slider, self.grid_label = self._slider_row(v, "grid_slider")
-        self.image_view = C.tip(pg.GraphicsLayoutWidget(), TIP["image"])
+        self.image_view = common.tip(pg.GraphicsLayoutWidget(), TIP["image"])
         self.view_box = self.image_view.addViewBox(lockAspect=True, invertY=True)
         self.image = pg.ImageItem()
         self.view_box.addItem(self.image)
@@ -381,26 +381,26 @@ class TrainerTab(QtWidgets.QWidget):
         return box
 
     def _sample_row(self) -> QtWidgets.QHBoxLayout:
-        self.ckpt = C.tip(QtWidgets.QComboBox(), TIP["ckpt"])
-        self.n_samples = C.spin(1, 1024, 64, tooltip=TIP["n"])
-        self.sampler_kind = C.combo(runs.sampler_choices(), "", TIP["sampler"])
-        self.frames = C.spin(0, 500, 50, tooltip=TIP["frames"])
-        self.weights = C.combo([("ema", "EMA"), ("raw", "raw")], "ema", TIP["weights"])
-        self.sample_btn = C.tip(QtWidgets.QPushButton("Sample from checkpoint"), TIP["sample"])
-        self.toggle_weights_btn = C.tip(QtWidgets.QPushButton("EMA ⇄ raw"), TIP["toggle_weights"])
+        self.ckpt = common.tip(QtWidgets.QComboBox(), TIP["ckpt"])
+        self.n_samples = common.spin(1, 1024, 64, tooltip=TIP["n"])
+        self.sampler_kind = common.combo(runs.sampler_choices(), "", TIP["sampler"])
+        self.frames = common.spin(0, 500, 50, tooltip=TIP["frames"])
+        self.weights = common.combo([("ema", "EMA"), ("raw", "raw")], "ema", TIP["weights"])
+        self.sample_btn = common.tip(QtWidgets.QPushButton("Sample from checkpoint"), TIP["sample"])
+        self.toggle_weights_btn = common.tip(QtWidgets.QPushButton("EMA ⇄ raw"), TIP["toggle_weights"])
         row = QtWidgets.QHBoxLayout()
         for label, w in [("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind),
                          ("", self.weights), ("chain frames", self.frames)]:
             if label:
-                row.addWidget(C.tip(QtWidgets.QLabel(label), w.toolTip()))
+                row.addWidget(common.tip(QtWidgets.QLabel(label), w.toolTip()))
             row.addWidget(w)
         row.addWidget(self.sample_btn)
         row.addWidget(self.toggle_weights_btn)
         return row
 
     def _slider_row(self, layout: QtWidgets.QVBoxLayout, tip_key: str):
-        slider = C.tip(QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal), TIP[tip_key])
-        label = C.tip(QtWidgets.QLabel("–"), TIP[tip_key])
+        slider = common.tip(QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal), TIP[tip_key])
+        label = common.tip(QtWidgets.QLabel("–"), TIP[tip_key])
         label.setMinimumWidth(190)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(slider, 1)
@@ -409,7 +409,7 @@ class TrainerTab(QtWidgets.QWidget):
         return slider, label
 
     def _with_browse(self, edit: QtWidgets.QLineEdit, tip_key: str, slot) -> QtWidgets.QWidget:
-        button = C.tip(QtWidgets.QToolButton(), TIP[tip_key])
+        button = common.tip(QtWidgets.QToolButton(), TIP[tip_key])
         button.setText("…")
         button.clicked.connect(slot)
         row = QtWidgets.QWidget()

@@ -12,11 +12,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import objectives as O
+from trainers import objectives
 
 from ..state import build_network
 from ..worker import TrainWorker
-from . import common as C
+from . import common
 
 TIP = {
     "model": "MLP: the network outputs the score vector s_θ(x) (for DDPM: the noise ε_θ).\n"
@@ -69,32 +69,32 @@ class TrainingView(QtWidgets.QWidget):
         self._held = False              # paused by this view for the image run (not by the user)
 
         lay = QtWidgets.QHBoxLayout(self)
-        panel, side = C.side_panel()
+        panel, side = common.side_panel()
         lay.addWidget(panel)
         s = state.train
 
-        box, form = C.form_group("Model and objective")
-        self.model_kind = C.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")], s.model, TIP["model"])
+        box, form = common.form_group("Model and objective")
+        self.model_kind = common.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")], s.model, TIP["model"])
         short = {"esm": "exact SM", "ssm": "sliced SM", "dsm": "denoising SM (one σ)", "ncsn": "NCSN multi-σ",
                  "ddpm": "DDPM ε-prediction"}
-        self.objective = C.combo([(k, f"{k} — {short.get(k, o.label)}") for k, o in O.OBJECTIVES.items()],
+        self.objective = common.combo([(k, f"{k} — {short.get(k, o.label)}") for k, o in objectives.OBJECTIVES.items()],
                                  s.objective, TIP["objective"])
-        self.width_ = C.spin(8, 1024, s.width, 8, tooltip=TIP["width"])
-        self.depth = C.spin(1, 8, s.depth, tooltip=TIP["depth"])
-        self.lr = C.spin(1e-5, 1e-1, s.lr, 1e-4, 5, TIP["lr"], log=True)
-        self.batch = C.spin(16, 8192, s.batch, 64, tooltip=TIP["batch"])
+        self.width_ = common.spin(8, 1024, s.width, 8, tooltip=TIP["width"])
+        self.depth = common.spin(1, 8, s.depth, tooltip=TIP["depth"])
+        self.lr = common.spin(1e-5, 1e-1, s.lr, 1e-4, 5, TIP["lr"], log=True)
+        self.batch = common.spin(16, 8192, s.batch, 64, tooltip=TIP["batch"])
         for label, w in (("Model", self.model_kind), ("Objective", self.objective), ("Width", self.width_),
                          ("Depth", self.depth), ("Learning rate", self.lr), ("Batch", self.batch)):
             form.addRow(label, w)
         side.addWidget(box)
 
-        box, form = C.form_group("Noise")
-        self.sigma = C.spin(0.001, 20.0, s.sigma, 0.05, 3, TIP["sigma"])
-        self.sigma_max = C.spin(0.01, 50.0, s.sigma_max, 0.5, 3, TIP["sigma_max"])
-        self.sigma_min = C.spin(0.001, 5.0, s.sigma_min, 0.01, 3, TIP["sigma_min"])
-        self.n_levels = C.spin(1, 50, s.n_levels, tooltip=TIP["n_levels"])
-        self.schedule = C.combo([("linear", "linear β"), ("cosine", "cosine")], s.schedule, TIP["schedule"])
-        self.n_timesteps = C.spin(10, 1000, s.n_timesteps, 10, tooltip=TIP["n_timesteps"])
+        box, form = common.form_group("Noise")
+        self.sigma = common.spin(0.001, 20.0, s.sigma, 0.05, 3, TIP["sigma"])
+        self.sigma_max = common.spin(0.01, 50.0, s.sigma_max, 0.5, 3, TIP["sigma_max"])
+        self.sigma_min = common.spin(0.001, 5.0, s.sigma_min, 0.01, 3, TIP["sigma_min"])
+        self.n_levels = common.spin(1, 50, s.n_levels, tooltip=TIP["n_levels"])
+        self.schedule = common.combo([("linear", "linear β"), ("cosine", "cosine")], s.schedule, TIP["schedule"])
+        self.n_timesteps = common.spin(10, 1000, s.n_timesteps, 10, tooltip=TIP["n_timesteps"])
         self._noise_rows = {}
         for key, label, w in (("sigma", "DSM σ", self.sigma), ("sigma_max", "σ₁ (max)", self.sigma_max),
                               ("sigma_min", "σ_L (min)", self.sigma_min), ("n_levels", "Levels L", self.n_levels),
@@ -103,7 +103,7 @@ class TrainingView(QtWidgets.QWidget):
             self._noise_rows[key] = w
         side.addWidget(box)
 
-        box, form = C.form_group("Run")
+        box, form = common.form_group("Run")
         self.start_btn = QtWidgets.QPushButton("Start")
         self.start_btn.setToolTip("Start training (Ctrl+Return); while running: pause / resume.")
         self.reset_btn = QtWidgets.QPushButton("Reset")
@@ -112,13 +112,13 @@ class TrainingView(QtWidgets.QWidget):
         row.addWidget(self.start_btn)
         row.addWidget(self.reset_btn)
         form.addRow(row)
-        self.budget = C.spin(0, 10_000_000, DEFAULT_BUDGET, 1000, tooltip=TIP["budget"])
+        self.budget = common.spin(0, 10_000_000, DEFAULT_BUDGET, 1000, tooltip=TIP["budget"])
         self.budget.setSpecialValueText("no limit")
         form.addRow("Step budget", self.budget)
         self.plateau_on = QtWidgets.QCheckBox("Stop on a plateau after")
         self.plateau_on.setChecked(True)
         self.plateau_on.setToolTip(TIP["plateau"])
-        self.patience = C.spin(100, 1_000_000, DEFAULT_PATIENCE, 500, tooltip=TIP["plateau"])
+        self.patience = common.spin(100, 1_000_000, DEFAULT_PATIENCE, 500, tooltip=TIP["plateau"])
         form.addRow(self.plateau_on, self.patience)
         self.budget_note = QtWidgets.QLabel(
             "Training stops after the step budget, or when the Fisher divergence has not improved "
@@ -278,7 +278,7 @@ class TrainingView(QtWidgets.QWidget):
         w = self.worker
         if w is None:
             return
-        C.retire_worker(w, (w.progress, w.metric, w.snapshot, w.failed, w.finished))
+        common.retire_worker(w, (w.progress, w.metric, w.snapshot, w.failed, w.finished))
         self.worker = None
         self.start_btn.setText("Start")
         self.runningChanged.emit(False)
@@ -333,7 +333,7 @@ class TrainingView(QtWidgets.QWidget):
     # ------------------------------------------------------------------ worker → GUI (GUI thread)
     @QtCore.Slot(object)
     def _on_progress(self, d):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self._steps.append(d["steps"])
         self._losses.append(d["losses"])
@@ -352,7 +352,7 @@ class TrainingView(QtWidgets.QWidget):
 
     @QtCore.Slot(object)
     def _on_metric(self, d):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self._fisher_steps.append(d["step"])
         self._fisher.append(max(d["fisher"], 1e-12))
@@ -364,7 +364,7 @@ class TrainingView(QtWidgets.QWidget):
 
     @QtCore.Slot(object)
     def _on_snapshot(self, d):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         model = build_network(self._worker_settings)
         model.load_state_dict(d["state"])
@@ -373,7 +373,7 @@ class TrainingView(QtWidgets.QWidget):
 
     @QtCore.Slot(str)
     def _on_failed(self, msg):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self.failure = msg
         self.state.status.emit(msg)
@@ -381,7 +381,7 @@ class TrainingView(QtWidgets.QWidget):
 
     @QtCore.Slot()
     def _on_finished(self):
-        if not C.from_current_worker(self):
+        if not common.from_current_worker(self):
             return
         self.start_btn.setText("Start")
         self._held = False

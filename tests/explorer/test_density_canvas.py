@@ -85,7 +85,7 @@ def test_loading_an_image_makes_dark_pixels_mass(window, tmp_path):
 
 
 def test_incremental_canvas_equals_full_recomputation(window, qtbot):
-    from trainers import grid as G
+    from trainers import grid
     from trainers.densities import Stroke
 
     state, view = window.state, window.views["density"]
@@ -103,9 +103,9 @@ def test_incremental_canvas_equals_full_recomputation(window, qtbot):
     state.redo()
     assert canvas.last_update == "incremental"
     heat, coarse = canvas._shown[2], canvas._shown[3]
-    full = G.density_image(state.density, state.bounds, heat.shape[0], torch.float64)
+    full = grid.density_image(state.density, state.bounds, heat.shape[0], torch.float64)
     np.testing.assert_allclose(heat, full, rtol=1e-4, atol=1e-6 * full.max())
-    full_c = G.density_image(state.density, state.bounds, coarse.shape[0], torch.float64)
+    full_c = grid.density_image(state.density, state.bounds, coarse.shape[0], torch.float64)
     np.testing.assert_allclose(coarse, full_c, rtol=1e-4, atol=1e-6 * full_c.max())
     np.testing.assert_allclose(canvas.heat.image, heat)
 

@@ -15,15 +15,15 @@ GRID = 24          # points a side in these tests (the tab's default is 48)
 def trained():
     """Real models from trainers.fitting, trained once for the module: {objective: (network, config)}."""
     from explorer.state import default_train_config
-    from trainers import densities as D
-    from trainers import fitting as F
+    from trainers import densities
+    from trainers import fitting
 
-    density = D.preset(D.DEFAULT_DENSITY)
+    density = densities.preset(densities.DEFAULT_DENSITY)
     out = {}
     for objective, steps in (("ncsn", 300), ("ddpm", 200)):
         cfg = default_train_config()
         cfg.objective, cfg.width, cfg.steps, cfg.n_timesteps = objective, 64, steps, 50
-        model, _ = F.train(cfg, density)
+        model, _ = fitting.train(cfg, density)
         out[objective] = (model, cfg)
     return out
 
@@ -72,8 +72,8 @@ def test_showing_the_tab_computes_the_ncsn_models_density_and_nll(window, qtbot,
     assert all(np.isfinite(g).all() for g in grids.values())
     np.testing.assert_allclose(grids["difference"], grids["model"] - grids["true"])
     # the true map is the drawn density's log p_σmin, row 0 = ymin
-    from trainers import grid as G
-    truth = window.state.density.noised(n["sigma_min"]).log_prob(G.grid_points(window.state.bounds, GRID).double())
+    from trainers import grid
+    truth = window.state.density.noised(n["sigma_min"]).log_prob(grid.grid_points(window.state.bounds, GRID).double())
     np.testing.assert_allclose(grids["true"], truth.numpy().reshape(GRID, GRID), rtol=1e-6)
     assert view.compute_btn.isEnabled() and not view.cancel_btn.isEnabled()
     assert f"{n['model_nll']:.3f}" in view.nll_label.text() and f"{n['true_nll']:.3f}" in view.nll_label.text()

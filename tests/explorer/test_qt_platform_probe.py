@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-from explorer import __main__ as M
+from explorer import __main__ as explorer_main
 
 
 def test_missing_xcb_libraries_give_one_message_with_the_apt_line(monkeypatch, capsys):
-    monkeypatch.setattr(M.sys, "platform", "linux")
+    monkeypatch.setattr(explorer_main.sys, "platform", "linux")
     monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     # what a real Ubuntu desktop lacked, although libxcb-cursor0 was installed
-    monkeypatch.setattr(M, "probe_missing", lambda files: ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"])
+    monkeypatch.setattr(explorer_main, "probe_missing", lambda files: ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"])
     created = []
     import pyqtgraph as pg
 
     monkeypatch.setattr(pg, "mkQApp", lambda *a: created.append(a))
-    assert M.main([]) == 3
+    assert explorer_main.main([]) == 3
     assert not created                                   # no QApplication, so no Qt abort
     err = capsys.readouterr().err
     assert "libxcb-icccm.so.4, libxcb-keysyms.so.1" in err
@@ -28,7 +28,7 @@ def test_missing_xcb_libraries_give_one_message_with_the_apt_line(monkeypatch, c
 
 
 def test_an_unknown_library_is_named_with_how_to_find_its_package():
-    msg = M.xcb_message(["libxcb-cursor.so.0", "libfoo.so.7"])
+    msg = explorer_main.xcb_message(["libxcb-cursor.so.0", "libfoo.so.7"])
     assert "apt-get install -y libxcb-cursor0\n" in msg and "libfoo.so.7" in msg and "apt-file search" in msg
 
 
@@ -41,9 +41,9 @@ def test_ldd_not_found_lines_are_collected_once(monkeypatch, tmp_path):
     class Done:
         stdout = out
 
-    monkeypatch.setattr(M.shutil, "which", lambda name: "/usr/bin/ldd")
-    monkeypatch.setattr(M.subprocess, "run", lambda *a, **k: Done)
-    assert M.probe_missing([lib, lib]) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]
+    monkeypatch.setattr(explorer_main.shutil, "which", lambda name: "/usr/bin/ldd")
+    monkeypatch.setattr(explorer_main.subprocess, "run", lambda *a, **k: Done)
+    assert explorer_main.probe_missing([lib, lib]) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -55,11 +55,11 @@ def test_the_probe_runs_only_where_qt_would_use_xcb(monkeypatch, env, expected):
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(M.sys, "platform", "linux")
-    assert M.uses_xcb() is expected
+    monkeypatch.setattr(explorer_main.sys, "platform", "linux")
+    assert explorer_main.uses_xcb() is expected
 
 
 def test_the_real_plugin_files_are_found_and_probed():
-    files = M.xcb_plugin_files()
+    files = explorer_main.xcb_plugin_files()
     assert any(f.name == "libqxcb.so" for f in files)
-    assert isinstance(M.missing_xcb_libraries(), list)          # never raises
+    assert isinstance(explorer_main.missing_xcb_libraries(), list)          # never raises

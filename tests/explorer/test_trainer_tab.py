@@ -278,13 +278,13 @@ def test_progress_tail_starts_over_when_the_trainer_rewrites_the_file(tmp_path):
 
 
 def test_every_control_has_a_tooltip(tab):
-    from PySide6 import QtWidgets as W
+    from PySide6 import QtWidgets
 
-    kinds = (W.QAbstractButton, W.QComboBox, W.QLineEdit, W.QAbstractSlider, W.QAbstractSpinBox,
-             W.QListWidget, W.QPlainTextEdit, W.QProgressBar)
-    inner = (W.QAbstractSpinBox, W.QComboBox, W.QAbstractScrollArea)   # their own sub-widgets
+    kinds = (QtWidgets.QAbstractButton, QtWidgets.QComboBox, QtWidgets.QLineEdit, QtWidgets.QAbstractSlider, QtWidgets.QAbstractSpinBox,
+             QtWidgets.QListWidget, QtWidgets.QPlainTextEdit, QtWidgets.QProgressBar)
+    inner = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractScrollArea)   # their own sub-widgets
     controls = [w for kind in kinds for w in tab.findChildren(kind)
-                if not isinstance(w.parent(), inner) and not isinstance(w, W.QScrollBar)]
+                if not isinstance(w.parent(), inner) and not isinstance(w, QtWidgets.QScrollBar)]
     assert len(controls) >= 20
     assert [w for w in controls if not w.toolTip()] == []
 

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from trainers import experiments as E
+from trainers import experiments
 
 
 def _run(name):
-    result = E.run(name)
+    result = experiments.run(name)
     print(result.measured)
     assert set(result.to_dict()) >= {"name", "holds", "criterion", "measured", "figures", "params"}
     assert all(isinstance(v, (int, float)) for v in result.figures.values())
@@ -19,13 +19,13 @@ def _run(name):
 def test_registry_lists_every_experiment_with_claim_expectation_and_defaults():
     expected = {"score-wrong-without-data", "ssm-needs-noise", "langevin-mode-weights", "noise-levels-fix-both",
                 "ddpm-forward-reverse", "ebm-vs-score", "few-steps", "one-model", "memorisation"}
-    assert expected <= set(E.EXPERIMENTS)
-    for e in E.EXPERIMENTS.values():
+    assert expected <= set(experiments.EXPERIMENTS)
+    for e in experiments.EXPERIMENTS.values():
         assert e.title and e.claim and e.expected and e.criterion and e.defaults and "seed" in e.defaults
 
 
 def test_parameters_are_validated_and_converted():
-    e = E.get("langevin-mode-weights")
+    e = experiments.get("langevin-mode-weights")
     p = e.params({"n": "500", "eps": "0.02", "density": "eight_gaussians"})
     assert p["n"] == 500 and p["eps"] == 0.02 and p["density"] == "eight_gaussians"
     with pytest.raises(ValueError, match="no parameter 'bogus'"):
@@ -33,7 +33,7 @@ def test_parameters_are_validated_and_converted():
     with pytest.raises(ValueError, match="n must be an integer"):
         e.params({"n": "many"})
     with pytest.raises(ValueError, match="unknown experiment"):
-        E.get("nope")
+        experiments.get("nope")
 
 
 def test_score_is_wrong_where_there_is_no_data():
@@ -112,15 +112,15 @@ def test_memorisation_the_empirical_optimum_and_a_20_point_model_copy_their_trai
 
 # ------------------------------------------------------------------ command line
 def test_cli_list(capsys):
-    assert E.main(["list"]) == 0
+    assert experiments.main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in E.EXPERIMENTS:
+    for name in experiments.EXPERIMENTS:
         assert name in out
     assert "claim:" in out and "defaults:" in out
 
 
 def test_cli_run_json_with_overrides(capsys):
-    assert E.main(["run", "langevin-mode-weights", "--json", "n=400", "langevin_steps=200",
+    assert experiments.main(["run", "langevin-mode-weights", "--json", "n=400", "langevin_steps=200",
                    "steps_per_level=20"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["name"] == "langevin-mode-weights" and out["params"]["n"] == 400
@@ -128,7 +128,7 @@ def test_cli_run_json_with_overrides(capsys):
 
 
 def test_cli_run_prints_a_table(capsys):
-    assert E.main(["run", "langevin-mode-weights", "n=200", "langevin_steps=50", "steps_per_level=5"]) == 0
+    assert experiments.main(["run", "langevin-mode-weights", "n=200", "langevin_steps=50", "steps_per_level=5"]) == 0
     out = capsys.readouterr().out
     assert "verdict:" in out and "annealed_heavy_weight" in out
 
@@ -140,13 +140,13 @@ def test_cli_run_prints_a_table(capsys):
     (["run", "langevin-mode-weights", "n"], "parameters are key=value"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(capsys, argv, message):
-    assert E.main(argv) == 2
+    assert experiments.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
 def test_cli_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
-        E.main(["frobnicate"])
+        experiments.main(["frobnicate"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1

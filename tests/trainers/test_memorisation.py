@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trainers import samplers as S
+from trainers import samplers
 from trainers import toy
 from trainers.densities import preset
 from trainers.fitting import ToyConfig, initial_for, make_sampler, train, training_data
@@ -20,7 +20,7 @@ def test_empirical_score_is_the_gradient_of_the_noised_training_set_log_density(
 
 def test_sampling_the_empirical_score_to_zero_returns_the_training_points():
     model = EmpiricalScore(POINTS, 0.05)
-    sampler = S.build_sampler("pf-ode", model, nfe=99)
+    sampler = samplers.build_sampler("pf-ode", model, nfe=99)
     g = torch.Generator().manual_seed(2)
     x = sampler.run(initial_for(sampler, 500, generator=g), g).x
     fresh = preset("eight_gaussians").sample(500, g)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trainers import samplers as S
+from trainers import samplers
 from trainers.densities import GaussianMixture, preset
 from trainers.schedules import DDPMSchedule, geometric_sigmas
 from trainers.score_models import ExactScore, ScoreFunction
@@ -13,8 +13,8 @@ GAUSS = GaussianMixture([1.0], [[1.0, -2.0]], [[[1.0, 0.3], [0.3, 0.5]]])
 
 def test_langevin_reaches_the_gaussian_mean_and_covariance():
     g = torch.Generator().manual_seed(0)
-    x0 = S.initial_particles(20_000, "uniform", (-5, 5, -5, 5), g)
-    x = S.LangevinSampler(ExactScore(GAUSS), eps=0.005, n_steps=2000).run(x0, g).x.double()
+    x0 = samplers.initial_particles(20_000, "uniform", (-5, 5, -5, 5), g)
+    x = samplers.LangevinSampler(ExactScore(GAUSS), eps=0.005, n_steps=2000).run(x0, g).x.double()
     torch.testing.assert_close(x.mean(0), GAUSS.means[0], atol=0.03, rtol=0)
     # ULA's O(ε) bias is below 1% of the covariance at ε = 0.005
     torch.testing.assert_close(torch.cov(x.T), GAUSS.covs[0], atol=0.03, rtol=0)
@@ -23,10 +23,10 @@ def test_langevin_reaches_the_gaussian_mean_and_covariance():
 def test_annealed_langevin_with_exact_scores_recovers_mode_weights_that_plain_langevin_misses():
     d = preset("two_gaussians")          # weights 0.8 / 0.2, modes 6 apart with std 0.5
     g = torch.Generator().manual_seed(0)
-    x0 = S.initial_particles(5000, "uniform", d.plot_bounds(), g)
-    plain = S.LangevinSampler(ExactScore(d), eps=0.01, n_steps=1000).run(x0, g).x
+    x0 = samplers.initial_particles(5000, "uniform", d.plot_bounds(), g)
+    plain = samplers.LangevinSampler(ExactScore(d), eps=0.01, n_steps=1000).run(x0, g).x
     sigmas = geometric_sigmas(6.0, 0.05, 10)
-    annealed = S.AnnealedLangevinSampler(ExactScore(d), sigmas, eps=0.1 * 0.05**2,
+    annealed = samplers.AnnealedLangevinSampler(ExactScore(d), sigmas, eps=0.1 * 0.05**2,
                                          steps_per_level=100).run(x0, g).x
     left_annealed = float((annealed[:, 0] < 0).float().mean())
     left_plain = float((plain[:, 0] < 0).float().mean())
@@ -38,14 +38,14 @@ def test_ddpm_with_exact_eps_samples_the_gaussian():
     sched = DDPMSchedule.linear(500)
     g = torch.Generator().manual_seed(0)
     for variance in ("beta", "beta_tilde"):
-        x = S.DDPMSampler(ExactScore(GAUSS), sched, variance).run(torch.randn(20_000, 2, generator=g), g).x
+        x = samplers.DDPMSampler(ExactScore(GAUSS), sched, variance).run(torch.randn(20_000, 2, generator=g), g).x
         torch.testing.assert_close(x.double().mean(0), GAUSS.means[0], atol=0.04, rtol=0)
         torch.testing.assert_close(torch.cov(x.double().T), GAUSS.covs[0], atol=0.05, rtol=0)
 
 
 def test_step_api_and_run_give_the_same_chain_and_frames():
     d = preset("eight_gaussians")
-    sampler = S.AnnealedLangevinSampler(ExactScore(d), geometric_sigmas(5, 0.2, 3), 1e-3, 7,
+    sampler = samplers.AnnealedLangevinSampler(ExactScore(d), geometric_sigmas(5, 0.2, 3), 1e-3, 7,
                                         final_denoise=True)
     assert sampler.n_steps == 3 * 7 + 1
     x0 = torch.randn(100, 2)
@@ -66,7 +66,7 @@ def test_step_api_and_run_give_the_same_chain_and_frames():
 
 def test_annealed_step_sizes_follow_algorithm_1():
     sigmas = geometric_sigmas(1.0, 0.01, 10)
-    s = S.AnnealedLangevinSampler(ScoreFunction(lambda x, sig: torch.zeros_like(x)), sigmas, eps=2e-5, steps_per_level=100)
+    s = samplers.AnnealedLangevinSampler(ScoreFunction(lambda x, sig: torch.zeros_like(x)), sigmas, eps=2e-5, steps_per_level=100)
     for i in (0, 4, 9):
         assert s.alpha(i) == pytest.approx(2e-5 * float(sigmas[i]) ** 2 / 0.01**2, rel=1e-5)
     # with a zero score, one level of T steps adds variance T·α_i exactly (Monte Carlo)
@@ -77,32 +77,32 @@ def test_annealed_step_sizes_follow_algorithm_1():
 
 def test_diverging_langevin_stops_with_a_helpful_error():
     stiff = GaussianMixture([1.0], [[0.0, 0.0]], [[[0.01, 0], [0, 0.01]]])
-    sampler = S.LangevinSampler(ExactScore(stiff), eps=0.5, n_steps=500)
-    with pytest.raises(S.DivergenceError, match=r"Langevin diverged at step \d+.*smaller step size than ε = 0.5") as info:
+    sampler = samplers.LangevinSampler(ExactScore(stiff), eps=0.5, n_steps=500)
+    with pytest.raises(samplers.DivergenceError, match=r"Langevin diverged at step \d+.*smaller step size than ε = 0.5") as info:
         sampler.run(torch.randn(10, 2))
     assert 0 <= info.value.step < 500
 
 
 def test_nan_scores_are_caught_at_the_first_step():
-    sampler = S.LangevinSampler(ScoreFunction(lambda x, s: torch.full_like(x, float("nan"))), eps=0.1, n_steps=10)
-    with pytest.raises(S.DivergenceError, match="step 0"):
+    sampler = samplers.LangevinSampler(ScoreFunction(lambda x, s: torch.full_like(x, float("nan"))), eps=0.1, n_steps=10)
+    with pytest.raises(samplers.DivergenceError, match="step 0"):
         sampler.step(torch.zeros(3, 2), 0)
 
 
 def test_initial_particles():
     g = torch.Generator().manual_seed(0)
-    u = S.initial_particles(10_000, "uniform", (-1, 3, 10, 12), g)
+    u = samplers.initial_particles(10_000, "uniform", (-1, 3, 10, 12), g)
     assert float(u[:, 0].min()) >= -1 and float(u[:, 0].max()) <= 3 and float(u[:, 1].min()) >= 10
-    assert S.initial_particles(4, "gaussian", shape=(1, 8, 8)).shape == (4, 1, 8, 8)
+    assert samplers.initial_particles(4, "gaussian", shape=(1, 8, 8)).shape == (4, 1, 8, 8)
     with pytest.raises(ValueError):
-        S.initial_particles(4, "sobol")
+        samplers.initial_particles(4, "sobol")
 
 
 def test_samplers_work_on_images():
     sched = DDPMSchedule.linear(20)
-    x = S.DDPMSampler(ScoreFunction(lambda x, s: torch.zeros_like(x)), sched, clip_denoised=1.0).run(torch.randn(2, 3, 4, 4)).x
+    x = samplers.DDPMSampler(ScoreFunction(lambda x, s: torch.zeros_like(x)), sched, clip_denoised=1.0).run(torch.randn(2, 3, 4, 4)).x
     assert x.shape == (2, 3, 4, 4) and torch.isfinite(x).all()
-    a = S.AnnealedLangevinSampler(ScoreFunction(lambda x, s: -x / (1 + s[:, None, None, None] ** 2)), geometric_sigmas(1, 0.1, 3),
+    a = samplers.AnnealedLangevinSampler(ScoreFunction(lambda x, s: -x / (1 + s[:, None, None, None] ** 2)), geometric_sigmas(1, 0.1, 3),
                                   1e-3, 5)
     assert a.run(torch.rand(2, 1, 4, 4), record_every=5).frames.shape == (4, 2, 1, 4, 4)
 

@@ -3,7 +3,7 @@ scores, the new samplers' identities (§8), and any model driving any sampler.""
 import pytest
 import torch
 
-from trainers import samplers as S
+from trainers import samplers
 from trainers.densities import GaussianMixture, preset
 from trainers.fitting import ToyConfig, initial_for, make_sampler, natural_sampler
 from trainers.metrics import energy_distance
@@ -95,8 +95,8 @@ def test_batched_evaluation_equals_one_query_at_a_time():
 
 def test_ddim_eta_one_over_all_steps_is_ddpm_with_beta_tilde_step_for_step():
     model = ExactScore(MIX)
-    ddpm = S.DDPMSampler(model, SCHED, "beta_tilde")
-    ddim = S.DDIMSampler(model, SCHED, spaced_timesteps(SCHED.T, SCHED.T), eta=1.0)
+    ddpm = samplers.DDPMSampler(model, SCHED, "beta_tilde")
+    ddim = samplers.DDIMSampler(model, SCHED, spaced_timesteps(SCHED.T, SCHED.T), eta=1.0)
     x = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     xa, xb = x, x
@@ -111,10 +111,10 @@ def test_one_ddim_eta_zero_step_is_one_euler_pf_ode_step_in_y_coordinates():
     model = EpsScoreModel(net, SCHED)
     for t, t_next in [(150, 120), (40, 39), (5, 0)]:
         ab, ab_next = SCHED.alpha_bars[t].double(), SCHED.alpha_bars[t_next].double()
-        ddim = S.DDIMSampler(model, SCHED, [t, t_next], eta=0.0)
+        ddim = samplers.DDIMSampler(model, SCHED, [t, t_next], eta=0.0)
         x = torch.randn(100, 2)
         x_next = ddim.step(x, 0).x
-        ode = S.PFODESampler(model, [sigma_of_alpha_bar(ab), sigma_of_alpha_bar(ab_next)], solver="euler")
+        ode = samplers.PFODESampler(model, [sigma_of_alpha_bar(ab), sigma_of_alpha_bar(ab_next)], solver="euler")
         y_next = ode.step((x / ab.sqrt()).float(), 0).x
         torch.testing.assert_close(y_next, (x_next / ab_next.sqrt()).float(), rtol=1e-4, atol=1e-4)
 
@@ -122,7 +122,7 @@ def test_one_ddim_eta_zero_step_is_one_euler_pf_ode_step_in_y_coordinates():
 def test_pf_ode_is_deterministic_and_returns_to_its_start_when_run_back():
     model = ExactScore(MIX)
     grid = karras_sigmas(5.0, 0.2, 60)
-    down, up = S.PFODESampler(model, grid, "heun"), S.PFODESampler(model, grid.flip(0), "heun")
+    down, up = samplers.PFODESampler(model, grid, "heun"), samplers.PFODESampler(model, grid.flip(0), "heun")
     y0 = 5.0 * torch.randn(500, 2, generator=torch.Generator().manual_seed(3))
     y1 = down.run(y0).x
     torch.testing.assert_close(down.run(y0).x, y1)                      # no noise anywhere
@@ -132,12 +132,12 @@ def test_pf_ode_is_deterministic_and_returns_to_its_start_when_run_back():
 
 def test_heun_costs_two_evaluations_per_step_except_the_step_to_zero():
     model = ExactScore(MIX, 0.01, 10)
-    counted = S.ChainState(S.build_sampler("pf-ode", model, nfe=39), torch.randn(4, 2))
+    counted = samplers.ChainState(samplers.build_sampler("pf-ode", model, nfe=39), torch.randn(4, 2))
     assert counted.sampler.n_steps == 20 and counted.sampler.nfe == 39
-    S.advance_together([counted], [counted.sampler.n_steps])
+    samplers.advance_together([counted], [counted.sampler.n_steps])
     assert counted.nfe == 39
-    pc = S.ChainState(S.build_sampler("pc", model, nfe=40, corrector_steps=1), torch.randn(4, 2))
-    S.advance_together([pc], [pc.sampler.n_steps])
+    pc = samplers.ChainState(samplers.build_sampler("pc", model, nfe=40, corrector_steps=1), torch.randn(4, 2))
+    samplers.advance_together([pc], [pc.sampler.n_steps])
     assert pc.nfe == pc.sampler.nfe == 2 * pc.sampler.n_steps - 1
 
 
@@ -158,7 +158,7 @@ def test_pf_ode_and_pc_with_the_exact_score_reach_the_target(name, nfe):
     d = preset("eight_gaussians")
     g = torch.Generator().manual_seed(0)
     ref, other = d.sample(2000, g), d.sample(2000, g)
-    sampler = S.build_sampler(name, ExactScore(d), nfe=nfe)
+    sampler = samplers.build_sampler(name, ExactScore(d), nfe=nfe)
     assert sampler.nfe <= nfe
     g = torch.Generator().manual_seed(1)
     x = sampler.run(initial_for(sampler, 2000, generator=g), g).x
@@ -167,23 +167,23 @@ def test_pf_ode_and_pc_with_the_exact_score_reach_the_target(name, nfe):
 
 def test_every_sampler_spends_about_the_nfe_it_is_given():
     model = ExactScore(MIX, 0.05, 5.0)
-    for name in S.SAMPLERS:
+    for name in samplers.SAMPLERS:
         for nfe in (5, 20, 100):
-            s = S.build_sampler(name, model, nfe=nfe)
+            s = samplers.build_sampler(name, model, nfe=nfe)
             assert 0.5 * nfe <= s.nfe <= nfe, (name, nfe, s.nfe)
 
 
 def test_registry_entries_describe_themselves():
-    for name, info in S.SAMPLERS.items():
+    for name, info in samplers.SAMPLERS.items():
         assert info.name == name and info.convention and info.description
-        assert set(info.params) <= set(S.SamplerOptions.__dataclass_fields__)
+        assert set(info.params) <= set(samplers.SamplerOptions.__dataclass_fields__)
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
-        S.build_sampler("euler", ExactScore(MIX))
+        samplers.build_sampler("euler", ExactScore(MIX))
 
 
 def test_single_level_model_answers_every_sigma_and_says_it_extrapolates():
     model = FixedLevelScoreModel(lambda y: -y, sigma=0.3)
-    s = S.build_sampler("annealed", model, S.SamplerOptions(sigma_max=3.0, sigma_min=0.3, steps=1))
+    s = samplers.build_sampler("annealed", model, samplers.SamplerOptions(sigma_max=3.0, sigma_min=0.3, steps=1))
     assert "trained on σ = 0.3" in model.range_note(s.sigmas_used())
 
 
@@ -213,9 +213,9 @@ def test_an_ncsn_model_trained_on_discrete_levels_is_flagged_between_them():
     from trainers.fitting import build_model_and_objective, score_model
     model, _ = build_model_and_objective(cfg)
     sm = score_model(model, cfg)
-    on_levels = S.build_sampler("annealed", sm, n_levels=4, steps=1)
+    on_levels = samplers.build_sampler("annealed", sm, n_levels=4, steps=1)
     assert sm.range_note(on_levels.sigmas_used()) == ""
-    ode = S.build_sampler("pf-ode", sm, nfe=19)
+    ode = samplers.build_sampler("pf-ode", sm, nfe=19)
     assert "trained on its 4 levels only" in sm.range_note(ode.sigmas_used())
     continuous = score_model(model, ToyConfig(objective="ncsn", sigma_max=5.0, sigma_min=0.05, n_levels=4))
     assert continuous.range_note(ode.sigmas_used()) == ""
@@ -223,7 +223,7 @@ def test_an_ncsn_model_trained_on_discrete_levels_is_flagged_between_them():
 
 def test_pc_corrector_takes_no_step_on_a_zero_score():
     from trainers.score_models import ScoreFunction
-    sampler = S.build_sampler("pc", ScoreFunction(lambda y, s: torch.zeros_like(y), 0.1, 1.0), nfe=10)
+    sampler = samplers.build_sampler("pc", ScoreFunction(lambda y, s: torch.zeros_like(y), 0.1, 1.0), nfe=10)
     x = sampler.run(torch.randn(50, 2)).x
     assert torch.isfinite(x).all()
 
@@ -238,7 +238,7 @@ def test_ddim_matches_diffusers_ddim_scheduler(eta):
     ref.set_timesteps(20)
     sched = DDPMSchedule.linear(1000)
     model = ExactScore(MIX)
-    ours = S.DDIMSampler(model, sched, [int(t) for t in ref.timesteps], eta=eta)
+    ours = samplers.DDIMSampler(model, sched, [int(t) for t in ref.timesteps], eta=eta)
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     mine, theirs = x.clone(), x.clone()
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers import toy
+from trainers import samplers, toy
 from trainers.fitting import CheckpointError, load_checkpoint
 
 
@@ -72,10 +72,9 @@ def test_sampling_outside_the_trained_range_is_flagged_in_words(ncsn_ckpt, tmp_p
     assert "note:" not in capsys.readouterr().err          # Langevin at σ_L: inside the range
     args = ["evaluate", "--ckpt", str(ncsn_ckpt), "--density", "two_gaussians", "--sampler", "pf-ode", "--nfe", "9",
             "--n", "50", "--json"]
-    import trainers.toy as T
     cfg = load_checkpoint(ncsn_ckpt)[1]
-    opts = T.S.SamplerOptions(nfe=9, sigma_max=3 * sigmas[0], n_levels=cfg.n_levels)
-    result = T.evaluate(str(ncsn_ckpt), "two_gaussians", 50, 0, "pf-ode", opts)
+    opts = samplers.SamplerOptions(nfe=9, sigma_max=3 * sigmas[0], n_levels=cfg.n_levels)
+    result = toy.evaluate(str(ncsn_ckpt), "two_gaussians", 50, 0, "pf-ode", opts)
     assert "trained on σ ∈" in result["note"] and "extrapolates" in result["note"]
     assert toy.main(args) == 0
 

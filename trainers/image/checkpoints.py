@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_torch_save
+from ..atomic import CheckpointError, atomic_torch_save  # noqa: F401  (re-exported: callers catch it here)
 from . import run_layout as layout
 from .run_layout import ckpt_dir, ckpt_path  # noqa: F401  (this module's API since the start)
 
 CKPT_VERSION = 1
 REQUIRED_KEYS = ("version", "step", "model", "ema", "config")
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint; the message lists what was tried."""
 
 
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:

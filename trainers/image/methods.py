@@ -23,7 +23,7 @@ from .config import ConfigError
 SAMPLER_NAMES = tuple(SAMPLERS)
 
 
-def ddpm_schedule(cfg) -> DDPMSchedule:
+def image_ddpm_schedule(cfg) -> DDPMSchedule:
     d = cfg.ddpm
     if d.beta_schedule == "linear":
         return DDPMSchedule.linear(d.T, d.beta_start, d.beta_end)
@@ -49,7 +49,7 @@ class Method:
 
 def make_method(cfg, device) -> Method:
     if cfg.method == "ddpm":
-        schedule = ddpm_schedule(cfg).to(device)
+        schedule = image_ddpm_schedule(cfg).to(device)
         w, v = cfg.ddpm.loss_weighting, cfg.ddpm.sample_variance
         return Method("ddpm", lambda m, x, g: ddpm_loss(m, x, schedule, g, weighting=w, variance=v,
                                                         per_example=True),
@@ -89,7 +89,7 @@ def score_model(cfg, model) -> ScoreModel:
     the NCSN U-Net takes σ and was trained on the config's L σ levels only (so samplers asking
     between them, DDPM/DDIM/PF-ODE/PC, get a range note)."""
     if cfg.method == "ddpm":
-        return from_network(model, "time", schedule=ddpm_schedule(cfg))
+        return from_network(model, "time", schedule=image_ddpm_schedule(cfg))
     return from_network(model, "sigma", sigmas=ncsn_sigmas(cfg), discrete=True)
 
 
@@ -114,7 +114,7 @@ def sampler_options(cfg, name: str) -> SamplerOptions:
     return o
 
 
-def make_sampler(cfg, model, name: str | None = None, **overrides) -> tuple[Sampler, ScoreModel]:
+def image_sampler(cfg, model, name: str | None = None, **overrides) -> tuple[Sampler, ScoreModel]:
     """(registry sampler `name`, the ScoreModel driving it) for a trained run. `overrides` are
     SamplerOptions fields (nfe, eta, solver, snr, …); None values keep the defaults. Bad settings
     raise ConfigError (exit status 2 on the command line)."""
@@ -164,7 +164,7 @@ def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = No
     callable, or None) is asked between sampler steps; when it says yes, ``SamplingStopped`` is
     raised (a stop request is honoured within one network evaluation)."""
     name = sampler or default_sampler(cfg)
-    s, sm = make_sampler(cfg, model, name, **overrides)
+    s, sm = image_sampler(cfg, model, name, **overrides)
     g = torch.Generator(device=device).manual_seed(seed)
     every = max(1, s.n_steps // record_frames) if record_frames else 0
     xs, frames, steps = [], [], []

@@ -9,7 +9,7 @@ import torch
 
 from trainers.image.__main__ import main
 from trainers.image.config import ConfigError, load_config
-from trainers.image.methods import initial_noise, make_sampler
+from trainers.image.methods import initial_noise, image_sampler
 from trainers.image.train import load_run, train
 
 TINY = ["model.ch=8", "model.ch_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=4",
@@ -108,23 +108,23 @@ def test_png_grid_and_chain_still_work_with_a_registry_sampler(runs, tmp_path, c
 
 def test_defaults_come_from_the_config(runs):
     cfg, model, *_ = load_run(runs["ncsn"])
-    s, sm = make_sampler(cfg, model)                         # NCSN: its own annealed Langevin
+    s, sm = image_sampler(cfg, model)                         # NCSN: its own annealed Langevin
     assert type(s).__name__ == "AnnealedLangevinSampler"
     assert (s.eps, s.T, len(s.sigmas)) == (cfg.ncsn.eps, 2, 4) and s.final_denoise is False
     assert sm.valid == pytest.approx((0.01, 1.0))
-    assert make_sampler(cfg, model, "ddim")[0].clip == 1.0   # x̂₀ clipped to [−1, 1] ⊇ [0, 1]
+    assert image_sampler(cfg, model, "ddim")[0].clip == 1.0   # x̂₀ clipped to [−1, 1] ⊇ [0, 1]
     cfg, model, *_ = load_run(runs["ddpm"])
-    s, _ = make_sampler(cfg, model)
+    s, _ = image_sampler(cfg, model)
     assert type(s).__name__ == "DDPMSampler" and s.n_steps == 1000 and s.clip == 1.0
     assert s.variance == cfg.ddpm.sample_variance
-    assert make_sampler(cfg, model, "ddim")[0].n_steps == 50
-    assert make_sampler(cfg, model, "ddim", nfe=7)[0].n_steps == 7
+    assert image_sampler(cfg, model, "ddim")[0].n_steps == 50
+    assert image_sampler(cfg, model, "ddim", nfe=7)[0].n_steps == 7
     with pytest.raises(ConfigError, match="unknown sampler"):
-        make_sampler(cfg, model, "heun")
+        image_sampler(cfg, model, "heun")
     # the command line's options reach the sampler
-    assert make_sampler(cfg, model, "ddim", eta=0.5)[0].eta == 0.5
-    assert make_sampler(cfg, model, "pf-ode", solver="euler")[0].solver == "euler"
-    assert make_sampler(cfg, model, "pc", snr=0.05)[0].snr == 0.05
+    assert image_sampler(cfg, model, "ddim", eta=0.5)[0].eta == 0.5
+    assert image_sampler(cfg, model, "pf-ode", solver="euler")[0].solver == "euler"
+    assert image_sampler(cfg, model, "pc", snr=0.05)[0].snr == 0.05
 
 
 def test_a_diverging_chain_is_exit_1_with_the_samplers_message(runs, tmp_path, capsys, monkeypatch):
@@ -142,11 +142,11 @@ def test_a_diverging_chain_is_exit_1_with_the_samplers_message(runs, tmp_path, c
 def test_initial_noise_is_the_prior_except_ncsn_annealed_starts_uniform(runs):
     g = torch.Generator().manual_seed(0)
     cfg, model, *_ = load_run(runs["ncsn"])
-    s, _ = make_sampler(cfg, model, "annealed")
+    s, _ = image_sampler(cfg, model, "annealed")
     x = initial_noise(cfg, s, "annealed", 200, "cpu", g)
     assert x.shape == (200, 1, 8, 8) and x.min() >= 0 and x.max() <= 1     # Song & Ermon §5
     cfg, model, *_ = load_run(runs["ddpm"])
-    s, _ = make_sampler(cfg, model, "annealed")              # prior_std = σ_max of the DDPM schedule
+    s, _ = image_sampler(cfg, model, "annealed")              # prior_std = σ_max of the DDPM schedule
     x = initial_noise(cfg, s, "annealed", 200, "cpu", g)
     assert float(x.std()) == pytest.approx(s.prior_std, rel=0.05) and s.prior_std > 100
 
