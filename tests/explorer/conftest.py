@@ -64,3 +64,32 @@ def queue_stale():
         signal.emit(*args)
 
     return post
+
+
+@pytest.fixture
+def restart_with_stale_signals(window, qtbot, queue_stale):
+    """restart_with_stale_signals(tab, start) for a JobTab: start a job, post all four of its worker's
+    signals so that they arrive only after the job is stopped and `start` ran again, and check that none
+    of them touched the tab (no result, progress, status or app message from the retired worker).
+    Returns the new worker."""
+    def check(tab, start):
+        messages = []
+        window.state.status.connect(messages.append)
+        start()
+        old = tab.worker
+        queue_stale(old.progress, tab._on_progress, 0.5, "stale progress")
+        queue_stale(old.failed, tab._on_failed, "stale: job stopped")
+        queue_stale(old.cancelled, tab._on_cancelled)
+        queue_stale(old.done, tab._on_done, object())       # not a result: drawing it would raise
+        tab.stop_worker()
+        start()
+        new = tab.worker
+        assert new is not old
+        qtbot.wait(100)
+        assert tab.result is None and tab.progress.value() != 500
+        assert "stale" not in tab.status.text() and tab.status.text() != "Cancelled."
+        assert not any("stale" in m for m in messages)
+        assert tab.is_running() and tab.cancel_btn.isEnabled()
+        return new
+
+    return check

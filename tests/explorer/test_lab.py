@@ -65,25 +65,9 @@ def test_the_lab_without_a_model_runs_the_exact_score_and_cancel_stops_it(window
     assert lab.result is first and lab.run_btn.isEnabled() and not lab.cancel_btn.isEnabled()
 
 
-def test_stale_signals_from_a_retired_lab_worker_are_ignored(window, qtbot, queue_stale):
+def test_stale_signals_from_a_retired_lab_worker_are_ignored(window, restart_with_stale_signals):
     lab = window.views["lab"]
-    messages = []
-    window.state.status.connect(messages.append)
     _choose(lab, tuple(lab.sampler_boxes), (200, 1000), 5000)      # long: still running at the end
-    lab.run()
-    old = lab.worker
-    # posted by the worker before it is retired, delivered after the next run started
-    queue_stale(old.progress, lab._on_progress, 0.5, "stale progress")
-    queue_stale(old.failed, lab._on_failed, "stale: lab stopped")
-    queue_stale(old.cancelled, lab._on_cancelled)
-    queue_stale(old.done, lab._on_done, object())     # not a LabResult: drawing it would raise
-    lab.stop_worker()
-    lab.run()
-    new = lab.worker
-    assert new is not old
-    qtbot.wait(100)
-    assert lab.result is None and lab.progress.value() != 500
-    assert "stale" not in lab.status.text() and lab.status.text() != "Cancelled."
-    assert not any("stale" in m for m in messages)
-    assert lab.worker is new and lab.is_running() and lab.cancel_btn.isEnabled() and not lab.run_btn.isEnabled()
+    new = restart_with_stale_signals(lab, lab.run)
+    assert lab.worker is new and not lab.run_btn.isEnabled()
     lab.stop_worker()

@@ -99,26 +99,11 @@ def test_a_ddpm_model_also_shows_its_elbo_bound(window, qtbot, trained):
     assert "−ELBO" in view.nll_label.text() and "holds" in view.nll_label.text()
 
 
-def test_cancel_keeps_the_previous_result_and_stale_signals_are_ignored(window, qtbot, trained, queue_stale):
+def test_cancel_keeps_the_previous_result_and_stale_signals_are_ignored(window, qtbot, trained,
+                                                                          restart_with_stale_signals):
     view = _with_model(window, trained, "ncsn")
     view.n_grid.setValue(120)                                  # long enough to be still running
-    messages = []
-    window.state.status.connect(messages.append)
-    view.compute()
-    old = view.worker
-    queue_stale(old.progress, view._on_progress, 0.5, "stale")
-    queue_stale(old.failed, view._on_failed, "stale: learned density stopped")
-    queue_stale(old.cancelled, view._on_cancelled)
-    queue_stale(old.done, view._on_done, object())             # not a result: drawing it would raise
-    view.stop_worker()
-    view.compute()
-    new = view.worker
-    assert new is not old
-    qtbot.wait(100)
-    assert view.result is None and view.progress.value() != 500
-    assert "stale" not in view.status.text() and view.status.text() != "Cancelled."
-    assert not any("stale" in m for m in messages)
-    assert view.is_running() and view.cancel_btn.isEnabled()
+    restart_with_stale_signals(view, view.compute)
     qtbot.mouseClick(view.cancel_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not view.is_running(), timeout=20000)
     qtbot.waitUntil(lambda: view.status.text() == "Cancelled.", timeout=5000)
