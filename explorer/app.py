@@ -23,13 +23,13 @@ from .views.lab import LabView
 from .views.learned_density import LearnedDensityView
 from .views.sampler import SamplerView
 from .views.score_field import ScoreFieldView
-from .views.trainer import TrainerTab
+from .views.image_runs import ImageRunsView
 from .views.training import TrainingView
 
 
 class MainWindow(QtWidgets.QMainWindow):
     VIEWS = [("density", DensityView), ("training", TrainingView), ("score", ScoreFieldView),
-             ("sampler", SamplerView), ("lab", LabView), ("trainer", TrainerTab),
+             ("sampler", SamplerView), ("lab", LabView), ("image_runs", ImageRunsView),
              ("experiments", ExperimentsView), ("learned", LearnedDensityView)]
 
     def __init__(self, state: AppState | None = None):
@@ -54,7 +54,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state.status.connect(self._on_status)
         self.views["training"].runningChanged.connect(self._on_training_running)
         # an image run started from the app pauses live training unless the Training tab says not
-        self.views["trainer"].runningChanged.connect(self.views["training"].set_image_run_active)
+        self.views["image_runs"].runningChanged.connect(self.views["training"].set_image_run_active)
         self.views["sampler"].playingChanged.connect(
             lambda on: self.sampler_status.setText("sampler: playing" if on else "sampler: paused"))
         self._build_menus()
@@ -260,7 +260,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return str(path)
 
     def closeEvent(self, ev):
-        runs_tab = self.views.get("trainer")
+        runs_tab = self.views.get("image_runs")
         if runs_tab is not None and runs_tab.is_running():
             # keep the image run going in the background, or stop it with a checkpoint
             if not runs_tab.close_with(runs_tab.ask_close_choice()):

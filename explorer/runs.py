@@ -4,8 +4,9 @@ The folder layout (progress.jsonl, checkpoints/, samples/, drawn/) is
 ``trainers.image.run_layout``, shared with the trainer, and the event names of progress.jsonl are
 ``trainers.image.progress``'s; no path or event string is spelled out here.
 
-This module also builds the two command lines the Trainer tab runs, so the CLI contract lives in
-one place. No maths here: grid tiling is ``trainers.image.imageio.grid_array``.
+This module also builds the two command lines the Image-runs tab runs (``explorer.process``
+launches them), so the CLI contract lives in one place. No maths here: grid tiling is
+``trainers.image.imageio.grid_array``.
 """
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def test_a_fisher_plateau_stops_training(window, qtbot):
 
 
 def test_training_pauses_while_an_image_run_is_active_unless_asked_not_to(window, qtbot):
-    tv, runs_tab = window.views["training"], window.views["trainer"]
+    tv, runs_tab = window.views["training"], window.views["image_runs"]
     window.state.update_train(objective="dsm")
     tv.start()
     qtbot.waitUntil(lambda: len(tv.loss_history()[0]) >= 5, timeout=20_000)
@@ -75,14 +75,14 @@ def test_training_pauses_while_an_image_run_is_active_unless_asked_not_to(window
     ("ddpm_digits", None, "CPU (the digits configs are sized for it)"),
 ])
 def test_the_tab_shows_the_device_a_run_will_use(window, monkeypatch, config, cuda, expected):
-    tab = window.views["trainer"]
+    tab = window.views["image_runs"]
     monkeypatch.setattr(runs, "cuda_device", lambda: cuda)
     tab.config.setCurrentText(config)
     assert tab.device_label.text() == expected
 
 
 def test_the_run_time_estimate_comes_from_the_measured_speed_after_warm_up(window):
-    tab = window.views["trainer"]
+    tab = window.views["image_runs"]
     tab._reset_live()
     tab._on_log_line({"step": 50, "loss": 1.0, "elapsed_s": 30.0, "total_steps": 1050})   # warm-up inside
     assert "measuring" in tab.estimate_label.text()
@@ -105,8 +105,8 @@ def _records(out):
 
 
 def test_the_close_dialog_offers_keep_running_and_stop_with_checkpoint(window, monkeypatch):
-    tab = window.views["trainer"]
-    tab.run_dir = None
+    tab = window.views["image_runs"]
+    tab.trainer.run_dir = None
     for text, choice in (("Keep running", "keep"), ("Stop with checkpoint", "stop"), ("Cancel", "cancel")):
         def click(box, text=text):
             next(b for b in box.buttons() if b.text().replace("&", "") == text).click()
@@ -115,7 +115,7 @@ def test_the_close_dialog_offers_keep_running_and_stop_with_checkpoint(window, m
 
 
 def test_closing_the_window_stops_the_image_run_with_a_checkpoint(window, qtbot, tmp_path, monkeypatch):
-    tab, out = window.views["trainer"], tmp_path / "stop"
+    tab, out = window.views["image_runs"], tmp_path / "stop"
     _start_long_run(tab, out)
     qtbot.waitUntil(lambda: bool(runs.checkpoint_steps(out)), timeout=90_000)
     monkeypatch.setattr(tab, "ask_close_choice", lambda: "cancel")
@@ -129,10 +129,10 @@ def test_closing_the_window_stops_the_image_run_with_a_checkpoint(window, qtbot,
 
 
 def test_closing_the_window_can_leave_the_image_run_training(window, qtbot, tmp_path, monkeypatch):
-    tab, out = window.views["trainer"], tmp_path / "keep"
+    tab, out = window.views["image_runs"], tmp_path / "keep"
     _start_long_run(tab, out)
     qtbot.waitUntil(lambda: any("loss" in r for r in _records(out)), timeout=90_000)
-    pid = tab.trainer.proc.processId()
+    pid = tab.trainer.pid()
     monkeypatch.setattr(tab, "ask_close_choice", lambda: "keep")
     assert window.close()
     tab.deleteLater()                                   # even destroying the QProcess leaves it alone

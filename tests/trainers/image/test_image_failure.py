@@ -178,7 +178,7 @@ def _string_constants(path: Path) -> set[str]:
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs}
 
 
-@pytest.mark.parametrize("module", ["explorer/runs.py", "explorer/views/trainer.py",
+@pytest.mark.parametrize("module", ["explorer/runs.py", "explorer/views/image_runs.py",
                                     "trainers/image/train.py", "trainers/image/checkpoints.py"])
 def test_run_folder_names_are_spelled_only_in_run_layout(module):
     names = {layout.CONFIG, layout.PROGRESS, layout.CHECKPOINTS, layout.SAMPLES, layout.DRAWN,

@@ -1,4 +1,4 @@
-"""Image trainer tab: real tiny training / sampling processes launched from the tab (offscreen).
+"""Image-runs tab: real tiny training / sampling processes launched from the tab (offscreen).
 
 The child processes run ``python -m trainers.image`` on the digits config shrunk to seconds on a
 CPU (a 16-channel U-Net, 100 diffusion steps, batch 32), so their grids are noise; the
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer import runs
+from explorer import process, runs
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
 
@@ -23,9 +23,9 @@ RUN_TIMEOUT_MS = 90_000
 
 @pytest.fixture
 def tab(qtbot, tmp_path):
-    from explorer.views.trainer import TrainerTab
+    from explorer.views.image_runs import ImageRunsView
 
-    t = TrainerTab(runs_root=tmp_path / "runs")
+    t = ImageRunsView(runs_root=tmp_path / "runs")
     qtbot.addWidget(t)
     t.resize(1400, 820)
     t.show()
@@ -76,12 +76,12 @@ def test_run_started_from_tab_streams_loss_then_viewer_shows_its_grid(qtbot, tab
     assert tab.error.isHidden()
     assert "device cpu" in tab.log.toPlainText()            # the child's stderr reached the log
 
-    assert tab.run_list.currentItem().text() == f"tiny — finished, step 30, loss {tab.losses[-1]:.4g}"
-    assert tab.shown_grid().label == "step 30 (EMA weights, ddim 50 NFE)"     # the preview sampler
+    assert tab.browser.run_list.currentItem().text() == f"tiny — finished, step 30, loss {tab.losses[-1]:.4g}"
+    assert tab.browser.shown_grid().label == "step 30 (EMA weights, ddim 50 NFE)"     # the preview sampler
     at, loss = tab.level_curve.getData()                     # loss per timestep, 20 bins of T = 100
     assert len(at) == len(loss) > 0 and set(at) <= {2.5 + 5 * i for i in range(20)}
-    assert tab.image.image.shape[2] == 3 and tab.image.image.shape[0] > 32
-    assert [tab.ckpt.itemData(i) for i in range(tab.ckpt.count())] == [15, 30]
+    assert tab.browser.image.image.shape[2] == 3 and tab.browser.image.image.shape[0] > 32
+    assert [tab.browser.ckpt.itemData(i) for i in range(tab.browser.ckpt.count())] == [15, 30]
     tab.log_y.setChecked(True)
     assert tab.plot.getPlotItem().ctrl.logYCheck.isChecked()
 
@@ -107,7 +107,7 @@ def test_stop_mid_run_then_resume_continues_from_the_checkpoint(qtbot, tab, tmp_
 
     # Resume with the run's own config; only the length changes.
     start_run(tab, out, f"train.n_steps={ckpt + 10}", resume=True)
-    assert "--config" not in tab.trainer.proc.arguments()
+    assert "--config" not in tab.trainer.arguments()
     wait_finished(qtbot, tab)
     assert f"resuming from {out / 'checkpoints'}" in tab.log.toPlainText()
     assert tab.steps[-1] == ckpt + 10 and tab.steps == sorted(set(tab.steps))
@@ -156,7 +156,7 @@ def test_a_run_that_fails_mid_training_shows_the_trainers_message(qtbot, tab, tm
     assert tab.error.text() == f"Training failed at step {last['step']}: {last['message']}"
     assert "loss became" in tab.error.text() and "train.lr" in tab.error.text()
     assert "exit status 1" in tab.state_label.text()
-    assert "Traceback" not in tab.trainer.stderr
+    assert "Traceback" not in tab.trainer.child.stderr
 
 
 def test_a_failed_event_in_the_progress_file_is_shown(tab, tmp_path):
@@ -168,23 +168,24 @@ def test_a_failed_event_in_the_progress_file_is_shown(tab, tmp_path):
         log.write(step=step, loss=1.0 / step, total_steps=10)
     log.failed(RuntimeError("boom in the loss at step 3"), 2)
     log.close()
-    tab.run_dir, tab.tail = run, runs.ProgressTail(layout.progress_path(run))
-    tab.poll_progress()
+    tab.trainer.follow(run)
+    tab.trainer.poll()
     assert tab.steps == [1, 2]
     assert not tab.error.isHidden()
     assert tab.error.text() == "Training failed at step 2: boom in the loss at step 3"
     assert "Failed at step 2" in tab.state_label.text()
-    tab.trainer.stderr = "Traceback (most recent call last):\n  ...\nRuntimeError: other\n"
-    tab._on_train_finished(1, False)            # the process's exit: the event's message stays
+    stderr = "Traceback (most recent call last):\n  ...\nRuntimeError: other\n"
+    # the process's exit: the event's message stays
+    tab.trainer.child.exited.emit(process.ProcessExit(1, False, "", stderr))
     assert tab.error.text() == "Training failed at step 2: boom in the loss at step 3"
 
 
-def test_the_tab_is_titled_image_runs_and_still_opened_as_trainer():
+def test_the_tab_is_titled_and_registered_as_image_runs():
     from explorer.app import MainWindow
-    from explorer.views.trainer import TrainerTab
+    from explorer.views.image_runs import ImageRunsView
 
-    assert ("trainer", TrainerTab) in MainWindow.VIEWS
-    assert TrainerTab.title == "Image runs"
+    assert ("image_runs", ImageRunsView) in MainWindow.VIEWS
+    assert ImageRunsView.title == "Image runs"
 
 
 def test_malformed_overrides_are_refused_before_launching(tab, tmp_path):
@@ -197,40 +198,40 @@ def test_malformed_overrides_are_refused_before_launching(tab, tmp_path):
 
 # ---------------------------------------------------------------------------- sample viewer
 def test_viewer_lists_runs_and_shows_the_latest_grid(qtbot, tab, finished_run):
-    tab.root_edit.setText(str(finished_run.parent))
-    tab.refresh_btn.click()
-    assert tab.run_names() == ["tiny"]
-    assert tab.shown_grid().step == 15
-    assert tab.ckpt.currentData() == 15
-    assert not tab.chain_slider.isEnabled()                   # training grids have no chain
+    tab.browser.root_edit.setText(str(finished_run.parent))
+    tab.browser.refresh_btn.click()
+    assert tab.browser.run_names() == ["tiny"]
+    assert tab.browser.shown_grid().step == 15
+    assert tab.browser.ckpt.currentData() == 15
+    assert not tab.browser.chain_slider.isEnabled()                   # training grids have no chain
 
 
 def test_sample_from_checkpoint_shows_the_new_grid_and_scrubs_its_chain(qtbot, tab, finished_run):
-    tab.root_edit.setText(str(finished_run.parent))
-    tab.refresh_btn.click()
-    tab.n_samples.setValue(9)
-    tab.frames.setValue(10)
-    tab.sample_btn.click()
-    assert not tab.sample_btn.isEnabled()
-    qtbot.waitUntil(lambda: tab.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
+    tab.browser.root_edit.setText(str(finished_run.parent))
+    tab.browser.refresh_btn.click()
+    tab.browser.n_samples.setValue(9)
+    tab.browser.frames.setValue(10)
+    tab.browser.sample_btn.click()
+    assert not tab.browser.sample_btn.isEnabled()
+    qtbot.waitUntil(lambda: tab.browser.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
 
     assert tab.error.isHidden(), tab.error.text()
-    grid = tab.shown_grid()
+    grid = tab.browser.shown_grid()
     assert grid.path == finished_run / "drawn" / "ckpt_00000015-default.png"
-    assert grid.chain is not None and tab.chain_slider.isEnabled()
-    last = tab.image.image.copy()
-    tab.chain_slider.setValue(0)
-    assert "initial noise" in tab.chain_label.text()
-    assert tab.image.image.shape == last.shape and (tab.image.image != last).any()
-    tab.chain_slider.setValue(tab.chain_slider.maximum())
-    assert (tab.image.image == last).all()                    # x_0 of the chain is the grid
+    assert grid.chain is not None and tab.browser.chain_slider.isEnabled()
+    last = tab.browser.image.image.copy()
+    tab.browser.chain_slider.setValue(0)
+    assert "initial noise" in tab.browser.chain_label.text()
+    assert tab.browser.image.image.shape == last.shape and (tab.browser.image.image != last).any()
+    tab.browser.chain_slider.setValue(tab.browser.chain_slider.maximum())
+    assert (tab.browser.image.image == last).all()                    # x_0 of the chain is the grid
 
 
 def test_sampler_combo_lists_every_registry_sampler(tab, tmp_path):
     from trainers.samplers import SAMPLERS
 
-    items = [tab.sampler_kind.itemData(i) for i in range(tab.sampler_kind.count())]
-    assert items == ["", *SAMPLERS] and tab.sampler_kind.currentData() == ""
+    items = [tab.browser.sampler_kind.itemData(i) for i in range(tab.browser.sampler_kind.count())]
+    assert items == ["", *SAMPLERS] and tab.browser.sampler_kind.currentData() == ""
     args = runs.sample_args(tmp_path, 15, 9, "pf-ode")
     assert args[args.index("--sampler") + 1] == "pf-ode"
     assert "--sampler" not in runs.sample_args(tmp_path, 15, 9)        # the run's default
@@ -290,7 +291,7 @@ def test_every_control_has_a_tooltip(tab):
 
 
 def test_a_process_that_cannot_start_is_reported(qtbot, tab, tmp_path):
-    tab.trainer.proc.setProgram(str(tmp_path / "no-such-python"))
+    tab.trainer.child.proc.setProgram(str(tmp_path / "no-such-python"))
     tab.out_edit.setText(str(tmp_path / "runs" / "x"))
     tab.start_btn.click()
     wait_finished(qtbot, tab)
@@ -330,23 +331,23 @@ def test_two_runs_are_overlaid_and_the_list_shows_status_step_and_loss(qtbot, ta
     a = _fake_run(root, "a", [1.0, 0.8, 0.6], events.DONE)
     b = _fake_run(root, "b", [1.2, 0.9], events.FAILED, "loss became nan at step 20")
     _fake_run(root, "c", [1.1], events.STOPPED)
-    tab.refresh_btn.click()
-    texts = {tab.run_list.item(i).text() for i in range(tab.run_list.count())}
+    tab.browser.refresh_btn.click()
+    texts = {tab.browser.run_list.item(i).text() for i in range(tab.browser.run_list.count())}
     assert texts == {"a — finished, step 30, loss 0.6",
                      "b — failed: loss became nan at step 20, step 20, loss 0.9",
                      "c — stopped, step 10, loss 1.1"}
-    items = {Path(tab.run_list.item(i).data(0x0100)).name: tab.run_list.item(i)
-             for i in range(tab.run_list.count())}
-    tab.run_list.setCurrentItem(items["a"])
+    items = {Path(tab.browser.run_list.item(i).data(0x0100)).name: tab.browser.run_list.item(i)
+             for i in range(tab.browser.run_list.count())}
+    tab.browser.run_list.setCurrentItem(items["a"])
     items["b"].setSelected(True)                           # Ctrl+click a second run
-    assert sorted(p.name for p in tab.selected_runs()) == ["a", "b"]
+    assert sorted(p.name for p in tab.browser.selected_runs()) == ["a", "b"]
     curves = {Path(k).name: c.getData() for k, c in tab.overlays.items()}
     assert sorted(curves) == ["a", "b"]
     assert list(curves["a"][0]) == [10, 20, 30] and list(curves["a"][1]) == [1.0, 0.8, 0.6]
     assert list(curves["b"][1]) == [1.2, 0.9]
     items["b"].setSelected(False)                          # deselected: its overlay goes
     assert [Path(k).name for k in tab.overlays] == ["a"]
-    assert a.name in tab.run_names() and b.name in tab.run_names()
+    assert a.name in tab.browser.run_names() and b.name in tab.browser.run_names()
 
 
 def test_a_run_without_a_closing_event_is_running_or_interrupted(tmp_path):
@@ -367,19 +368,45 @@ def test_the_loss_per_level_plot_follows_the_log_lines(tab):
 
 
 def test_toggle_shows_the_same_checkpoint_with_raw_then_ema_weights(qtbot, tab, finished_run):
-    tab.root_edit.setText(str(finished_run.parent))
-    tab.refresh_btn.click()
-    tab.frames.setValue(0)
-    tab.n_samples.setValue(4)
-    tab.sampler_kind.setCurrentIndex(tab.sampler_kind.findData("ddim"))
-    tab.sample_btn.click()                                            # EMA, the default
-    qtbot.waitUntil(lambda: tab.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
-    ema = tab.shown_grid()
+    tab.browser.root_edit.setText(str(finished_run.parent))
+    tab.browser.refresh_btn.click()
+    tab.browser.frames.setValue(0)
+    tab.browser.n_samples.setValue(4)
+    tab.browser.sampler_kind.setCurrentIndex(tab.browser.sampler_kind.findData("ddim"))
+    tab.browser.sample_btn.click()                                            # EMA, the default
+    qtbot.waitUntil(lambda: tab.browser.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
+    ema = tab.browser.shown_grid()
     assert ema.weights == "ema" and ema.label.endswith("EMA weights")
-    assert tab.toggle_weights()                                       # not drawn yet: draws it
-    qtbot.waitUntil(lambda: tab.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
-    raw = tab.shown_grid()
+    assert tab.browser.toggle_weights()                                       # not drawn yet: draws it
+    qtbot.waitUntil(lambda: tab.browser.sample_btn.isEnabled(), timeout=RUN_TIMEOUT_MS)
+    raw = tab.browser.shown_grid()
     assert tab.error.isHidden(), tab.error.text()
     assert (raw.step, raw.sampler, raw.weights) == (15, "ddim", "raw")
     assert "--weights raw" in tab.log.toPlainText()
-    assert tab.toggle_weights() and tab.shown_grid().path == ema.path  # back, no new process
+    assert tab.browser.toggle_weights() and tab.browser.shown_grid().path == ema.path  # back, no new process
+
+
+def test_tab_trainer_is_still_accepted_as_the_image_runs_tab(tmp_path):
+    """``--tab trainer`` (the key before the rename) shows the same tab as ``--tab image_runs``."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    shots = {}
+    for key in ("trainer", "image_runs"):
+        out = tmp_path / f"{key}.png"
+        r = subprocess.run([sys.executable, "-m", "explorer", "--tab", key, "--screenshot", str(out)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-2000:]
+        with Image.open(out) as im:
+            shots[key] = np.asarray(im.convert("RGB"))
+    assert (shots["trainer"] == shots["image_runs"]).all()
+    sampler = tmp_path / "sampler.png"                    # and it is not the default tab
+    r = subprocess.run([sys.executable, "-m", "explorer", "--screenshot", str(sampler)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(sampler) as im:
+        assert (np.asarray(im.convert("RGB")) != shots["image_runs"]).any()

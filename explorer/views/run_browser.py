@@ -1,0 +1,331 @@
+"""The run browser of the Image-runs tab: the run folders under a root (status, last step, last
+loss), the selection of runs whose loss curves are overlaid, and one run's checkpoints, sample
+grids and recorded chains.
+
+It reads run folders through ``explorer.runs`` and launches nothing: it asks its owner through
+signals carrying data (``sampleRequested`` with a ``SampleRequest``; ``runActivated`` with a run
+folder; ``selectionChanged`` with the selected run folders), and is told what the owner is doing
+through ``set_live_run``, ``show_live_summary``, ``set_sampling`` and ``reload_run``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from trainers.image import run_layout as layout
+
+from .. import runs
+from . import common
+
+PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole     # a run list item's run folder (str)
+
+TIP = {
+    "root": "Folder whose sub-folders are runs (default ./runs).",
+    "browse_root": "Choose the runs root folder.",
+    "refresh": "Look for new runs, grids and checkpoints.",
+    "run_list": "Runs under the root, most recently changed first, with their status (running, "
+                "finished, stopped, failed with the trainer's message, interrupted), last step and "
+                "last loss.\nSelect several (Ctrl/Shift+click) to overlay their loss curves; the "
+                "viewer shows the current one.\n"
+                "Double-click: set it as the run folder with Resume ticked, to continue it.",
+    "grid_slider": "Sample grids of this run in step order (drawn during training, and drawn "
+                   "from checkpoints here); the latest is shown first.",
+    "image": "The selected sample grid (or chain frame). Wheel to zoom, drag to pan.",
+    "chain_slider": "Scrub the sampling chain from x_T (pure noise, left) to x_0 (right). "
+                    "Only for grids drawn here with 'Record chain'.",
+    "ckpt": "Checkpoint to sample from (step).",
+    "n": "Number of images in the grid.",
+    "sampler": "Any sampler works on any run (the network is wrapped as one score model).\n"
+               "default: the run's own, ancestral DDPM for DDPM runs, annealed Langevin for NCSN runs.\n"
+               "Outside the model's trained noise range the log shows a note.",
+    "frames": "Record about this many frames of the chain x_T -> x_0 (0: no chain).",
+    "weights": "Draw from the checkpoint's EMA weights (the average the training grids use) or "
+               "its raw training weights.",
+    "toggle_weights": "Show the same checkpoint, sampler and seed with the other weights "
+                      "(EMA ⇄ raw); drawn first if it is not there yet.",
+    "sample": "Draw a grid from the chosen checkpoint's EMA (or raw) weights in a separate "
+              f"process (saved under <run>/{layout.DRAWN}/) and show it.",
+}
+SAMPLE_TEXT = "Sample from checkpoint"
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """A grid to draw from checkpoint ``step`` of ``run``; sampler "" is the run's default."""
+    run: Path
+    step: int
+    n: int
+    sampler: str
+    frames: int
+    weights: str
+
+    def args(self) -> list[str]:
+        """The trainer CLI's ``sample`` arguments (``runs.sample_args``)."""
+        return runs.sample_args(self.run, self.step, self.n, self.sampler, self.frames,
+                                self.weights)
+
+
+class RunBrowser(QtWidgets.QGroupBox):
+    """Runs root and run list (top), the viewed run's grid viewer, checkpoint and sampling row."""
+
+    selectionChanged = QtCore.Signal(list)      # the selected run folders (Path), list order
+    runActivated = QtCore.Signal(object)        # a double-clicked run folder (Path)
+    sampleRequested = QtCore.Signal(object)     # SampleRequest
+
+    def __init__(self, runs_root: str | Path | None = None,
+                 parent: QtWidgets.QWidget | None = None):
+        super().__init__("Samples", parent)
+        self.grids: list[runs.Grid] = []
+        self.chain: runs.ChainFrames | None = None
+        self.chain_key: tuple | None = None       # (path, mtime) of the loaded chain
+        self.live_run: Path | None = None         # the run the owner is training now
+        self.sampling = False                     # the owner is drawing a grid
+        self.root_edit = common.tip(QtWidgets.QLineEdit(), TIP["root"])
+        self.root_edit.setText(str(Path(runs_root) if runs_root else Path.cwd() / "runs"))
+        self.browse_root_btn = common.tip(QtWidgets.QToolButton(), TIP["browse_root"])
+        self.browse_root_btn.setText("…")
+        self.refresh_btn = common.tip(QtWidgets.QPushButton("Refresh"), TIP["refresh"])
+        self.run_list = common.tip(QtWidgets.QListWidget(), TIP["run_list"])
+        self.run_list.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.run_list.setMaximumHeight(110)
+        self.grid_slider, self.grid_label = _slider_with_label(TIP["grid_slider"])
+        self.image_view = common.tip(pg.GraphicsLayoutWidget(), TIP["image"])
+        self.view_box = self.image_view.addViewBox(lockAspect=True, invertY=True)
+        self.image = pg.ImageItem()
+        self.view_box.addItem(self.image)
+        self.chain_slider, self.chain_label = _slider_with_label(TIP["chain_slider"])
+        self.ckpt = common.tip(QtWidgets.QComboBox(), TIP["ckpt"])
+        self.n_samples = common.spin(1, 1024, 64, tooltip=TIP["n"])
+        self.sampler_kind = common.combo(runs.sampler_choices(), "", TIP["sampler"])
+        self.frames = common.spin(0, 500, 50, tooltip=TIP["frames"])
+        self.weights = common.combo([("ema", "EMA"), ("raw", "raw")], "ema", TIP["weights"])
+        self.sample_btn = common.tip(QtWidgets.QPushButton(SAMPLE_TEXT), TIP["sample"])
+        self.toggle_weights_btn = common.tip(QtWidgets.QPushButton("EMA ⇄ raw"),
+                                             TIP["toggle_weights"])
+        self._lay_out()
+        self._connect()
+
+    def _lay_out(self) -> None:
+        v = QtWidgets.QVBoxLayout(self)
+        root_row = QtWidgets.QHBoxLayout()
+        root_row.setContentsMargins(0, 0, 0, 0)
+        for w, stretch in ((self.root_edit, 1), (self.browse_root_btn, 0), (self.refresh_btn, 0)):
+            root_row.addWidget(w, stretch)
+        v.addLayout(root_row)
+        v.addWidget(self.run_list)
+        v.addLayout(_row(self.grid_slider, self.grid_label))
+        v.addWidget(self.image_view, 1)
+        v.addLayout(_row(self.chain_slider, self.chain_label))
+        sample_row = QtWidgets.QHBoxLayout()
+        for label, w in [("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind),
+                         ("", self.weights), ("chain frames", self.frames)]:
+            if label:
+                sample_row.addWidget(common.tip(QtWidgets.QLabel(label), w.toolTip()))
+            sample_row.addWidget(w)
+        sample_row.addWidget(self.sample_btn)
+        sample_row.addWidget(self.toggle_weights_btn)
+        v.addLayout(sample_row)
+
+    def _connect(self) -> None:
+        self.browse_root_btn.clicked.connect(self._pick_root)
+        self.refresh_btn.clicked.connect(lambda: self.refresh())
+        self.root_edit.editingFinished.connect(lambda: self.refresh())
+        self.run_list.currentItemChanged.connect(lambda *_: self.show_run())
+        self.run_list.itemSelectionChanged.connect(
+            lambda: self.selectionChanged.emit(self.selected_runs()))
+        self.run_list.itemDoubleClicked.connect(
+            lambda item: self.runActivated.emit(Path(item.data(PATH_ROLE))))
+        self.grid_slider.valueChanged.connect(self._show_grid)
+        self.chain_slider.valueChanged.connect(self._show_chain_frame)
+        self.sample_btn.clicked.connect(self.sample_from_checkpoint)
+        self.toggle_weights_btn.clicked.connect(self.toggle_weights)
+
+    def _pick_root(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Runs root folder",
+                                                          self.root_edit.text())
+        if path:
+            self.root_edit.setText(path)
+            self.refresh()
+
+    # ------------------------------------------------------------------ runs
+    def runs_root(self) -> Path:
+        return Path(self.root_edit.text().strip() or "runs").expanduser().resolve()
+
+    def refresh(self, select: Path | None = None) -> None:
+        """Re-list the runs under the root; keep (or move to) the viewed run. Emits
+        ``selectionChanged`` with the (kept) selection."""
+        keep = select or self.viewed_run()
+        selected = {p.resolve() for p in self.selected_runs()}
+        self.run_list.blockSignals(True)
+        self.run_list.clear()
+        for path in runs.list_runs(self.runs_root()):
+            live = self.live_run is not None and path.resolve() == self.live_run.resolve()
+            summary = runs.run_summary(path, live=live)
+            item = QtWidgets.QListWidgetItem(f"{path.name} — {summary.text()}")
+            item.setData(PATH_ROLE, str(path))
+            item.setToolTip(f"{path}\n{summary.text()}")
+            self.run_list.addItem(item)
+            if keep is not None and path.resolve() == Path(keep).resolve():
+                self.run_list.setCurrentItem(item)
+            elif path.resolve() in selected:
+                item.setSelected(True)
+        if self.run_list.currentRow() < 0 and self.run_list.count():
+            self.run_list.setCurrentRow(0)
+        self.run_list.blockSignals(False)
+        self.show_run()
+        self.selectionChanged.emit(self.selected_runs())
+
+    def run_names(self) -> list[str]:
+        """The run folders' names, in list order."""
+        return [Path(self.run_list.item(i).data(PATH_ROLE)).name
+                for i in range(self.run_list.count())]
+
+    def selected_runs(self) -> list[Path]:
+        return [Path(item.data(PATH_ROLE)) for item in self.run_list.selectedItems()]
+
+    def viewed_run(self) -> Path | None:
+        item = self.run_list.currentItem()
+        return Path(item.data(PATH_ROLE)) if item else None
+
+    def set_live_run(self, run: Path | None) -> None:
+        """The run being trained now (listed as running), or None."""
+        self.live_run = Path(run) if run is not None else None
+
+    def show_live_summary(self, summary: runs.RunSummary) -> None:
+        """Update the live run's line in the list (no re-reading of its folder)."""
+        if self.live_run is None:
+            return
+        for i in range(self.run_list.count()):
+            item = self.run_list.item(i)
+            if Path(item.data(PATH_ROLE)).resolve() == self.live_run.resolve():
+                item.setText(f"{self.live_run.name} — {summary.text()}")
+
+    def reload_run(self, run: Path, keep_grid: bool = False) -> None:
+        """``run`` has new grids or checkpoints: reload them if it is the viewed run."""
+        viewed = self.viewed_run()
+        if viewed is not None and viewed.resolve() == Path(run).resolve():
+            self.show_run(keep_grid=keep_grid)
+
+    # ------------------------------------------------------------------ grids and chains
+    def show_run(self, keep_grid: bool = False, select_grid: Path | None = None) -> None:
+        """Load the viewed run's grids (showing the latest, ``select_grid``, or with
+        ``keep_grid`` the one shown now) and checkpoints."""
+        run = self.viewed_run()
+        current = self.grids[self.grid_slider.value()].path if keep_grid and self.grids else None
+        self.grids = runs.list_grids(run) if run else []
+        self._fill_checkpoints(run)
+        paths = [g.path.resolve() for g in self.grids]
+        want = select_grid or current
+        index = paths.index(want) if want in paths else len(paths) - 1
+        self.grid_slider.blockSignals(True)
+        self.grid_slider.setRange(0, max(0, len(paths) - 1))
+        self.grid_slider.setValue(max(0, index))
+        self.grid_slider.setEnabled(len(paths) > 1)
+        self.grid_slider.blockSignals(False)
+        self._show_grid(max(0, index))
+        self._enable_sampling()
+
+    def shown_grid(self) -> runs.Grid | None:
+        return self.grids[self.grid_slider.value()] if self.grids else None
+
+    def _fill_checkpoints(self, run: Path | None) -> None:
+        self.ckpt.clear()
+        for step in runs.checkpoint_steps(run) if run else []:
+            self.ckpt.addItem(str(step), step)
+        self.ckpt.setCurrentIndex(self.ckpt.count() - 1)
+
+    def _show_grid(self, index: int) -> None:
+        if not self.grids:
+            self.grid_label.setText("no sample grids yet")
+            self.image.clear()
+            self._set_chain(None)
+            return
+        grid = self.grids[index]
+        self.grid_label.setText(f"{grid.label}  ({index + 1}/{len(self.grids)})")
+        self._set_chain(grid.chain)
+        self._show_image(runs.read_image(grid.path))
+
+    def _set_chain(self, path: Path | None) -> None:
+        key = (path, path.stat().st_mtime_ns) if path else None    # re-sampling rewrites it
+        if key != self.chain_key:
+            self.chain = runs.load_chain(path) if path else None
+            self.chain_key = key
+        n = len(self.chain.grids) if self.chain else 0
+        self.chain_slider.blockSignals(True)
+        self.chain_slider.setRange(0, max(0, n - 1))
+        self.chain_slider.setValue(max(0, n - 1))       # x_0: the grid itself
+        self.chain_slider.blockSignals(False)
+        self.chain_slider.setEnabled(n > 1)
+        self.chain_label.setText(f"chain: {self.chain.labels[-1]}" if n else "no chain recorded")
+
+    def _show_chain_frame(self, index: int) -> None:
+        if self.chain is not None:
+            self.chain_label.setText(f"chain: {self.chain.labels[index]}  ({index + 1}/"
+                                     f"{len(self.chain.grids)})")
+            self._show_image(self.chain.grids[index])
+
+    def _show_image(self, rgb: np.ndarray) -> None:
+        new_shape = self.image.image is None or self.image.image.shape != rgb.shape
+        self.image.setImage(rgb, autoLevels=False, levels=(0, 255))
+        if new_shape:
+            self.view_box.autoRange(padding=0.01)
+
+    # ------------------------------------------------------------------ sampling requests
+    def set_sampling(self, on: bool) -> None:
+        """The owner started (True) or ended (False) drawing a grid."""
+        self.sampling = on
+        self.sample_btn.setText("Sampling …" if on else SAMPLE_TEXT)
+        self._enable_sampling()
+
+    def _enable_sampling(self) -> None:
+        usable = self.ckpt.count() > 0 and not self.sampling
+        self.sample_btn.setEnabled(usable)
+        self.toggle_weights_btn.setEnabled(usable)
+
+    def sample_from_checkpoint(self) -> bool:
+        """Ask for a grid from the chosen checkpoint as set up; False if there is nothing to
+        sample from or a grid is being drawn."""
+        run, step = self.viewed_run(), self.ckpt.currentData()
+        if run is None or step is None or self.sampling:
+            return False
+        self.sampleRequested.emit(SampleRequest(run, step, self.n_samples.value(),
+                                                self.sampler_kind.currentData(),
+                                                self.frames.value(), self.weights.currentData()))
+        return True
+
+    def toggle_weights(self) -> bool:
+        """Show the shown grid's counterpart with the other weights (EMA <-> raw) for the same
+        checkpoint, sampler and seed; ask for it first when it is not there. False if nothing to
+        do."""
+        grid = self.shown_grid()
+        if grid is None or grid.path.parent.name != layout.DRAWN:
+            # a training grid (EMA): draw the raw counterpart at the nearest checkpoint as set up
+            self.weights.setCurrentIndex(self.weights.findData("raw"))
+            return self.sample_from_checkpoint()
+        other = runs.counterpart(grid)
+        if other.is_file():
+            self.show_run(select_grid=other.resolve())
+            return True
+        self.ckpt.setCurrentIndex(self.ckpt.findData(grid.step))
+        self.sampler_kind.setCurrentIndex(
+            max(0, self.sampler_kind.findData("" if grid.sampler == "default" else grid.sampler)))
+        self.weights.setCurrentIndex(self.weights.findData("raw" if grid.weights == "ema" else "ema"))
+        return self.sample_from_checkpoint()
+
+
+def _slider_with_label(tip: str) -> tuple[QtWidgets.QSlider, QtWidgets.QLabel]:
+    slider = common.tip(QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal), tip)
+    label = common.tip(QtWidgets.QLabel("–"), tip)
+    label.setMinimumWidth(190)
+    return slider, label
+
+
+def _row(*widgets: QtWidgets.QWidget) -> QtWidgets.QHBoxLayout:
+    row = QtWidgets.QHBoxLayout()
+    for i, w in enumerate(widgets):
+        row.addWidget(w, 1 if i == 0 else 0)
+    return row
