@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=400, help="training steps for --demo (default 400)")
     ap.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot of the window and exit")
     ap.add_argument("--tab", default="sampler", choices=["density", "training", "score", "sampler", "lab", "image_runs",
-                                                          "experiments", "learned"],
+                                                          "experiments", "learned", "history"],
                     type=lambda name: {"trainer": "image_runs"}.get(name, name),    # the former key
                     help="tab shown in the screenshot (default: sampler; trainer: image_runs' former name)")
     ap.add_argument("--all-tabs", action="store_true",

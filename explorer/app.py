@@ -19,6 +19,7 @@ from trainers.experiments import EXPERIMENTS
 from .state import AppState
 from .views.density import DensityView
 from .views.experiments import ExperimentsView
+from .views.history import HistoryView
 from .views.lab import LabView
 from .views.learned_density import LearnedDensityView
 from .views.sampler import SamplerView
@@ -30,7 +31,7 @@ from .views.training import TrainingView
 class MainWindow(QtWidgets.QMainWindow):
     VIEWS = [("density", DensityView), ("training", TrainingView), ("score", ScoreFieldView),
              ("sampler", SamplerView), ("lab", LabView), ("image_runs", ImageRunsView),
-             ("experiments", ExperimentsView), ("learned", LearnedDensityView)]
+             ("experiments", ExperimentsView), ("learned", LearnedDensityView), ("history", HistoryView)]
 
     def __init__(self, state: AppState | None = None):
         super().__init__()
@@ -251,6 +252,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def save_screenshot(self, path: str, tab: str | None = None) -> str:
         if tab is not None:
             self.tabs.setCurrentWidget(self.views[tab])
+            if hasattr(self.views[tab], "settle"):          # a tab that computes its pictures when shown
+                self.views[tab].settle()
         app = QtWidgets.QApplication.instance()
         for _ in range(3):
             app.processEvents()

@@ -14,6 +14,7 @@ from PySide6 import QtCore
 from trainers import densities
 from trainers import fitting
 from trainers import grid
+from trainers import history
 from trainers.samplers import SAMPLERS
 
 
@@ -26,6 +27,12 @@ def default_train_config() -> fitting.ToyConfig:
 def build_network(cfg: fitting.ToyConfig) -> torch.nn.Module:
     """An untrained network of cfg's shape (to load weight snapshots into)."""
     return fitting.build_model_and_objective(cfg)[0]
+
+
+# Weight snapshots of live training (the History tab): at least every HISTORY_EVERY steps, at most
+# HISTORY_CAP of them (older ones thinned, trainers.history.SnapshotHistory).
+HISTORY_EVERY = 50
+HISTORY_CAP = 40
 
 
 # The Samplers tab's panels: a registry sampler (trainers.samplers.SAMPLERS), a score source and the
@@ -103,6 +110,7 @@ class AppState(QtCore.QObject):
     trainSettingsChanged = QtCore.Signal()
     samplerSettingsChanged = QtCore.Signal()
     modelChanged = QtCore.Signal()            # new weights snapshot (or model reset)
+    historyChanged = QtCore.Signal()          # a weight snapshot was kept, replaced, or the history cleared
     status = QtCore.Signal(str)               # a one-line message for the status bar
 
     def __init__(self, density: densities.GaussianMixture | None = None, parent=None):
@@ -118,6 +126,11 @@ class AppState(QtCore.QObject):
         self.model: torch.nn.Module | None = None      # GUI-thread copy; the worker trains its own
         self.model_settings: fitting.ToyConfig | None = None  # settings the current weights were trained with
         self.model_step = 0
+        # Weights through training: every model set_model receives goes in (see record_snapshot);
+        # with the settings and the density they were trained on.
+        self.history = history.SnapshotHistory(HISTORY_EVERY, HISTORY_CAP)
+        self.history_settings: fitting.ToyConfig | None = None
+        self.history_density: densities.GaussianMixture | None = None
 
     # ------------------------------------------------------------------ density
     @property
@@ -185,11 +198,47 @@ class AppState(QtCore.QObject):
             self.samplerSettingsChanged.emit()
 
     # ------------------------------------------------------------------ model
-    def set_model(self, model: torch.nn.Module | None, settings: fitting.ToyConfig | None, step: int = 0):
+    def set_model(self, model: torch.nn.Module | None, settings: fitting.ToyConfig | None, step: int = 0,
+                  record: bool = True):
+        """New current weights (None: no model). With `record`, they also go into the history."""
         self.model = model
         self.model_settings = copy.deepcopy(settings) if settings is not None else None
         self.model_step = step
+        if record:
+            self.record_snapshot()
         self.modelChanged.emit()
+
+    # ------------------------------------------------------------------ history
+    def record_snapshot(self) -> None:
+        """Put the current weights into the history. A model trained with other settings, on another
+        density, or at an earlier step than the newest snapshot (a fresh run) starts a new history;
+        no model clears it."""
+        if self.model is None or self.model_settings is None:
+            if len(self.history):
+                self.clear_history()
+            return
+        new_run = (self.model_settings != self.history_settings or self._density is not self.history_density
+                   or (len(self.history) and self.model_step < self.history.steps[-1]))
+        if new_run:
+            self.history = history.SnapshotHistory(HISTORY_EVERY, HISTORY_CAP)
+            self.history_settings = copy.deepcopy(self.model_settings)
+            self.history_density = self._density
+        self.history.record(self.model_step, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        self.historyChanged.emit()
+
+    def clear_history(self) -> None:
+        self.history = history.SnapshotHistory(HISTORY_EVERY, HISTORY_CAP)
+        self.history_settings = self.history_density = None
+        self.historyChanged.emit()
+
+    def snapshot_network(self, index: int) -> tuple[int, torch.nn.Module]:
+        """(step, a network holding the weights of history snapshot `index`), in eval mode."""
+        if self.history_settings is None or not len(self.history):
+            raise LookupError("no weight snapshots yet: train on the Training tab first")
+        model = build_network(self.history_settings)
+        model.load_state_dict(self.history.states[index])
+        model.eval()
+        return self.history.steps[index], model
 
     # ------------------------------------------------------------------ session
     def to_session(self) -> dict:
@@ -206,7 +255,15 @@ class AppState(QtCore.QObject):
             "model_step": int(self.model_step),
             "model_state": ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
                             if self.model is not None else None),
+            "history": self._history_session(),
         }
+
+    def _history_session(self) -> dict | None:
+        """The weight snapshots with what they were trained with/on (None without any)."""
+        if self.history_settings is None or not len(self.history):
+            return None
+        return {"snapshots": self.history.to_dict(), "settings": self.history_settings.to_dict(),
+                "density": self.history_density.to_dict()}
 
     def restore_session(self, d: dict) -> None:
         """Inverse of to_session (also reads files written with the older TrainSettings fields).
@@ -223,6 +280,7 @@ class AppState(QtCore.QObject):
             model.load_state_dict(d["model_state"])
             model.eval()
         bounds = tuple(float(v) for v in d.get("bounds") or density.plot_bounds())
+        hist, hist_settings, hist_density = _history_from_session(d.get("history"), density)
         # -- commit
         self._push()
         self._density, self._mass, self.bounds = density, float(d.get("density_mass", density.n_components)), bounds
@@ -230,4 +288,27 @@ class AppState(QtCore.QObject):
         self.densityChanged.emit()
         self.trainSettingsChanged.emit()
         self.samplerSettingsChanged.emit()
-        self.set_model(model, ms, int(d.get("model_step", 0)))
+        self.history, self.history_settings, self.history_density = hist, hist_settings, hist_density
+        # a file without a history: its model (if any) becomes the first snapshot of a new one
+        self.set_model(model, ms, int(d.get("model_step", 0)), record=hist_settings is None)
+        self.historyChanged.emit()
+
+
+def _history_from_session(d: dict | None, density: densities.GaussianMixture):
+    """(SnapshotHistory, settings, density) from a session's "history" entry; an empty history for a
+    file without one (older files: the restored model, if any, then becomes its first snapshot). Every
+    snapshot is loaded into a network here, so a damaged file is refused before anything changes."""
+    if not d:
+        return history.SnapshotHistory(HISTORY_EVERY, HISTORY_CAP), None, None
+    settings = _train_config(d["settings"])
+    trained_on = densities.GaussianMixture.from_dict(d["density"])
+    # the same mixture as the session's density: share the object (the Training tab compares identity)
+    if trained_on.to_dict() == density.to_dict():
+        trained_on = density
+    hist = history.SnapshotHistory.from_dict(d["snapshots"])
+    if len(hist.steps) != len(hist.states) or hist.steps != sorted(hist.steps):
+        raise ValueError("the session's weight history is damaged (steps and snapshots do not match)")
+    network = build_network(settings)
+    for state in hist.states:
+        network.load_state_dict(state)
+    return hist, settings, trained_on

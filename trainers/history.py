@@ -5,7 +5,9 @@
   running mean per bin (exponential, so the curve follows training).
 - `SnapshotHistory` keeps the model's weights every `every` steps under a cap: when full, every other
   snapshot of the older half is dropped, so recent training stays dense and the early part thins
-  out roughly geometrically, while the first and the newest snapshot always stay.
+  out roughly geometrically, while the first and the newest snapshot always stay. `maybe_add` takes
+  steps that are multiples of `every`; `record` takes weights at whatever steps they arrive (the
+  explorer gets them a few times a second) and keeps the latest as the newest snapshot.
 Both are plain data (tensors, floats), so a session file stores them as they are.
 """
 from __future__ import annotations
@@ -66,6 +68,27 @@ class SnapshotHistory:
             return False
         self.add(step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         return True
+
+    def record(self, step: int, state: dict) -> bool:
+        """Keep `state` (weights at `step`) as the newest snapshot. It is appended when the newest
+        snapshot is at least `every` steps after the one before it (or is the first); otherwise it
+        replaces the newest. So all snapshots but the newest are ≥ `every` steps apart, and the newest
+        is always the latest weights. Returns whether it was appended. Steps must not go back."""
+        if self.steps and step < self.steps[-1]:
+            raise ValueError(f"step {step} is before the newest snapshot (step {self.steps[-1]}): "
+                             "a new run needs a new history")
+        provisional = len(self.steps) >= 2 and self.steps[-1] - self.steps[-2] < self.every
+        if provisional or (self.steps and step == self.steps[-1]):
+            self.steps[-1], self.states[-1] = int(step), state
+            return False
+        self.add(step, state)
+        return True
+
+    def clear(self) -> None:
+        self.steps, self.states = [], []
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
     def add(self, step: int, state: dict) -> None:
         self.steps.append(int(step))

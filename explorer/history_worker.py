@@ -1,0 +1,137 @@
+"""One weight snapshot of a training run, pictured three ways (the History tab), in a QThread.
+
+`compute_snapshot_pictures` is plain torch (no Qt): for a network at one training step it gives
+(a) the learned and the true score on a grid at the model's least-noisy level, with the Fisher
+divergence there (trainers.fitting.fisher_metric: the Training tab's number, on the same fixed samples);
+(b) the model's PF-ODE log-density on a coarse grid and its NLL of fresh samples beside the true one
+(explorer.density_worker.compute_learned_density; noise-conditional models only); (c) fresh samples
+from the model's natural sampler (annealed Langevin for NCSN, DDPM for DDPM, Langevin otherwise).
+Every piece is computed by trainers/; this module only orders them, reports progress and honours a
+cancel between chunks and sampler steps. `HistoryWorker` runs it for one snapshot.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from PySide6 import QtCore
+
+from trainers import fitting
+from trainers import grid
+
+from .density_worker import LearnedDensity, compute_learned_density
+
+# Fractions of the progress bar for the three pictures.
+FIELD_DONE = 0.05
+DENSITY_DONE = 0.6
+# The natural sampler's options where its registry default is slow for a picture: annealed Langevin
+# with 20 steps per level (as the Samplers tab), not 100.
+SAMPLER_OVERRIDES = {"annealed": {"steps": 20}}
+
+
+@dataclass
+class SnapshotPictures:
+    """The three pictures of one snapshot (arrays for drawing, numbers for reading)."""
+    step: int
+    bounds: tuple
+    level_label: str                  # the least-noisy level the field and the Fisher divergence are at
+    points: np.ndarray                # (n², 2) arrow origins, row-major (trainers.grid.grid_points)
+    true_field: np.ndarray            # (n², 2) ∇log p at that level
+    learned_field: np.ndarray         # (n², 2) s_θ at that level
+    cell: float                       # arrow grid spacing
+    fisher: float                     # E‖s_θ − ∇log p‖² at that level (samples of its density)
+    density: LearnedDensity | None    # PF-ODE log p and NLLs; None for models without noise levels
+    density_note: str                 # why there is no density ('' when there is one)
+    samples: np.ndarray               # (n_particles, 2) from the natural sampler
+    sampler: str                      # its registry name
+    seconds: float
+
+
+def compute_snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, bounds, step: int,
+                              n_arrows: int = 20, n_grid: int = 32, n_steps: int = 16, n_nll: int = 500,
+                              n_particles: int = 1500, seed: int = 0,
+                              progress: Callable[[float, str], None] | None = None,
+                              cancelled: Callable[[], bool] | None = None) -> SnapshotPictures | None:
+    """The pictures of `model` (trained with cfg on `density`) at training step `step`; None if cancelled.
+    Fixed seeds, so two snapshots differ only by their weights."""
+    progress = progress or (lambda f, w: None)
+    cancelled = cancelled or (lambda: False)
+    t0 = time.perf_counter()
+    model.eval()
+    # (a) the score field at the least-noisy level
+    level = fitting.levels_of(cfg)[0]
+    points = grid.grid_points(bounds, n_arrows)
+    target = fitting.target_density_at(cfg, density, level.value)
+    true_field = grid.field_on_grid(target.score, points.double())
+    learned_field = grid.field_on_grid(fitting.model_score_at(model, cfg, level.value), points)
+    fisher, _ = fitting.fisher_metric(cfg, density)(model)
+    progress(FIELD_DONE, "score field")
+    if cancelled():
+        return None
+    # (b) the learned density by the PF-ODE
+    learned, note = None, ""
+    if cfg.cond in ("sigma", "time"):
+        learned = compute_learned_density(
+            fitting.score_model(model, cfg, density), density, bounds, n_grid=n_grid, n_steps=n_steps,
+            n_samples=n_nll, seed=seed, cancelled=cancelled,
+            progress=lambda f, what: progress(FIELD_DONE + (DENSITY_DONE - FIELD_DONE) * f, f"density ({what})"))
+        if learned is None:
+            return None
+    else:
+        note = (f"{cfg.objective} trains at a single noise level: the PF-ODE needs a score at every level "
+                "(NCSN or DDPM)")
+    # (c) fresh samples from the model's own sampler
+    name = fitting.natural_sampler(cfg)
+    sampler = fitting.make_sampler(name, cfg, model, density, **SAMPLER_OVERRIDES.get(name, {}))
+    gen = torch.Generator().manual_seed(seed)
+    x = fitting.initial_for(sampler, n_particles, generator=gen)
+    for k in range(sampler.n_steps):
+        if cancelled():
+            return None
+        x = sampler.step(x, k, gen).x
+        if k % 20 == 0:
+            progress(DENSITY_DONE + (1 - DENSITY_DONE) * (k + 1) / sampler.n_steps, "samples")
+    progress(1.0, "samples")
+    xmin, xmax = bounds[0], bounds[1]
+    return SnapshotPictures(
+        step=int(step), bounds=tuple(bounds), level_label=level.label, points=points.numpy().astype(np.float64),
+        true_field=true_field, learned_field=learned_field, cell=(xmax - xmin) / n_arrows, fisher=float(fisher),
+        density=learned, density_note=note, samples=x.double().numpy(), sampler=name,
+        seconds=time.perf_counter() - t0)
+
+
+class HistoryWorker(QtCore.QThread):
+    """compute_snapshot_pictures for one snapshot; the same four signals as the other job workers."""
+    progress = QtCore.Signal(float, str)
+    done = QtCore.Signal(object)              # SnapshotPictures
+    cancelled = QtCore.Signal()
+    failed = QtCore.Signal(str)
+
+    def __init__(self, model, cfg, density, bounds, step: int, sizes: dict, parent=None):
+        super().__init__(parent)
+        self.step = int(step)
+        self.args = dict(model=model, cfg=cfg, density=density, bounds=tuple(bounds), step=int(step), **sizes)
+        self._cancel = threading.Event()
+
+    def cancel(self):
+        self._cancel.set()
+
+    def run(self):
+        try:
+            result = compute_snapshot_pictures(**self.args, progress=self.progress.emit,
+                                               cancelled=self._cancel.is_set)
+        except Exception as e:              # report, never take the GUI down
+            self.failed.emit(f"history pictures stopped: {type(e).__name__}: {e}")
+            return
+        if result is None:
+            self.cancelled.emit()
+        elif not math.isfinite(result.fisher):
+            self.failed.emit(f"the snapshot at step {result.step} gives a non-finite score (the model had "
+                             "diverged there)")
+        else:
+            self.done.emit(result)
