@@ -1,4 +1,4 @@
-"""Metrics: score error against the exact score, sample quality against a density, DDPM ELBO."""
+"""Metrics: score error against the exact score, sample quality against a density, DDPM ELBO (and bits/dim)."""
 from __future__ import annotations
 
 import math
@@ -62,34 +62,72 @@ def _gauss_kl(mu1, var1, mu2, var2) -> torch.Tensor:
     return kl.reshape(len(kl), -1).sum(1)
 
 
+def discretised_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std,
+                                        lo: float = -1.0, hi: float = 1.0, bins: int = 256) -> torch.Tensor:
+    """log P(x) per element, in float64, under the discretised Gaussian decoder of Ho et al. 2020
+    (eq. 13; docs/math.md §5.1): the data take the `bins` values lo + k·Δ, Δ = (hi − lo)/(bins − 1)
+    (8-bit images in [−1, 1]: 256 values 2k/255 − 1), and value k gets the mass of N(mean, std²)
+    on [lo + (k − ½)Δ, lo + (k + ½)Δ], the outermost bins reaching to −∞ and +∞, so the masses
+    sum to 1. x is snapped to the nearest value (pass quantised data); the edges are computed from
+    k, so neighbouring bins share them exactly; the CDF difference is taken in the tail where it
+    does not cancel, so it stays accurate far from the mean (`torch.special.log_ndtr`)."""
+    x, mean = x.double(), mean.double()
+    std = torch.as_tensor(std, dtype=torch.float64, device=x.device)
+    step = (hi - lo) / (bins - 1)
+    k = torch.round((x - lo) / step).clamp(0, bins - 1)
+    inf = torch.tensor(math.inf, dtype=torch.float64, device=x.device)
+    a = torch.where(k == 0, -inf, (lo + (k - 0.5) * step - mean) / std)          # lower edge, in std units
+    b = torch.where(k == bins - 1, inf, (lo + (k + 0.5) * step - mean) / std)    # upper edge
+    # log(Φ(b) − Φ(a)) = log Φ(b) + log(1 − Φ(a)/Φ(b)), or the same with −b, −a in the upper tail
+    upper = (a + b) > 0          # the bin lies mostly above the mean (a = −∞ and b = ∞ never both)
+    hi_edge, lo_edge = torch.where(upper, -a, b), torch.where(upper, -b, a)
+    log_hi, log_lo = torch.special.log_ndtr(hi_edge), torch.special.log_ndtr(lo_edge)
+    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
+
+
+def bits_per_dim(nats_per_example: float, dims: int) -> float:
+    """A negative log-likelihood (or −ELBO) in nats per example, in bits per data dimension:
+    nats / (D ln 2)."""
+    return nats_per_example / (dims * math.log(2))
+
+
 @torch.no_grad()
 def ddpm_elbo_nats(model, schedule: DDPMSchedule, x0: torch.Tensor, variance: str = "beta",
-                   decoder_std: float | None = None) -> dict:
+                   decoder_std: float | None = None, decoder: str = "gaussian",
+                   data_range: tuple[float, float] = (-1.0, 1.0)) -> dict:
     """The DDPM negative ELBO in nats per example (Ho et al. eq. 5), every term summed exactly over t:
     L_T = KL(q(x_T|x_0) ‖ N(0, I)), L_{t−1} = KL(q(x_{t−1}|x_t,x_0) ‖ p_θ(x_{t−1}|x_t)) for t > 1, and
-    L_0 = −log p_θ(x_0|x_1), a Gaussian with mean μ_θ(x_1, 1) and std `decoder_std` (default √β_1)
-    — continuous data, so this is a density bound (for images use the discretised decoder instead).
-    Each term uses one draw of x_t ~ q(x_t|x_0)."""
+    L_0 = −log p_θ(x_0|x_1) with mean μ_θ(x_1, 1) and std `decoder_std` (default √β_1).
+    ``decoder="gaussian"``: L_0 is a Gaussian density — continuous data, so this bounds a density.
+    ``decoder="discretised"``: L_0 is the discretised Gaussian on 256 bins spanning `data_range`
+    (`discretised_gaussian_log_likelihood`; x0 must be quantised to those bins) — for 8-bit images,
+    a bound on a discrete NLL that `bits_per_dim` turns into bits/dim (docs/math.md §5.1).
+    Each term uses one draw of x_t ~ q(x_t|x_0) from the global torch RNG."""
+    if decoder not in ("gaussian", "discretised"):
+        raise ValueError(f"unknown decoder {decoder!r}; choose gaussian or discretised")
     sched = schedule.to(x0.device)
     n = len(x0)
     ab_T = sched.alpha_bars[-1]
     prior = _gauss_kl(sched.sqrt_alpha_bars[-1] * x0, (1 - ab_T).expand_as(x0), torch.zeros_like(x0),
                       torch.ones_like(x0))
     terms = torch.zeros(n, dtype=torch.float64, device=x0.device)
-    decoder = torch.zeros(n, dtype=torch.float64, device=x0.device)
+    decoder_nll = torch.zeros(n, dtype=torch.float64, device=x0.device)
     for ti in range(sched.T):
         t = torch.full((n,), ti, dtype=torch.long, device=x0.device)
         x_t = sched.q_sample(x0, t, torch.randn_like(x0))
         mean_theta = sched.eps_mean(x_t, t, model(x_t, t))
         if ti == 0:
             std = decoder_std if decoder_std is not None else math.sqrt(float(sched.betas[0]))
-            nll = 0.5 * ((x0 - mean_theta) / std) ** 2 + math.log(std) + 0.5 * math.log(2 * math.pi)
-            decoder = nll.reshape(n, -1).sum(1).double()
+            if decoder == "discretised":
+                nll = -discretised_gaussian_log_likelihood(x0, mean_theta, std, *data_range)
+            else:
+                nll = 0.5 * ((x0 - mean_theta) / std) ** 2 + math.log(std) + 0.5 * math.log(2 * math.pi)
+            decoder_nll = nll.reshape(n, -1).sum(1).double()
             continue
         true_mean = sched.posterior_mean(x0, x_t, t)
         true_var = extract(sched.posterior_variance, t, x0.shape).expand_as(x0)
         model_var = sched.sigma(t, variance, x0.shape).expand_as(x0) ** 2
         terms += _gauss_kl(true_mean, true_var, mean_theta, model_var).double()
-    total = prior.double() + terms + decoder
+    total = prior.double() + terms + decoder_nll
     return {"elbo_nats": float(total.mean()), "prior_nats": float(prior.mean()),
-            "diffusion_nats": float(terms.mean()), "decoder_nats": float(decoder.mean())}
+            "diffusion_nats": float(terms.mean()), "decoder_nats": float(decoder_nll.mean())}

@@ -34,7 +34,7 @@ from .schedules import GRIDS
 from .score_models import ExactScore
 
 
-NLL_POINTS = 500       # points for the PF-ODE likelihood (each costs ~200 forward + backward passes)
+NLL_POINTS = 2000      # points for the PF-ODE likelihood (each costs ~200 forward + backward passes)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,9 +1,13 @@
 """Metrics against closed forms and known distributions."""
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from trainers.densities import GaussianMixture, preset
-from trainers.metrics import ddpm_elbo_nats, energy_distance, fisher_divergence, mmd, mode_weight_error, mode_weights
+from trainers.metrics import (bits_per_dim, ddpm_elbo_nats, discretised_gaussian_log_likelihood, energy_distance,
+                              fisher_divergence, mmd, mode_weight_error, mode_weights)
 from trainers.score_models import ExactScore
 from trainers.schedules import DDPMSchedule
 
@@ -52,3 +56,67 @@ def test_ddpm_elbo_with_exact_eps_bounds_the_true_nll_tightly():
     assert nll - 0.02 < result["elbo_nats"] < nll + 0.1
     worse = ddpm_elbo_nats(lambda x, t: exact.eps(x, t, sched) * 0.8, sched, x0)
     assert worse["elbo_nats"] > result["elbo_nats"] + 0.1
+
+
+BIN_CENTRES = torch.arange(256, dtype=torch.float64) * 2 / 255 - 1      # 8-bit data in [−1, 1]
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, 0.01), (0.3, 0.5), (-0.99, 0.003), (1.0, 1e-4),
+                                       (0.5, 30.0), (-2.0, 0.2), (0.0, 1e-6)])
+def test_discretised_decoder_is_a_distribution_over_the_256_bins(mean, std):
+    """Per dimension the 256 probabilities sum to 1 and equal the CDF differences Φ(b) − Φ(a) of
+    N(mean, std²) over [x − 1/255, x + 1/255], the outer bins open to ±∞ (docs/math.md §5.1)."""
+    from scipy.stats import norm
+
+    means = torch.tensor([mean, mean + 0.1, -mean], dtype=torch.float64)       # three dimensions
+    x = BIN_CENTRES[:, None].expand(256, 3)
+    logp = discretised_gaussian_log_likelihood(x, means.expand(256, 3), std)
+    assert logp.dtype == torch.float64 and torch.isfinite(logp).all() and (logp <= 0).all()
+    torch.testing.assert_close(logp.exp().sum(0), torch.ones(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    k, m = np.arange(256)[:, None], means.numpy()
+    upper = np.where(k == 255, np.inf, (2 * k + 1) / 255 - 1)        # bin edges halfway between values
+    lower = np.where(k == 0, -np.inf, (2 * k - 1) / 255 - 1)
+    # Φ(b) − Φ(a), written with survival functions above the mean where 1 − tiny would cancel
+    direct = np.where((upper + lower) / 2 > m, norm.sf(lower, m, std) - norm.sf(upper, m, std),
+                      norm.cdf(upper, m, std) - norm.cdf(lower, m, std))
+    np.testing.assert_allclose(logp.exp().numpy(), direct, atol=1e-13, rtol=0)
+    big = direct > 1e-250                            # where the direct difference does not underflow
+    np.testing.assert_allclose(logp.numpy()[big], np.log(direct[big]), rtol=1e-6, atol=1e-9)
+
+
+def test_discretised_decoder_stays_accurate_far_in_the_tails():
+    """Where Φ(b) − Φ(a) underflows in float64 the log-probability is still right (mpmath, 50 digits)."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    bins = [128, 230, 0, 255]
+    x = torch.tensor(bins, dtype=torch.float64) * 2 / 255 - 1
+    mean = torch.tensor([0.9, -0.7, 0.6, -0.6], dtype=torch.float64)
+    std = 0.01                                                   # bins 60 to 160 σ from the mean
+    got = discretised_gaussian_log_likelihood(x, mean, std)
+    for k, mi, gi in zip(bins, mean.tolist(), got.tolist()):
+        a = (mpmath.mpf(2 * k - 1) / 255 - 1 - mpmath.mpf(mi)) / std if k > 0 else -mpmath.inf
+        b = (mpmath.mpf(2 * k + 1) / 255 - 1 - mpmath.mpf(mi)) / std if k < 255 else mpmath.inf
+        xi = 2 * k / 255 - 1
+        # Φ(b) − Φ(a) = Φ(−a) − Φ(−b): the lower-tail form keeps the e^(−10⁴) masses representable
+        mass = mpmath.ncdf(b) - mpmath.ncdf(a) if xi < mi else mpmath.ncdf(-a) - mpmath.ncdf(-b)
+        assert gi == pytest.approx(float(mpmath.log(mass)), rel=1e-9)
+    assert (got < -400).all() and torch.isfinite(got).all()
+
+
+def test_elbo_with_the_discretised_decoder_differs_only_in_its_decoder_term():
+    """Same draws (same seed): prior and diffusion terms agree exactly; for a decoder std ≫ the bin
+    width Δ = 2/255, P(bin) ≈ density·Δ, so the decoder terms differ by D·log(1/Δ) per example."""
+    # on the 256 values, not the two outer ones (whose bins reach to ±∞)
+    x0 = torch.randint(1, 255, (500, 2), generator=torch.Generator().manual_seed(0)) / 127.5 - 1
+    sched = DDPMSchedule.linear(20)
+    eps = lambda x, t: 0.3 * x
+    torch.manual_seed(0)
+    gauss = ddpm_elbo_nats(eps, sched, x0, decoder_std=0.5)
+    torch.manual_seed(0)
+    disc = ddpm_elbo_nats(eps, sched, x0, decoder_std=0.5, decoder="discretised")
+    assert disc["prior_nats"] == gauss["prior_nats"] and disc["diffusion_nats"] == gauss["diffusion_nats"]
+    assert disc["decoder_nats"] - gauss["decoder_nats"] == pytest.approx(2 * math.log(255 / 2), abs=2e-3)
+    assert bits_per_dim(disc["elbo_nats"], 2) == pytest.approx(disc["elbo_nats"] / (2 * math.log(2)))
+    with pytest.raises(ValueError, match="discretised"):
+        ddpm_elbo_nats(eps, sched, x0, decoder="binned")

@@ -5,12 +5,17 @@
     python -m trainers.image sample --run RUN_DIR [--ckpt STEP] [--n 64] [SAMPLER OPTIONS]
                                     --out {GRID.png | SAMPLES.npy | SAMPLES.npz}
                                     [--chain CHAIN.npz | --chain FRAMES_DIR] [--frames 50]
-    python -m trainers.image evaluate --run RUN_DIR [--data-dir DIR] [--n N] [SAMPLER OPTIONS] [--json]
+    python -m trainers.image evaluate --run RUN_DIR [--data-dir DIR] [--n N] [SAMPLER OPTIONS]
+                                      [--bpd-n 256] [--no-record] [--json]
     python -m trainers.image configs            # list the bundled configs
 
 Sampler options: --sampler {langevin,annealed,ddpm,ddim,pf-ode,pc} (default: the run's own, ddpm
 or annealed) --nfe N --eta H --solver {euler,heun} --snr R --sigma-max S --sigma-min S
 --weights {ema,raw} (the checkpoint's EMA weights, the default, or its raw training weights).
+
+``evaluate`` reports a digit judge's figures (digits runs; MNIST runs: a small CNN fitted on the
+run's MNIST files, cached in the run folder), bits/dim on held-out images (DDPM runs), FID/IS where
+torch-fidelity and its weights are present, and appends a line to RUN_DIR/eval.jsonl.
 
 Multi-GPU: the same ``train`` command under ``torchrun --nproc_per_node=K -m trainers.image``.
 Exit status 2 means bad input (config, dataset, checkpoint, sampler options); the message says what
@@ -28,6 +33,13 @@ import time
 from pathlib import Path
 
 from ..cli import positive_float, positive_int
+
+
+def _non_negative_int(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return n
 
 
 def _device(pref: str):
@@ -120,7 +132,8 @@ def cmd_evaluate(args) -> int:
     report = evaluate_run(args.run, data_dir=args.data_dir, n=args.n, step=args.ckpt,
                           device=_device(args.device), seed=args.seed,
                           batch_size=args.batch_size, sampler=args.sampler,
-                          weights=args.weights, **_sampler_overrides(args))
+                          weights=args.weights, bpd_n=args.bpd_n, record=not args.no_record,
+                          **_sampler_overrides(args))
     _print_note(report.get("note", ""))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -191,11 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_sample)
 
-    e = sub.add_parser("evaluate", help="FID/IS (when available) or the digits classifier metric")
+    e = sub.add_parser("evaluate", help="the digits / MNIST judge, bits/dim (DDPM), FID/IS (when "
+                                        "available)")
     e.add_argument("--run", required=True)
-    e.add_argument("--data-dir", default=None)
+    e.add_argument("--data-dir", default=None,
+                   help="dataset folder (default: the run's data.data_dir); MNIST runs need the "
+                        "training labels (train-labels-idx1-ubyte) there for the judge, and use the "
+                        "t10k files as held-out digits when present")
     e.add_argument("--ckpt", type=int, default=None)
-    e.add_argument("--n", type=int, default=None, help="samples (default 500 for digits, 10000 otherwise)")
+    e.add_argument("--n", type=positive_int, default=None,
+                   help="samples (default 500 for digits, 1000 for the MNIST judge, 10000 with FID)")
+    e.add_argument("--bpd-n", type=_non_negative_int, default=256,
+                   help="held-out images for bits/dim of DDPM runs (each costs T network "
+                        "evaluations; 0 skips it)")
+    e.add_argument("--no-record", action="store_true",
+                   help="do not append this evaluation to RUN_DIR/eval.jsonl")
     add_sampler_options(e)
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--batch-size", type=int, default=500)

@@ -1,86 +1,108 @@
-"""Evaluate a run: FID / IS through a well-kept library when present, and an offline digits metric.
+"""Evaluate a run: an offline digit judge (digits, MNIST), bits/dim (DDPM runs), and FID / IS
+through a well-kept library when present.
+
+Digit judges (``trainers.image.judge``): digits runs are judged by a logistic regression on
+scikit-learn's 8x8 digits, MNIST runs by a small CNN fitted on the user's own MNIST training files
+(cached in the run folder as ``judge_mnist.pt``); both report mean confidence, confident share,
+class coverage and nearest-training distance of the samples beside held-out real digits and noise.
+
+Bits/dim (DDPM runs only): the negative ELBO of ``BPD_N`` held-out images with the discretised
+Gaussian decoder (``metrics.ddpm_elbo_nats(decoder="discretised")``, docs/math.md §5.1), images
+quantised to 8 bits, in bits per dimension (nats / (D ln 2)). NCSN runs have no ELBO: the report
+says so.
 
 FID and IS need Inception-v3 weights. We never download them: they are computed with
 ``torch-fidelity`` (or ``torchmetrics``, which uses the same network) only when that package is
 installed *and* its weights file is already in the torch hub cache; otherwise the report says
 what is missing and where it is looked for.
 
-Digits metric (the 8x8 default needs no download): a logistic-regression classifier fitted on
-75% of scikit-learn's real digits (stratified split, seed 0) labels the samples. Reported: its
-held-out accuracy; the samples' mean top-class probability and the fraction above 0.9; the class
-histogram of the samples and its normalised entropy (1 = all ten classes equally often); the
-mean distance from each sample to its nearest training digit (memorisation check). The same
-figures on the held-out real digits and on uniform noise are reported beside them for scale.
-Logistic regression is used rather than an MLP because it stays unconfident on noise (an MLP
-gave 0.89 mean confidence to uniform noise in our check; logistic regression 0.55).
+Every evaluation appends one line to ``RUN_DIR/eval.jsonl`` (one JSON object per line, one
+``os.write`` of the whole line with O_APPEND, so lines never interleave; a reader skips a torn last
+line, as ``read_eval_records`` does), for plotting quality per checkpoint::
+
+    {"step": 3600, "checkpoint": ".../ckpt_00003600.pt", "time": "2026-11-25T16:40:00Z",
+     "weights": "ema", "sampler": "ddpm", "nfe": 1000, "n_samples": 500, "seed": 1,
+     "judge": "digits" | "mnist" | null, "classifier_test_accuracy": 0.97,
+     "samples":   {"mean_confidence", "frac_confident", "class_entropy", "classes_present",
+                   "min_class_fraction", "nn_distance_to_train"},
+     "reference": {... the same keys, held-out real digits},
+     "noise":     {... the same keys, uniform noise},
+     "bits_per_dim": 1.23 | null, "fid": 12.3 | null, "is_mean": 9.1 | null}
+
+Keys of a figure not computed are null (or absent from the three judge dicts when there is no
+judge); several lines may share a step (other seeds, samplers or weights).
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
+import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-CONFIDENT = 0.9
+from .. import metrics
+from . import judge
+from .run_layout import eval_path
+
+CONFIDENT = judge.CONFIDENT
+BPD_N = 256                 # held-out images for bits/dim
 TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 TORCH_FIDELITY_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                       + TORCH_FIDELITY_WEIGHTS)
+EVAL_FIGURES = ("mean_confidence", "frac_confident", "class_entropy", "classes_present",
+                "min_class_fraction", "nn_distance_to_train")
 
 
-# -------------------------------------------------------------------------------- digits
-class DigitsClassifier:
-    def __init__(self, seed: int = 0):
-        from sklearn.datasets import load_digits
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import train_test_split
-
-        d = load_digits()
-        X = d.data / 16.0
-        self.X_train, self.X_test, self.y_train, self.y_test = train_test_split(
-            X, d.target, test_size=0.25, random_state=seed, stratify=d.target)
-        self.clf = LogisticRegression(max_iter=3000, C=1.0).fit(self.X_train, self.y_train)
-        self.accuracy = float(self.clf.score(self.X_test, self.y_test))
-
-    def stats(self, X: np.ndarray) -> dict:
-        """X: (N, 64) in [0, 1]."""
-        proba = self.clf.predict_proba(X)
-        conf = proba.max(1)
-        labels = proba.argmax(1)
-        hist = np.bincount(labels, minlength=10)
-        p = hist / max(hist.sum(), 1)
-        entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(10))
-        conf_hist = np.bincount(labels[conf > CONFIDENT], minlength=10)
-        d2 = ((X[:, None, :] - self.X_train[None]) ** 2).sum(-1)
-        return {
-            "n": int(len(X)),
-            "mean_confidence": float(conf.mean()),
-            "frac_confident": float((conf > CONFIDENT).mean()),
-            "class_histogram": hist.tolist(),
-            "confident_class_histogram": conf_hist.tolist(),
-            "class_entropy": entropy,
-            "classes_present": int((hist > 0).sum()),
-            "min_class_fraction": float(p.min()),
-            "nn_distance_to_train": float(np.sqrt(d2.min(1)).mean()),
-        }
+# -------------------------------------------------------------------------------- judges
+def judge_for(cfg, run_dir, data_dir=None) -> judge.Judge | None:
+    """The digit judge of a run (the 8x8 digits or MNIST), or None for other datasets; the MNIST
+    judge is fitted on the run's MNIST files (``data_dir`` wins over the config's) and cached in
+    the run folder."""
+    if cfg.data.channels != 1:
+        return None
+    if cfg.data.dataset == "digits" and cfg.data.image_size == 8:
+        return judge.digits_judge()
+    if cfg.data.dataset == "mnist":
+        return judge.mnist_judge(data_dir or cfg.data.data_dir, run_dir)
+    return None
 
 
 def digits_report(samples01: torch.Tensor, seed: int = 0) -> dict:
-    """samples01: (N, 1, 8, 8) in [0, 1]."""
+    """The 8x8 digits judge's report of samples01: (N, 1, 8, 8) in [0, 1]."""
     if tuple(samples01.shape[1:]) != (1, 8, 8):
         raise ValueError(f"the digits metric needs (N, 1, 8, 8) samples, got {tuple(samples01.shape)}")
-    c = DigitsClassifier(seed)
-    X = samples01.reshape(len(samples01), -1).double().numpy()
-    rng = np.random.default_rng(seed)
-    return {
-        "metric": "digits classifier (logistic regression on real 8x8 digits)",
-        "classifier_test_accuracy": c.accuracy,
-        "confidence_threshold": CONFIDENT,
-        "samples": c.stats(X),
-        "reference_real_test_digits": c.stats(c.X_test),
-        "reference_uniform_noise": c.stats(rng.random((500, 64))),
-    }
+    return judge.digits_judge().report(samples01, seed)
+
+
+# -------------------------------------------------------------------------------- bits/dim
+def bits_per_dim_report(cfg, model, images01: torch.Tensor, device="cpu", seed: int = 0,
+                        batch_size: int = 500) -> dict:
+    """The DDPM negative ELBO of images01 ((N, C, H, W) in [0, 1], quantised here to 8 bits and
+    mapped to the run's data range) with the discretised decoder, in nats per image and in
+    bits/dim; every term summed over all T timesteps, one draw of x_t per term (seeded)."""
+    from .methods import image_ddpm_schedule
+
+    if cfg.method != "ddpm":
+        raise ValueError("bits/dim needs a DDPM run (an ELBO); NCSN runs have none")
+    lo, hi = cfg.data_range
+    x = (images01.clamp(0, 1) * 255).round() / 255 * (hi - lo) + lo
+    sched = image_ddpm_schedule(cfg)
+    parts = {"elbo_nats": 0.0, "prior_nats": 0.0, "diffusion_nats": 0.0, "decoder_nats": 0.0}
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for chunk in x.split(batch_size):
+            r = metrics.ddpm_elbo_nats(model, sched, chunk.to(device), cfg.ddpm.sample_variance,
+                                       decoder="discretised", data_range=(lo, hi))
+            for k in parts:
+                parts[k] += r[k] * len(chunk) / len(x)
+    dims = int(x[0].numel())
+    return {"bits_per_dim": metrics.bits_per_dim(parts["elbo_nats"], dims), **parts,
+            "n": int(len(x)), "dims": dims, "T": sched.T, "variance": cfg.ddpm.sample_variance,
+            "decoder_std": math.sqrt(float(sched.betas[0]))}
 
 
 # -------------------------------------------------------------------------------- FID / IS
@@ -148,9 +170,11 @@ def fid_is(samples01: torch.Tensor, real01: torch.Tensor, backend: str, device) 
 # -------------------------------------------------------------------------------- entry point
 def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None = None,
                  device="cpu", seed: int = 1, batch_size: int = 500, sampler=None,
-                 weights: str = "ema", **sampler_overrides) -> dict:
+                 weights: str = "ema", bpd_n: int = BPD_N, record: bool = True,
+                 **sampler_overrides) -> dict:
     """The report of a run's checkpoint; `sampler` and `sampler_overrides` (nfe, eta, solver, snr,
-    sigma_max, sigma_min) as for ``methods.generate``."""
+    sigma_max, sigma_min) as for ``methods.generate``; ``bpd_n`` held-out images for bits/dim (0:
+    skip it); ``record``: append the figures to ``RUN_DIR/eval.jsonl``."""
     from .runtime import cpu_threads
     from .train import load_run
 
@@ -159,29 +183,47 @@ def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None 
     threads = cfg.train.threads if torch.device(device).type == "cpu" else 0
     with cpu_threads(threads):
         report = _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed,
-                           batch_size, sampler, sampler_overrides)
-    return {**report, "weights": weights}
+                           batch_size, sampler, sampler_overrides, bpd_n)
+    report["weights"] = weights
+    if record:
+        try:
+            report["recorded_in"] = str(append_eval_record(run_dir, eval_record(report, seed)))
+        except OSError as e:
+            report["record_note"] = f"could not append to {eval_path(run_dir)} ({e.strerror or e})"
+    return report
 
 
 def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_size, sampler,
-              sampler_overrides):
-    import time
-
-    from .datasets import build_dataset
+              sampler_overrides, bpd_n):
+    from .datasets import build_dataset, heldout_images
     from .imageio import to_unit
     from .methods import generate
 
     report = {"run": str(run_dir), "checkpoint": str(path), "step": int(ckpt["step"]),
               "method": cfg.method, "dataset": cfg.data.dataset,
               "training": training_summary(run_dir)}
-    is_digits = cfg.data.dataset == "digits" and cfg.data.image_size == 8
-    backend, why = (None, "") if is_digits else fid_backend()
-    if not is_digits and backend is None:
+    # the judge first: a missing or bad MNIST file is reported before minutes of sampling
+    run_judge = judge_for(cfg, run_dir, data_dir)
+    if cfg.method != "ddpm":
+        report["bits_per_dim"] = None
+        report["bits_per_dim_message"] = ("bits/dim not available for NCSN runs: a noise-conditional "
+                                          "score network defines no ELBO (DDPM runs only)")
+    elif bpd_n > 0:
+        images, source = heldout_images(cfg.data, data_dir, bpd_n, seed)
+        t0 = time.perf_counter()
+        report["bits_per_dim"] = {**bits_per_dim_report(cfg, model, images, device, seed, batch_size),
+                                  "source": source, "seconds": round(time.perf_counter() - t0, 1)}
+    else:
+        report["bits_per_dim"] = None
+        report["bits_per_dim_message"] = "bits/dim skipped (--bpd-n 0)"
+    digits = run_judge is not None and run_judge.name == "digits"
+    backend, why = (None, "") if digits else fid_backend()
+    if run_judge is None and backend is None:
         # say so before spending minutes on sampling
         report["fid"] = None
         report["message"] = why
         return report
-    n = n or (500 if is_digits else 10000)
+    n = n or (10000 if backend else (500 if digits else 1000))
     t0 = time.perf_counter()
     gen = generate(cfg, model, n, device, seed=seed, sampler=sampler, batch_size=batch_size,
                    **sampler_overrides)
@@ -191,8 +233,12 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
         report["note"] = gen.note
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     x01 = to_unit(gen.x, cfg.data_range).cpu()
-    if is_digits:
-        report.update(digits_report(x01))
+    if run_judge is not None:
+        report.update(run_judge.report(x01))
+    if backend is None:
+        if not digits:
+            report["fid"] = None
+            report["message"] = why
         return report
     ds = build_dataset(cfg.data, data_dir)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:max(n, 10000)]
@@ -200,6 +246,53 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
     report.update(fid_is(x01, real, backend, device))
     report["message"] = why
     return report
+
+
+# -------------------------------------------------------------------------------- eval.jsonl
+def eval_record(report: dict, seed: int) -> dict:
+    """The line of ``eval.jsonl`` for an evaluation report (format: the module docstring)."""
+    bpd = report.get("bits_per_dim")
+    rec = {"step": report["step"], "checkpoint": report["checkpoint"],
+           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "weights": report.get("weights"), "sampler": report.get("sampler"),
+           "nfe": report.get("nfe"), "n_samples": report.get("n_samples"), "seed": seed,
+           "judge": report.get("judge"),
+           "classifier_test_accuracy": report.get("classifier_test_accuracy"),
+           "bits_per_dim": bpd["bits_per_dim"] if bpd else None,
+           "fid": report.get("fid"), "is_mean": report.get("is_mean")}
+    for key, name in (("samples", "samples"), ("reference", "reference_real_test_digits"),
+                      ("noise", "reference_uniform_noise")):
+        if name in report:
+            rec[key] = {k: report[name][k] for k in EVAL_FIGURES}
+    return rec
+
+
+def append_eval_record(run_dir, rec: dict) -> Path:
+    """Append one JSON line to ``RUN_DIR/eval.jsonl`` with a single O_APPEND write (concurrent
+    writers never interleave inside a line), fsynced; a torn last line left by a kill is closed
+    off with a newline first so the new record stands on its own line."""
+    path = eval_path(run_dir)
+    line = (json.dumps(rec) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_eval_records(run_dir) -> list[dict]:
+    """Every whole record of ``RUN_DIR/eval.jsonl``, in the order written ([] when none)."""
+    from . import progress
+
+    return progress.read_records(eval_path(run_dir))
 
 
 def training_summary(run_dir) -> dict:
@@ -225,6 +318,14 @@ def format_report(r: dict) -> str:
     if t and t.get("logged_step") is not None:
         lines.append(f"training: step {t['logged_step']} of {t['total_steps']} logged "
                      f"(loss {t['last_loss']:.4g}), {t['state']}")
+    b = r.get("bits_per_dim")
+    if b:
+        lines.append(f"bits/dim {b['bits_per_dim']:.4f} (−ELBO {b['elbo_nats']:.1f} nats per image: "
+                     f"prior {b['prior_nats']:.3g}, diffusion {b['diffusion_nats']:.1f}, decoder "
+                     f"{b['decoder_nats']:.1f}; discretised decoder, {b['n']} {b['source']}, "
+                     f"{b['seconds']} s)")
+    elif r.get("bits_per_dim_message"):
+        lines.append(r["bits_per_dim_message"])
     if "samples" in r:
         s, ref, noise = r["samples"], r["reference_real_test_digits"], r["reference_uniform_noise"]
         lines += [
@@ -232,21 +333,31 @@ def format_report(r: dict) -> str:
             f"{'raw' if r.get('weights') == 'raw' else 'EMA'} weights) in "
             f"{r['sampling_seconds']} s; {r['metric']}, "
             f"held-out accuracy {r['classifier_test_accuracy']:.3f}",
+            f"real test digits: {r['reference_source']}",
             f"{'':24s}{'samples':>10s}{'real test':>11s}{'noise':>9s}",
-            f"{'mean confidence':24s}{s['mean_confidence']:10.3f}{ref['mean_confidence']:11.3f}"
-            f"{noise['mean_confidence']:9.3f}",
-            f"{'frac confident (>0.9)':24s}{s['frac_confident']:10.3f}{ref['frac_confident']:11.3f}"
-            f"{noise['frac_confident']:9.3f}",
-            f"{'class entropy (0..1)':24s}{s['class_entropy']:10.3f}{ref['class_entropy']:11.3f}"
-            f"{noise['class_entropy']:9.3f}",
-            f"{'NN distance to train':24s}{s['nn_distance_to_train']:10.3f}"
-            f"{ref['nn_distance_to_train']:11.3f}{noise['nn_distance_to_train']:9.3f}",
+        ]
+        for label, key in (("mean confidence", "mean_confidence"),
+                           ("frac confident (>0.9)", "frac_confident"),
+                           ("class entropy (0..1)", "class_entropy"),
+                           ("NN distance to train", "nn_distance_to_train")):
+            lines.append(f"{label:24s}{s[key]:10.3f}{ref[key]:11.3f}{noise[key]:9.3f}")
+        lines += [
+            f"{'classes present':24s}{s['classes_present']:10d}{ref['classes_present']:11d}"
+            f"{noise['classes_present']:9d}",
             "class histogram (0..9): " + " ".join(str(v) for v in s["class_histogram"]),
             "confident, per class:   " + " ".join(str(v) for v in s["confident_class_histogram"]),
         ]
-    elif r.get("fid") is not None:
+        if r.get("judge_note"):
+            lines.append(f"judge: {r['judge_note']}")
+    if r.get("fid") is not None:
         lines.append(f"FID {r['fid']:.2f}  IS {r['is_mean']:.2f} ± {r['is_std']:.2f} "
                      f"({r['n_samples']} samples; {r['message']})")
-    else:
-        lines.append(r.get("message", "no metric"))
+    elif r.get("message"):
+        lines.append(r["message"])
+    elif "samples" not in r:
+        lines.append("no sample metric")
+    if r.get("recorded_in"):
+        lines.append(f"recorded in {r['recorded_in']}")
+    elif r.get("record_note"):
+        lines.append(r["record_note"])
     return "\n".join(lines)

@@ -13,6 +13,8 @@
                                                 the raw ones (``.raw``), with the chain x_T -> x_0
                                                 beside each (same stem, ``.npz``)
     RUN_DIR/tb/                                 TensorBoard events (only when tensorboard is installed)
+    RUN_DIR/eval.jsonl                          one line per ``evaluate`` (``trainers.image.evaluate``)
+    RUN_DIR/judge_mnist.pt                      the MNIST judge's cached fit (``trainers.image.judge``)
 
 Only ``pathlib`` and ``re`` here, so the GUI can import it without torch.
 """
@@ -27,6 +29,7 @@ CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 DRAWN = "drawn"
 TENSORBOARD = "tb"
+EVAL = "eval.jsonl"
 
 CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 SAMPLE_GRID_NAME = re.compile(r"^step_(\d+)\.png$")
@@ -75,6 +78,10 @@ def drawn_paths(run, step: int, sampler: str, weights: str = "ema") -> tuple[Pat
 
 def tensorboard_dir(run) -> Path:
     return Path(run) / TENSORBOARD
+
+
+def eval_path(run) -> Path:
+    return Path(run) / EVAL
 
 
 def is_run(path) -> bool:
