@@ -15,7 +15,6 @@ import threading
 import time
 
 import numpy as np
-import torch
 from PySide6 import QtCore
 
 from trainers import densities
@@ -79,9 +78,10 @@ class TrainWorker(QtCore.QThread):
         model, objective = fitting.build_model_and_objective(s, self.density)
         if self.init_state is not None:
             model.load_state_dict(self.init_state)
-        data_gen = torch.Generator().manual_seed(s.seed + 1)
-        steps = fitting.training_steps(model, objective, lambda n: self.density.sample(n, data_gen), lr=s.lr,
-                                 batch=s.batch, seed=s.seed, decay_steps=s.steps if s.lr_decay else None)
+        # fresh batches of the density, or (s.n_data = N) batches of a fixed set of N points drawn once
+        sample_batch, _ = fitting.training_data(s, self.density)
+        steps = fitting.training_steps(model, objective, sample_batch, lr=s.lr, batch=s.batch, seed=s.seed,
+                                       decay_steps=s.steps if s.lr_decay else None)
         fisher_fn = fitting.fisher_metric(s, self.density, N_EVAL)
         self.by_level = loss_by_level(s, self.density)      # fed every step here, sent with progress
 

@@ -10,9 +10,13 @@ training point against that of fresh samples of the data density.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
+from . import fitting
+from .samplers import build_sampler
 from .score_models import ClosedFormScore
 
 NEAR_FACTOR = 2.0     # c: a sample within c·σ_min of a training point counts as a copy (a 2D N(x_n, σ_min²I)
@@ -73,3 +77,60 @@ def memorisation_report(samples: torch.Tensor, train_points: torch.Tensor, fresh
         "median_nn_distance_fresh": float(d_fresh.median()),
         "ratio": float(d_samples.median() / d_fresh.median()) if len(finite) else float("nan"),
     }
+
+
+def empirical_score_at(cfg: fitting.ToyConfig, points: torch.Tensor, level: float):
+    """fn(y) -> the empirical optimal score at one noise level of a model trained with cfg (`level` as in
+    fitting.Level.value): of p̂_σ for NCSN (σ = level) and DSM (σ = cfg.sigma); for DDPM (level = the
+    0-based t) of the marginal (1/N) Σ_n N(√ᾱ_t x_n, (1−ᾱ_t) I), i.e. p̂ at σ = √(1−ᾱ_t) around √ᾱ_t x_n.
+    None for ESM/SSM: at σ = 0 the score of N points is undefined."""
+    points = torch.as_tensor(points, dtype=torch.float32)
+    if cfg.cond == "time":
+        alpha_bar = float(fitting.ddpm_schedule(cfg).alpha_bars[int(level)])
+        scaled, sigma = points * math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+        return lambda y: empirical_score(y, scaled, sigma)
+    if cfg.objective == "dsm":
+        return lambda y: empirical_score(y, points, cfg.sigma)
+    if cfg.cond == "sigma":
+        return lambda y: empirical_score(y, points, float(level))
+    return None
+
+
+@dataclass
+class Measurement:
+    """What the memorisation meter measured: the samples, the fresh data and the training points it
+    compared, the sampler that drew the samples and memorisation_report's figures."""
+    samples: torch.Tensor
+    fresh: torch.Tensor
+    points: torch.Tensor
+    sampler: str
+    sigma_min: float
+    report: dict
+
+
+def measure(model: torch.nn.Module, cfg: fitting.ToyConfig, density, points: torch.Tensor, n: int = 1000,
+            seed: int = 0, c: float = NEAR_FACTOR, progress: Callable[[float, str], None] | None = None,
+            cancelled: Callable[[], bool] = lambda: False) -> Measurement | None:
+    """The meter for a trained model: n samples of its natural sampler (fitting.natural_sampler with the
+    CLI's default options, as `toy evaluate --train-set`) and n fresh samples of `density`, compared with
+    the training `points` at threshold c·σ_min (σ_min: the model's smallest level). None if cancelled()."""
+    if points is None or len(points) == 0:
+        raise ValueError("no training set to compare with: train with a fixed dataset of N points")
+    name = fitting.natural_sampler(cfg)
+    score = fitting.score_model(model, cfg, density)
+    if not score.sigma_min > 0:
+        raise ValueError("the meter needs a smallest noise level σ_min > 0 (ESM/SSM models have none)")
+    sampler = build_sampler(name, score, fitting.default_options(name, cfg))
+    gen = torch.Generator().manual_seed(seed)
+    x = fitting.initial_for(sampler, n, "uniform" if name == "langevin" else "gaussian", density.plot_bounds(), gen)
+    every = max(1, sampler.n_steps // 50)
+    for k in range(sampler.n_steps):
+        if cancelled():
+            return None
+        x = sampler.step(x, k, gen).x.detach()
+        if progress and (k + 1) % every == 0:
+            progress((k + 1) / sampler.n_steps, f"{sampler.name}: step {k + 1}/{sampler.n_steps}")
+    fresh = density.sample(n, gen)
+    points = torch.as_tensor(points, dtype=torch.float32)
+    return Measurement(x, fresh, points, sampler.name, score.sigma_min,
+                       memorisation_report(x, points, fresh, score.sigma_min, c))

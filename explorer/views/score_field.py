@@ -1,6 +1,11 @@
 """Score-field tab: learned score arrows (red) over the true score (white) of p_σ or of the DDPM
 marginal q(x_t), an error heat map ‖s_θ − ∇log p‖ (optionally weighted by p), and a slider over the
 noise levels / timesteps the model was trained on. Hover shows both vectors at the nearest grid point.
+
+With a fixed training set (Training tab, "Fixed dataset of N points") it can also draw the empirical
+optimal score (green, trainers.memorisation: the exact score of the noised training set, what a network
+that memorises learns) and run the memorisation meter (samples of the model's own sampler against the
+training points, in explorer.memorisation_worker) — docs/math.md §11.
 """
 from __future__ import annotations
 
@@ -10,14 +15,19 @@ from PySide6 import QtCore, QtWidgets
 
 from trainers import fitting
 from trainers import grid
+from trainers import memorisation
 
+from ..memorisation_worker import MemorisationWorker
 from . import common
 
 ERROR_N = 80
 CONTOUR_N = 64
+EMPIRICAL_PEN = pg.mkPen(90, 230, 120, 230, width=1.5)
+METER_SAMPLES = 1000          # samples the memorisation meter draws (and fresh data points beside them)
+METER_SEED = 0
 
 
-class ScoreFieldView(QtWidgets.QWidget):
+class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
     title = "Score field"
 
     def __init__(self, state, parent=None):
@@ -25,6 +35,10 @@ class ScoreFieldView(QtWidgets.QWidget):
         self.state = state
         self._levels: list[fitting.Level] = []
         self._grid = None            # (points (n*n,2) ndarray, true (n*n,2), learned or None)
+        self.empirical: np.ndarray | None = None    # empirical optimal score on the grid, when overlaid
+        self.worker: MemorisationWorker | None = None
+        self.measurement: memorisation.Measurement | None = None   # the meter's last result
+        self.meter_step = 0                          # model step it was measured at
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
         lay.addWidget(panel)
@@ -54,6 +68,41 @@ class ScoreFieldView(QtWidgets.QWidget):
         form.addRow("Error map", self.error_mode)
         side.addWidget(box)
 
+        box, form = common.form_group("Finite data and memorisation")
+        self.show_empirical = QtWidgets.QCheckBox("Empirical optimal score (green)")
+        self.show_empirical.setToolTip(
+            "The exact score of the noised training set, ∇log (1/N) Σₙ N(x; xₙ, σ²I) at the slider's level "
+            "(DDPM: of (1/N) Σₙ N(√ᾱ_t xₙ, (1−ᾱ_t) I)): the minimiser of the training loss on a fixed dataset "
+            "of N points. A network that fits it memorises; one that stays with the true score generalises.\n"
+            "Training points: the model's own fixed dataset, else the one the Training tab's 'Fixed dataset "
+            "of N points' draws (green dots).")
+        self.measure_btn = QtWidgets.QPushButton("Measure memorisation")
+        self.measure_btn.setToolTip(
+            f"Draw {METER_SAMPLES} samples with the model's own sampler (annealed Langevin for NCSN, DDPM for "
+            f"DDPM, Langevin otherwise) and {METER_SAMPLES} fresh points of the density, and compare both with "
+            f"the training points: the share within {memorisation.NEAR_FACTOR:g}·σ_min of one (copies) and the "
+            "median distance to the nearest one. Samples much closer than fresh data: the model memorises.")
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.setToolTip("Stop the memorisation meter's sampling (the last figures stay).")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.measure_btn)
+        row.addWidget(self.cancel_btn)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QtWidgets.QLabel()
+        self.status.setWordWrap(True)
+        self.meter_label = QtWidgets.QLabel()
+        self.meter_label.setWordWrap(True)
+        self.meter_label.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        self.show_meter_samples = QtWidgets.QCheckBox("Show the measured samples (orange)")
+        self.show_meter_samples.setChecked(True)
+        self.show_meter_samples.setToolTip("Draw the meter's samples over the field: with a memorising model they "
+                                           "sit on the training points (green dots).")
+        for w in (self.show_empirical, row, self.progress, self.status, self.meter_label, self.show_meter_samples):
+            form.addRow(w)
+        side.addWidget(box)
+
         box, form = common.form_group("Noise level")
         self.level = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.level.setToolTip("Noise level σᵢ (NCSN) or timestep t (DDPM) at which both fields are drawn.")
@@ -78,10 +127,20 @@ class ScoreFieldView(QtWidgets.QWidget):
         self.density_contours: list = []
         self.true_arrows = pg.PlotDataItem(connect="pairs", pen=common.TRUE_PEN)
         self.model_arrows = pg.PlotDataItem(connect="pairs", pen=common.MODEL_PEN)
+        self.empirical_arrows = pg.PlotDataItem(connect="pairs", pen=EMPIRICAL_PEN)
         self.true_arrows.setZValue(5)
         self.model_arrows.setZValue(6)
+        self.empirical_arrows.setZValue(5.5)
         self.plot.addItem(self.true_arrows)
         self.plot.addItem(self.model_arrows)
+        self.plot.addItem(self.empirical_arrows)
+        self.meter_samples_item = common.PointsItem(color=(255, 170, 40), size=3, alpha=200)
+        self.meter_samples_item.setZValue(3)
+        self.plot.addItem(self.meter_samples_item)
+        self.training_points_item = pg.ScatterPlotItem(size=8, pen=pg.mkPen(20, 20, 20, 230, width=1),
+                                                       brush=pg.mkBrush(90, 230, 120, 240))
+        self.training_points_item.setZValue(8)
+        self.plot.addItem(self.training_points_item)
         self.marker = pg.ScatterPlotItem(size=10, pen=pg.mkPen("c", width=2), brush=None)
         self.marker.setZValue(7)
         self.plot.addItem(self.marker)
@@ -92,13 +151,19 @@ class ScoreFieldView(QtWidgets.QWidget):
         self._hover_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_hover)
         for w in (self.show_true, self.show_model):
             w.toggled.connect(self._draw)
+        self.show_empirical.toggled.connect(self.recompute)
+        self.show_meter_samples.toggled.connect(self._draw_meter_samples)
+        self.measure_btn.clicked.connect(self.measure)
+        self.cancel_btn.clicked.connect(self.cancel)
         self.arrow_mode.currentIndexChanged.connect(self._draw)
         self.error_mode.currentIndexChanged.connect(self.recompute)
         self.grid_n.valueChanged.connect(self.recompute)
         self.level.valueChanged.connect(self.recompute)
         state.densityChanged.connect(self.refresh)
+        state.densityChanged.connect(self._forget_measurement)
         state.modelChanged.connect(self._on_model)
         state.trainSettingsChanged.connect(self._on_model)
+        self._idle()
         self._on_model()
 
     # ------------------------------------------------------------------ data
@@ -116,6 +181,8 @@ class ScoreFieldView(QtWidgets.QWidget):
             self.level.setValue(min(old, len(levels) - 1))
             self.level.setEnabled(len(levels) > 1)
             self.level.blockSignals(False)
+        if not self.is_running():
+            self._idle()
         self.refresh()
 
     def refresh(self):
@@ -152,6 +219,7 @@ class ScoreFieldView(QtWidgets.QWidget):
             learned = grid.field_on_grid(fitting.model_score_at(s.model, settings, lev.value), pts)
         self._grid = (pts.numpy().astype(np.float64), true, learned, (bounds[1] - bounds[0]) / n)
         self.level_label.setText(lev.label)
+        self._compute_empirical(settings, lev, pts)
 
         # error heat map on a finer grid
         mode = self.error_mode.currentData()
@@ -178,6 +246,9 @@ class ScoreFieldView(QtWidgets.QWidget):
             self.summary.setText(f"Mean ‖s_θ − ∇log p‖² over the grid: {fd:.4g} (model step {s.model_step})")
         else:
             self.summary.setText("No trained model yet: only the true score is drawn. Train on the Training tab.")
+        if self.show_empirical.isChecked() and self.show_empirical.isEnabled() and self.empirical is None:
+            self.summary.setText(self.summary.text() + "<br>No empirical optimal score at σ = 0 (ESM/SSM): "
+                                 "the score of N points is undefined there.")
         if learned is None or mode == "off":
             self.plot.setTitle(f"Score field at {lev.label.split('(')[0].strip()}")
         common.square_plot(self.plot, bounds)
@@ -205,7 +276,8 @@ class ScoreFieldView(QtWidgets.QWidget):
             return
         pts, true, learned, cell = self._grid
         unit = self.arrow_mode.currentData() == "unit"
-        fields = [true] + ([learned] if learned is not None else [])
+        empirical = self.empirical if self.show_empirical.isChecked() else None
+        fields = [f for f in (true, learned, empirical) if f is not None]
         scale = grid.shared_arrow_scale(fields, cell)
 
         def vec(f):
@@ -217,7 +289,8 @@ class ScoreFieldView(QtWidgets.QWidget):
             return v * np.minimum(1.0, 2 * cell / np.maximum(norm, 1e-12))
 
         for item, f, on in ((self.true_arrows, true, self.show_true.isChecked()),
-                            (self.model_arrows, learned, self.show_model.isChecked())):
+                            (self.model_arrows, learned, self.show_model.isChecked()),
+                            (self.empirical_arrows, empirical, empirical is not None)):
             if f is None or not on:
                 item.setData([], [])
                 continue
@@ -244,8 +317,126 @@ class ScoreFieldView(QtWidgets.QWidget):
             m = learned[i]
             txt += (f"<br><span style='color:#e54'>learned s_θ = ({m[0]:.3g}, {m[1]:.3g})</span>"
                     f"<br>‖difference‖ = {np.linalg.norm(m - t):.3g}")
+        if self.empirical is not None and self.show_empirical.isChecked():
+            e = self.empirical[i]
+            txt += f"<br><span style='color:#5e7'>empirical optimum = ({e[0]:.3g}, {e[1]:.3g})</span>"
         self.hover.setText(txt)
         return txt
+
+    # ------------------------------------------------------------------ finite data: overlay
+    def training_points(self):
+        """The fixed training set the overlay and the meter compare with (a (N, 2) tensor): the current
+        model's own when it was trained on one, else the one the Training tab's settings draw; None when
+        neither has a fixed dataset (fresh data every step)."""
+        for cfg in (self.state.model_settings, self.state.train):
+            if cfg is not None and cfg.n_data:
+                return fitting.training_data(cfg, self.state.density)[1]
+        return None
+
+    def _compute_empirical(self, settings, lev, pts):
+        """The empirical optimal score on the arrow grid at the slider's level, if the overlay is on."""
+        self.empirical = None
+        points = self.training_points()
+        self.show_empirical.setEnabled(points is not None)
+        if points is not None and self.show_empirical.isChecked():
+            fn = memorisation.empirical_score_at(settings, points, lev.value)
+            if fn is not None:
+                self.empirical = grid.field_on_grid(fn, pts)
+        shown = points is not None and (self.show_empirical.isChecked() or self.measurement is not None)
+        self.training_points_item.setData(pos=points.numpy() if shown else np.zeros((0, 2)))
+
+    def empirical_field(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(grid points, empirical optimal score there) as drawn; None while the overlay is off."""
+        if self.empirical is None or self._grid is None:
+            return None
+        return self._grid[0], self.empirical
+
+    # ------------------------------------------------------------------ finite data: the meter
+    def meter_problem(self) -> str:
+        """Why the meter cannot run now ("" when it can)."""
+        if self.state.model is None:
+            return "Train a model first (Training tab)."
+        if self.state.model_settings.objective in ("esm", "ssm"):
+            return ("The meter counts samples within c·σ_min of a training point, and an ESM/SSM model has no "
+                    "noise level (σ_min = 0): train with dsm, ncsn or ddpm to measure memorisation.")
+        if self.training_points() is None:
+            return ("No training set to compare with: set 'Fixed dataset of N points' on the Training tab "
+                    "(a model trained on fresh data is then compared with those points).")
+        return ""
+
+    def _idle(self):
+        problem = self.meter_problem()
+        self.measure_btn.setEnabled(not problem)
+        self.cancel_btn.setEnabled(False)
+        if problem and self.measurement is None:
+            self.status.setText(problem)
+
+    def measure(self) -> bool:
+        """Start the meter in a worker thread (memorisation.measure on a copy of the current model)."""
+        problem = self.meter_problem()
+        if problem:
+            self.status.setText(problem)
+            return False
+        self.stop_worker()
+        s = self.state
+        self._measuring_step = s.model_step
+        self._attach(MemorisationWorker(s.model, s.model_settings, s.density, self.training_points(),
+                                        METER_SAMPLES, METER_SEED, parent=self))
+        self.measure_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.status.setText(f"Sampling {METER_SAMPLES} points with the model's own sampler…")
+        self.worker.start()
+        return True
+
+    @QtCore.Slot(float, str)
+    def _on_progress(self, frac: float, what: str):
+        if common.from_current_worker(self):
+            self.progress.setValue(int(1000 * frac))
+            self.status.setText(what)
+
+    @QtCore.Slot(object)
+    def _on_done(self, result):
+        if not common.from_current_worker(self):
+            return
+        self.measurement = result
+        self.meter_step = self._measuring_step
+        self._idle()
+        self.progress.setValue(1000)
+        self.status.setText(f"Measured at model step {self.meter_step} with {result.sampler}.")
+        self._show_meter()
+        self.recompute()
+
+    @property
+    def meter(self) -> dict | None:
+        """The meter's figures (trainers.memorisation.memorisation_report), or None before a measurement."""
+        return None if self.measurement is None else dict(self.measurement.report)
+
+    def _show_meter(self):
+        m = self.meter
+        if m is None:
+            self.meter_label.setText("")
+            return
+        n = len(self.measurement.points)
+        self.meter_label.setText(
+            f"Samples within {m['threshold']:.3g} (= {memorisation.NEAR_FACTOR:g}·σ_min) of one of the {n} "
+            f"training points: <b>{m['share_near_training']:.1%}</b> (fresh data: "
+            f"{m['share_near_training_fresh']:.1%})<br>Median distance to the nearest training point: "
+            f"samples <b>{m['median_nn_distance']:.3g}</b>, fresh data {m['median_nn_distance_fresh']:.3g} "
+            f"(ratio {m['ratio']:.2f}: ≈ 1 for a model that generalises, ≪ 1 for one that copies its "
+            "training set)")
+        self._draw_meter_samples()
+
+    def _draw_meter_samples(self, *_):
+        shown = self.measurement is not None and self.show_meter_samples.isChecked()
+        self.meter_samples_item.setData(self.measurement.samples.numpy() if shown else None)
+
+    def _forget_measurement(self):
+        """A new density: the last measurement compared other data."""
+        self.stop_worker()
+        self.measurement = None
+        self._show_meter()
+        self._draw_meter_samples()
+        self._idle()
 
     def export_target(self):
         return self.plot_widget

@@ -30,6 +30,11 @@ TIP = {
     "depth": "Number of hidden layers.",
     "lr": "Adam learning rate.",
     "batch": "Samples drawn from the density per step.",
+    "n_data": "Fixed dataset of N points: draw N points from the density once (fixed by the seed; shown on "
+              "the Density tab) and train on batches resampled from them, as with a real finite data set.\n"
+              "Off (0): a fresh batch of the density every step, i.e. unlimited data.\n"
+              "With small N and long training the model learns the empirical optimal score and its samples "
+              "copy the training points (Score field tab: overlay and memorisation meter).",
     "sigma": "DSM noise std σ: the model learns ∇log p_σ, p_σ = p * N(0, σ²I).",
     "sigma_max": "NCSN σ₁, the largest noise level (≈ the largest distance between modes).",
     "sigma_min": "NCSN σ_L, the smallest noise level.",
@@ -46,6 +51,7 @@ TIP = {
 }
 DEFAULT_BUDGET = 20_000      # steps per Start
 DEFAULT_PATIENCE = 3_000     # steps without a 1 % better Fisher divergence
+MAX_N_DATA = 10_000          # fixed training sets above this are as good as fresh data here (and cost memory)
 
 
 class TrainingView(QtWidgets.QWidget):
@@ -86,6 +92,12 @@ class TrainingView(QtWidgets.QWidget):
         for label, w in (("Model", self.model_kind), ("Objective", self.objective), ("Width", self.width_),
                          ("Depth", self.depth), ("Learning rate", self.lr), ("Batch", self.batch)):
             form.addRow(label, w)
+        side.addWidget(box)
+
+        box, form = common.form_group("Data")
+        self.n_data = common.spin(0, MAX_N_DATA, s.n_data, 10, tooltip=TIP["n_data"])
+        self.n_data.setSpecialValueText("off (fresh samples)")
+        form.addRow("Fixed dataset of N points", self.n_data)
         side.addWidget(box)
 
         box, form = common.form_group("Noise")
@@ -172,7 +184,7 @@ class TrainingView(QtWidgets.QWidget):
         for w in (self.model_kind, self.objective, self.schedule):
             w.currentIndexChanged.connect(self._settings_from_widgets)
         for w in (self.width_, self.depth, self.lr, self.batch, self.sigma, self.sigma_max, self.sigma_min,
-                  self.n_levels, self.n_timesteps):
+                  self.n_levels, self.n_timesteps, self.n_data):
             w.valueChanged.connect(self._settings_from_widgets)
         state.trainSettingsChanged.connect(self._on_settings_changed)
         state.densityChanged.connect(self._on_density_changed)
@@ -189,12 +201,12 @@ class TrainingView(QtWidgets.QWidget):
             width=self.width_.value(), depth=self.depth.value(), lr=self.lr.value(), batch=self.batch.value(),
             sigma=self.sigma.value(), sigma_max=self.sigma_max.value(), sigma_min=self.sigma_min.value(),
             n_levels=self.n_levels.value(), schedule=self.schedule.currentData(),
-            n_timesteps=self.n_timesteps.value())
+            n_timesteps=self.n_timesteps.value(), n_data=self.n_data.value())
 
     def _widgets_from_settings(self):
         s = self.state.train
         widgets = [self.model_kind, self.objective, self.schedule, self.width_, self.depth, self.lr, self.batch,
-                   self.sigma, self.sigma_max, self.sigma_min, self.n_levels, self.n_timesteps]
+                   self.sigma, self.sigma_max, self.sigma_min, self.n_levels, self.n_timesteps, self.n_data]
         for w in widgets:
             w.blockSignals(True)
         self.model_kind.setCurrentIndex(self.model_kind.findData(s.model))
@@ -202,7 +214,7 @@ class TrainingView(QtWidgets.QWidget):
         self.schedule.setCurrentIndex(self.schedule.findData(s.schedule))
         for w, v in ((self.width_, s.width), (self.depth, s.depth), (self.lr, s.lr), (self.batch, s.batch),
                      (self.sigma, s.sigma), (self.sigma_max, s.sigma_max), (self.sigma_min, s.sigma_min),
-                     (self.n_levels, s.n_levels), (self.n_timesteps, s.n_timesteps)):
+                     (self.n_levels, s.n_levels), (self.n_timesteps, s.n_timesteps), (self.n_data, s.n_data)):
             w.setValue(v)
         for w in widgets:
             w.blockSignals(False)

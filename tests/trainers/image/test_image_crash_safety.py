@@ -63,6 +63,7 @@ def test_a_run_killed_at_random_moments_resumes_to_the_same_end(tmp_path):
     # simulate the worst moments by hand as well: a torn last line and a half-written checkpoint
     with open(run / "progress.jsonl", "a") as f:
         f.write('{"step": 9999, "loss": 0.')
+    (run / "checkpoints").mkdir(exist_ok=True)      # under load every kill may come before the first checkpoint
     (run / "checkpoints" / ".ckpt_99999999.pt.abc.tmp").write_bytes(b"PK\x03")
     assert training_summary(run)["state"] == "running or killed"
 
