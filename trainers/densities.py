@@ -12,7 +12,9 @@ Evaluation is three dense matrix products (docs of `GaussianMixture`): with y = 
 of the means) and features φ(y) = (y₀², y₀y₁, y₁², y₀, y₁), all K log-terms are one (N×5)·(5×K)
 product computed in float64 (the expanded quadratic cancels badly in float32 for narrow components);
 the softmax runs in x's dtype, and the score −(Σ_k r_k P_k) y + Σ_k r_k P_k(μ_k − c) is one more
-(N×K)·(K×5) product. Rows are processed in cache-sized chunks spread over the CPU cores.
+(N×K)·(K×5) product. Rows are processed in cache-sized chunks spread over the CPU cores. For large
+mixtures (K ≥ trainers.truncation.MIN_COMPONENTS) each region of query points uses only the components
+that can change p there by more than a stated relative tolerance (docs/math.md §12); exact=True opts out.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from . import truncation
 from .atomic import atomic_write_text
 
 MAX_COMPONENTS = 5000
@@ -67,6 +70,29 @@ def _parallel_rows(fn, n: int, rows: int) -> None:
     run(groups[0])
     for f in futures:
         f.result()
+
+
+def _rows_kernel(y, T, t, S, dtype, logp=None, score=None, resp=None) -> None:
+    """One block of rows: y (n, 2) centred float64 points against the tables T (5, K), t (K,) and
+    S (5, K) (docs of GaussianMixture; S in `dtype`), writing into the given outputs."""
+    y0, y1 = y[:, 0], y[:, 1]
+    phi = torch.stack([y0 * y0, y0 * y1, y1 * y1, y0, y1], 1)
+    e = torch.addmm(t, phi, T)                               # (n, K) log w_k N_k, float64
+    if dtype != torch.float64:
+        e = e.to(dtype)
+    mx = e.amax(1, keepdim=True)
+    # terms below e⁻⁸⁰ of the largest change p by < K·e⁻⁸⁰ (relative); clamping them keeps exp
+    # out of the (very slow) subnormal range
+    e.sub_(mx).clamp_(min=_LOG_FLOOR).exp_()
+    tot = e.sum(1, keepdim=True)
+    if logp is not None:
+        logp.copy_((mx + tot.log()).squeeze(1))
+    if score is not None:
+        q = torch.mm(S, e.t()).div_(tot.t()).to(torch.float64)   # Σ r (a, b, d, Pm₀, Pm₁)
+        score[:, 0] = q[3] - q[0] * y0 - q[1] * y1
+        score[:, 1] = q[4] - q[1] * y0 - q[2] * y1
+    if resp is not None:
+        torch.div(e, tot, out=resp)
 
 
 class DensityError(ValueError):
@@ -180,51 +206,46 @@ class GaussianMixture:
         resp = torch.empty(n, k, dtype=dtype) if want_resp else None
 
         def block(lo, hi):
-            yb = y[lo:hi]
-            y0, y1 = yb[:, 0], yb[:, 1]
-            phi = torch.stack([y0 * y0, y0 * y1, y1 * y1, y0, y1], 1)
-            e = torch.addmm(t, phi, T)                               # (n, K) log w_k N_k, float64
-            if dtype != torch.float64:
-                e = e.to(dtype)
-            mx = e.amax(1, keepdim=True)
-            # terms below e⁻⁸⁰ of the largest change p by < K·e⁻⁸⁰ (relative); clamping them keeps exp
-            # out of the (very slow) subnormal range
-            e.sub_(mx).clamp_(min=_LOG_FLOOR).exp_()
-            tot = e.sum(1, keepdim=True)
-            if want_logp:
-                logp[lo:hi] = (mx + tot.log()).squeeze(1)
-            if want_score:
-                q = torch.mm(S, e.t()).div_(tot.t()).to(torch.float64)   # Σ r (a, b, d, Pm₀, Pm₁)
-                score[lo:hi, 0] = q[3] - q[0] * y0 - q[1] * y1
-                score[lo:hi, 1] = q[4] - q[1] * y0 - q[2] * y1
-            if want_resp:
-                torch.div(e, tot, out=resp[lo:hi])
+            _rows_kernel(y[lo:hi], T, t, S, dtype, logp[lo:hi] if want_logp else None,
+                         score[lo:hi] if want_score else None, resp[lo:hi] if want_resp else None)
 
         if n:
             with torch.no_grad():
                 _parallel_rows(block, n, max(16, _CHUNK_PAIRS // k))
         return logp, score, resp
 
+    def _evaluate_some(self, x, want_logp, want_score, exact):
+        """log p and/or score: the truncated kernel (trainers.truncation) when the mixture is large,
+        the query set big enough and `exact` is False and it saves work; else the full one."""
+        x = torch.as_tensor(x)
+        if not exact and self.n_components >= truncation.MIN_COMPONENTS and len(x) >= truncation.MIN_POINTS:
+            out = truncation.evaluate(self, x, want_logp, want_score, _rows_kernel, _parallel_rows)
+            if out is not None:
+                return out
+        logp, score, _ = self._evaluate(x, want_logp=want_logp, want_score=want_score)
+        return logp, score
+
     # x that needs a gradient (likelihood by the PF-ODE differentiates the exact score) takes the
-    # direct, autograd-friendly form; everything else the fast kernel.
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    # direct, autograd-friendly form; everything else the fast kernel. For K ≥ truncation.MIN_COMPONENTS
+    # the fast kernel skips, per block of points, the components whose share of p is provably below a
+    # relative tolerance (docs/math.md §12; 1e-6 for float32 x, 1e-15 for float64); exact=True never skips.
+    def log_prob(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """log p(x) for x of shape (N, 2)."""
         x = torch.as_tensor(x)
         if x.requires_grad and torch.is_grad_enabled():
             return _reference_log_prob(self, x)
-        return self._evaluate(x, want_logp=True)[0]
+        return self._evaluate_some(x, True, False, exact)[0]
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
+    def score(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """∇ₓ log p(x) = −Σ_k r_k(x) Σ_k⁻¹ (x − μ_k), r the posterior responsibilities."""
         x = torch.as_tensor(x)
         if x.requires_grad and torch.is_grad_enabled():
             return _reference_score(self, x)
-        return self._evaluate(x, want_score=True)[1]
+        return self._evaluate_some(x, False, True, exact)[1]
 
-    def log_prob_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_and_score(self, x: torch.Tensor, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Both at the cost of one."""
-        logp, score, _ = self._evaluate(x, want_logp=True, want_score=True)
-        return logp, score
+        return self._evaluate_some(x, True, True, exact)
 
     def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior component probabilities r_k(x), shape (N, K)."""

@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable
 
+import contourpy
 import numpy as np
 import torch
 
@@ -54,6 +55,21 @@ def contour_levels(img: np.ndarray, n_levels: int = 5) -> list[float]:
     c /= c[-1]
     fracs = np.linspace(0, 1, n_levels + 2)[1:-1]
     return sorted({float(v[min(np.searchsorted(c, f), len(v) - 1)]) for f in fracs})
+
+
+def contour_lines(img: np.ndarray, bounds: Bounds, levels) -> tuple[np.ndarray, np.ndarray]:
+    """x, y of the level lines of an n×n grid image (row-major, values at the cells' centres as in
+    grid_axes) at each of `levels`, linearly interpolated along cell edges (marching squares, by
+    contourpy); all lines in one pair of arrays, separated by NaN (for one connect="finite" line)."""
+    img = np.asarray(img, dtype=np.float64)
+    xs, ys = grid_axes(bounds, img.shape[1])[0], grid_axes(bounds, img.shape[0])[1]
+    gen = contourpy.contour_generator(xs, ys, img, line_type=contourpy.LineType.ChunkCombinedNan)
+    parts = [pts for lev in levels for pts in gen.lines(float(lev))[0] if pts is not None and len(pts)]
+    if not parts:
+        return np.zeros(0), np.zeros(0)
+    sep = np.full((1, 2), np.nan)
+    pts = np.concatenate([q for part in parts for q in (part, sep)][:-1])
+    return pts[:, 0], pts[:, 1]
 
 
 def marginal_x(density: GaussianMixture, xs: np.ndarray) -> np.ndarray:
@@ -122,6 +138,36 @@ def _part(density: GaussianMixture, idx: np.ndarray) -> tuple[GaussianMixture, f
     return GaussianMixture(w, density.means.numpy()[idx], density.covs.numpy()[idx]), float(w.sum())
 
 
+# a changed part is evaluated only within this many of its components' largest standard deviations
+# of their means: farther out each is below e^{-PART_REACH²/2} = 1e-12 of its own peak density
+PART_REACH = math.sqrt(2 * math.log(1e12))
+
+
+def _part_image(part: GaussianMixture, bounds: Bounds, n: int) -> np.ndarray:
+    """p_part on the n×n grid (float64 array, evaluated in float32 as density_image), computed only
+    at pixels within PART_REACH standard deviations (widest direction) of some component's mean;
+    elsewhere 0, where each of the part's weighted components is below 1e-12 of its own peak."""
+    xs, ys = grid_axes(bounds, n)
+    dx, dy = xs[1] - xs[0], ys[1] - ys[0]
+    means = part.means.numpy()
+    reach = PART_REACH * np.sqrt(np.linalg.eigvalsh(part.covs.numpy())[:, 1])
+    c0 = np.clip(np.floor((means[:, 0] - reach - xs[0]) / dx), 0, n).astype(int)
+    c1 = np.clip(np.ceil((means[:, 0] + reach - xs[0]) / dx) + 1, 0, n).astype(int)
+    r0 = np.clip(np.floor((means[:, 1] - reach - ys[0]) / dy), 0, n).astype(int)
+    r1 = np.clip(np.ceil((means[:, 1] + reach - ys[0]) / dy) + 1, 0, n).astype(int)
+    mask = np.zeros((n, n), dtype=bool)
+    for a, b, c, d in zip(r0, r1, c0, c1):
+        mask[a:b, c:d] = True
+    rows, cols = np.nonzero(mask)
+    img = np.zeros((n, n))
+    if len(rows):
+        # float32 like density_image (a picture), at the same pixel coordinates as grid_points
+        pts = torch.from_numpy(np.stack([xs[cols], ys[rows]], 1).astype(np.float32))
+        with torch.no_grad():
+            img[rows, cols] = np.exp(part.log_prob(pts).double().numpy())
+    return img
+
+
 def updated_image(old: GaussianMixture, old_img: np.ndarray, new: GaussianMixture, bounds: Bounds,
                   n: int) -> np.ndarray | None:
     """The n×n picture of `new` from the picture of `old` when one is a stroke/erasure of the other
@@ -135,12 +181,12 @@ def updated_image(old: GaussianMixture, old_img: np.ndarray, new: GaussianMixtur
             continue
         if e.added is not None:                       # child = parent + part
             part, f = _part(child, e.added)
-            add = f * density_image(part, bounds, n, torch.float64)
+            add = f * _part_image(part, bounds, n)
             if forward:
                 return (1 - f) * old_img + add
             return np.clip(old_img - add, 0, None) / (1 - f)
         part, f = _part(parent, e.removed)             # child = parent − part
-        sub = f * density_image(part, bounds, n, torch.float64)
+        sub = f * _part_image(part, bounds, n)
         if forward:
             return np.clip(old_img - sub, 0, None) / (1 - f)
         return (1 - f) * old_img + sub

@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 import shiboken6
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from trainers import densities
+from trainers import fitting
 from trainers import grid
 
 from . import common
 
-HEAT_N = 160
-CONTOUR_N = 96      # pyqtgraph's isocurve is pure Python: contours on a coarser grid than the heat map
-SYNC_PAIRS = 4_000_000   # full recomputations up to this many (pixel, component) pairs run inline (~10 ms)
+HEAT_N = 160        # the heat map's grid; the contours are traced on it too (trainers.grid.contour_lines)
+SYNC_PAIRS = 3_000_000   # full recomputations up to this many (pixel, component) pairs run inline (~10 ms)
+CONTOUR_PEN = pg.mkPen(255, 255, 255, 150, width=1)
 
 
 class _Relay(QtCore.QObject):
@@ -58,14 +59,16 @@ class DensityCanvas(pg.PlotWidget):
         self.plotItem.hideButtons()
         self.heat = common.heat_image()
         self.addItem(self.heat)
-        self.contours: list[pg.IsocurveItem] = []
+        self.contours = pg.PlotDataItem(pen=CONTOUR_PEN, connect="finite")    # all levels, NaN-separated
+        self.contours.setZValue(5)
+        self.addItem(self.contours)
         self.preview = pg.PlotDataItem(pen=pg.mkPen(255, 255, 255, 200, width=2))
         self.preview.setZValue(10)
         self.addItem(self.preview)
         self._points: list[tuple[float, float]] | None = None
         self.viewport().installEventFilter(self)
         self.viewport().setCursor(QtCore.Qt.CursorShape.CrossCursor)
-        # what the picture shows: (density, bounds, heat grid, contour grid); `_gen` numbers requests
+        # what the picture shows: (density, bounds, heat grid); `_gen` numbers requests
         self._shown: tuple | None = None
         self._gen = 0
         self._thread: threading.Thread | None = None
@@ -100,9 +103,7 @@ class DensityCanvas(pg.PlotWidget):
         self.preview.setData(pts[:, 0], pts[:, 1])
 
     def clear_contours(self):
-        for c in self.contours:
-            self.removeItem(c)
-        self.contours = []
+        self.contours.setData([], [])
 
     @property
     def busy(self) -> bool:
@@ -113,19 +114,17 @@ class DensityCanvas(pg.PlotWidget):
         self._gen += 1
         bounds = tuple(bounds)
         if self._shown is not None and self._shown[1] == bounds:
-            old, _, heat, coarse = self._shown
+            old, _, heat = self._shown
             if old is density:
                 return
             new_heat = grid.updated_image(old, heat, density, bounds, HEAT_N)
             if new_heat is not None:
-                new_coarse = grid.updated_image(old, coarse, density, bounds, CONTOUR_N)
                 self.last_update = "incremental"
-                self._draw(density, bounds, new_heat, new_coarse)
+                self._draw(density, bounds, new_heat)
                 return
-        if density.n_components * (HEAT_N ** 2 + CONTOUR_N ** 2) <= SYNC_PAIRS:
+        if density.n_components * HEAT_N ** 2 <= SYNC_PAIRS:
             self.last_update = "full"
-            self._draw(density, bounds, grid.density_image(density, bounds, HEAT_N),
-                       grid.density_image(density, bounds, CONTOUR_N))
+            self._draw(density, bounds, grid.density_image(density, bounds, HEAT_N))
             return
         self.last_update = "background"
         gen = self._gen
@@ -135,33 +134,23 @@ class DensityCanvas(pg.PlotWidget):
 
         def work():
             heat = grid.density_image(density, bounds, HEAT_N)
-            coarse = grid.density_image(density, bounds, CONTOUR_N)
 
             def deliver():                    # runs in the GUI thread; a closed canvas drops the result
                 c = canvas()
                 if c is not None and shiboken6.isValid(c):
-                    c._on_computed(gen, (density, bounds), heat, coarse)
+                    c._on_computed(gen, (density, bounds), heat)
             relay.delivered.emit(deliver)
         self._thread = threading.Thread(target=work, name="density-canvas", daemon=True)
         self._thread.start()
 
-    def _on_computed(self, gen, what, heat, coarse):
+    def _on_computed(self, gen, what, heat):
         if gen == self._gen:                  # else a newer request superseded it
-            self._draw(*what, heat, coarse)
+            self._draw(*what, heat)
 
-    def _draw(self, density, bounds, heat, coarse):
-        self._shown = (density, bounds, heat, coarse)
+    def _draw(self, density, bounds, heat):
+        self._shown = (density, bounds, heat)
         common.set_heat(self.heat, heat, bounds)
-        self.clear_contours()
-        xmin, xmax, ymin, ymax = bounds
-        to_view = QtGui.QTransform.fromScale((xmax - xmin) / CONTOUR_N, (ymax - ymin) / CONTOUR_N) \
-            * QtGui.QTransform.fromTranslate(xmin, ymin)
-        for lev in grid.contour_levels(coarse, 4):
-            iso = pg.IsocurveItem(data=coarse, level=lev, pen=pg.mkPen(255, 255, 255, 150, width=1))
-            iso.setTransform(to_view)
-            iso.setZValue(5)
-            self.addItem(iso)
-            self.contours.append(iso)
+        self.contours.setData(*grid.contour_lines(heat, bounds, grid.contour_levels(heat, 4)))
         common.square_plot(self.plotItem, bounds)
 
     def forget(self):
@@ -253,6 +242,15 @@ class DensityView(QtWidgets.QWidget):
         self.save_json_btn.clicked.connect(lambda: self.save_json())
         state.densityChanged.connect(self.refresh)
         self.refresh()
+
+        # the Training tab's fixed dataset (its "Fixed dataset of N points"), hidden for fresh data
+        self.training_points = pg.ScatterPlotItem(size=7, pen=pg.mkPen(20, 20, 20, 220, width=1),
+                                                  brush=pg.mkBrush(90, 230, 120, 230))
+        self.training_points.setZValue(8)
+        self.canvas.addItem(self.training_points)
+        state.trainSettingsChanged.connect(self.show_training_points)
+        state.densityChanged.connect(self.show_training_points)
+        self.show_training_points()
 
     # ------------------------------------------------------------------ actions
     def _on_stroke(self, pts: np.ndarray):
@@ -354,6 +352,12 @@ class DensityView(QtWidgets.QWidget):
                 i = self.preset.count() - 1
             self.preset.setItemText(i, label)
         self.preset.setCurrentIndex(i)
+
+    def show_training_points(self):
+        """Draw the fixed training set of the Training tab's settings (fitting.training_data); none for N = 0."""
+        points = fitting.training_data(self.state.train, self.state.density)[1]
+        self.training_points.setData(pos=np.zeros((0, 2)) if points is None else points.numpy())
+        self.training_points.setVisible(points is not None)
 
     def export_target(self):
         return self.canvas

@@ -6,7 +6,8 @@ per round) and recorded; the GUI plays, steps or scrubs through the recording. T
 the true density (trails, or whole flow lines for deterministic samplers); bottom row: histogram of
 the first coordinate vs the true marginal; under each panel the NFE spent, the energy distance to true
 samples, the mode weights and, when the model is asked outside its trained σ range, a note saying so.
-A diverging chain stops with a message in its panel; the other chains go on.
+A diverging chain stops with a message in its panel; the other chains go on. A density change is
+followed once a burst of strokes is over (or when the tab is shown), never within the stroke itself.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ FLOW_PARTICLES = 150     # flow lines: whole paths of this many particles
 N_METRIC = 500           # particles used for the live metrics (a fixed subset)
 N_REF = 1000             # true samples the metrics compare with
 METRIC_POINTS = 30       # metrics are computed at about this many frames of the timeline
+HEAT_N = 120             # the true density's picture under each panel
+DENSITY_DELAY_MS = 150   # a visible tab follows a density change this long after the last one (a burst of strokes)
 
 TIP = {
     "n": "Number of particles (every panel starts from the same ones).",
@@ -78,6 +81,13 @@ class SamplerView(QtWidgets.QWidget):
         self._ref = None                 # (density, reference samples)
         self._model_step_used = None
         self._pending = None
+        self._density_used = None        # the density the chains were started on
+        self._density_stale = False      # the density changed since the picture was drawn
+        self._heat_shown = None          # (density, bounds, HEAT_N² picture) under the panels
+        self._density_timer = QtCore.QTimer(self)
+        self._density_timer.setSingleShot(True)
+        self._density_timer.setInterval(DENSITY_DELAY_MS)
+        self._density_timer.timeout.connect(self.follow_density)
         ss = state.sampler
 
         lay = QtWidgets.QHBoxLayout(self)
@@ -192,7 +202,7 @@ class SamplerView(QtWidgets.QWidget):
         self.flow.toggled.connect(self._display_changed)
         state.densityChanged.connect(self._on_density)
         state.modelChanged.connect(self._on_model)
-        self._on_density()
+        self.follow_density()
 
     # ------------------------------------------------------------------ settings / lifecycle
     def _load_controls(self):
@@ -245,8 +255,26 @@ class SamplerView(QtWidgets.QWidget):
         self.restart()
 
     def _on_density(self):
+        """The density changed (often one stroke of many): never react on the spot, so the Density
+        tab redraws first. Visible: follow once, DENSITY_DELAY_MS after the last change; hidden: when
+        shown."""
+        self._density_stale = True
+        if self.isVisible():
+            self._density_timer.start()
+
+    def follow_density(self):
+        """Redraw the true density and marginal; new chains if they ran on another density."""
+        self._density_timer.stop()
+        self._density_stale = False
         s = self.state
-        img = grid.density_image(s.density, s.bounds, 120)
+        img = None
+        if self._heat_shown is not None and self._heat_shown[1] == tuple(s.bounds):
+            old, _, old_img = self._heat_shown
+            img = old_img if old is s.density else \
+                grid.updated_image(old, old_img, s.density, s.bounds, HEAT_N)        # one stroke: incremental
+        if img is None:
+            img = grid.density_image(s.density, s.bounds, HEAT_N)
+        self._heat_shown = (s.density, tuple(s.bounds), img)
         xs = np.linspace(s.bounds[0], s.bounds[1], 200)
         truth = grid.marginal_x(s.density, xs)
         for p in self.panels:
@@ -257,8 +285,9 @@ class SamplerView(QtWidgets.QWidget):
             p["hist_plot"].setRange(xRange=(s.bounds[0], s.bounds[1]), yRange=(0, 1.6 * float(truth.max())),
                                     padding=0)
             p["hist_plot"].disableAutoRange()
-        self._ref = None
-        self.restart()
+        if self._density_used is not s.density:
+            self._ref = None
+            self.restart()
 
     def _uses_model(self) -> bool:
         ss = self.state.sampler
@@ -275,6 +304,8 @@ class SamplerView(QtWidgets.QWidget):
 
     def showEvent(self, ev):
         super().showEvent(ev)
+        if self._density_stale:
+            self.follow_density()
         if getattr(self, "_stale", False) and not self.playing and self.frame == 0:
             self.restart()
 
@@ -319,6 +350,7 @@ class SamplerView(QtWidgets.QWidget):
         z = samplers.initial_particles(ss.n_particles, ss.init, s.bounds, gen)
         starts = [samplers.prior_sample(sp.sampler, z) if ss.init == "gaussian" else z for sp in specs]
         self._model_step_used = s.model_step if trained is not None else None
+        self._density_used = s.density
         self.active = list(range(len(specs)))
         self._layout_panels()
         self.specs = specs
@@ -373,6 +405,7 @@ class SamplerView(QtWidgets.QWidget):
 
     def closeEvent(self, ev):
         self.timer.stop()
+        self._density_timer.stop()
         self.stop_worker()
         super().closeEvent(ev)
 

@@ -102,12 +102,21 @@ def test_incremental_canvas_equals_full_recomputation(window, qtbot):
     assert canvas.last_update == "incremental"
     state.redo()
     assert canvas.last_update == "incremental"
-    heat, coarse = canvas._shown[2], canvas._shown[3]
+    heat = canvas._shown[2]
     full = grid.density_image(state.density, state.bounds, heat.shape[0], torch.float64)
     np.testing.assert_allclose(heat, full, rtol=1e-4, atol=1e-6 * full.max())
-    full_c = grid.density_image(state.density, state.bounds, coarse.shape[0], torch.float64)
-    np.testing.assert_allclose(coarse, full_c, rtol=1e-4, atol=1e-6 * full_c.max())
     np.testing.assert_allclose(canvas.heat.image, heat)
+    # the contours drawn are those of the full recomputation: every point of either within half a
+    # pixel of the other (rounding differences of 1e-6 move a line where the density is flat)
+    from scipy.spatial import cKDTree
+
+    drawn = np.stack(canvas.contours.getData(), 1)
+    expected = np.stack(grid.contour_lines(full, state.bounds, grid.contour_levels(full, 4)), 1)
+    drawn, expected = drawn[np.isfinite(drawn).all(1)], expected[np.isfinite(expected).all(1)]
+    pixel = (state.bounds[1] - state.bounds[0]) / heat.shape[0]
+    assert len(drawn) > 100
+    assert cKDTree(expected).query(drawn)[0].max() < 0.5 * pixel
+    assert cKDTree(drawn).query(expected)[0].max() < 0.5 * pixel
 
 
 def test_large_density_is_recomputed_off_the_gui_thread(window, qtbot):
@@ -121,3 +130,65 @@ def test_large_density_is_recomputed_off_the_gui_thread(window, qtbot):
     np.testing.assert_array_equal(view.canvas.heat.image, old_image)      # the old picture stays up
     qtbot.waitUntil(lambda: not view.canvas.busy and view.canvas._shown[0] is big, timeout=30_000)
     assert view.preset.currentText() == "loaded: noise"                  # not the last preset's name
+
+
+def test_contours_match_a_reference_tracing_on_a_known_density():
+    """An isotropic Gaussian's level line at density p(r₀) is the circle of radius r₀: the traced
+    points lie on it to well within a grid cell, and agree with pyqtgraph's own (pure-Python)
+    marching squares, the canvas's former routine."""
+    import pyqtgraph as pg
+
+    from trainers import grid
+    from trainers.densities import GaussianMixture
+
+    sd, bounds, n = 1.0, (-4.0, 4.0, -4.0, 4.0), 160
+    d = GaussianMixture([1.0], [[0.0, 0.0]], [np.eye(2) * sd**2])
+    img = grid.density_image(d, bounds, n, torch.float64)
+    cell = (bounds[1] - bounds[0]) / n
+    radii = [0.5, 1.0, 2.0]
+    levels = [float(np.exp(-r**2 / (2 * sd**2)) / (2 * np.pi * sd**2)) for r in radii]
+    for r, lev in zip(radii, levels):
+        x, y = grid.contour_lines(img, bounds, [lev])
+        assert np.isnan(x).sum() == 0 and len(x) > 20                  # one closed line
+        assert np.hypot(x[0] - x[-1], y[0] - y[-1]) < 1e-9
+        assert np.abs(np.hypot(x, y) - r).max() < 0.1 * cell
+        # the reference: pyqtgraph.functions.isocurve (its vertices in units of cells from the corner)
+        ref = np.concatenate([np.asarray(p) for p in pg.functions.isocurve(img.T, lev, connected=True)])
+        ref_xy = bounds[0] + ref * cell
+        assert np.abs(np.hypot(ref_xy[:, 0], ref_xy[:, 1]) - r).max() < 0.1 * cell
+        # the same crossings: each reference vertex has a traced vertex within 1e-6 of a cell
+        gap = np.hypot(ref_xy[:, None, 0] - x[None], ref_xy[:, None, 1] - y[None]).min(1)
+        assert gap.max() < 1e-6 * cell and len(x) == len(ref_xy)
+    x, y = grid.contour_lines(img, bounds, levels)
+    assert np.isnan(x).sum() == len(levels) - 1                         # three lines, NaN-separated
+
+
+def test_the_samplers_follow_a_burst_of_strokes_once_and_a_hidden_tab_when_shown(window, qtbot, monkeypatch):
+    from explorer.views import sampler
+    from trainers import grid
+    from trainers.densities import Stroke
+
+    state, sp = window.state, window.views["sampler"]
+    window.tabs.setCurrentWidget(sp)
+    restarts = []
+    real_restart = sp.restart
+    monkeypatch.setattr(sp, "restart", lambda *a: restarts.append(state.density) or real_restart())
+    for y in (-1.0, 0.0, 1.0):                                   # a burst of strokes
+        assert state.apply_stroke(Stroke(np.array([[-2.0, y], [2.0, y]]), 0.5, 1.0))
+    assert restarts == [] and sp._density_used is not state.density       # nothing on the stroke itself
+    qtbot.waitUntil(lambda: sp._density_used is state.density, timeout=10_000)
+    assert restarts == [state.density]                          # one reaction to the whole burst
+    full = grid.density_image(state.density, state.bounds, sampler.HEAT_N)
+    np.testing.assert_allclose(sp.panels[0]["heat"].image, full, rtol=1e-4, atol=1e-6 * full.max())
+    xs, truth = sp.panels[0]["truth"].getData()
+    np.testing.assert_allclose(truth, grid.marginal_x(state.density, xs))
+    assert sp.worker.chains[0].spec.sampler.model.density is state.density   # chains on the new density
+
+    window.tabs.setCurrentWidget(window.views["density"])        # hidden: it waits until shown
+    assert state.apply_stroke(Stroke(np.array([[0.0, -3.0], [0.0, 3.0]]), 0.5, 1.0))
+    qtbot.wait(2 * sampler.DENSITY_DELAY_MS)
+    assert sp._density_used is not state.density
+    window.tabs.setCurrentWidget(sp)
+    assert sp._density_used is state.density
+    full = grid.density_image(state.density, state.bounds, sampler.HEAT_N)
+    np.testing.assert_allclose(sp.panels[0]["heat"].image, full, rtol=1e-4, atol=1e-6 * full.max())

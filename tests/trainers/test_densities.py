@@ -239,3 +239,114 @@ def test_image_density_in_float32_across_the_drawing_area():
     x = torch.rand(2000, 2, generator=torch.Generator().manual_seed(0)) * 8 - 4
     ref = _reference_log_prob(d, x.double())
     assert float((d.log_prob(x).double() - ref).abs().max()) < 1e-3
+
+
+# ------------------------------------------------------------ truncated evaluation for large K (docs/math.md §12)
+from trainers import truncation  # noqa: E402
+from trainers.densities import _parallel_rows, _reference_log_components, _rows_kernel  # noqa: E402
+
+
+def _truncated(d, x, want_logp=True, want_score=True):
+    out = truncation.evaluate(d, x, want_logp, want_score, _rows_kernel, _parallel_rows)
+    assert out is not None, "the truncated kernel fell back to the full one: this case tests nothing"
+    return out
+
+
+def _image_mixture(seed=0, size=48):
+    return from_image(np.random.default_rng(seed).uniform(size=(size, size)) ** 4, bounds=(-4, 4, -4, 4))
+
+
+def _wide_spread_mixture(seed, k):
+    """Narrow anisotropic components spread over a wide area (so that most are far from most points)."""
+    rng = np.random.default_rng(seed)
+    ang = rng.uniform(0, np.pi, k)
+    rot = np.stack([np.stack([np.cos(ang), -np.sin(ang)], -1), np.stack([np.sin(ang), np.cos(ang)], -1)], -2)
+    ev = np.stack([10 ** rng.uniform(-3, -1, k), 10 ** rng.uniform(-3, -1.5, k)], 1)
+    covs = rot @ (ev[:, :, None] * np.eye(2)) @ rot.transpose(0, 2, 1)
+    return GaussianMixture(rng.uniform(0, 1, k), rng.uniform(-6, 6, (k, 2)), covs)
+
+
+def _score_bound_scale(d, x, s):
+    """max_k |P_k(x − μ_k) + s(x)|: the bound's factor for the score (over all k ⊇ the dropped ones)."""
+    _, pdiff = _reference_log_components(d, x)
+    return (pdiff + s[:, None, :]).norm(dim=2).amax(1)
+
+
+@pytest.mark.parametrize("make", [lambda: _wide_spread_mixture(0, 900), lambda: _wide_spread_mixture(1, 2500),
+                                  _image_mixture])
+def test_truncated_evaluation_is_within_its_bound_in_float64(make):
+    d = make()
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([d.sample(1500, g).double(),
+                   torch.rand(1500, 2, generator=g, dtype=torch.float64) * 14 - 7,     # the drawing area
+                   torch.randn(100, 2, generator=g, dtype=torch.float64) * 30])        # far away
+    lp, s = _truncated(d, x)
+    ref_lp, ref_s = _reference_log_prob(d, x), _reference_score(d, x)
+    tol, eps = truncation.TOL[torch.float64], torch.finfo(torch.float64).eps
+    # bound: |Δ log p| ≤ tol, plus the float64 rounding of the quadratic forms that the full kernel
+    # has too (the scales of test_fast_forms_match_reference_in_float64)
+    ref_r = _reference_responsibilities(d, x)
+    lam = torch.linalg.eigvalsh(d._precisions)[:, 1]
+    size = x.norm(dim=1, keepdim=True) + d.means.norm(dim=1)[None] + 1
+    quad, lin = (ref_r * lam[None] * size**2).sum(1), (ref_r * lam[None] * size).sum(1)
+    assert bool(((lp - ref_lp).abs() <= tol + 64 * eps * (quad + ref_lp.abs() + 1)).all())
+    s_bound = tol * _score_bound_scale(d, x, ref_s) + 64 * eps * (lin * quad.sqrt() + ref_s.norm(dim=1) + 1)
+    assert bool(((s - ref_s).norm(dim=1) <= s_bound).all())
+    assert torch.equal(d.log_prob(x), lp) and torch.equal(d.score(x), s)        # the public path uses it
+
+
+@pytest.mark.parametrize("make", [lambda: _wide_spread_mixture(2, 1200), _image_mixture])
+def test_truncated_evaluation_in_float32_adds_at_most_its_tolerance(make):
+    d = make()
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([d.sample(2000, g), torch.rand(2000, 2, generator=g) * 12 - 6])
+    lp, s = _truncated(d, x)
+    ref_lp, ref_s = _reference_log_prob(d, x.double()), _reference_score(d, x.double())
+    eps = float(torch.finfo(torch.float32).eps)
+    xs = x.double().abs().max(1).values + 1
+    rounding = 8 * eps * (ref_s.norm(dim=1) * xs + ref_lp.abs() + 1)         # what exact float32 may be off by
+    assert bool(((lp.double() - ref_lp).abs() <= truncation.TOL[torch.float32] + rounding).all())
+    prec_max = float(torch.linalg.eigvalsh(d._precisions).max())
+    s_round = 8 * eps * (prec_max * xs * xs + ref_s.norm(dim=1) + 1)
+    s_bound = truncation.TOL[torch.float32] * _score_bound_scale(d, x.double(), ref_s) + s_round
+    assert bool(((s.double() - ref_s).norm(dim=1) <= s_bound).all())
+
+
+def test_truncation_drops_components_and_only_far_from_every_point():
+    """The kernel really skips work (else it falls back), and far-away query points, where every
+    component is far, still get the right log-density."""
+    d = _wide_spread_mixture(3, 1500)
+    far = torch.randn(600, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3 + 40
+    lp, s = _truncated(d, far)
+    torch.testing.assert_close(lp, _reference_log_prob(d, far), rtol=1e-12, atol=0)
+    near = d.sample(3000, torch.Generator().manual_seed(3)).double()
+    assert truncation.evaluate(d, near, True, False, _rows_kernel, _parallel_rows) is not None
+
+
+def test_exact_forces_the_full_kernel_and_small_mixtures_never_truncate(monkeypatch):
+    calls = []
+    monkeypatch.setattr(truncation, "evaluate", lambda *a: calls.append(a) or None)
+    d = _image_mixture()
+    x = d.sample(3000, torch.Generator().manual_seed(4))
+    d.score(x, exact=True), d.log_prob(x, exact=True), d.log_prob_and_score(x, exact=True)
+    preset("rings").score(torch.zeros(5000, 2))
+    assert calls == []
+    d.score(x)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("tol", [1e-6, 1e-2])
+def test_truncation_keeps_every_component_above_its_share_at_every_point(tol):
+    """The selection itself, point by point: a dropped component's term is below tol/K of the largest
+    term at every point of its region (the premise of the bound), checked against all K terms."""
+    d = _wide_spread_mixture(4, 1500)
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([d.sample(2000, g).double(), torch.rand(2000, 2, generator=g, dtype=torch.float64) * 14 - 7])
+    y = x - torch.from_numpy(d._centre)
+    order, counts, keep = truncation.selection(d, y, tol)
+    region = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    terms, _ = _reference_log_components(d, x[order])                       # (N, K) log w_k N_k(x)
+    dropped = ~keep[region]
+    worst = (terms - terms.amax(1, keepdim=True)).masked_fill(~dropped, -math.inf).amax(1)
+    assert float(worst.max()) < math.log(tol / d.n_components)
+    assert float(keep.float().mean()) < 0.5                                 # and it does drop most
