@@ -3,7 +3,8 @@ run followed live through its ``progress.jsonl``.
 
 ``ChildProcess`` is one ``python -m trainers.image ...`` process (``QProcess`` with
 ``sys.executable``, never a thread: torch's thread count is process-wide and a long run must not
-share the GUI's interpreter). ``ImageRun`` is a training process plus a timer that tails
+share the GUI's interpreter). ``ChildQueue`` runs several such processes one after another
+(the tab's "Rate checkpoints"). ``ImageRun`` is a training process plus a timer that tails
 ``RUN_DIR/progress.jsonl`` (``explorer.runs.ProgressTail`` reads only the new bytes; the event
 names are ``trainers.image.progress``'s). Both report through signals carrying data; no widget
 here.
@@ -168,6 +169,58 @@ class ChildProcess(QtCore.QObject):
             self.stderr += (f"error: could not start {self.proc.program()}: "
                             f"{self.proc.errorString()}\n")
             self.exited.emit(ProcessExit(-1, False, self.stdout, self.stderr))
+
+
+class ChildQueue(QtCore.QObject):
+    """Trainer CLI processes run one after another through one ``ChildProcess``.
+
+    ``begun`` carries (index, total) as each starts, ``ended`` (index, ``ProcessExit``) as each
+    exits, ``finished`` True once all exited with status 0, False when one failed (the rest are
+    not run) or ``cancel()`` stopped the queue. ``output`` is the processes' text.
+    """
+
+    begun = QtCore.Signal(int, int)           # index (0-based), total
+    ended = QtCore.Signal(int, object)        # index, ProcessExit
+    finished = QtCore.Signal(bool)            # every process succeeded
+    output = QtCore.Signal(str)
+
+    def __init__(self, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.child = ChildProcess(self)
+        self.jobs: list[list[str]] = []
+        self.index = -1                       # the running job's index; -1 when idle
+        self.child.output.connect(self.output)
+        self.child.exited.connect(self._on_exited)
+
+    def start(self, jobs: list[list[str]]) -> None:
+        """Run each argument list of ``jobs`` in turn (nothing when one is already running)."""
+        if self.is_running() or not jobs:
+            return
+        self.jobs, self.index = list(jobs), 0
+        self._launch()
+
+    def is_running(self) -> bool:
+        return self.index >= 0
+
+    def cancel(self) -> None:
+        """Stop the running process (SIGTERM) and drop the ones not started."""
+        if self.is_running():
+            self.jobs = self.jobs[:self.index + 1]
+            self.child.stop()
+
+    def _launch(self) -> None:
+        self.begun.emit(self.index, len(self.jobs))
+        self.child.start(self.jobs[self.index])       # a failure to start exits at once
+
+    def _on_exited(self, end: ProcessExit) -> None:
+        index = self.index
+        self.ended.emit(index, end)
+        if end.code == 0 and not end.stopped and index + 1 < len(self.jobs):
+            self.index = index + 1
+            self._launch()
+        else:
+            self.index = -1
+            self.finished.emit(end.code == 0 and not end.stopped and index + 1 == len(self.jobs))
 
 
 class ImageRun(QtCore.QObject):

@@ -2,10 +2,11 @@
 
 The folder layout (progress.jsonl, checkpoints/, samples/, drawn/) is
 ``trainers.image.run_layout``, shared with the trainer, and the event names of progress.jsonl are
-``trainers.image.progress``'s; no path or event string is spelled out here.
+``trainers.image.progress``'s; no path or event string is spelled out here. ``eval.jsonl`` (one
+line per ``evaluate``) is read with progress.jsonl's torn-line-safe reader.
 
-This module also builds the two command lines the Image-runs tab runs (``explorer.process``
-launches them), so the CLI contract lives in one place. No maths here: grid tiling is
+This module also builds the command lines the Image-runs tab runs (train, sample, evaluate;
+``explorer.process`` launches them), so the CLI contract lives in one place. No maths here: grid tiling is
 ``trainers.image.imageio.grid_array``.
 """
 from __future__ import annotations
@@ -80,6 +81,14 @@ def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0
     return trainer_argv(*args)
 
 
+def rate_args(run: Path, step: int, n: int, bpd_n: int) -> list[str]:
+    """``evaluate`` arguments rating checkpoint ``step`` with the run's default sampler and EMA
+    weights on ``n`` samples (``bpd_n`` held-out images for bits/dim, 0: none); the CLI appends
+    the figures to ``eval.jsonl`` and prints its report as one JSON document."""
+    return trainer_argv("evaluate", "--run", str(run), "--ckpt", str(step), "--n", str(n),
+                        "--bpd-n", str(bpd_n), "--json")
+
+
 def last_json_line(text: str) -> dict | None:
     """The sample command prints one JSON line; find it among whatever else was printed."""
     for line in reversed(text.splitlines()):
@@ -90,6 +99,16 @@ def last_json_line(text: str) -> dict | None:
         if isinstance(obj, dict):
             return obj
     return None
+
+
+def json_reply(text: str) -> dict | None:
+    """A command's JSON reply: its whole stdout as one (possibly indented) document, as
+    ``evaluate --json`` prints it, else its last JSON line (``last_json_line``)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return last_json_line(text)
+    return obj if isinstance(obj, dict) else None
 
 
 def error_message(stderr: str) -> str:
@@ -268,6 +287,82 @@ def _record(line: bytes) -> dict | None:
 def read_log(run: Path) -> list[dict]:
     """Every whole record of a run's progress.jsonl ([] when there is none)."""
     return read_records(layout.progress_path(run))
+
+
+def read_evals(run: Path) -> list[dict]:
+    """Every whole record of a run's eval.jsonl ([] when there is none), with the same
+    torn-line-safe reader as progress.jsonl."""
+    return read_records(layout.eval_path(run))
+
+
+def file_key(path: Path) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file, None when it is missing: changes when the file does."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def unrated_steps(run: Path) -> list[int]:
+    """The run's checkpoints (steps, ascending) that no eval.jsonl line covers yet."""
+    rated = {r.get("step") for r in read_evals(run)}
+    return [step for step in checkpoint_steps(run) if step not in rated]
+
+
+def eval_kind(rec: dict) -> str:
+    """How an evaluation drew its samples, in words: sampler, NFE and weights."""
+    sampler = rec.get("sampler") or "no samples"
+    nfe = f" {rec['nfe']} NFE" if rec.get("nfe") else ""
+    return f"{sampler}{nfe}, {'raw' if rec.get('weights') == 'raw' else 'EMA'} weights"
+
+
+QUALITY_FIGURES = ("mean_confidence", "frac_confident")
+
+
+@dataclass
+class QualityCurves:
+    """The judge's figures per checkpoint for one kind of evaluation (``eval_kind``): lines at
+    the same step (other seeds) are averaged. ``samples[fig]`` is aligned with ``steps``;
+    ``reference`` / ``noise`` hold each figure's mean over the lines (held-out real digits,
+    uniform noise); ``bpd_steps``/``bpd`` the steps that have bits/dim."""
+    kind: str
+    steps: list[int]
+    samples: dict[str, list[float]]
+    reference: dict[str, float]
+    noise: dict[str, float]
+    bpd_steps: list[int]
+    bpd: list[float]
+
+
+def eval_kinds(records: list[dict]) -> list[str]:
+    """The kinds of evaluation present, the one covering the most checkpoints first."""
+    steps: dict[str, set] = {}
+    for rec in records:
+        steps.setdefault(eval_kind(rec), set()).add(rec.get("step"))
+    return sorted(steps, key=lambda k: -len(steps[k]))
+
+
+def quality_curves(records: list[dict], kind: str) -> QualityCurves:
+    """``QualityCurves`` of the eval.jsonl ``records`` of ``kind``."""
+    mine = [r for r in records if eval_kind(r) == kind and isinstance(r.get("step"), int)]
+    judged = [r for r in mine if isinstance(r.get("samples"), dict)]
+    steps = sorted({r["step"] for r in judged})
+    samples = {fig: [_mean(r["samples"].get(fig) for r in judged if r["step"] == s)
+                     for s in steps] for fig in QUALITY_FIGURES}
+    reference = {fig: _mean(r.get("reference", {}).get(fig) for r in judged)
+                 for fig in QUALITY_FIGURES}
+    noise = {fig: _mean(r.get("noise", {}).get(fig) for r in judged) for fig in QUALITY_FIGURES}
+    with_bpd = [r for r in mine if isinstance(r.get("bits_per_dim"), (int, float))]
+    bpd_steps = sorted({r["step"] for r in with_bpd})
+    bpd = [_mean(r["bits_per_dim"] for r in with_bpd if r["step"] == s) for s in bpd_steps]
+    return QualityCurves(kind, steps, samples, reference, noise, bpd_steps, bpd)
+
+
+def _mean(values) -> float:
+    """Mean of the numbers among ``values`` (NaN when there are none)."""
+    nums = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(nums) / len(nums) if nums else math.nan
 
 
 def loss_curve(records: list[dict]) -> tuple[list[int], list[float]]:

@@ -5,7 +5,8 @@ run folders.
 Titled "Image runs" so it is not mistaken for the 2D Training tab. The processes are
 ``explorer.process``'s (the training run followed through its ``progress.jsonl``, and the
 "sample from checkpoint" process); the run list, grids, chains and checkpoints are
-``run_browser.RunBrowser``'s; run-folder reading and the CLI command lines live in
+``run_browser.RunBrowser``'s; the quality per checkpoint (eval.jsonl) and its "Rate checkpoints"
+processes are ``quality_plot.QualityPanel``'s; run-folder reading and the CLI command lines live in
 ``explorer.runs``. This module is the run panel, the live plots and the wiring. A ``failed``
 event (or a process that exits non-zero) puts the trainer's message in the error banner.
 """
@@ -23,6 +24,7 @@ from trainers.image.config import available_configs
 
 from .. import process, runs
 from . import common
+from .quality_plot import QualityPanel
 from .run_browser import RunBrowser, SampleRequest
 
 LOSS_PEN = pg.mkPen(255, 120, 60, width=2)
@@ -120,6 +122,7 @@ class ImageRunsView(QtWidgets.QWidget):
         self.plot, self.legend, self.curve = _loss_plot()
         self.log_y = common.tip(QtWidgets.QCheckBox("log y"), TIP["log_y"])
         self.level_plot, self.level_curve = _level_plot()
+        self.quality = QualityPanel()
         self.browser = RunBrowser(runs_root)
 
         self._lay_out()
@@ -158,12 +161,16 @@ class ImageRunsView(QtWidgets.QWidget):
         v.addWidget(run_box)
         v.addWidget(progress_box)
         v.addWidget(self.log, 1)
-        live_column = QtWidgets.QWidget()
-        v = QtWidgets.QVBoxLayout(live_column)
+        loss_box = QtWidgets.QWidget()
+        v = QtWidgets.QVBoxLayout(loss_box)
         v.setContentsMargins(0, 0, 0, 0)
-        v.addWidget(self.plot, 3)
+        v.addWidget(self.plot, 1)
         v.addWidget(self.log_y)
-        v.addWidget(self.level_plot, 2)
+        live_column = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        for w in (loss_box, self.level_plot, self.quality):
+            live_column.addWidget(w)
+        live_column.setSizes([300, 180, 340])
+        live_column.setChildrenCollapsible(False)
 
         columns = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         for column in (run_column, live_column, self.browser):
@@ -191,6 +198,10 @@ class ImageRunsView(QtWidgets.QWidget):
         self.browser.selectionChanged.connect(self.update_overlays)
         self.browser.runActivated.connect(self._continue_run)
         self.browser.sampleRequested.connect(self._start_sampling)
+        self.browser.viewedRunChanged.connect(self.quality.set_run)
+        self.quality.output.connect(self._append_log)
+        self.quality.failed.connect(self.show_error)
+        self.quality.ratingStarted.connect(self.clear_error)
 
     def _pick_dir(self, edit: QtWidgets.QLineEdit, caption: str) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, caption, edit.text())
@@ -242,9 +253,10 @@ class ImageRunsView(QtWidgets.QWidget):
             self.trainer.stop()
 
     def shutdown(self) -> None:
-        """Stop following the run and stop both child processes: call before the tab goes away."""
+        """Stop following the run and stop the child processes: call before the tab goes away."""
         self.trainer.shutdown()
         self.sampler.stop()
+        self.quality.shutdown()
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:
         self.shutdown()

@@ -4,7 +4,8 @@ grids and recorded chains.
 
 It reads run folders through ``explorer.runs`` and launches nothing: it asks its owner through
 signals carrying data (``sampleRequested`` with a ``SampleRequest``; ``runActivated`` with a run
-folder; ``selectionChanged`` with the selected run folders), and is told what the owner is doing
+folder; ``selectionChanged`` with the selected run folders; ``viewedRunChanged`` with the run now
+viewed, or None), and is told what the owner is doing
 through ``set_live_run``, ``show_live_summary``, ``set_sampling`` and ``reload_run``.
 """
 from __future__ import annotations
@@ -75,6 +76,7 @@ class RunBrowser(QtWidgets.QGroupBox):
     selectionChanged = QtCore.Signal(list)      # the selected run folders (Path), list order
     runActivated = QtCore.Signal(object)        # a double-clicked run folder (Path)
     sampleRequested = QtCore.Signal(object)     # SampleRequest
+    viewedRunChanged = QtCore.Signal(object)    # the viewed run folder (Path) or None
 
     def __init__(self, runs_root: str | Path | None = None,
                  parent: QtWidgets.QWidget | None = None):
@@ -84,6 +86,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.chain_key: tuple | None = None       # (path, mtime) of the loaded chain
         self.live_run: Path | None = None         # the run the owner is training now
         self.sampling = False                     # the owner is drawing a grid
+        self.shown_run: Path | None = None        # the run whose grids are loaded
         self.root_edit = common.tip(QtWidgets.QLineEdit(), TIP["root"])
         self.root_edit.setText(str(Path(runs_root) if runs_root else Path.cwd() / "runs"))
         self.browse_root_btn = common.tip(QtWidgets.QToolButton(), TIP["browse_root"])
@@ -215,6 +218,9 @@ class RunBrowser(QtWidgets.QGroupBox):
         """Load the viewed run's grids (showing the latest, ``select_grid``, or with
         ``keep_grid`` the one shown now) and checkpoints."""
         run = self.viewed_run()
+        if run != self.shown_run:
+            self.shown_run = run
+            self.viewedRunChanged.emit(run)
         current = self.grids[self.grid_slider.value()].path if keep_grid and self.grids else None
         self.grids = runs.list_grids(run) if run else []
         self._fill_checkpoints(run)
