@@ -2,8 +2,8 @@
 
 Tabs are registered in `MainWindow.VIEWS` (a class that takes the AppState); adding a tab (e.g.
 the image-trainer tab) is one entry there. A view may define `export_target()` (the widget an
-export grabs), `title`, and `stop()` / `stop_worker()` / `shutdown()` to end its threads or
-processes when the window closes.
+export grabs) and `title`; every view has `shutdown()`, which ends its threads, timers and processes
+when the window closes.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs = QtWidgets.QTabWidget()
         self.setCentralWidget(self.tabs)
         self.views: dict[str, QtWidgets.QWidget] = {}
+        self.experiments_menu: QtWidgets.QMenu | None = None     # made by _build_menus
         for key, cls in self.VIEWS:
             self.add_view(key, cls(self.state))
 
@@ -54,6 +55,7 @@ class MainWindow(QtWidgets.QMainWindow):
         sb.addPermanentWidget(self.train_status)
         self.state.status.connect(self._on_status)
         self.views["training"].runningChanged.connect(self._on_training_running)
+        self.views["training"].progressed.connect(self._on_training_progress)
         # an image run started from the app pauses live training unless the Training tab says not
         self.views["image_runs"].runningChanged.connect(self.views["training"].set_image_run_active)
         self.views["sampler"].playingChanged.connect(
@@ -134,10 +136,10 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ status
     @QtCore.Slot(str)
     def _on_status(self, msg: str):
-        if msg.startswith("Training ") and ": step " in msg:
-            self.train_status.setText(msg)
-        else:
-            self.statusBar().showMessage(msg, 10000)
+        self.statusBar().showMessage(msg, 10000)
+
+    def _on_training_progress(self, d: dict):
+        self.train_status.setText(f"Training {d['objective']}: step {d['step']}, loss {d['loss']:.4g}")
 
     def _on_training_running(self, on: bool):
         if not on:
@@ -214,10 +216,7 @@ class MainWindow(QtWidgets.QMainWindow):
             QtWidgets.QMessageBox.critical(self, "Could not open session",
                                            f"{path}:\n{e}\nThe current session is unchanged.")
             return False
-        training._clear_curves()
-        training._trained_density = self.state.density
-        training.info.setText(f"Restored model at step {self.state.model_step}" if self.state.model is not None
-                              else "Restored session (no model)")
+        training.session_restored()
         self.views["sampler"].sync_widgets()
         self.statusBar().showMessage(f"Session restored from {Path(path).name}", 5000)
         return True
@@ -270,11 +269,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 ev.ignore()
                 return
         for view in self.views.values():
-            for name in ("stop", "stop_worker", "shutdown"):
-                if hasattr(view, name):
-                    getattr(view, name)()
-            if hasattr(view, "timer"):
-                view.timer.stop()
+            view.shutdown()
         super().closeEvent(ev)
 
 

@@ -35,16 +35,10 @@ class PointsItem(pg.GraphicsObject):
         self.tag = None                 # what the data shows (a frame number); `painted` records it
         self.painted: list = []         # tags actually painted, for frame-rate measurements
         self.record_paints = False
-        self.set_style(color, size, alpha)
+        self._size, self._lut, self._cap = _splat_style(color, size, alpha)
 
     def set_style(self, color, size: int = 2, alpha: int = 120):
-        self._size = max(1, int(size))
-        # premultiplied ARGB for 0, 1, 2, … overlapping points (opacity adds up, then saturates)
-        cap = int(np.ceil(255 / max(1, int(alpha))))
-        a = np.minimum(np.arange(cap + 1, dtype=np.uint32) * int(alpha), 255)
-        r, g, b = (int(v) for v in color[:3])
-        self._lut = (a << 24) | ((r * a // 255) << 16) | ((g * a // 255) << 8) | (b * a // 255)
-        self._cap = cap
+        self._size, self._lut, self._cap = _splat_style(color, size, alpha)
         self.update()
 
     def setData(self, xy: np.ndarray | None):
@@ -101,6 +95,16 @@ class PointsItem(pg.GraphicsObject):
         del img, buf
         if self.record_paints and (not self.painted or self.painted[-1] != self.tag):
             self.painted.append(self.tag)
+
+
+def _splat_style(color, size: int, alpha: int) -> tuple[int, np.ndarray, int]:
+    """PointsItem's (square side in pixels, premultiplied-ARGB colour for 0, 1, 2, … overlapping
+    points, the overlap count where opacity saturates): opacity adds up by `alpha` per point."""
+    cap = int(np.ceil(255 / max(1, int(alpha))))
+    a = np.minimum(np.arange(cap + 1, dtype=np.uint32) * int(alpha), 255)
+    r, g, b = (int(v) for v in color[:3])
+    lut = (a << 24) | ((r * a // 255) << 16) | ((g * a // 255) << 8) | (b * a // 255)
+    return max(1, int(size)), lut, cap
 
 
 def heat_image(cmap=DENSITY_CMAP) -> pg.ImageItem:
@@ -202,6 +206,86 @@ def form_group(title: str) -> tuple[QtWidgets.QGroupBox, QtWidgets.QFormLayout]:
     return box, form
 
 
+class FormBinding(QtCore.QObject):
+    """Named settings fields bound to their widgets, so a view names each field once.
+
+    Widgets: QSpinBox / QDoubleSpinBox (a number; with `none_at_minimum`, the minimum, shown as the
+    box's special-value text, reads as None and None sets the minimum), QComboBox (the current item's
+    data; a value no item holds selects the first item), QCheckBox (bool), QLineEdit (str).
+    `load` sets widgets with their signals blocked (nothing fires: neither `changed` nor the widgets'
+    own signals); `set` sets one as a person would (everything fires). `changed(name, value)` when a
+    bound widget changes otherwise."""
+
+    changed = QtCore.Signal(str, object)
+
+    def __init__(self, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.widgets: dict[str, QtWidgets.QWidget] = {}
+        self._none_at_minimum: set[str] = set()
+
+    def add(self, name: str, widget: QtWidgets.QWidget, none_at_minimum: bool = False) -> QtWidgets.QWidget:
+        """Bind `widget` to field `name`; returns the widget."""
+        if name in self.widgets:
+            raise ValueError(f"form field {name!r} is bound twice")
+        if isinstance(widget, QtWidgets.QCheckBox):
+            signal = widget.toggled
+        elif isinstance(widget, QtWidgets.QComboBox):
+            signal = widget.currentIndexChanged
+        elif isinstance(widget, (QtWidgets.QSpinBox, QtWidgets.QDoubleSpinBox)):
+            signal = widget.valueChanged
+        elif isinstance(widget, QtWidgets.QLineEdit):
+            signal = widget.textChanged
+        else:
+            raise TypeError(f"form field {name!r}: cannot bind a {type(widget).__name__}")
+        self.widgets[name] = widget
+        if none_at_minimum:
+            self._none_at_minimum.add(name)
+        signal.connect(lambda *_, name=name: self.changed.emit(name, self.value(name)))
+        return widget
+
+    def value(self, name: str):
+        w = self.widgets[name]
+        if isinstance(w, QtWidgets.QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QtWidgets.QComboBox):
+            return w.currentData()
+        if isinstance(w, QtWidgets.QSpinBox):
+            return None if name in self._none_at_minimum and w.value() == w.minimum() else int(w.value())
+        if isinstance(w, QtWidgets.QDoubleSpinBox):
+            return None if name in self._none_at_minimum and w.value() == w.minimum() else float(w.value())
+        return w.text()
+
+    def values(self, names=None) -> dict:
+        """{name: value} of every field, or of `names` (in that order)."""
+        return {name: self.value(name) for name in (self.widgets if names is None else names)}
+
+    def set(self, name: str, value) -> None:
+        """Show `value` in field `name` as a person would: the widget's signals and `changed` fire."""
+        w = self.widgets[name]
+        if isinstance(w, QtWidgets.QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QtWidgets.QComboBox):
+            w.setCurrentIndex(max(0, w.findData(value)))
+        elif isinstance(w, (QtWidgets.QSpinBox, QtWidgets.QDoubleSpinBox)):
+            w.setValue(w.minimum() if value is None else value)
+        else:
+            w.setText(str(value))
+
+    def load(self, source) -> None:
+        """Show the fields `source` has (a dict's keys, or an object's attributes) without any signal."""
+        if isinstance(source, dict):
+            found = {name: source[name] for name in self.widgets if name in source}
+        else:
+            found = {name: getattr(source, name) for name in self.widgets if hasattr(source, name)}
+        for name, value in found.items():
+            w = self.widgets[name]
+            was = w.blockSignals(True)
+            try:
+                self.set(name, value)
+            finally:
+                w.blockSignals(was)
+
+
 def qimage_to_pil(img: QtGui.QImage):
     from PIL import Image
 
@@ -247,8 +331,11 @@ def process_events_until(done: Callable[[], bool], timeout_s: float) -> bool:
 
 class JobTab:
     """Mixin for a tab that runs one trainers job at a time in a QThread (the lab, the learned density):
-    it needs `self.worker`, `self.progress` (0–1000), `self.status` (a label), `self.state` and an
-    `_idle()` that re-enables the tab's buttons."""
+    it needs `self.progress` (0–1000), `self.status` (a label), `self.state` and an `_idle()` that
+    re-enables the tab's buttons. `worker` is the current job's thread (None between jobs; the class
+    default until the first `_attach`)."""
+
+    worker: QtCore.QThread | None = None
 
     def is_running(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
@@ -273,6 +360,10 @@ class JobTab:
         self.worker = None
         retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
         self._idle()
+
+    def shutdown(self):
+        """End the tab's job before the window closes (cancel it and wait for its thread)."""
+        self.stop_worker()
 
     def _on_cancelled(self):
         if from_current_worker(self):

@@ -158,6 +158,14 @@ class DensityCanvas(pg.PlotWidget):
         self._gen += 1
         self._shown = None
 
+    def shutdown(self, timeout_s: float = 5.0):
+        """Drop a background recomputation's result and wait up to `timeout_s` for its thread (a numpy
+        computation cannot be interrupted; one still running then is a daemon that only posts to the
+        session-long relay; its result is dropped)."""
+        self._gen += 1
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
 
 class DensityView(QtWidgets.QWidget):
     title = "Density"
@@ -358,6 +366,10 @@ class DensityView(QtWidgets.QWidget):
         points = fitting.training_data(self.state.train, self.state.density)[1]
         self.training_points.setData(pos=np.zeros((0, 2)) if points is None else points.numpy())
         self.training_points.setVisible(points is not None)
+
+    def shutdown(self):
+        """End the canvas's background recomputation (the window is closing)."""
+        self.canvas.shutdown()
 
     def export_target(self):
         return self.canvas

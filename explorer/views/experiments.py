@@ -85,7 +85,8 @@ class ExperimentsView(QtWidgets.QWidget):
         self.worker: ExperimentWorker | None = None
         self.running_name: str | None = None
         self.results: dict[str, ExperimentResult] = {}     # the latest result of each experiment
-        self.fields: dict[str, QtWidgets.QWidget] = {}
+        self.params_form = common.FormBinding(self)     # the selected experiment's parameters (rebuilt)
+        self.fields: dict[str, QtWidgets.QWidget] = self.params_form.widgets
         self._labels: dict[str, QtWidgets.QLabel] = {}
 
         lay = QtWidgets.QHBoxLayout(self)
@@ -227,66 +228,44 @@ class ExperimentsView(QtWidgets.QWidget):
     def _build_form(self, e: Experiment):
         while self.param_form.rowCount():
             self.param_form.removeRow(0)
-        self.fields, self._labels = {}, {}
+        self.params_form.deleteLater()
+        self.params_form = common.FormBinding(self)
+        self.fields, self._labels = self.params_form.widgets, {}
         for key, default in e.defaults.items():
-            w = self._field(key, default)
+            w = self.params_form.add(key, self._field(key, default))
             w.setToolTip(f"{key} (default {_format(default)}); the criterion and the measured sentence name "
                          "the parameters they use")
             label = QtWidgets.QLabel(key)
             label.setToolTip(w.toolTip())
             self.param_form.addRow(label, w)
-            self.fields[key], self._labels[key] = w, label
+            self._labels[key] = label
+        self.params_form.load(e.defaults)
+        self.params_form.changed.connect(self._mark_changed)
         self._mark_changed()
 
-    def _field(self, key: str, default) -> QtWidgets.QWidget:
+    @staticmethod
+    def _field(key: str, default) -> QtWidgets.QWidget:
+        """An input for a parameter whose default is `default` (its value is set by the form's load)."""
         if isinstance(default, bool):
-            w = QtWidgets.QCheckBox()
-            w.setChecked(default)
-            w.toggled.connect(self._mark_changed)
-        elif isinstance(default, int):
+            return QtWidgets.QCheckBox()
+        if isinstance(default, int):
             w = QtWidgets.QSpinBox()
             w.setRange(0 if default >= 0 else -2_000_000_000, 2_000_000_000)
-            w.setValue(default)
             w.setGroupSeparatorShown(False)
-            w.valueChanged.connect(self._mark_changed)
-        elif isinstance(default, float):
-            w = SciSpinBox(default)
-            w.valueChanged.connect(self._mark_changed)
-        elif key == "density" and default in densities.PRESET_NAMES:
-            w = common.combo([(n, n) for n in densities.PRESET_NAMES], default)
-            w.currentIndexChanged.connect(self._mark_changed)
-        else:
-            w = QtWidgets.QLineEdit(str(default))
-            w.textChanged.connect(self._mark_changed)
-        return w
+            return w
+        if isinstance(default, float):
+            return SciSpinBox(default)
+        if key == "density" and default in densities.PRESET_NAMES:
+            return common.combo([(n, n) for n in densities.PRESET_NAMES], default)
+        return QtWidgets.QLineEdit()
 
     def values(self) -> dict:
         """The form's parameter values, typed like the defaults."""
-        out = {}
-        for key, w in self.fields.items():
-            if isinstance(w, QtWidgets.QCheckBox):
-                out[key] = w.isChecked()
-            elif isinstance(w, QtWidgets.QSpinBox):
-                out[key] = int(w.value())
-            elif isinstance(w, QtWidgets.QDoubleSpinBox):
-                out[key] = float(w.value())
-            elif isinstance(w, QtWidgets.QComboBox):
-                out[key] = w.currentData()
-            else:
-                out[key] = w.text()
-        return out
+        return self.params_form.values()
 
     def set_value(self, key: str, value):
         """Set one field (the demo; tests type into the widgets)."""
-        w = self.fields[key]
-        if isinstance(w, QtWidgets.QCheckBox):
-            w.setChecked(bool(value))
-        elif isinstance(w, QtWidgets.QAbstractSpinBox):
-            w.setValue(value)
-        elif isinstance(w, QtWidgets.QComboBox):
-            w.setCurrentIndex(max(0, w.findData(value)))
-        else:
-            w.setText(str(value))
+        self.params_form.set(key, value)
 
     def reset_params(self):
         for key, default in self.experiment().defaults.items():
@@ -343,6 +322,10 @@ class ExperimentsView(QtWidgets.QWidget):
         self.running_name = None
         common.retire_worker(w, (w.progress, w.done, w.cancelled, w.failed))
         self._update_buttons()
+
+    def shutdown(self):
+        """End the running experiment (cancel it and wait for its thread): the window is closing."""
+        self.stop_worker()
 
     def _update_buttons(self):
         running = self.is_running()

@@ -84,6 +84,12 @@ class SamplerView(QtWidgets.QWidget):
         self._density_used = None        # the density the chains were started on
         self._density_stale = False      # the density changed since the picture was drawn
         self._heat_shown = None          # (density, bounds, HEAT_N² picture) under the panels
+        self._stale = False              # newer weights arrived while the tab was hidden
+        self.specs: list[ChainSpec] = []     # the running chains' specs, one per active panel
+        self.flowing: list[bool] = []        # per active panel: deterministic (flow lines may be drawn)
+        # SamplerSettings fields: those that need new chains, and those that only change the drawing
+        self.chains_form = common.FormBinding(self)
+        self.display_form = common.FormBinding(self)
         self._density_timer = QtCore.QTimer(self)
         self._density_timer.setSingleShot(True)
         self._density_timer.setInterval(DENSITY_DELAY_MS)
@@ -95,10 +101,11 @@ class SamplerView(QtWidgets.QWidget):
         lay.addWidget(panel)
 
         box, form = common.form_group("Particles")
-        self.n = common.spin(10, 50000, ss.n_particles, 500, tooltip=TIP["n"])
-        self.init = common.combo([("gaussian", "N(0, I)·prior std"), ("uniform", "uniform over view")], ss.init,
-                            TIP["init"])
-        self.n_panels = common.spin(1, MAX_PANELS, ss.n_panels, tooltip=TIP["n_panels"])
+        field = self.chains_form.add
+        self.n = field("n_particles", common.spin(10, 50000, 10, 500, tooltip=TIP["n"]))
+        self.init = field("init", common.combo([("gaussian", "N(0, I)·prior std"), ("uniform", "uniform over view")],
+                                               tooltip=TIP["init"]))
+        self.n_panels = field("n_panels", common.spin(1, MAX_PANELS, 1, tooltip=TIP["n_panels"]))
         form.addRow("Particles", self.n)
         form.addRow("Start from", self.init)
         form.addRow("Panels", self.n_panels)
@@ -108,12 +115,13 @@ class SamplerView(QtWidgets.QWidget):
             side.addWidget(c)
 
         box, form = common.form_group("Playback")
-        self.frames = common.spin(10, 1000, ss.frames, 10, tooltip=TIP["frames"])
+        self.frames = field("frames", common.spin(10, 1000, 10, 10, tooltip=TIP["frames"]))
         self.speed = common.spin(1, 20, 1, tooltip=TIP["speed"])
-        self.trails = common.spin(0, 50, ss.trails, tooltip=TIP["trails"])
-        self.flow = QtWidgets.QCheckBox("Flow lines (deterministic samplers)")
-        self.flow.setChecked(ss.flow_lines)
+        self.trails = self.display_form.add("trails", common.spin(0, 50, 0, tooltip=TIP["trails"]))
+        self.flow = self.display_form.add("flow_lines", QtWidgets.QCheckBox("Flow lines (deterministic samplers)"))
         self.flow.setToolTip(TIP["flow"])
+        self.chains_form.load(ss)
+        self.display_form.load(ss)
         form.addRow("Frames", self.frames)
         form.addRow("Speed", self.speed)
         form.addRow("Trails", self.trails)
@@ -193,13 +201,10 @@ class SamplerView(QtWidgets.QWidget):
         self.end_btn.clicked.connect(self.run_to_end)
         self.scrub.valueChanged.connect(self._on_scrub)
         self._load_controls()
-        self.init.currentIndexChanged.connect(self._settings_changed)
-        for w in (self.n, self.n_panels, self.frames):
-            w.valueChanged.connect(self._settings_changed)
+        self.chains_form.changed.connect(self._settings_changed)
         for c in self.controls:
             c.changed.connect(self._settings_changed)
-        self.trails.valueChanged.connect(self._display_changed)
-        self.flow.toggled.connect(self._display_changed)
+        self.display_form.changed.connect(self._display_changed)
         state.densityChanged.connect(self._on_density)
         state.modelChanged.connect(self._on_model)
         self.follow_density()
@@ -213,44 +218,23 @@ class SamplerView(QtWidgets.QWidget):
             c.setVisible(i < ss.n_panels)
 
     def _settings_changed(self, *_):
-        self.state.update_sampler(
-            n_particles=self.n.value(), init=self.init.currentData(), n_panels=self.n_panels.value(),
-            frames=self.frames.value(), panels=[c.panel() for c in self.controls])
+        self.state.update_sampler(**self.chains_form.values(), panels=[c.panel() for c in self.controls])
         for i, c in enumerate(self.controls):
             c.setVisible(i < self.n_panels.value())
         self.restart()
 
     def _display_changed(self, *_):
-        self.state.update_sampler(trails=self.trails.value(), flow_lines=self.flow.isChecked())
+        self.state.update_sampler(**self.display_form.values())
         self.show_frame(self.frame)
 
     def set_panel(self, i: int, sampler: str, source: str = "model", **options):
         """Set panel i as a user would (tests, demo): sampler, source, then options; restarts."""
-        c = self.controls[i]
-        c.sampler.setCurrentIndex(c.sampler.findData(sampler))
-        c.source.setCurrentIndex(c.source.findData(source))
-        for name, v in options.items():
-            w = c.widgets[name]
-            if isinstance(w, QtWidgets.QCheckBox):
-                w.setChecked(bool(v))
-            elif isinstance(w, QtWidgets.QComboBox):
-                w.setCurrentIndex(w.findData(v))
-            else:
-                w.setValue(w.minimum() if v is None else v)
+        self.controls[i].set_as_user(sampler, source, **options)
 
     def sync_widgets(self):
         """Settings → widgets (after a session restore)."""
-        ss = self.state.sampler
-        ws = [self.n, self.init, self.n_panels, self.frames, self.trails, self.flow]
-        for w in ws:
-            w.blockSignals(True)
-        self.init.setCurrentIndex(max(0, self.init.findData(ss.init)))
-        for w, v in ((self.n, ss.n_particles), (self.n_panels, ss.n_panels), (self.frames, ss.frames),
-                     (self.trails, ss.trails)):
-            w.setValue(v)
-        self.flow.setChecked(ss.flow_lines)
-        for w in ws:
-            w.blockSignals(False)
+        self.chains_form.load(self.state.sampler)
+        self.display_form.load(self.state.sampler)
         self._load_controls()
         self.restart()
 
@@ -306,7 +290,7 @@ class SamplerView(QtWidgets.QWidget):
         super().showEvent(ev)
         if self._density_stale:
             self.follow_density()
-        if getattr(self, "_stale", False) and not self.playing and self.frame == 0:
+        if self._stale and not self.playing and self.frame == 0:
             self.restart()
 
     def stop_worker(self):
@@ -403,10 +387,14 @@ class SamplerView(QtWidgets.QWidget):
         return (f"One {s.model_settings.objective.upper()} model (training step {s.model_step}) drives every "
                 "panel set to 'trained model'.")
 
-    def closeEvent(self, ev):
+    def shutdown(self):
+        """Stop playback, the density follow-up timer and the chains' worker (the window is closing)."""
         self.timer.stop()
         self._density_timer.stop()
         self.stop_worker()
+
+    def closeEvent(self, ev):
+        self.shutdown()
         super().closeEvent(ev)
 
     # ------------------------------------------------------------------ playback

@@ -73,26 +73,27 @@ class PanelControls(QtWidgets.QGroupBox):
         self.setStyleSheet(f"QGroupBox::title {{ color: rgb({r},{g},{b}); }}")
         self.form = QtWidgets.QFormLayout(self)
         self.form.setContentsMargins(6, 6, 6, 6)
-        self.sampler = common.combo([(k, v.title) for k, v in SAMPLERS.items()], None,
-                               "Which sampler this panel runs:\n" + "\n".join(_tip(v) for v in SAMPLERS.values()))
-        self.source = common.combo([("model", "trained model"), ("exact", "exact score")], None,
-                              "model: the trained network (frozen when the chains start), whatever it was trained "
-                              "for;\nexact: the true score of the drawn density. Compare both to tell a bad score "
-                              "from a bad sampler.")
+        self.choice = common.FormBinding(self)        # "sampler" and "source"
+        self.options = common.FormBinding(self)       # the SamplerOptions fields, by name
+        self.sampler = self.choice.add("sampler", common.combo([(k, v.title) for k, v in SAMPLERS.items()], None,
+                               "Which sampler this panel runs:\n" + "\n".join(_tip(v) for v in SAMPLERS.values())))
+        self.source = self.choice.add("source", common.combo(
+            [("model", "trained model"), ("exact", "exact score")], None,
+            "model: the trained network (frozen when the chains start), whatever it was trained for;\nexact: the "
+            "true score of the drawn density. Compare both to tell a bad score from a bad sampler."))
         self.conv = QtWidgets.QLabel()
         self.conv.setWordWrap(True)
         self.conv.setStyleSheet("color: #999; font-size: 8pt")
         self.form.addRow("Sampler", self.sampler)
         self.form.addRow(self.conv)
         self.form.addRow("Score", self.source)
-        self.widgets = {}
         for name, (label, kind, lo, hi, step, dec, special, tip) in FIELDS.items():
-            w = self._make(kind, lo, hi, step, dec, special)
+            w = self.options.add(name, self._make(kind, lo, hi, step, dec, special), none_at_minimum=bool(special))
             w.setToolTip(tip)
             self.form.addRow(label, w)
-            self.widgets[name] = w
-        self.sampler.currentIndexChanged.connect(self._on_sampler)
-        self.source.currentIndexChanged.connect(self.changed)
+        self.widgets = self.options.widgets
+        self.choice.changed.connect(self._on_choice)
+        self.options.changed.connect(lambda *_: self.changed.emit())
 
     @staticmethod
     def _make(kind, lo, hi, step, dec, special):
@@ -105,50 +106,36 @@ class PanelControls(QtWidgets.QGroupBox):
             w.setSpecialValueText(special)          # shown at the minimum, read as "unset" (None)
         return w
 
-    def _connect(self):
-        for w in self.widgets.values():
-            sig = (w.toggled if isinstance(w, QtWidgets.QCheckBox) else
-                   w.currentIndexChanged if isinstance(w, QtWidgets.QComboBox) else w.valueChanged)
-            sig.connect(self.changed)
-
     # ------------------------------------------------------------------ dict ↔ widgets
     def load(self, panel: dict):
-        """Show `panel` (no `changed` signal)."""
-        ws = [self.sampler, self.source, *self.widgets.values()]
-        for w in ws:
-            w.blockSignals(True)
-        self.sampler.setCurrentIndex(max(0, self.sampler.findData(panel["sampler"])))
-        self.source.setCurrentIndex(max(0, self.source.findData(panel.get("source", "model"))))
-        defaults = _option_defaults()
-        for name, w in self.widgets.items():
-            v = panel.get("options", {}).get(name, defaults[name])
-            if isinstance(w, QtWidgets.QCheckBox):
-                w.setChecked(bool(v))
-            elif isinstance(w, QtWidgets.QComboBox):
-                w.setCurrentIndex(max(0, w.findData(v)))
-            else:
-                w.setValue(w.minimum() if v is None else v)
-        for w in ws:
-            w.blockSignals(False)
-        if not getattr(self, "_connected", False):
-            self._connect()
-            self._connected = True
+        """Show `panel` (no `changed` signal); options it does not set show SamplerOptions' defaults."""
+        self.choice.load({"sampler": panel["sampler"], "source": panel.get("source", "model")})
+        self.options.load({**_option_defaults(), **panel.get("options", {})})
         self._show_fields()
 
     def panel(self) -> dict:
         """The panel as shown: sampler, source and the options its sampler reads."""
-        name = self.sampler.currentData()
-        opts = {}
-        for field in SAMPLERS[name].params:
-            w = self.widgets[field]
-            if isinstance(w, QtWidgets.QCheckBox):
-                opts[field] = w.isChecked()
-            elif isinstance(w, QtWidgets.QComboBox):
-                opts[field] = w.currentData()
-            else:
-                special = FIELDS[field][6]
-                opts[field] = None if special and w.value() == w.minimum() else w.value()
-        return {"sampler": name, "source": self.source.currentData(), "options": opts}
+        choice = self.choice.values()
+        return {**choice, "options": self.options.values(SAMPLERS[choice["sampler"]].params)}
+
+    def set_as_user(self, sampler: str, source: str = "model", **options):
+        """Choose `sampler` and `source`, then set `options`, as a person would (`changed` each time)."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        unknown = set(options) - set(self.widgets)
+        if unknown:
+            raise ValueError(f"unknown sampler option(s) {', '.join(sorted(unknown))}; "
+                             f"the options are {', '.join(self.widgets)}")
+        self.choice.set("sampler", sampler)
+        self.choice.set("source", source)
+        for name, value in options.items():
+            self.options.set(name, value)
+
+    def _on_choice(self, name: str, value):
+        if name == "sampler":
+            self._on_sampler()
+        else:
+            self.changed.emit()
 
     def _on_sampler(self, *_):
         name = self.sampler.currentData()

@@ -39,6 +39,8 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.worker: MemorisationWorker | None = None
         self.measurement: memorisation.Measurement | None = None   # the meter's last result
         self.meter_step = 0                          # model step it was measured at
+        self._measuring_step = 0                     # model step of the measurement in flight
+        self._dirty = True                           # the field needs recomputing when next shown
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
         lay.addWidget(panel)
@@ -195,7 +197,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
 
     def showEvent(self, ev):
         super().showEvent(ev)
-        if getattr(self, "_dirty", True):
+        if self._dirty:
             self.recompute()
 
     def current_level(self) -> fitting.Level:

@@ -57,6 +57,7 @@ MAX_N_DATA = 10_000          # fixed training sets above this are as good as fre
 class TrainingView(QtWidgets.QWidget):
     title = "Training"
     runningChanged = QtCore.Signal(bool)
+    progressed = QtCore.Signal(object)    # {"objective", "step", "loss", "rate"} of the latest progress report
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -73,6 +74,11 @@ class TrainingView(QtWidgets.QWidget):
         self.stop_reason = ""           # why the last run ended: its budget, a plateau or a failure
         self._image_run = False         # an image run started from the app is active
         self._held = False              # paused by this view for the image run (not by the user)
+        self._trained_density = None    # the density the current weights were trained on
+        self._worker_settings = None    # the settings of the current (or last) worker's run
+        # the ToyConfig fields this tab edits, each bound to its widget (state.train ↔ widgets)
+        self.settings_form = common.FormBinding(self)
+        field = self.settings_form.add
 
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
@@ -80,40 +86,40 @@ class TrainingView(QtWidgets.QWidget):
         s = state.train
 
         box, form = common.form_group("Model and objective")
-        self.model_kind = common.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")], s.model, TIP["model"])
+        self.model_kind = field("model", common.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")],
+                                                      tooltip=TIP["model"]))
         short = {"esm": "exact SM", "ssm": "sliced SM", "dsm": "denoising SM (one σ)", "ncsn": "NCSN multi-σ",
                  "ddpm": "DDPM ε-prediction"}
-        self.objective = common.combo([(k, f"{k} — {short.get(k, o.label)}") for k, o in objectives.OBJECTIVES.items()],
-                                 s.objective, TIP["objective"])
-        self.width_ = common.spin(8, 1024, s.width, 8, tooltip=TIP["width"])
-        self.depth = common.spin(1, 8, s.depth, tooltip=TIP["depth"])
-        self.lr = common.spin(1e-5, 1e-1, s.lr, 1e-4, 5, TIP["lr"], log=True)
-        self.batch = common.spin(16, 8192, s.batch, 64, tooltip=TIP["batch"])
+        self.objective = field("objective", common.combo(
+            [(k, f"{k} — {short.get(k, o.label)}") for k, o in objectives.OBJECTIVES.items()], tooltip=TIP["objective"]))
+        self.width_ = field("width", common.spin(8, 1024, 8, 8, tooltip=TIP["width"]))
+        self.depth = field("depth", common.spin(1, 8, 1, tooltip=TIP["depth"]))
+        self.lr = field("lr", common.spin(1e-5, 1e-1, 1e-3, 1e-4, 5, TIP["lr"], log=True))
+        self.batch = field("batch", common.spin(16, 8192, 16, 64, tooltip=TIP["batch"]))
         for label, w in (("Model", self.model_kind), ("Objective", self.objective), ("Width", self.width_),
                          ("Depth", self.depth), ("Learning rate", self.lr), ("Batch", self.batch)):
             form.addRow(label, w)
         side.addWidget(box)
 
         box, form = common.form_group("Data")
-        self.n_data = common.spin(0, MAX_N_DATA, s.n_data, 10, tooltip=TIP["n_data"])
+        self.n_data = field("n_data", common.spin(0, MAX_N_DATA, 0, 10, tooltip=TIP["n_data"]))
         self.n_data.setSpecialValueText("off (fresh samples)")
         form.addRow("Fixed dataset of N points", self.n_data)
         side.addWidget(box)
 
         box, form = common.form_group("Noise")
-        self.sigma = common.spin(0.001, 20.0, s.sigma, 0.05, 3, TIP["sigma"])
-        self.sigma_max = common.spin(0.01, 50.0, s.sigma_max, 0.5, 3, TIP["sigma_max"])
-        self.sigma_min = common.spin(0.001, 5.0, s.sigma_min, 0.01, 3, TIP["sigma_min"])
-        self.n_levels = common.spin(1, 50, s.n_levels, tooltip=TIP["n_levels"])
-        self.schedule = common.combo([("linear", "linear β"), ("cosine", "cosine")], s.schedule, TIP["schedule"])
-        self.n_timesteps = common.spin(10, 1000, s.n_timesteps, 10, tooltip=TIP["n_timesteps"])
-        self._noise_rows = {}
-        for key, label, w in (("sigma", "DSM σ", self.sigma), ("sigma_max", "σ₁ (max)", self.sigma_max),
-                              ("sigma_min", "σ_L (min)", self.sigma_min), ("n_levels", "Levels L", self.n_levels),
-                              ("schedule", "β schedule", self.schedule), ("n_timesteps", "Timesteps T", self.n_timesteps)):
+        self.sigma = field("sigma", common.spin(0.001, 20.0, 0.3, 0.05, 3, TIP["sigma"]))
+        self.sigma_max = field("sigma_max", common.spin(0.01, 50.0, 1.0, 0.5, 3, TIP["sigma_max"]))
+        self.sigma_min = field("sigma_min", common.spin(0.001, 5.0, 0.01, 0.01, 3, TIP["sigma_min"]))
+        self.n_levels = field("n_levels", common.spin(1, 50, 1, tooltip=TIP["n_levels"]))
+        self.schedule = field("schedule", common.combo([("linear", "linear β"), ("cosine", "cosine")],
+                                                       tooltip=TIP["schedule"]))
+        self.n_timesteps = field("n_timesteps", common.spin(10, 1000, 10, 10, tooltip=TIP["n_timesteps"]))
+        for label, w in (("DSM σ", self.sigma), ("σ₁ (max)", self.sigma_max), ("σ_L (min)", self.sigma_min),
+                         ("Levels L", self.n_levels), ("β schedule", self.schedule), ("Timesteps T", self.n_timesteps)):
             form.addRow(label, w)
-            self._noise_rows[key] = w
         side.addWidget(box)
+        self.settings_form.load(s)
 
         box, form = common.form_group("Run")
         self.start_btn = QtWidgets.QPushButton("Start")
@@ -181,11 +187,7 @@ class TrainingView(QtWidgets.QWidget):
         self.log_y.toggled.connect(self._redraw_loss)
         self.keep_during_image.toggled.connect(lambda _: self._apply_image_run_hold())
         self.plateau_on.toggled.connect(self.patience.setEnabled)
-        for w in (self.model_kind, self.objective, self.schedule):
-            w.currentIndexChanged.connect(self._settings_from_widgets)
-        for w in (self.width_, self.depth, self.lr, self.batch, self.sigma, self.sigma_max, self.sigma_min,
-                  self.n_levels, self.n_timesteps, self.n_data):
-            w.valueChanged.connect(self._settings_from_widgets)
+        self.settings_form.changed.connect(self._settings_from_widgets)
         state.trainSettingsChanged.connect(self._on_settings_changed)
         state.densityChanged.connect(self._on_density_changed)
         self._redraw_timer = QtCore.QTimer(self)
@@ -196,38 +198,17 @@ class TrainingView(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ settings
     def _settings_from_widgets(self, *_):
-        self.state.update_train(
-            model=self.model_kind.currentData(), objective=self.objective.currentData(),
-            width=self.width_.value(), depth=self.depth.value(), lr=self.lr.value(), batch=self.batch.value(),
-            sigma=self.sigma.value(), sigma_max=self.sigma_max.value(), sigma_min=self.sigma_min.value(),
-            n_levels=self.n_levels.value(), schedule=self.schedule.currentData(),
-            n_timesteps=self.n_timesteps.value(), n_data=self.n_data.value())
-
-    def _widgets_from_settings(self):
-        s = self.state.train
-        widgets = [self.model_kind, self.objective, self.schedule, self.width_, self.depth, self.lr, self.batch,
-                   self.sigma, self.sigma_max, self.sigma_min, self.n_levels, self.n_timesteps, self.n_data]
-        for w in widgets:
-            w.blockSignals(True)
-        self.model_kind.setCurrentIndex(self.model_kind.findData(s.model))
-        self.objective.setCurrentIndex(self.objective.findData(s.objective))
-        self.schedule.setCurrentIndex(self.schedule.findData(s.schedule))
-        for w, v in ((self.width_, s.width), (self.depth, s.depth), (self.lr, s.lr), (self.batch, s.batch),
-                     (self.sigma, s.sigma), (self.sigma_max, s.sigma_max), (self.sigma_min, s.sigma_min),
-                     (self.n_levels, s.n_levels), (self.n_timesteps, s.n_timesteps), (self.n_data, s.n_data)):
-            w.setValue(v)
-        for w in widgets:
-            w.blockSignals(False)
+        self.state.update_train(**self.settings_form.values())
 
     def _show_noise_rows(self):
         obj = self.state.train.objective
         show = {"sigma": obj == "dsm", "sigma_max": obj == "ncsn", "sigma_min": obj == "ncsn",
                 "n_levels": obj == "ncsn", "schedule": obj == "ddpm", "n_timesteps": obj == "ddpm"}
-        for key, w in self._noise_rows.items():
-            w.setEnabled(show[key])
+        for key, on in show.items():
+            self.settings_form.widgets[key].setEnabled(on)
 
     def _on_settings_changed(self):
-        self._widgets_from_settings()
+        self.settings_form.load(self.state.train)
         self._show_noise_rows()
         if not self.is_running():
             self._show_level_plot(self.state.train.objective)
@@ -259,7 +240,7 @@ class TrainingView(QtWidgets.QWidget):
         self.stop()
         s = self.state
         same = (s.model is not None and s.model_settings == s.train and fresh is not True
-                and getattr(self, "_trained_density", None) is s.density)
+                and self._trained_density is s.density)
         if not same:
             self._clear_curves()
         init = {k: v.clone() for k, v in s.model.state_dict().items()} if same else None
@@ -309,8 +290,20 @@ class TrainingView(QtWidgets.QWidget):
         self.info.setText("Reset: not trained.")
         self.state.status.emit("Training reset")
 
-    def closeEvent(self, ev):
+    def session_restored(self):
+        """The state now holds a restored session's settings and weights (trained on its density)."""
+        self._clear_curves()
+        self._trained_density = self.state.density
+        self.info.setText(f"Restored model at step {self.state.model_step}" if self.state.model is not None
+                          else "Restored session (no model)")
+
+    def shutdown(self):
+        """End training and the redraw timer (the window is closing)."""
+        self._redraw_timer.stop()
         self.stop()
+
+    def closeEvent(self, ev):
+        self.shutdown()
         super().closeEvent(ev)
 
     # ------------------------------------------------------------------ image runs share the CPU
@@ -360,7 +353,8 @@ class TrainingView(QtWidgets.QWidget):
         step = int(d["steps"][-1])
         self.info.setText(f"step {step}, loss {d['losses'][-1]:.4g}"
                           + (f", {self._last_rate:.0f} steps/s" if self._last_rate else ""))
-        self.state.status.emit(f"Training {self._worker_settings.objective}: step {step}, loss {d['losses'][-1]:.4g}")
+        self.progressed.emit({"objective": self._worker_settings.objective, "step": step,
+                              "loss": float(d["losses"][-1]), "rate": self._last_rate})
 
     @QtCore.Slot(object)
     def _on_metric(self, d):
