@@ -8,18 +8,18 @@ between chunks (pf_ode_log_density itself has no callback).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from PySide6 import QtCore
 
 from trainers import grid
 from trainers.likelihood import pf_ode_log_density
 from trainers.metrics import ddpm_elbo_nats
+
+from . import job_worker
 
 GRID_CHUNKS = 8          # progress steps for the grid
 SAMPLE_CHUNKS = 2        # … and for the NLL samples
@@ -125,33 +125,18 @@ def compute_learned_density(score_model, density, bounds, n_grid: int = 48, n_st
         range_note=score_model.range_note())
 
 
-class DensityWorker(QtCore.QThread):
-    progress = QtCore.Signal(float, str)      # fraction done, what is being integrated
-    done = QtCore.Signal(object)              # LearnedDensity
-    cancelled = QtCore.Signal()
-    failed = QtCore.Signal(str)
+class DensityWorker(job_worker.JobWorker):
+    """compute_learned_density with progress (what is being integrated) and Cancel; done(LearnedDensity)."""
 
     def __init__(self, score_model, density, bounds, n_grid: int, n_steps: int, n_samples: int,
                  ddpm: tuple | None = None, parent=None):
-        super().__init__(parent)
-        self.args = dict(score_model=score_model, density=density, bounds=tuple(bounds), n_grid=n_grid,
-                         n_steps=n_steps, n_samples=n_samples, ddpm=ddpm)
-        self._cancel = threading.Event()
+        super().__init__(compute_learned_density,
+                         dict(score_model=score_model, density=density, bounds=tuple(bounds), n_grid=n_grid,
+                              n_steps=n_steps, n_samples=n_samples, ddpm=ddpm),
+                         "learned density", parent)
 
-    def cancel(self):
-        self._cancel.set()
-
-    def run(self):
-        try:
-            result = compute_learned_density(**self.args, progress=self.progress.emit,
-                                             cancelled=self._cancel.is_set)
-        except Exception as e:              # report, never take the GUI down
-            self.failed.emit(f"learned density stopped: {type(e).__name__}: {e}")
-            return
-        if result is None:
-            self.cancelled.emit()
-        elif not (math.isfinite(result.model_nll) and math.isfinite(result.true_nll)):
-            self.failed.emit("learned density: the PF-ODE gave a non-finite log-density "
-                             "(the model may have diverged); train on, then Compute again")
-        else:
-            self.done.emit(result)
+    def problem(self, result: LearnedDensity) -> str:
+        if math.isfinite(result.model_nll) and math.isfinite(result.true_nll):
+            return ""
+        return ("learned density: the PF-ODE gave a non-finite log-density "
+                "(the model may have diverged); train on, then Compute again")

@@ -7,45 +7,33 @@ cancelled run stops at the end of the phase it is in — a few seconds at most w
 """
 from __future__ import annotations
 
-import threading
+from typing import Callable
 
-from PySide6 import QtCore
+from . import job_worker
 
 
 class Cancelled(Exception):
     """Raised from the progress callback to stop an experiment."""
 
 
-class ExperimentWorker(QtCore.QThread):
-    progress = QtCore.Signal(float, str)      # fraction done, what the experiment is doing
-    done = QtCore.Signal(object)              # trainers.experiments.ExperimentResult
-    cancelled = QtCore.Signal()
-    failed = QtCore.Signal(str)
+def run_until_cancelled(experiment, params: dict, progress: Callable[[float, str], None],
+                        cancelled: Callable[[], bool]):
+    """experiment.run(params) reporting to `progress`; None once a progress report sees cancelled()."""
+    def report(frac: float, text: str):
+        if cancelled():
+            raise Cancelled
+        progress(float(frac), str(text))
+
+    try:
+        return experiment.run(params, report)
+    except Cancelled:
+        return None
+
+
+class ExperimentWorker(job_worker.JobWorker):
+    """One experiment with progress and Cancel; done(trainers.experiments.ExperimentResult)."""
 
     def __init__(self, experiment, params: dict, parent=None):
-        super().__init__(parent)
+        super().__init__(run_until_cancelled, dict(experiment=experiment, params=dict(params)), experiment.name,
+                         parent)
         self.experiment = experiment
-        self.params = dict(params)
-        self._cancel = threading.Event()
-
-    def cancel(self):
-        self._cancel.set()
-
-    def is_cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def _report(self, frac: float, text: str):
-        if self._cancel.is_set():
-            raise Cancelled
-        self.progress.emit(float(frac), str(text))
-
-    def run(self):
-        try:
-            result = self.experiment.run(self.params, self._report)
-        except Cancelled:
-            self.cancelled.emit()
-            return
-        except Exception as e:              # report, never take the GUI down
-            self.failed.emit(f"{self.experiment.name} stopped: {type(e).__name__}: {e}")
-            return
-        self.done.emit(result)

@@ -12,18 +12,17 @@ cancel between chunks and sampler steps. `HistoryWorker` runs it for one snapsho
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from PySide6 import QtCore
 
 from trainers import fitting
 from trainers import grid
 
+from . import job_worker
 from .density_worker import LearnedDensity, compute_learned_density
 
 # Fractions of the progress bar for the three pictures.
@@ -105,33 +104,16 @@ def compute_snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, de
         seconds=time.perf_counter() - t0)
 
 
-class HistoryWorker(QtCore.QThread):
-    """compute_snapshot_pictures for one snapshot; the same four signals as the other job workers."""
-    progress = QtCore.Signal(float, str)
-    done = QtCore.Signal(object)              # SnapshotPictures
-    cancelled = QtCore.Signal()
-    failed = QtCore.Signal(str)
+class HistoryWorker(job_worker.JobWorker):
+    """compute_snapshot_pictures for one snapshot, with progress and Cancel; done(SnapshotPictures)."""
 
     def __init__(self, model, cfg, density, bounds, step: int, sizes: dict, parent=None):
-        super().__init__(parent)
+        super().__init__(compute_snapshot_pictures,
+                         dict(model=model, cfg=cfg, density=density, bounds=tuple(bounds), step=int(step), **sizes),
+                         "history pictures", parent)
         self.step = int(step)
-        self.args = dict(model=model, cfg=cfg, density=density, bounds=tuple(bounds), step=int(step), **sizes)
-        self._cancel = threading.Event()
 
-    def cancel(self):
-        self._cancel.set()
-
-    def run(self):
-        try:
-            result = compute_snapshot_pictures(**self.args, progress=self.progress.emit,
-                                               cancelled=self._cancel.is_set)
-        except Exception as e:              # report, never take the GUI down
-            self.failed.emit(f"history pictures stopped: {type(e).__name__}: {e}")
-            return
-        if result is None:
-            self.cancelled.emit()
-        elif not math.isfinite(result.fisher):
-            self.failed.emit(f"the snapshot at step {result.step} gives a non-finite score (the model had "
-                             "diverged there)")
-        else:
-            self.done.emit(result)
+    def problem(self, result: SnapshotPictures) -> str:
+        if math.isfinite(result.fisher):
+            return ""
+        return f"the snapshot at step {result.step} gives a non-finite score (the model had diverged there)"

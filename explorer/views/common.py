@@ -206,6 +206,39 @@ def form_group(title: str) -> tuple[QtWidgets.QGroupBox, QtWidgets.QFormLayout]:
     return box, form
 
 
+def wrapped_label(text: str = "", rich: bool = False) -> QtWidgets.QLabel:
+    """A label that wraps its lines (rich: its text is HTML such as <b>…</b><br>…; else Qt guesses, as QLabel)."""
+    label = QtWidgets.QLabel(text)
+    label.setWordWrap(True)
+    label.setTextFormat(QtCore.Qt.TextFormat.RichText if rich else QtCore.Qt.TextFormat.AutoText)
+    return label
+
+
+def progress_rows(form: QtWidgets.QFormLayout, status: str = "") -> tuple[QtWidgets.QProgressBar, QtWidgets.QLabel]:
+    """A job's progress bar (0 … 1000) and its status label, added as the next two rows of `form`."""
+    bar = QtWidgets.QProgressBar()
+    bar.setRange(0, 1000)
+    form.addRow(bar)
+    label = wrapped_label(status)
+    form.addRow(label)
+    return bar, label
+
+
+def readout_group(side: QtWidgets.QVBoxLayout, title: str) -> QtWidgets.QLabel:
+    """A group box `title` added to the side panel, holding one rich-text label (showing '—' until set)."""
+    box, form = form_group(title)
+    label = wrapped_label("—", rich=True)
+    form.addRow(label)
+    side.addWidget(box)
+    return label
+
+
+def end_side_panel(side: QtWidgets.QVBoxLayout, explanation: str) -> None:
+    """Close the side panel: the tab's explanation under its groups, then the stretch that keeps them on top."""
+    side.addWidget(wrapped_label(explanation))
+    side.addStretch(1)
+
+
 class FormBinding(QtCore.QObject):
     """Named settings fields bound to their widgets, so a view names each field once.
 

@@ -93,3 +93,42 @@ def restart_with_stale_signals(window, qtbot, queue_stale):
         return new
 
     return check
+
+
+@pytest.fixture
+def screenshot_window(qtbot):
+    """The main window with the default settings (as a person first sees it), 1400×860 like the committed
+    screenshots; closed after the test."""
+    from explorer.app import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1400, 860)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path):
+    """Where screenshots go: $EXPLORER_SCREENSHOTS when set (to regenerate the committed ones), else a
+    temporary folder, so that a test run does not rewrite tracked files."""
+    from pathlib import Path
+
+    return Path(os.environ.get("EXPLORER_SCREENSHOTS") or tmp_path)
+
+
+@pytest.fixture
+def check_screenshots():
+    """check_screenshots(paths): each file is a 1400×860 picture of the window, and not a blank one."""
+    from PIL import Image
+
+    def check(paths):
+        assert paths
+        for p in paths:
+            with Image.open(p) as im:
+                assert im.size == (1400, 860)
+                assert len(im.convert("L").resize((64, 40)).getcolors(4096)) > 20
+
+    return check

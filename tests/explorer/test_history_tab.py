@@ -2,9 +2,6 @@
 the slider that loads one, its three pictures (score field, PF-ODE density, samples), and the session file."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -230,39 +227,24 @@ def test_history_tab_has_the_ninth_shortcut(window):
     assert shortcuts[f"Ctrl+{window.tabs.indexOf(view) + 1}"] == "History" and window.tabs.indexOf(view) == 8
 
 
-def test_screenshots_of_the_history_at_three_steps(qtbot, tmp_path):
+def test_screenshots_of_the_history_at_three_steps(qtbot, screenshot_window, screenshot_dir, check_screenshots):
     """A short training on the default density and settings; the History tab at an early, a middle
     and the last snapshot. Regenerate the committed pictures with
         EXPLORER_SCREENSHOTS=docs/screenshots python -m pytest tests/explorer/test_history_tab.py -k screenshots"""
-    from PIL import Image
-
-    from explorer.app import MainWindow
-
-    shots = Path(os.environ.get("EXPLORER_SCREENSHOTS") or tmp_path)
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 860)
-    win.show()
-    qtbot.waitExposed(win)
+    win = screenshot_window
     paths, fishers = [], []
-    try:
-        tv = win.views["training"]
-        tv.start(max_steps=1500, fresh=True)
-        qtbot.waitUntil(lambda: not tv.is_running() and tv.start_btn.text() == "Start", timeout=300000)
-        view = win.views["history"]
-        steps = view.snapshot_steps()
-        assert len(steps) >= 3 and steps[-1] == 1500
-        win.tabs.setCurrentWidget(view)
-        # named by stage, not by step: the snapshot steps depend on the training speed
-        for stage, i in (("early", 0), ("middle", len(steps) // 2), ("last", len(steps) - 1)):
-            view.set_index(i)
-            assert view.settle(120) and view.shown_step == steps[i]
-            fishers.append(view.fisher)
-            paths.append(win.save_screenshot(str(shots / f"history_step_{stage}.png"), "history"))
-    finally:
-        win.close()
+    tv = win.views["training"]
+    tv.start(max_steps=1500, fresh=True)
+    qtbot.waitUntil(lambda: not tv.is_running() and tv.start_btn.text() == "Start", timeout=300000)
+    view = win.views["history"]
+    steps = view.snapshot_steps()
+    assert len(steps) >= 3 and steps[-1] == 1500
+    win.tabs.setCurrentWidget(view)
+    # named by stage, not by step: the snapshot steps depend on the training speed
+    for stage, i in (("early", 0), ("middle", len(steps) // 2), ("last", len(steps) - 1)):
+        view.set_index(i)
+        assert view.settle(120) and view.shown_step == steps[i]
+        fishers.append(view.fisher)
+        paths.append(win.save_screenshot(str(screenshot_dir / f"history_step_{stage}.png"), "history"))
     assert fishers[0] > fishers[-1]
-    for p in paths:
-        with Image.open(p) as im:
-            assert im.size == (1400, 860)
-            assert len(im.convert("L").resize((64, 40)).getcolors(4096)) > 20    # not a blank window
+    check_screenshots(paths)

@@ -18,37 +18,24 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_screenshots_of_each_tab_after_a_short_demo(qtbot, tmp_path):
+def test_screenshots_of_each_tab_after_a_short_demo(screenshot_window, screenshot_dir, check_screenshots):
     """Default settings (2000 particles, width-128 MLP, NCSN) with a shorter training run."""
-    from explorer.app import MainWindow
     from explorer.views.experiments import DEMO_EXPERIMENT
 
-    shots = Path(os.environ.get("EXPLORER_SCREENSHOTS") or tmp_path)
-
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1400, 860)
-    win.show()
-    qtbot.waitExposed(win)
-    try:
-        win.run_demo(train_steps=1500, lab=True, experiment=DEMO_EXPERIMENT, learned=True)
-        win.views["score"].set_level(0)
-        win.views["score"].show_vectors_at(2.8, 2.2)
-        paths = [win.save_screenshot(str(shots / f"{tab}.png"), tab)
-                 for tab in ("density", "training", "score", "sampler", "lab", "experiments", "learned")]
-        sampler, lab = win.views["sampler"], win.views["lab"]
-        assert len(sampler.worker.chains) == 4 and all("model" in p["title"] for p in sampler.panels)
-        assert lab.result is not None and {r.source for r in lab.result.rows} == {"model", "exact"}
-        experiment = win.views["experiments"].current_result()
-        assert experiment is not None and experiment.name == DEMO_EXPERIMENT and experiment.holds
-        learned = win.views["learned"].numbers()
-        assert math.isfinite(learned["model_nll"]) and learned["model_nll"] >= learned["true_nll"] - 0.05
-    finally:
-        win.close()
-    for p in paths:
-        with Image.open(p) as im:
-            assert im.size == (1400, 860)
-            assert len(im.convert("L").resize((64, 40)).getcolors(4096)) > 20    # not a blank window
+    win, shots = screenshot_window, screenshot_dir
+    win.run_demo(train_steps=1500, lab=True, experiment=DEMO_EXPERIMENT, learned=True)
+    win.views["score"].set_level(0)
+    win.views["score"].show_vectors_at(2.8, 2.2)
+    paths = [win.save_screenshot(str(shots / f"{tab}.png"), tab)
+             for tab in ("density", "training", "score", "sampler", "lab", "experiments", "learned")]
+    sampler, lab = win.views["sampler"], win.views["lab"]
+    assert len(sampler.worker.chains) == 4 and all("model" in p["title"] for p in sampler.panels)
+    assert lab.result is not None and {r.source for r in lab.result.rows} == {"model", "exact"}
+    experiment = win.views["experiments"].current_result()
+    assert experiment is not None and experiment.name == DEMO_EXPERIMENT and experiment.holds
+    learned = win.views["learned"].numbers()
+    assert math.isfinite(learned["model_nll"]) and learned["model_nll"] >= learned["true_nll"] - 0.05
+    check_screenshots(paths)
 
 
 def test_python_m_explorer_demo_saves_a_screenshot_and_exits(tmp_path):
