@@ -1,6 +1,6 @@
 """Exact mixture evaluation at image scale (issue #13): figures only, the tests check correctness.
 
-    python benchmarks/bench_densities.py [--reps 5] [--seconds 3]
+    python benchmarks/bench_densities.py [--reps 20] [--seconds 3]
 
 For the flower photo (sklearn's flower.jpg through trainers.densities.from_image, ~1,080 components)
 and a 5,000-component mixture: exact score of 10k particles (the default, truncated kernel for large K,
@@ -160,7 +160,7 @@ def bench_sampler_panel(app, d, seconds):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=3.0)
     a = ap.parse_args()
     from PySide6 import QtWidgets
