@@ -346,13 +346,13 @@ def eval_kinds(records: list[dict]) -> list[str]:
 def quality_curves(records: list[dict], kind: str) -> QualityCurves:
     """``QualityCurves`` of the eval.jsonl ``records`` of ``kind``."""
     mine = [r for r in records if eval_kind(r) == kind and isinstance(r.get("step"), int)]
-    judged = [r for r in mine if isinstance(r.get("samples"), dict)]
+    judged = [r for r in mine if isinstance(r.get(layout.EVAL_SAMPLES), dict)]
     steps = sorted({r["step"] for r in judged})
-    samples = {fig: [_mean(r["samples"].get(fig) for r in judged if r["step"] == s)
+    samples = {fig: [_mean(r[layout.EVAL_SAMPLES].get(fig) for r in judged if r["step"] == s)
                      for s in steps] for fig in QUALITY_FIGURES}
-    reference = {fig: _mean(r.get("reference", {}).get(fig) for r in judged)
+    reference = {fig: _mean(r.get(layout.EVAL_REFERENCE, {}).get(fig) for r in judged)
                  for fig in QUALITY_FIGURES}
-    noise = {fig: _mean(r.get("noise", {}).get(fig) for r in judged) for fig in QUALITY_FIGURES}
+    noise = {fig: _mean(r.get(layout.EVAL_NOISE, {}).get(fig) for r in judged) for fig in QUALITY_FIGURES}
     with_bpd = [r for r in mine if isinstance(r.get("bits_per_dim"), (int, float))]
     bpd_steps = sorted({r["step"] for r in with_bpd})
     bpd = [_mean(r["bits_per_dim"] for r in with_bpd if r["step"] == s) for s in bpd_steps]

@@ -45,6 +45,7 @@ import torch
 
 from .. import metrics
 from . import judge
+from . import run_layout as layout
 from .run_layout import eval_path
 
 CONFIDENT = judge.CONFIDENT
@@ -260,8 +261,8 @@ def eval_record(report: dict, seed: int) -> dict:
            "classifier_test_accuracy": report.get("classifier_test_accuracy"),
            "bits_per_dim": bpd["bits_per_dim"] if bpd else None,
            "fid": report.get("fid"), "is_mean": report.get("is_mean")}
-    for key, name in (("samples", "samples"), ("reference", "reference_real_test_digits"),
-                      ("noise", "reference_uniform_noise")):
+    for key, name in ((layout.EVAL_SAMPLES, "samples"), (layout.EVAL_REFERENCE, "reference_real_test_digits"),
+                      (layout.EVAL_NOISE, "reference_uniform_noise")):
         if name in report:
             rec[key] = {k: report[name][k] for k in EVAL_FIGURES}
     return rec

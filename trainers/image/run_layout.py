@@ -30,6 +30,8 @@ SAMPLES = "samples"
 DRAWN = "drawn"
 TENSORBOARD = "tb"
 EVAL = "eval.jsonl"
+# the judge-figure groups of an eval.jsonl line: generated samples, held-out real data, uniform noise
+EVAL_SAMPLES, EVAL_REFERENCE, EVAL_NOISE = "samples", "reference", "noise"
 
 CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 SAMPLE_GRID_NAME = re.compile(r"^step_(\d+)\.png$")
