@@ -2,7 +2,7 @@
 
 The child processes run ``python -m trainers.image`` on the digits config shrunk to seconds on a
 CPU (a 16-channel U-Net, 100 diffusion steps, batch 32), so their grids are noise; the
-screenshot in docs/screenshots/trainer.png comes from a longer digits run.
+screenshot in docs/screenshots/image_runs.png browses two 3600-step digits runs (README).
 """
 from __future__ import annotations
 
