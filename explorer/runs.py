@@ -197,6 +197,18 @@ def _pngs(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
 
+def side_by_side(images: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    """(H, W, 3) uint8 images in a row, top-aligned on a black background, ``gap`` pixels apart."""
+    h = max(im.shape[0] for im in images)
+    w = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
+    out = np.zeros((h, w, 3), np.uint8)
+    x = 0
+    for im in images:
+        out[:im.shape[0], x:x + im.shape[1]] = im
+        x += im.shape[1] + gap
+    return out
+
+
 def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8, row 0 at the top."""
     from PIL import Image

@@ -93,6 +93,7 @@ class ImageRunsView(QtWidgets.QWidget):
         self.speed: list[tuple[int, float]] = []     # (step, elapsed_s) of this process's log lines
         self.running = False
         self.overlays: dict[str, pg.PlotDataItem] = {}     # run folder -> its overlaid loss curve
+        self.level_overlays: dict[str, pg.PlotDataItem] = {}   # run folder -> its last loss per level
         self.level_kind = ""                         # "t" or "sigma": the level plot's x axis
 
         self.error = _error_banner()
@@ -365,10 +366,13 @@ class ImageRunsView(QtWidgets.QWidget):
     def show_level_loss(self, kind: str, at: list[float], loss: list[float]) -> None:
         """Draw one interval's loss per noise level (t: linear axis, σ: log axis)."""
         if kind != self.level_kind:
-            self.level_kind = kind
-            self.level_plot.setLogMode(x=kind == "sigma")
-            self.level_plot.setLabel("bottom", "σ" if kind == "sigma" else "t")
+            self._set_level_kind(kind)
         self.level_curve.setData(at, loss)
+
+    def _set_level_kind(self, kind: str) -> None:
+        self.level_kind = kind
+        self.level_plot.setLogMode(x=kind == "sigma")
+        self.level_plot.setLabel("bottom", "σ" if kind == "sigma" else "t")
 
     def _on_event(self, rec: dict) -> None:
         kind, run_dir = rec["event"], self.trainer.run_dir
@@ -434,6 +438,24 @@ class ImageRunsView(QtWidgets.QWidget):
                 item = self.plot.plot([], [], pen=pg.mkPen(*colour, width=1.5), name=path.name)
                 self.overlays[str(path)] = item
             item.setData(steps, losses)
+        self._update_level_overlays(want)
+
+    def _update_level_overlays(self, want: list[Path]) -> None:
+        """The newest loss per noise level of each run in ``want``, in its loss-overlay colour, on
+        the level plot (runs whose levels are of another kind than the plot's are left out)."""
+        for key in list(self.level_overlays):
+            self.level_plot.removeItem(self.level_overlays.pop(key))
+        for path in want:
+            level = next((c for c in map(runs.level_curve, reversed(runs.read_log(path))) if c), None)
+            if level is None:
+                continue
+            kind, at, loss = level
+            if not self.level_kind:
+                self._set_level_kind(kind)
+            if kind != self.level_kind:
+                continue
+            pen = self.overlays[str(path)].opts["pen"]
+            self.level_overlays[str(path)] = self.level_plot.plot(at, loss, pen=pen)
 
     def _continue_run(self, run: Path) -> None:
         if not self.is_running():

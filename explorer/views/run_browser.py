@@ -46,6 +46,8 @@ TIP = {
     "frames": "Record about this many frames of the chain x_T -> x_0 (0: no chain).",
     "weights": "Draw from the checkpoint's EMA weights (the average the training grids use) or "
                "its raw training weights.",
+    "side_by_side": "Show the newest grid of every selected run (Ctrl/Shift+click for several) next to "
+                    "each other, in list order; click a run to go back to its own grids.",
     "toggle_weights": "Show the same checkpoint, sampler and seed with the other weights "
                       "(EMA ⇄ raw); drawn first if it is not there yet.",
     "sample": "Draw a grid from the chosen checkpoint's EMA (or raw) weights in a separate "
@@ -109,6 +111,10 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.sample_btn = common.tip(QtWidgets.QPushButton(SAMPLE_TEXT), TIP["sample"])
         self.toggle_weights_btn = common.tip(QtWidgets.QPushButton("EMA ⇄ raw"),
                                              TIP["toggle_weights"])
+        self.side_by_side_btn = common.tip(QtWidgets.QPushButton("Newest grids side by side"),
+                                           TIP["side_by_side"])
+        self.side_by_side_btn.setEnabled(False)
+        self.compared: list[tuple[Path, runs.Grid]] = []    # (run, its newest grid) shown side by side
         self._lay_out()
         self._connect()
 
@@ -120,7 +126,7 @@ class RunBrowser(QtWidgets.QGroupBox):
             root_row.addWidget(w, stretch)
         v.addLayout(root_row)
         v.addWidget(self.run_list)
-        v.addLayout(_row(self.grid_slider, self.grid_label))
+        v.addLayout(_row(self.grid_slider, self.grid_label, self.side_by_side_btn))
         v.addWidget(self.image_view, 1)
         v.addLayout(_row(self.chain_slider, self.chain_label))
         sample_row = QtWidgets.QHBoxLayout()
@@ -140,6 +146,9 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.run_list.currentItemChanged.connect(lambda *_: self.show_run())
         self.run_list.itemSelectionChanged.connect(
             lambda: self.selectionChanged.emit(self.selected_runs()))
+        self.run_list.itemSelectionChanged.connect(
+            lambda: self.side_by_side_btn.setEnabled(len(self.selected_runs()) > 1))
+        self.side_by_side_btn.clicked.connect(self.show_side_by_side)
         self.run_list.itemDoubleClicked.connect(
             lambda item: self.runActivated.emit(Path(item.data(PATH_ROLE))))
         self.grid_slider.valueChanged.connect(self._show_grid)
@@ -234,6 +243,24 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.grid_slider.blockSignals(False)
         self._show_grid(max(0, index))
         self._enable_sampling()
+
+    def show_side_by_side(self) -> list[tuple[Path, runs.Grid]]:
+        """Show the newest grid of each selected run that has one, next to each other (list order)."""
+        order = {p: i for i, p in enumerate(Path(self.run_list.item(i).data(PATH_ROLE))
+                                            for i in range(self.run_list.count()))}
+        self.compared = []
+        for run in sorted(self.selected_runs(), key=lambda p: order.get(p, 0)):
+            grids = runs.list_grids(run)
+            if grids:
+                self.compared.append((run, grids[-1]))
+        if not self.compared:
+            self.grid_label.setText("no sample grids in the selected runs")
+            return []
+        self._set_chain(None)
+        self.grid_label.setText("newest grids: " + " | ".join(f"{run.name} ({g.label})"
+                                                               for run, g in self.compared))
+        self._show_image(runs.side_by_side([runs.read_image(g.path) for _, g in self.compared]))
+        return self.compared
 
     def shown_grid(self) -> runs.Grid | None:
         return self.grids[self.grid_slider.value()] if self.grids else None

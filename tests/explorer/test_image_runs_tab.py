@@ -410,3 +410,25 @@ def test_tab_trainer_is_still_accepted_as_the_image_runs_tab(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     with Image.open(sampler) as im:
         assert (np.asarray(im.convert("RGB")) != shots["image_runs"]).any()
+
+
+def test_selected_runs_also_overlay_their_newest_loss_per_noise_level(qtbot, tab, tmp_path):
+    root = tmp_path / "runs"
+    runs_made = {n: _fake_run(root, n, [1.0, 0.8], events.DONE) for n in ("a", "b", "c")}
+    for name, (old, new) in {"a": ([0.5, 0.4], [0.9, 0.2]), "b": ([0.7, 0.6], [0.8, 0.1])}.items():
+        with open(runs_made[name] / "progress.jsonl", "a") as f:          # two lines with per-level loss
+            for step, loss in ((40, old), (50, new)):
+                f.write(json.dumps({"step": step, "loss": 0.5,
+                                    "level_loss": {"level": "t", "at": [2.5, 7.5], "loss": loss}}) + "\n")
+    tab.browser.refresh_btn.click()
+    items = {Path(tab.browser.run_list.item(i).data(0x0100)).name: tab.browser.run_list.item(i)
+             for i in range(tab.browser.run_list.count())}
+    tab.browser.run_list.setCurrentItem(items["a"])
+    items["b"].setSelected(True)
+    items["c"].setSelected(True)                           # its newest: _fake_run's last line (bin 2 empty)
+    curves = {Path(k).name: [list(v) for v in c.getData()] for k, c in tab.level_overlays.items()}
+    assert curves == {"a": [[2.5, 7.5], [0.9, 0.2]], "b": [[2.5, 7.5], [0.8, 0.1]], "c": [[25.0], [1.6]]}
+    assert tab.level_kind == "t"
+    assert tab.level_overlays[str(runs_made["a"])].opts["pen"] == tab.overlays[str(runs_made["a"])].opts["pen"]
+    items["b"].setSelected(False)
+    assert sorted(Path(k).name for k in tab.level_overlays) == ["a", "c"]

@@ -140,3 +140,23 @@ def test_a_run_without_checkpoints_offers_no_sampling_and_double_click_activates
     with qtbot.waitSignal(browser.runActivated) as blocker:
         browser.run_list.itemDoubleClicked.emit(browser.run_list.item(0))
     assert blocker.args == [run]
+
+
+def test_the_newest_grids_of_the_selected_runs_are_shown_side_by_side(qtbot, browser, tmp_path):
+    root = tmp_path / "runs"
+    fake_run(root, "a", [1.0], events.DONE, grids=(10, 30))
+    fake_run(root, "b", [1.0], events.DONE, grids=(20,))
+    fake_run(root, "c", [1.0], events.DONE)                 # no grid: left out
+    browser.refresh()
+    assert not browser.side_by_side_btn.isEnabled()
+    for item in items_by_name(browser).values():
+        item.setSelected(True)
+    assert browser.side_by_side_btn.isEnabled()
+    browser.side_by_side_btn.click()
+    order = [n for n in browser.run_names() if n != "c"]
+    assert [(run.name, g.step) for run, g in browser.compared] == [(n, {"a": 30, "b": 20}[n]) for n in order]
+    shown = browser.image.image                              # (12, 20 + 8 + 20, 3): grids 8 px apart
+    assert shown.shape == (12, 48, 3)
+    first, second = ({"a": 30, "b": 20}[n] for n in order)
+    assert (shown[:, :20] == first).all() and (shown[:, 28:] == second).all() and (shown[:, 20:28] == 0).all()
+    assert all(f"{n} (step" in browser.grid_label.text() for n in order)
