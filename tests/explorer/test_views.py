@@ -133,17 +133,20 @@ def test_a_diverging_chain_stops_with_a_message_and_the_others_go_on(window, qtb
     assert any("diverged" in m for m in messages)
 
 
-def test_a_ddpm_model_drives_annealed_langevin_and_the_pf_ode_in_one_batch(window, qtbot):
+def test_a_ddpm_model_drives_annealed_langevin_and_the_pf_ode_in_one_batch(window, qtbot, monkeypatch):
     import copy
 
     from explorer.state import build_network
+    from trainers.nets import ScoreMLP
 
     sp = window.views["sampler"]
     cfg = copy.deepcopy(window.state.train)
     cfg.objective = "ddpm"
     net = build_network(cfg)                       # untrained: speed and wiring do not need good weights
-    calls = []
-    net.register_forward_hook(lambda *a: calls.append(len(a[1][0])))   # copied with the network
+    calls = []                                     # rows per network call (sampling goes through infer)
+    infer = ScoreMLP.infer
+    monkeypatch.setattr(ScoreMLP, "infer", lambda self, batches: calls.append(sum(len(x) for x, _ in batches))
+                        or infer(self, batches))
     window.state.set_model(net, cfg, step=1)
     sp.n_panels.setValue(2)
     sp.set_panel(0, "annealed", "model", steps=3, n_levels=5)
