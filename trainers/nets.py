@@ -93,7 +93,7 @@ class ScoreMLP(_MLP):
         outs = []
         for x, c in batches:
             c = None if self.cond is None else torch.as_tensor(c, device=x.device)
-            shared = c is not None and (c.ndim == 0 or len(c) == 0 or bool((c == c.reshape(-1)[0]).all()))
+            shared = c is not None and (c.ndim == 0 or (len(c) > 0 and bool((c == c[0]).all())))
             if c is None or shared:
                 inp, w_in, bias = x, first.weight[:, :2].t(), first.bias
                 if shared:

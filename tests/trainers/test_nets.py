@@ -43,6 +43,14 @@ def test_infer_equals_forward_for_every_condition_and_chunking(cond, shared):
         assert torch.allclose(g, w, rtol=1e-5, atol=1e-5 * float(w.abs().max())), float((g - w).abs().max())
 
 
+@pytest.mark.parametrize("cond", [None, "sigma", "time"])
+def test_infer_of_an_empty_batch_is_empty(cond):
+    net = _net(cond)
+    c = None if cond is None else torch.zeros(0)
+    (out,) = net.infer([(torch.zeros(0, 2), c)])
+    assert out.shape == (0, 2)
+
+
 def test_infer_does_not_change_the_inputs_and_returns_new_tensors():
     net = _net("sigma")
     x = torch.randn(3000, 2)
