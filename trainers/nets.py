@@ -71,11 +71,14 @@ class ScoreMLP(_MLP):
         super().__init__(2, width, depth, cond, n_timesteps)
 
     def forward(self, x: torch.Tensor, c=None) -> torch.Tensor:
-        out = self.net(self._inputs(x, c))
-        if self.cond == "sigma":
-            sigma = torch.as_tensor(c, device=x.device, dtype=x.dtype)
-            out = out / (sigma[:, None] if sigma.ndim else sigma)
-        return out
+        return self._scaled(self.net(self._inputs(x, c)), c)
+
+    def _scaled(self, out: torch.Tensor, c) -> torch.Tensor:
+        """NCSNv2's output scaling: f/σ for cond="sigma", else f unchanged."""
+        if self.cond != "sigma":
+            return out
+        sigma = torch.as_tensor(c, device=out.device, dtype=out.dtype)
+        return out / (sigma[:, None] if sigma.ndim else sigma)
 
     @torch.no_grad()
     def infer(self, batches: list) -> list[torch.Tensor]:
@@ -100,11 +103,7 @@ class ScoreMLP(_MLP):
                     bias = torch.addmm(first.bias, self._embed(c.reshape(-1)[:1]), first.weight[:, 2:].t())[0]
             else:
                 inp, w_in, bias = self._inputs(x, c), first.weight.t(), first.bias
-            out = _mlp_rows()(inp, w_in, bias, weights, biases, self.INFER_ROWS)
-            if self.cond == "sigma":
-                sigma = c.to(x.dtype)
-                out /= sigma[:, None] if sigma.ndim else sigma
-            outs.append(out)
+            outs.append(self._scaled(_mlp_rows()(inp, w_in, bias, weights, biases, self.INFER_ROWS), c))
         return outs
 
 
