@@ -54,8 +54,13 @@ def make_state(n_frames: int, n_panels: int = 4) -> AppState:
     return state
 
 
+SETTINGS = {"switch_interval": None}      # --switch-interval: override the app's GIL switch interval
+
+
 def make_window(state: AppState) -> MainWindow:
     win = MainWindow(state)
+    if SETTINGS["switch_interval"]:
+        sys.setswitchinterval(SETTINGS["switch_interval"])
     win.resize(1400, 860)
     win.show()
     return win
@@ -105,6 +110,67 @@ def bench_sampler(app, n: int, n_frames: int, n_panels: int) -> dict:
             "steps": steps}
 
 
+def bench_frame_parts(app, n: int = 10000, n_frames: int = 60) -> dict:
+    """Where a 3-panel frame at n particles goes: the network alone (three n-row ScoreMLP.infer passes
+    at three σ; their matrix products and SiLUs timed alone with the same shapes), and the chains'
+    compute per frame alone and while the GUI thread keeps drawing."""
+    import torch.nn.functional as F
+
+    state = make_state(n_frames, 3)
+    net = state.model
+    x = torch.randn(n, 2)
+    reps = 20
+
+    @torch.no_grad()
+    def timed(fn):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) / reps * 1e3
+
+    out = {"infer_ms": timed(lambda: [net(x, torch.full((n,), s)) for s in (0.1, 1.0, 5.0)]) if net.infer is None
+           else timed(lambda: net.infer([(x, torch.tensor(s)) for s in (0.1, 1.0, 5.0)]))}
+    linears = list(net.net)[0::2]
+    rows = net.INFER_ROWS
+    h = torch.randn(rows, linears[0].out_features)
+    first_in = torch.randn(rows, 2)
+    chunks = 3 * n / rows
+
+    buf = torch.empty_like(h)
+
+    def matmuls():                     # as infer runs them: into a preallocated buffer
+        torch.addmm(linears[0].bias, first_in, linears[0].weight[:, :2].t(), out=buf)
+        for lin in linears[1:]:
+            torch.addmm(lin.bias, h, lin.weight.t(), out=buf[:, :lin.out_features])
+    out["matmul_ms"] = timed(matmuls) * chunks
+    flops = 2 * rows * sum(lin.in_features * lin.out_features for lin in linears) * chunks
+    out["gflops"] = flops / (out["matmul_ms"] / 1e3) / 1e9
+    out["silu_ms"] = timed(lambda: [F.silu(buf, inplace=True) for _ in linears[1:]]) * chunks
+
+    win = make_window(state)
+    win.tabs.setCurrentWidget(win.views["sampler"])
+    sp = win.views["sampler"]
+    sp.n.setValue(n)
+    sp.wait_for(n_frames // 3)
+    t0, a0 = time.perf_counter(), sp.available()
+    sp.worker.request(2 * n_frames // 3)
+    while sp.available() <= 2 * n_frames // 3:
+        time.sleep(0.001)
+    out["compute_alone_ms"] = (time.perf_counter() - t0) / (sp.available() - a0) * 1e3
+    t0, a0, shown, draws = time.perf_counter(), sp.available(), 0, 0
+    sp.worker.request(n_frames)
+    while sp.available() <= n_frames:
+        sp.show_frame(shown % a0)
+        sp.canvas.repaint()
+        shown, draws = shown + 1, draws + 1
+    elapsed = time.perf_counter() - t0
+    out["compute_drawing_ms"] = elapsed / (sp.available() - a0) * 1e3
+    out["draw_ms"] = elapsed / draws * 1e3
+    win.close()
+    return out
+
+
 def bench_lab(n: int = 2000) -> dict:
     from explorer.views.sampler import score_models
     from trainers import fitting
@@ -146,10 +212,33 @@ def main(argv=None) -> int:
     ap.add_argument("--panels", type=int, nargs="+", default=[3, 4])
     ap.add_argument("--skip-lab", action="store_true")
     ap.add_argument("--skip-score", action="store_true")
+    ap.add_argument("--skip-parts", action="store_true", help="skip the breakdown of a 10k-particle frame")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="GIL switch interval in s for the animation (default: the app's 1 ms)")
+    ap.add_argument("--eager-sampling", action="store_true",
+                    help="sample through the network's forward pass, layer by layer, not ScoreMLP.infer")
+    ap.add_argument("--worker-threads", type=int, default=1,
+                    help="torch intra-op threads inside the chains' worker thread (the app uses 1)")
     args = ap.parse_args(argv)
     app = pg.mkQApp("bench")
     torch.set_num_threads(1)          # as the app does (MainWindow sets it)
     print(describe("explorer benchmark", app.platformName()))
+    SETTINGS["switch_interval"] = args.switch_interval
+    if args.switch_interval:
+        print(f"GIL switch interval {args.switch_interval * 1e3:g} ms (the app's: 1 ms)")
+    if args.eager_sampling:
+        from trainers.nets import ScoreMLP
+        ScoreMLP.infer = None                  # ScoreModel then concatenates and calls forward
+        print("eager sampling: ScoreMLP.infer switched off")
+    if args.worker_threads != 1:
+        from explorer.sampler_worker import ChainWorker
+        run = ChainWorker.run
+
+        def run_with_threads(self):
+            torch.set_num_threads(args.worker_threads)
+            run(self)
+        ChainWorker.run = run_with_threads
+        print(f"{args.worker_threads} torch threads in the chains' worker (the app uses 1)")
     print("\n## Sampler animation (1 step per chain per frame, all panels on one width-128 depth-3 NCSN MLP, "
           "one batched forward pass per frame)")
     print(f"{'panels':>6}  {'particles':>9}  {'fps (step+redraw)':>17}  {'frames painted':>14}  {'compute/frame':>13}"
@@ -160,6 +249,13 @@ def main(argv=None) -> int:
             print(f"{n_panels:>6}  {n:>9}  {r['fps']:>17.1f}  {r['frames']:>6}/{args.frames + 1:<7}"
                   f"  {r['compute_ms']:>10.1f} ms  {r['draw_ms']:>7.1f} ms", flush=True)
         print("        panels: " + " | ".join(f"{t} ({k} steps)" for t, k in zip(r["titles"], r["steps"])))
+    if not args.skip_parts:
+        r = bench_frame_parts(app)
+        print("\n## Where a 3-panel frame at 10,000 particles goes (one thread)")
+        print(f"network, three 10k-row passes: {r['infer_ms']:.1f} ms; with infer's shapes, alone: matrix products "
+              f"{r['matmul_ms']:.1f} ms ({r['gflops']:.0f} GFLOP/s), SiLU {r['silu_ms']:.1f} ms")
+        print(f"chains' compute per frame: {r['compute_alone_ms']:.1f} ms alone, {r['compute_drawing_ms']:.1f} ms "
+              f"while the GUI thread draws (full repaint {r['draw_ms']:.1f} ms a frame)", flush=True)
     if not args.skip_lab:
         r = bench_lab()
         print(f"\n## Sampler lab: {r['samplers']} samplers × NFE {r['nfes']} × (model, exact), {r['n']} particles")

@@ -40,8 +40,8 @@ class MainWindow(QtWidgets.QMainWindow):
         # process-wide, and intra-op parallelism on tiny 2D batches only adds contention.
         torch.set_num_threads(1)
         # A worker thread re-takes Python's GIL after each torch call; while the GUI thread runs
-        # Python (drawing) it waits up to the switch interval each time. 1 ms instead of 5 ms:
-        # 3-panel animation at 1k particles ~27 → ~35 fps (benchmarks/bench_explorer.py).
+        # Python (drawing) it waits up to the switch interval each time: 1 ms instead of 5 ms
+        # (benchmarks/bench_explorer.py --switch-interval compares the two).
         sys.setswitchinterval(0.001)
         self.state = state or AppState()
         self.setWindowTitle("Score Explorer")
