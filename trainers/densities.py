@@ -259,6 +259,16 @@ class GaussianMixture:
         x = self.means[idx] + torch.einsum("nij,nj->ni", chol[idx], z)
         return x.float()
 
+    def mean(self) -> torch.Tensor:
+        """E[x] = Σ w_k μ_k, float64 (2,)."""
+        return (self.weights[:, None] * self.means).sum(0)
+
+    def covariance(self) -> torch.Tensor:
+        """Cov[x] = Σ w_k (Σ_k + μ_k μ_kᵀ) − E[x] E[x]ᵀ, float64 (2, 2)."""
+        m = self.mean()
+        second = (self.weights[:, None, None] * (self.covs + self.means[:, :, None] * self.means[:, None, :])).sum(0)
+        return second - m[:, None] * m[None, :]
+
     # ----------------------------------------------------------------- transforms
     def _with(self, means, covs) -> "GaussianMixture":
         """A mixture with the same weights (already valid: σ²I or ᾱ-scaling keeps covariances PD)."""

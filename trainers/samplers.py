@@ -583,6 +583,38 @@ def build_sampler(name: str, model: ScoreModel, options: SamplerOptions | None =
     return SAMPLERS[name].build(model, o)
 
 
+def start_level(sampler: Sampler) -> tuple[float, float]:
+    """(σ₀, c): the chain starts at the VE level σ₀ of its first step, in coordinates x = c·y
+    (c = √ᾱ of the first timestep for the VP samplers DDPM/DDIM, 1 for the VE ones)."""
+    if sampler.space == "vp":
+        ab0 = float(sampler._ab[0])
+        return math.sqrt((1 - ab0) / ab0), math.sqrt(ab0)
+    sigma0 = getattr(sampler, "sigma", None)
+    if sigma0 is None:
+        sigma0 = float(sampler.sigmas[0])
+    return float(sigma0), 1.0
+
+
 def prior_sample(sampler: Sampler, z: torch.Tensor) -> torch.Tensor:
-    """The sampler's Gaussian start from standard normal draws z: prior_std · z."""
-    return sampler.prior_std * z
+    """The sampler's Gaussian start from standard normal draws z (docs/math.md §10.1).
+
+    When the model knows its data's mean m and mean per-dimension variance v, the start is the
+    Gaussian matched to p_σ₀ = p * N(0, σ₀²I) in its first two moments, N(m, (σ₀² + v) I), written
+    in the sampler's coordinates (VP: x = √ᾱ₀ y, so N(√ᾱ₀ m, 1 − ᾱ₀ + ᾱ₀ v)). Without data
+    statistics (image models) the legacy start: prior_std · z (VE), z (VP)."""
+    model = sampler.model
+    if model.data_mean is None:
+        return sampler.prior_std * z
+    sigma0, c = start_level(sampler)
+    mean = model.data_mean.to(z.device, z.dtype).reshape(1, *z.shape[1:]) if z.ndim > 1 else model.data_mean
+    return c * mean + c * math.sqrt(sigma0**2 + model.data_var) * z
+
+
+def exact_prior_sample(sampler: Sampler, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n exact draws of the chain's true start p_σ₀ (only for the exact score, whose density p_σ₀ is a
+    mixture we can sample), in the sampler's coordinates. With it a chain has no prior mismatch."""
+    density = getattr(sampler.model, "density", None)
+    if density is None:
+        raise ValueError("an exact start p_σmax needs the exact score (a model cannot say what p_σmax is)")
+    sigma0, c = start_level(sampler)
+    return c * density.noised(sigma0).sample(n, generator)

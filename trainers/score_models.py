@@ -96,6 +96,17 @@ class ScoreModel:
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)   # default sampling range
         self.valid = valid or (self.sigma_min, self.sigma_max)                # trained range (for flags)
         self.extrapolated: list[float] = []          # [lowest, highest] σ asked outside `valid`, if any
+        # The data's mean (d,) and mean per-dimension variance, where known (the exact score's density;
+        # a network's training data): samplers start from the Gaussian matched to p_σmax with them
+        # (trainers.samplers.prior_sample). None: the legacy start, centred at the origin.
+        self.data_mean: torch.Tensor | None = None
+        self.data_var: float | None = None
+
+    def with_data_stats(self, mean, var: float) -> "ScoreModel":
+        """Record the data's mean (d,) and mean per-dimension variance; returns self."""
+        self.data_mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        self.data_var = float(var)
+        return self
 
     # -- public API
     @torch.no_grad()
@@ -316,6 +327,8 @@ class ExactScore(ClosedFormScore):
         super().__init__(sigma_min, max(sigma_max, sigma_min), valid=(0.0, math.inf))
         self.density = density
         self._cache: dict[float, object] = {}
+        if hasattr(density, "mean"):
+            self.with_data_stats(density.mean(), float(torch.diagonal(density.covariance()).mean()))
 
     def noised(self, sigma: float):
         """The mixture p_σ (cached per σ; PF-ODE grids ask for many)."""
