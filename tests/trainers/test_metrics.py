@@ -7,7 +7,8 @@ import torch
 
 from trainers.densities import GaussianMixture, preset
 from trainers.metrics import (bits_per_dim, ddpm_elbo_nats, discretised_gaussian_log_likelihood, energy_distance,
-                              fisher_divergence, mmd, mode_weight_error, mode_weights)
+                              fisher_divergence, mean_pairwise_distance, mmd, mode_weight_error,
+                              mode_weights)
 from trainers.score_models import ExactScore
 from trainers.schedules import DDPMSchedule
 
@@ -24,14 +25,62 @@ def test_fisher_divergence_closed_forms():
 
 def test_energy_distance_closed_form_and_behaviour():
     a, b = torch.zeros(3, 2), torch.tensor([[3.0, 4.0]]).repeat(5, 1)
-    assert energy_distance(a, b) == pytest.approx(2 * 5.0)
+    assert energy_distance(a, b) == pytest.approx(2 * 5.0)           # both within-sample terms are 0
+    assert energy_distance(a, b, unbiased=False) == pytest.approx(2 * 5.0)
     d = preset("two_moons")
     g = torch.Generator().manual_seed(0)
     x, y = d.sample(2000, g), d.sample(2000, g)
     same = energy_distance(x, y)
-    assert 0 <= same < 0.01
-    assert energy_distance(x, y + 0.5) > 10 * same
+    assert abs(same) < 0.003
+    assert energy_distance(x, y + 0.5) > 0.1
     assert mmd(x, y) < 0.1 * mmd(x, y + 0.5)
+
+
+def _brute_energy(x, y, unbiased):
+    """2 mean‖xᵢ−yⱼ‖ − mean‖xᵢ−xⱼ‖ − mean‖yᵢ−yⱼ‖ by explicit loops (i ≠ j within a sample when unbiased)."""
+    def within(a):
+        pairs = [(i, j) for i in range(len(a)) for j in range(len(a)) if i != j or not unbiased]
+        return sum(math.dist(a[i], a[j]) for i, j in pairs) / len(pairs)
+    cross = sum(math.dist(p, q) for p in x for q in y) / (len(x) * len(y))
+    return 2 * cross - within(x) - within(y)
+
+
+def test_energy_distance_matches_a_double_loop_both_statistics():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(7, 2, generator=g), torch.randn(5, 2, generator=g) * 2 + 1
+    xs, ys = x.double().tolist(), y.double().tolist()
+    for unbiased in (True, False):
+        assert energy_distance(x, y, unbiased=unbiased) == pytest.approx(_brute_energy(xs, ys, unbiased), rel=1e-6)
+        y_self = mean_pairwise_distance(y, unbiased)
+        assert energy_distance(x, y, y_self, unbiased=unbiased) == pytest.approx(_brute_energy(xs, ys, unbiased),
+                                                                                 rel=1e-6)
+    # V − U = mean‖xᵢ−xⱼ‖ (i≠j)/n + the same for y/m, exactly
+    gap = energy_distance(x, y, unbiased=False) - energy_distance(x, y)
+    assert gap == pytest.approx(mean_pairwise_distance(x) / 7 + mean_pairwise_distance(y) / 5, rel=1e-9)
+    with pytest.raises(ValueError, match="at least 2 points"):
+        energy_distance(x[:1], y)
+
+
+def test_the_u_statistic_is_unbiased_for_equal_laws_and_the_v_statistic_is_not():
+    """Off-centre, anisotropic, unequal weights; n = m = 60, 400 pairs of samples: the U-statistic's
+    mean lies within 4 standard errors of 0, the V-statistic's at (1/n + 1/m) E‖X−X'‖ (within 4 s.e.)
+    and many standard errors above 0."""
+    d = GaussianMixture([0.6, 0.3, 0.1], [[0.5, -0.3], [8.0, 5.0], [6.0, -2.0]],
+                        [[[1.0, 0.3], [0.3, 0.4]], [[0.2, 0.0], [0.0, 1.5]], [[0.5, -0.2], [-0.2, 0.3]]])
+    g = torch.Generator().manual_seed(11)
+    n, reps = 60, 400
+    u, v = [], []
+    for _ in range(reps):
+        x, y = d.sample(n, g), d.sample(n, g)
+        u.append(energy_distance(x, y))
+        v.append(energy_distance(x, y, unbiased=False))
+    u, v = np.array(u), np.array(v)
+    se_u, se_v = u.std(ddof=1) / math.sqrt(reps), v.std(ddof=1) / math.sqrt(reps)
+    assert abs(u.mean()) < 4 * se_u
+    assert (u < 0).mean() > 0.2                                        # negative values are common
+    e_dist = mean_pairwise_distance(d.sample(4000, g))                 # E‖X−X'‖
+    assert v.mean() == pytest.approx(2 * e_dist / n, abs=4 * se_v)
+    assert v.mean() > 10 * se_v
 
 
 def test_mode_weights_are_unbiased_for_exact_samples():
