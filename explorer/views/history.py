@@ -17,7 +17,8 @@ from PySide6 import QtCore, QtWidgets
 from trainers import grid
 
 from ..history_worker import HistoryWorker, SnapshotPictures
-from . import common
+from . import axes, common
+from .stale import StaleModelBanner
 
 SHOWN_NATS = 10.0          # the log p map shows the top 10 nats (lower: one colour)
 DEBOUNCE_MS = 150          # a slider drag starts one job when it rests, not one per value
@@ -53,6 +54,8 @@ class HistoryView(common.JobTab, QtWidgets.QWidget):
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
         lay.addWidget(panel)
+        self.stale_banner = StaleModelBanner(state)      # the model no longer matches: say so, offer a retrain
+        side.addWidget(self.stale_banner)
         box, form = common.form_group("Training step")
         self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.slider.setToolTip(TIP["slider"].format(every=state.history.every, cap=state.history.max_snapshots))
@@ -78,9 +81,9 @@ class HistoryView(common.JobTab, QtWidgets.QWidget):
 
         self.plots = pg.GraphicsLayoutWidget()
         lay.addWidget(self.plots, 1)
-        self.field_plot = self.plots.addPlot(title="Score field")
-        self.density_plot = self.plots.addPlot(title="Learned log p (PF-ODE)")
-        self.samples_plot = self.plots.addPlot(title="Samples")
+        self.field_plot = self.plots.addPlot(title="Score field", axisItems=axes.items())
+        self.density_plot = self.plots.addPlot(title="Learned log p (PF-ODE)", axisItems=axes.items())
+        self.samples_plot = self.plots.addPlot(title="Samples", axisItems=axes.items())
         self.true_arrows = pg.PlotDataItem(connect="pairs", pen=common.TRUE_PEN)
         self.model_arrows = pg.PlotDataItem(connect="pairs", pen=common.MODEL_PEN)
         self.model_arrows.setZValue(6)

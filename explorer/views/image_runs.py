@@ -23,7 +23,7 @@ from trainers.image import run_layout as layout
 from trainers.image.config import available_configs
 
 from .. import process, runs
-from . import common
+from . import axes, common
 from .quality_plot import QualityPanel
 from .run_browser import RunBrowser, SampleRequest
 
@@ -538,10 +538,9 @@ def _log_view() -> QtWidgets.QPlainTextEdit:
 
 
 def _styled_plot(title: str, tip: str, bottom: str) -> pg.PlotWidget:
-    plot = common.tip(pg.PlotWidget(title=title), tip)
+    plot = common.tip(pg.PlotWidget(title=title, axisItems=axes.items()), tip)   # no "(x0.001)" scaling
     plot.setLabel("bottom", bottom)
     plot.setLabel("left", "loss")
-    plot.getAxis("left").enableAutoSIPrefix(False)
     plot.showGrid(x=True, y=True, alpha=0.25)
     return plot
 

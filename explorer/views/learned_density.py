@@ -21,7 +21,8 @@ from PySide6 import QtCore, QtWidgets
 from trainers import fitting
 
 from ..density_worker import DensityWorker, LearnedDensity
-from . import common
+from . import axes, common
+from .stale import StaleModelBanner
 
 DIFF_CMAP = pg.colormap.get("CET-D1")
 SHOWN_NATS = 12.0          # the shared log p scale shows the top 12 nats (lower: one colour)
@@ -57,6 +58,8 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
         lay.addWidget(panel)
+        self.stale_banner = StaleModelBanner(state)      # the model no longer matches: say so, offer a retrain
+        side.addWidget(self.stale_banner)
         box, form = common.form_group("Model")
         self.model_note = common.wrapped_label()
         form.addRow(self.model_note)
@@ -89,10 +92,10 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
 
         self.plots = pg.GraphicsLayoutWidget()
         lay.addWidget(self.plots, 1)
-        self.model_plot = self.plots.addPlot(title="Model log p (PF-ODE)")
-        self.true_plot = self.plots.addPlot(title="True log p_σmin")
+        self.model_plot = self.plots.addPlot(title="Model log p (PF-ODE)", axisItems=axes.items())
+        self.true_plot = self.plots.addPlot(title="True log p_σmin", axisItems=axes.items())
         self.plots.nextRow()
-        self.diff_plot = self.plots.addPlot(title="Model − true log p")
+        self.diff_plot = self.plots.addPlot(title="Model − true log p", axisItems=axes.items())
         self.model_img = common.heat_image()
         self.true_img = common.heat_image()
         self.diff_img = common.heat_image(DIFF_CMAP)

@@ -21,7 +21,7 @@ from PySide6 import QtCore, QtWidgets
 from trainers.image import run_layout as layout
 
 from .. import process, runs
-from . import common
+from . import axes, common
 
 POLL_MS = 1000                  # eval.jsonl change check (one stat) for the viewed run
 DEFAULT_N = 200                 # samples per rated checkpoint
@@ -71,10 +71,10 @@ class QualityPanel(QtWidgets.QGroupBox):
         self.rating_steps: list[int] = []
         self.rater = process.ChildQueue(self)
         self.kind = common.combo([], None, TIP["kind"])
-        self.plot = common.tip(pg.PlotWidget(), TIP["plot"])
+        self.plot = common.tip(pg.PlotWidget(axisItems=axes.items()), TIP["plot"])
         self.sample_curves: dict[str, pg.PlotDataItem] = {}
         self.levels: dict[tuple[str, str], pg.InfiniteLine] = {}    # (reference|noise, figure)
-        self.bpd_plot = common.tip(pg.PlotWidget(), TIP["bpd"])
+        self.bpd_plot = common.tip(pg.PlotWidget(axisItems=axes.items()), TIP["bpd"])
         self.bpd_curve = self.bpd_plot.plot([], [], pen=pg.mkPen(*SAMPLES_COLOUR, width=2),
                                             symbol="o", symbolSize=5, symbolPen=None,
                                             symbolBrush=pg.mkBrush(*SAMPLES_COLOUR))

@@ -18,7 +18,8 @@ from trainers import grid
 from trainers import memorisation
 
 from ..memorisation_worker import MemorisationWorker
-from . import common
+from . import axes, common
+from .stale import StaleModelBanner
 
 ERROR_N = 80
 CONTOUR_N = 64
@@ -44,6 +45,8 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
         lay.addWidget(panel)
+        self.stale_banner = StaleModelBanner(state)      # the model no longer matches: say so, offer a retrain
+        side.addWidget(self.stale_banner)
 
         box, form = common.form_group("Field")
         self.grid_n = common.spin(5, 80, 24, tooltip="Arrows per side of the grid (n × n arrows).")
@@ -122,7 +125,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         side.addWidget(self.summary)
         side.addStretch(1)
 
-        self.plot_widget = pg.PlotWidget()
+        self.plot_widget = pg.PlotWidget(axisItems=axes.items())
         self.plot = self.plot_widget.plotItem
         self.err_img = common.heat_image(common.ERROR_CMAP)
         self.plot.addItem(self.err_img)
@@ -370,7 +373,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         problem = self.meter_problem()
         self.measure_btn.setEnabled(not problem)
         self.cancel_btn.setEnabled(False)
-        if problem and self.measurement is None:
+        if self.measurement is None:        # the reason it cannot measure, or none any more
             self.status.setText(problem)
 
     def measure(self) -> bool:

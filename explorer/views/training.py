@@ -16,7 +16,7 @@ from trainers import objectives
 
 from ..state import build_network
 from ..worker import TrainWorker
-from . import common
+from . import axes, common
 
 TIP = {
     "model": "MLP: the network outputs the score vector s_θ(x) (for DDPM: the noise ε_θ).\n"
@@ -44,7 +44,8 @@ TIP = {
     "n_timesteps": "DDPM T, the number of diffusion steps (0-based t in the code, t+1 in labels).",
     "budget": "Steps each Start trains at most (0: no limit). Start again for as many more.",
     "plateau": "Also stop when the Fisher divergence E‖s_θ − ∇log p‖² has not improved on its best "
-               "by 1 % for this many steps.",
+               "by 1 % for this many steps. With a fixed dataset of N points it watches the training loss "
+               "instead (fitting N points makes the divergence to the true density grow by design).",
     "image_runs": "Unticked: training pauses while an image run started from the Image-runs tab is "
                   "active (both would share the CPU) and resumes when it ends.\n"
                   "Ticked: training goes on beside the image run.",
@@ -139,8 +140,8 @@ class TrainingView(QtWidgets.QWidget):
         self.patience = common.spin(100, 1_000_000, DEFAULT_PATIENCE, 500, tooltip=TIP["plateau"])
         form.addRow(self.plateau_on, self.patience)
         self.budget_note = QtWidgets.QLabel(
-            "Training stops after the step budget, or when the Fisher divergence has not improved "
-            "by 1 % for the plateau steps; the status bar says which.")
+            "Training stops after the step budget, or when the Fisher divergence (the training loss with "
+            "a fixed dataset) has not improved by 1 % for the plateau steps; the status bar says which.")
         self.budget_note.setWordWrap(True)
         form.addRow(self.budget_note)
         self.keep_during_image = QtWidgets.QCheckBox("Keep training during image runs")
@@ -158,13 +159,14 @@ class TrainingView(QtWidgets.QWidget):
 
         plots = pg.GraphicsLayoutWidget()
         self.plots = plots
-        self.loss_plot = plots.addPlot(title="Training loss")
+        self.loss_plot = plots.addPlot(title="Training loss", axisItems=axes.items())
         self.loss_plot.setLabel("bottom", "step")
         self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
         self.loss_raw = self.loss_plot.plot(pen=pg.mkPen(120, 160, 255, 90))
         self.loss_ema = self.loss_plot.plot(pen=pg.mkPen(80, 140, 255, 255, width=2))
         plots.nextRow()
-        self.fisher_plot = plots.addPlot(title="Fisher divergence E‖s_θ − ∇log p‖² (exact score)")
+        self.fisher_plot = plots.addPlot(title="Fisher divergence E‖s_θ − ∇log p‖² (exact score)",
+                                         axisItems=axes.items())
         self.fisher_plot.setLabel("bottom", "step")
         self.fisher_plot.setLogMode(y=True)
         self.fisher_plot.setLabel("left", "E‖s_θ − ∇log p‖²")
@@ -172,7 +174,7 @@ class TrainingView(QtWidgets.QWidget):
         self.fisher_curve = self.fisher_plot.plot(pen=pg.mkPen(255, 150, 60, width=2), symbol="o", symbolSize=4,
                                                   symbolBrush=(255, 150, 60))
         # loss per noise level (objectives with levels only): in the layout's third row while shown
-        self.level_plot = pg.PlotItem(title="Loss per noise level (running mean)")
+        self.level_plot = pg.PlotItem(title="Loss per noise level (running mean)", axisItems=axes.items())
         self.level_plot.showGrid(x=True, y=True, alpha=0.3)
         self.level_plot.setLabel("left", "loss")
         self.level_curve_item = self.level_plot.plot(pen=pg.mkPen(120, 230, 140, width=2), symbol="o",

@@ -1,0 +1,140 @@
+"""Readable axes (explorer.views.axes) and no clipped text at the default window sizes (issue 25,
+items 7 and 8)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from PySide6 import QtCore, QtGui
+
+from explorer.views import axes
+
+
+def _parse(label: str) -> float:
+    """A tick label back to its number ("2·10⁻⁵", "10⁴", "0.05", "−10³")."""
+    sup = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+    label = label.replace("−", "-")
+    if "10" in label and any(c in label for c in "⁰¹²³⁴⁵⁶⁷⁸⁹"):
+        mant, _, power = label.rpartition("10")
+        mant = mant.rstrip("·") or "1"
+        mant = "-1" if mant == "-" else mant
+        return float(mant) * 10.0 ** int(power.translate(sup))
+    return float(label)
+
+
+@pytest.mark.parametrize("v", [1e-5, 2e-5, 3.5e-7, 0.001, 0.05, 0.25, 1, 7, 80, 600, 2500, 9999, 1e4, 1.5e4,
+                               1.23e7, -0.02, -3e-6, -1e5])
+def test_format_tick_round_trips_and_stays_short(v):
+    s = axes.format_tick(v)
+    assert math.isclose(_parse(s), v, rel_tol=1e-3), s
+    assert len(s) <= 9 and "e" not in s, s
+
+
+@pytest.mark.parametrize("lo, hi, n_max, expect", [
+    (60, 90, 6, None),                        # the Fisher plot's "8·10¹ 7·10¹ 6·10¹…" (under a decade)
+    (0.06, 0.1, 5, None),                     # loss per level's "0.060.070.08…"
+    (600, 900, 5, None),                      # the "loss (x0.001)" axis, now in its own numbers
+    (1e-3, 1e2, 10, [1e-3, 1e-2, 0.1, 1, 10, 100]),
+    (1e-12, 1e3, 6, None),                    # many decades: every k-th power of ten
+    (0.01, 1, 12, [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]),
+])
+def test_log_ticks_are_few_readable_and_inside_the_range(lo, hi, n_max, expect):
+    major, minor = axes.log_ticks(math.log10(lo), math.log10(hi), n_max)
+    values = [10 ** m for m in major]
+    labels = [axes.format_tick(v) for v in values]
+    assert 2 <= len(major) <= n_max, labels
+    assert all(lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9) for v in values), labels
+    assert len(set(labels)) == len(labels)
+    assert all(math.isclose(_parse(s), v, rel_tol=1e-3) for s, v in zip(labels, values)), labels
+    assert not set(np.round(major, 9)) & set(np.round(minor, 9))     # a minor tick is never a major one
+    if expect is not None:
+        assert np.allclose(values, expect), labels
+
+
+def test_linear_labels_follow_the_spacing_without_si_scaling():
+    assert axes.format_linear([0.0006, 0.0007, 0.0008], 0.0001) == ["0.0006", "0.0007", "0.0008"]
+    assert axes.format_linear([600, 700, 800], 100) == ["600", "700", "800"]
+    assert axes.format_linear([-1e-17, 0.5, 1.0], 0.5) == ["0", "0.5", "1.0"]
+    assert axes.format_linear([0, 5000, 10000], 5000) == ["0", "5000", "10000"]
+
+
+def _drawn_labels(plot, name: str) -> list[tuple[QtCore.QRectF, str]]:
+    """The tick labels an axis draws now (pyqtgraph's own drawing specification)."""
+    axis = plot.getAxis(name)
+    img = QtGui.QImage(10, 10, QtGui.QImage.Format.Format_ARGB32)
+    p = QtGui.QPainter(img)
+    try:
+        specs = axis.generateDrawSpecs(p)
+    finally:
+        p.end()
+    return [(rect, text) for rect, _, text in specs[2] if text]
+
+
+def _no_overlap(labels, vertical: bool) -> bool:
+    spans = sorted((r.top(), r.bottom()) if vertical else (r.left(), r.right()) for r, _ in labels)
+    return all(a[1] <= b[0] + 0.5 for a, b in zip(spans, spans[1:]))
+
+
+@pytest.mark.parametrize("data, log_x, log_y", [
+    (([0, 1000, 2000, 3000], [85, 75, 66, 61]), False, True),              # Fisher, < 1 decade
+    (([0.011, 0.03, 0.1, 0.3, 0.9], [0.07, 0.06, 0.08, 0.09, 0.1]), True, False),   # loss per σ level
+    (([0, 100, 200], [9e-4, 7e-4, 6e-4]), False, False),                   # the image-run loss
+])
+def test_a_plot_with_readable_axes_draws_few_separate_parseable_labels(qtbot, data, log_x, log_y):
+    import pyqtgraph as pg
+
+    w = pg.PlotWidget(axisItems=axes.items())
+    qtbot.addWidget(w)
+    w.resize(420, 260)
+    w.setLogMode(x=log_x, y=log_y)
+    w.setLabel("left", "loss")
+    w.plot(*data)
+    w.show()
+    qtbot.waitExposed(w)
+    w.plotItem.vb.autoRange()
+    QtGui.QGuiApplication.processEvents()
+    for name, log in (("left", log_y), ("bottom", log_x)):
+        labels = _drawn_labels(w.plotItem, name)
+        assert len(labels) >= 2, labels
+        assert _no_overlap(labels, vertical=name == "left"), [t for _, t in labels]
+        values = [_parse(t) for _, t in labels]
+        assert len(set(values)) == len(values)
+    assert "x0.001" not in w.getAxis("left").labelString() and w.getAxis("left").autoSIPrefixScale == 1.0
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_a_log_axis_with_a_linear_range_warns_nothing(qtbot, readable):
+    """pyqtgraph's AxisItem computes 10**range for its SI prefix and 10**value for its log labels:
+    "overflow encountered in power" when a labelled axis is in log mode while its range is still
+    linear (0 … 1000, as the level plot's x when a DDPM run's t gives way to an NCSN run's σ).
+    The negative control (pyqtgraph's own axis) must warn."""
+    import pyqtgraph as pg
+
+    cls = axes.ReadableAxis if readable else pg.AxisItem
+    w = pg.PlotWidget(axisItems={"bottom": cls("bottom")})
+    qtbot.addWidget(w)
+    w.setLabel("bottom", "t")
+    w.show()
+    qtbot.waitExposed(w)
+    axis = w.getAxis("bottom")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        axis.setLogMode(True)
+        axis.setRange(0, 1000)
+        axis.tickStrings([400.0], 1.0, 1.0)
+    overflow = [w for w in caught if "overflow" in str(w.message)]
+    assert (not overflow) if readable else overflow
+
+
+def test_readable_keeps_an_existing_plots_label_and_log_mode(qtbot):
+    import pyqtgraph as pg
+
+    w = pg.PlotWidget()
+    qtbot.addWidget(w)
+    w.setLabel("bottom", "σ")
+    w.setLogMode(x=True)
+    axes.readable(w)
+    axis = w.getAxis("bottom")
+    assert isinstance(axis, axes.ReadableAxis) and axis.logMode and axis.labelText == "σ"
