@@ -47,6 +47,9 @@ class ModelConfig:
     attn_resolutions: list[int] = field(default_factory=list)   # feature-map sides with self-attention
     dropout: float = 0.0
     resamp_with_conv: bool = True
+    # stride-2 conv padding: "symmetric" (1 pixel each side; the default, older runs) or "tf_same"
+    # (the reference TF code's "SAME": 0 before, 1 after; trainers/image/unet.py Downsample)
+    downsample_pad: str = "symmetric"
 
 
 @dataclass
@@ -100,7 +103,9 @@ class TrainConfig:
     preview_sampler: str = ""
     preview_nfe: int = 0
     precision: str = "bf16"          # "bf16" (autocast, CUDA or CPU), "fp16" (autocast + GradScaler, CUDA) or "fp32"
-    channels_last: bool = True       # CUDA only
+    # channels_last weights and batches (any device): a measured option, off until
+    # benchmarks/gpu_check.py shows it helps on the GPU at hand (GroupNorm wants NCHW on CUDA)
+    channels_last: bool = False
     compile: bool = False            # torch.compile the model
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...
     threads: int = 0                 # torch.set_num_threads on CPU; 0 keeps torch's default
@@ -149,6 +154,8 @@ class RunConfig:
             raise ConfigError(
                 f"data.image_size={self.data.image_size} must be divisible by 2^{n_down} "
                 f"(model.ch_mult has {len(self.model.ch_mult)} levels)")
+        if self.model.downsample_pad not in ("symmetric", "tf_same"):
+            raise ConfigError("model.downsample_pad must be 'symmetric' or 'tf_same'")
         if self.ddpm.beta_schedule not in ("linear", "cosine"):
             raise ConfigError("ddpm.beta_schedule must be 'linear' or 'cosine'")
         if self.ddpm.loss_weighting not in ("simple", "elbo"):

@@ -1,8 +1,11 @@
 """Image datasets read from a local folder the user names, plus scikit-learn's 8x8 digits.
 
-Every dataset yields float32 images in [0, 1], shape (C, H, W); the trainer maps them to the
-method's range ([-1, 1] for DDPM, [0, 1] for NCSN) and applies random horizontal flips on the
-batch (so flips are driven by the trainer's checkpointed generator and resume exactly).
+Every dataset yields float32 images in [0, 1], shape (C, H, W). The training stream
+(``batch_stream``) hands the trainer uint8 batches where the images are 8-bit (MNIST, CIFAR-10,
+CelebA, folders; float in [0, 1] for the digits), pinned when a GPU is present, so the copy to the
+device is asynchronous and a quarter of float32's bytes; the trainer converts them on the device,
+maps them to the method's range ([-1, 1] for DDPM, [0, 1] for NCSN) and applies random horizontal
+flips there (drawn from (seed, step), so a resumed run flips exactly as the uninterrupted one).
 
 Formats are read directly (IDX for MNIST, the python pickle batches for CIFAR-10, JPEG/PNG via
 Pillow for CelebA and folders) so that torchvision, a multi-GB CUDA wheel here, stays optional.
@@ -68,6 +71,12 @@ class TensorImages(torch.utils.data.Dataset):
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         return self.images[idx].float().div_(self.max_value)
 
+    def raw_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The training stream's batch: uint8 as stored when the images are 8-bit, else ``batch``."""
+        if self.images.dtype == torch.uint8 and self.max_value == 255.0:
+            return self.images[idx]
+        return self.batch(idx)
+
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.images[i].float() / self.max_value
 
@@ -90,6 +99,10 @@ class FileImages(torch.utils.data.Dataset):
         return (self.channels, self.size, self.size)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        return self.raw(i).float().div_(255.0)
+
+    def raw(self, i: int) -> torch.Tensor:
+        """Image i as uint8 (C, H, W) in [0, 255]."""
         from PIL import Image
 
         path = self.files[int(i)]
@@ -107,7 +120,20 @@ class FileImages(torch.utils.data.Dataset):
             raise DatasetError(f"{self.name}: cannot read image {path}: {e}") from None
         if a.ndim == 2:
             a = a[:, :, None]
-        return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous()
+
+
+class _RawFiles(torch.utils.data.Dataset):
+    """A FileImages read as uint8 (the DataLoader's view for training)."""
+
+    def __init__(self, ds: FileImages):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.ds.raw(i)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -408,17 +434,20 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
 def batch_stream(ds, batch: int, seed: int, start_step: int, rank: int = 0, world: int = 1,
                  num_workers: int = 0):
-    """Endless iterator of float [0,1] batches (N, C, H, W) starting at ``start_step``."""
+    """Endless iterator of batches (N, C, H, W) starting at ``start_step``: uint8 in [0, 255] for
+    8-bit images, float in [0, 1] otherwise (the digits); in pinned memory when a GPU is present."""
+    pin = torch.cuda.is_available()
     if isinstance(ds, TensorImages):
         def gen():
             step = start_step
             while True:
-                yield ds.batch(batch_indices(len(ds), batch, seed, step, rank, world))
+                b = ds.raw_batch(batch_indices(len(ds), batch, seed, step, rank, world))
+                yield b.pin_memory() if pin else b
                 step += 1
         return gen()
     loader = torch.utils.data.DataLoader(
-        ds, batch_sampler=StepBatchSampler(len(ds), batch, seed, start_step, rank, world),
-        num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+        _RawFiles(ds), batch_sampler=StepBatchSampler(len(ds), batch, seed, start_step, rank, world),
+        num_workers=num_workers, pin_memory=pin,
         persistent_workers=num_workers > 0,
         # the loader's own generator: worker seeding must not consume the global torch RNG,
         # whose state the checkpoint restores for dropout

@@ -82,7 +82,7 @@ def pick_device(pref: str, dist_info: DistInfo, log=print) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", dist_info.local_rank)
         log("warning: no CUDA device found: training on the CPU (slow; train.precision=bf16 uses "
-            "the CPU's bf16 autocast, channels_last is off)")
+            "the CPU's bf16 autocast)")
         return torch.device("cpu")
     dev = torch.device(pref)
     if dev.type == "cuda":

@@ -32,6 +32,7 @@ from . import checkpoints as ck
 from . import progress as events
 from . import run_layout as layout
 from .config import ConfigError, RunConfig, from_dict, to_toml
+from .hostreads import NO_PROBE
 from .datasets import batch_stream, build_dataset, close_stream
 from .imageio import save_grid, to_unit
 from .methods import SamplingStopped, generate, level_bins, make_method, preview_sampler
@@ -103,15 +104,23 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         eb.copy_(b)
 
 
-def prepare_batch(x01: torch.Tensor, cfg: RunConfig, step: int, rank: int, device) -> torch.Tensor:
-    """[0,1] batch -> the method's range, random h-flips (a function of the step), on device."""
+def prepare_batch(x01: torch.Tensor, cfg: RunConfig, step: int, rank: int, device,
+                  flip_gen: torch.Generator | None = None) -> torch.Tensor:
+    """A host batch (uint8 in [0, 255], or float in [0, 1]; pinned when a GPU is present) -> the
+    method's range with random h-flips, on ``device``, without making the host wait: the copy is
+    asynchronous, the conversion to float runs on the device, and the flips are drawn there by
+    ``flip_gen`` (a generator on ``device``, reseeded from (seed, rank, step) so a resumed run flips
+    exactly as the uninterrupted one on the same kind of device)."""
     x = x01.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
     lo, hi = cfg.data_range
     if (lo, hi) != (0.0, 1.0):
         x = x * (hi - lo) + lo
     if cfg.data.random_flip:
-        g = torch.Generator().manual_seed(step_seed(cfg.train.seed, rank, step, 2))
-        flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
+        g = flip_gen if flip_gen is not None else torch.Generator(device=device)
+        g.manual_seed(step_seed(cfg.train.seed, rank, step, 2))
+        flip = torch.rand(x.shape[0], generator=g, device=device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x
 
@@ -127,12 +136,15 @@ def make_run_dir(cfg: RunConfig, out: str | None) -> Path:
 class TrainCore:
     """Model, EMA copy, optimiser, grad scaler and the one optimisation step.
 
-    Shared by ``train()`` and ``benchmarks/bench_image_train.py`` so the benchmark times the
-    real step. On CUDA: bf16 (or fp16 + GradScaler) autocast and channels_last per config; on
-    the CPU: bf16 autocast when the config asks for bf16, else fp32. ``step`` does: set lr, loss under autocast, backward, unscale + clip the
-    global grad norm, Adam step, EMA update (decay ``ema_decay_at`` the training step); it returns
-    (loss, grad norm) as tensors (no sync) and keeps the per-example terms and their noise levels
-    in ``last_terms``.
+    Shared by ``train()``, ``benchmarks/bench_image_train.py`` and ``benchmarks/gpu_check.py`` so
+    the benchmarks time the real step. On CUDA: bf16 (or fp16 + GradScaler) autocast; on the CPU:
+    bf16 autocast when the config asks for bf16, else fp32. ``train.channels_last`` (any device;
+    a measured option, see ``gpu_check.py``) keeps the weights and the batch in channels_last.
+    ``step`` does: set lr, loss under autocast, backward, unscale + clip the global grad norm, Adam
+    step (the fused kernel where the device has one: no per-parameter host reads of the step
+    count), EMA update (decay ``ema_decay_at`` the training step); it returns (loss, grad norm) as
+    tensors and reads nothing back from the device (``hostreads`` counts it: zero per step), and
+    keeps the per-example terms and their noise levels in ``last_terms``.
     """
 
     def __init__(self, cfg: RunConfig, device: torch.device, dist_info: DistInfo | None = None,
@@ -149,7 +161,7 @@ class TrainCore:
         if self.amp_dtype is torch.bfloat16 and on_cuda and not torch.cuda.is_bf16_supported():
             log("warning: this GPU has no bf16 support; training in fp32")
             self.use_amp = False
-        self.channels_last = on_cuda and cfg.train.channels_last
+        self.channels_last = cfg.train.channels_last
         model = build_net(cfg).to(device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -157,7 +169,8 @@ class TrainCore:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         t = cfg.train
         self.opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
-                                    eps=t.adam_eps, weight_decay=t.weight_decay)
+                                    eps=t.adam_eps, weight_decay=t.weight_decay,
+                                    fused=device.type in ("cuda", "cpu") or None)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.use_amp and self.amp_dtype is torch.float16)
         self.method = make_method(cfg, device)
@@ -202,11 +215,14 @@ class TrainCore:
 
 
 def train(cfg: RunConfig, run_dir, data_dir: str | None = None, resume: bool = False,
-          quiet: bool = False, stop_after: int | None = None) -> dict:
+          quiet: bool = False, stop_after: int | None = None, probe=None) -> dict:
     """Train per ``cfg`` into ``run_dir``. ``stop_after`` ends the process's work after that
-    many total steps without a final checkpoint (what a kill does; used by tests).
+    many total steps without a final checkpoint (what a kill does; used by tests). ``probe`` (a
+    ``hostreads.StepProbe``; tests and ``gpu_check.py``) counts the host reads of each training
+    step, from the host batch to the EMA update; logging, checkpoints and grids are outside it.
     Returns a summary dict (steps, losses logged, final checkpoint, ...)."""
     run = _Run(cfg, Path(run_dir), quiet)
+    run.probe = probe if probe is not None else NO_PROBE
     with contextlib.ExitStack() as stack:
         stack.enter_context(cpu_threads(train_threads(cfg)))
         run.dist = stack.enter_context(distributed(cfg.train.device))
@@ -233,6 +249,7 @@ class _Run:
         self.last_ckpt: Path | None = None
         self.stopped = False
         self.stop = GracefulStop(enabled=False)    # train() installs the real one
+        self.probe = NO_PROBE
 
     @property
     def main(self) -> bool:
@@ -281,6 +298,9 @@ class _Run:
         cfg, dist_info = self.cfg, self.dist
         ckpt = self._resume_point(resume)
         self.device = pick_device(cfg.train.device, dist_info, self.log)
+        if self.device.type == "cuda":          # fixed shapes: let cuDNN pick its fastest kernels
+            stack.callback(setattr, torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+            torch.backends.cudnn.benchmark = True
         self.ds = build_dataset(cfg.data, data_dir)
         if cfg.train.batch_size % dist_info.world:
             raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
@@ -386,16 +406,19 @@ class _Run:
         loss_acc = torch.zeros((), device=device)
         n_acc = 0
         levels = LevelLoss(cfg, device)
+        flip_gen = torch.Generator(device=device) if cfg.data.random_flip else None
         t_last = self.t0 = time.perf_counter()
-        stop = self.stop
+        stop, probe = self.stop, self.probe
         while self.step < end and not stop.requested:
             step = self.step
-            x = prepare_batch(next(stream), cfg, step, dist_info.rank, device)
-            noise_gen.manual_seed(step_seed(cfg.train.seed, dist_info.rank, step, 1))
-            lr = lr_at(cfg, step)
-            loss, gnorm = core.step(x, noise_gen, lr, step=step)
-            loss_acc += loss.detach().float()
-            levels.add(*core.last_terms)
+            batch = next(stream)                 # the host's side: indices, gather, pinning
+            with probe.step("train"):
+                x = prepare_batch(batch, cfg, step, dist_info.rank, device, flip_gen)
+                noise_gen.manual_seed(step_seed(cfg.train.seed, dist_info.rank, step, 1))
+                lr = lr_at(cfg, step)
+                loss, gnorm = core.step(x, noise_gen, lr, step=step)
+                loss_acc += loss.detach().float()
+                levels.add(*core.last_terms)
             n_acc += 1
             self.step = step = step + 1
             if self.bar is not None:

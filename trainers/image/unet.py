@@ -93,21 +93,39 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).unbind(1)
-        # (N, 1 head, HW, C)
-        q, k, v = (a.transpose(1, 2)[:, None] for a in (q, k, v))
+        # (3, N, HW, C), made contiguous once: SDPA's fused kernels (flash / memory-efficient) need
+        # a unit stride in the last dimension; a transposed view (stride HW) sends it to the math kernel
+        qkv = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).permute(1, 0, 3, 2).contiguous()
+        q, k, v = (a[:, None] for a in qkv.unbind(0))         # (N, 1 head, HW, C)
         out = F.scaled_dot_product_attention(q, k, v)
         out = out[:, 0].transpose(1, 2).reshape(n, c, h, w)
         return x + self.proj(out)
 
 
+PADDINGS = ("symmetric", "tf_same")
+
+
 class Downsample(nn.Module):
-    def __init__(self, ch: int, with_conv: bool):
+    """Halve the side: a stride-2 3x3 conv (or 2x2 average pooling). ``pad`` "symmetric": one pixel
+    on every side (PyTorch's padding=1, our default, kept so older runs load unchanged); "tf_same":
+    TensorFlow's "SAME" of the reference code (diffusion_tf, ncsnv2's TF ports), none on the top and
+    left and one on the bottom and right, so output pixel i sees input rows 2i..2i+2 instead of
+    2i−1..2i+1. Same shapes and parameters either way."""
+
+    def __init__(self, ch: int, with_conv: bool, pad: str = "symmetric"):
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1) if with_conv else None
+        if pad not in PADDINGS:
+            raise ValueError(f"unknown downsampling padding {pad!r}; choose one of {', '.join(PADDINGS)}")
+        self.pad = pad
+        self.conv = (nn.Conv2d(ch, ch, 3, stride=2, padding=1 if pad == "symmetric" else 0)
+                     if with_conv else None)
 
     def forward(self, x):
-        return self.conv(x) if self.conv is not None else F.avg_pool2d(x, 2)
+        if self.conv is None:
+            return F.avg_pool2d(x, 2)
+        if self.pad == "tf_same":
+            x = F.pad(x, (0, 1, 0, 1))
+        return self.conv(x)
 
 
 class Upsample(nn.Module):
@@ -125,7 +143,8 @@ class UNet(nn.Module):
 
     def __init__(self, in_ch: int = 3, ch: int = 128, ch_mult=(1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_resolutions=(16,), dropout: float = 0.1, resolution: int = 32,
-                 resamp_with_conv: bool = True, embedding: str = "sinusoidal"):
+                 resamp_with_conv: bool = True, embedding: str = "sinusoidal",
+                 downsample_pad: str = "symmetric"):
         super().__init__()
         self.ch = ch
         temb_ch = 4 * ch
@@ -151,7 +170,7 @@ class UNet(nn.Module):
                     self.down.append(AttnBlock(cur))
                 chans.append(cur)
             if level != len(ch_mult) - 1:
-                self.down.append(Downsample(cur, resamp_with_conv))
+                self.down.append(Downsample(cur, resamp_with_conv, downsample_pad))
                 res //= 2
                 chans.append(cur)
 
@@ -239,7 +258,8 @@ def build_net(cfg) -> nn.Module:
     kwargs = dict(in_ch=cfg.data.channels, ch=m.ch, ch_mult=tuple(m.ch_mult),
                   num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
                   dropout=m.dropout, resolution=cfg.data.image_size,
-                  resamp_with_conv=m.resamp_with_conv)
+                  resamp_with_conv=m.resamp_with_conv,
+                  downsample_pad=getattr(m, "downsample_pad", "symmetric"))
     return DDPMNet(**kwargs) if cfg.method == "ddpm" else NCSNNet(**kwargs)
 
 
