@@ -88,16 +88,24 @@ def test_exact_score_sampling_needs_no_checkpoint(tmp_path):
     assert abs(left - 0.8) < 0.04          # the PF-ODE keeps the 0.8 / 0.2 mode weights
 
 
-def test_lab_json_has_every_sampler_nfe_and_source(ncsn_ckpt, capsys, tmp_path):
+def test_lab_json_has_every_sampler_nfe_and_source_with_spread_and_threshold(ncsn_ckpt, capsys, tmp_path):
     csv_path = tmp_path / "lab.csv"
     assert toy.main(["lab", "--ckpt", str(ncsn_ckpt), "--samplers", "ddim,pf-ode", "--nfe", "5,20", "--n", "200",
-                     "--csv", str(csv_path), "--json"]) == 0
+                     "--seeds", "2", "--null-draws", "5", "--csv", str(csv_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     keys = {(r["sampler"], r["source"], r["nfe_target"]) for r in result["rows"]}
-    assert keys == {(s, src, n) for s in ("ddim", "pf-ode") for src in ("model", "exact") for n in (5, 20)}
+    assert keys == {(s, src, n) for s in ("ddim", "pf-ode") for src in ("exact·exact-start", "exact", "model")
+                    for n in (5, 20)}
     assert all(r["nfe"] <= r["nfe_target"] for r in result["rows"])
-    assert result["floor"] > 0
-    assert len(csv_path.read_text().strip().splitlines()) == 1 + len(result["rows"])
+    assert result["seeds"] == 2 and result["null_draws"] == 10 and result["threshold"] > result["floor"]
+    for r in result["rows"]:
+        assert r["n_seeds"] == 2 and len(r["energy_distances"]) == 2
+        assert r["energy_distance"] == pytest.approx(np.mean(r["energy_distances"]))
+        assert r["energy_distance_sd"] == pytest.approx(np.std(r["energy_distances"], ddof=1))
+    lines = csv_path.read_text().strip().splitlines()
+    assert len(lines) == 1 + len(result["rows"])
+    assert {"energy_distance_sd", "n_seeds", "seeds", "threshold", "reached"} <= set(lines[0].split(","))
+    assert toy.build_parser().parse_args(["lab", "--density", "two_moons"]).seeds >= 5     # the CLI default
 
 
 def test_diverging_chain_exits_with_a_step_size_hint(ncsn_ckpt, tmp_path, capsys):
