@@ -25,7 +25,7 @@ from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
                       natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra, train,
                       training_data, ddpm_schedule)
-from .lab import NFE_GRID, format_table, run_lab
+from .lab import NFE_GRID, NULL_DRAWS, format_table, run_lab
 from .likelihood import pf_ode_log_density
 from .memorisation import memorisation_report
 from .metrics import ddpm_elbo_nats, energy_distance, mode_weight_error
@@ -34,6 +34,7 @@ from .schedules import GRIDS
 from .score_models import ExactScore
 
 
+LAB_SEEDS = 5         # lab repeats per cell: a K-seed mean ± sd instead of one draw
 NLL_POINTS = 2000      # points for the PF-ODE likelihood (each costs ~200 forward + backward passes)
 
 
@@ -132,13 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memorisation figures against the checkpoint's fixed training set (train --n-data N)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
-    lab = sub.add_parser("lab", help="sample quality against NFE for each sampler, with the model and the exact score")
+    lab = sub.add_parser("lab", help="sample quality against NFE for each sampler: discretisation, prior and model "
+                                     "error, mean ± sd over seeds")
     lab.add_argument("--ckpt", help="trained checkpoint (without it: the exact score only)")
     lab.add_argument("--density", help="preset or JSON (default: the checkpoint's density)")
     lab.add_argument("--samplers", default=",".join(samplers.SAMPLERS), help="comma-separated registry names")
     lab.add_argument("--nfe", default=",".join(map(str, NFE_GRID)), help="comma-separated NFE budgets")
     lab.add_argument("--n", type=positive_int, default=2000)
-    lab.add_argument("--seed", type=int, default=0)
+    lab.add_argument("--seed", type=int, default=0, help="base seed (the K seeds derive from it)")
+    lab.add_argument("--seeds", type=positive_int, default=LAB_SEEDS,
+                     help=f"repeats K of every cell, each with fresh particles, noise and reference (default {LAB_SEEDS})")
+    lab.add_argument("--null-draws", type=positive_int, default=NULL_DRAWS,
+                     help=f"exact samples per seed behind the 95%% threshold (default {NULL_DRAWS})")
+    lab.add_argument("--model-exact-start", action="store_true",
+                     help="also run the model from exact draws of p_σmax (source model·exact-start)")
     lab.add_argument("--csv", help="also write the table as CSV (atomically)")
     lab.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -316,7 +324,8 @@ def cmd_lab(a) -> None:
         model_sm, exact_sm, options = None, ExactScore(density), samplers.SamplerOptions()
     names = [s.strip() for s in a.samplers.split(",") if s.strip()]
     result = run_lab(density, model_sm, exact_sm, names, _int_list(a.nfe), {s: options for s in names},
-                     n=a.n, seed=a.seed)
+                     n=a.n, seed=a.seed, seeds=a.seeds, null_draws=a.null_draws,
+                     model_exact_start=a.model_exact_start)
     if a.csv:
         atomic_write_text(a.csv, result.to_csv())
     if a.json:
