@@ -110,6 +110,7 @@ class AppState(QtCore.QObject):
     trainSettingsChanged = QtCore.Signal()
     samplerSettingsChanged = QtCore.Signal()
     modelChanged = QtCore.Signal()            # new weights snapshot (or model reset)
+    retrainRequested = QtCore.Signal()        # a view's "Retrain" button: train afresh on today's density/settings
     historyChanged = QtCore.Signal()          # a weight snapshot was kept, replaced, or the history cleared
     status = QtCore.Signal(str)               # a one-line message for the status bar
 
@@ -125,6 +126,7 @@ class AppState(QtCore.QObject):
         self.sampler = SamplerSettings()
         self.model: torch.nn.Module | None = None      # GUI-thread copy; the worker trains its own
         self.model_settings: fitting.ToyConfig | None = None  # settings the current weights were trained with
+        self.model_density: densities.GaussianMixture | None = None   # the density they were trained on
         self.model_step = 0
         # Weights through training: every model set_model receives goes in (see record_snapshot);
         # with the settings and the density they were trained on.
@@ -199,14 +201,27 @@ class AppState(QtCore.QObject):
 
     # ------------------------------------------------------------------ model
     def set_model(self, model: torch.nn.Module | None, settings: fitting.ToyConfig | None, step: int = 0,
-                  record: bool = True):
-        """New current weights (None: no model). With `record`, they also go into the history."""
+                  record: bool = True, density: densities.GaussianMixture | None = None):
+        """New current weights (None: no model), trained with `settings` on `density` (default: the
+        current density). With `record`, they also go into the history."""
         self.model = model
         self.model_settings = copy.deepcopy(settings) if settings is not None else None
+        self.model_density = (density or self._density) if model is not None else None
         self.model_step = step
         if record:
             self.record_snapshot()
         self.modelChanged.emit()
+
+    def model_mismatch(self) -> str:
+        """Why the current model no longer matches the density and settings now chosen ("" when it
+        does, or when there is no model): see `model_mismatch`."""
+        return model_mismatch(self.model_settings, self.model_density, self.train, self._density) \
+            if self.model is not None else ""
+
+    def request_retrain(self) -> None:
+        """Ask for a fresh training run on the current density with the current settings (the main
+        window hands it to the Training tab)."""
+        self.retrainRequested.emit()
 
     # ------------------------------------------------------------------ history
     def record_snapshot(self) -> None:
@@ -253,6 +268,7 @@ class AppState(QtCore.QObject):
             "sampler": asdict(self.sampler),
             "model_settings": self.model_settings.to_dict() if self.model_settings else None,
             "model_step": int(self.model_step),
+            "model_density": self.model_density.to_dict() if self.model is not None else None,
             "model_state": ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
                             if self.model is not None else None),
             "history": self._history_session(),
@@ -281,6 +297,12 @@ class AppState(QtCore.QObject):
             model.eval()
         bounds = tuple(float(v) for v in d.get("bounds") or density.plot_bounds())
         hist, hist_settings, hist_density = _history_from_session(d.get("history"), density)
+        # what the model was trained on (files without it: the session's density, as they assumed)
+        model_density = density
+        if model is not None and d.get("model_density"):
+            model_density = densities.GaussianMixture.from_dict(d["model_density"])
+            if model_density.to_dict() == density.to_dict():
+                model_density = density
         # -- commit
         self._push()
         self._density, self._mass, self.bounds = density, float(d.get("density_mass", density.n_components)), bounds
@@ -290,8 +312,27 @@ class AppState(QtCore.QObject):
         self.samplerSettingsChanged.emit()
         self.history, self.history_settings, self.history_density = hist, hist_settings, hist_density
         # a file without a history: its model (if any) becomes the first snapshot of a new one
-        self.set_model(model, ms, int(d.get("model_step", 0)), record=hist_settings is None)
+        self.set_model(model, ms, int(d.get("model_step", 0)), record=hist_settings is None,
+                       density=model_density)
         self.historyChanged.emit()
+
+
+def model_mismatch(trained_with: fitting.ToyConfig | None, trained_on: densities.GaussianMixture | None,
+                   settings: fitting.ToyConfig, density: densities.GaussianMixture) -> str:
+    """Why a model trained with `trained_with` on `trained_on` does not match `settings` and `density`
+    (the ones now chosen), in one line; "" when both match. Densities match when they are the same
+    object or hold the same mixture (a reopened session); settings field by field."""
+    why = []
+    if trained_on is not None and trained_on is not density and trained_on.to_dict() != density.to_dict():
+        old, new = trained_on.name or "a drawn density", density.name or "a drawn density"
+        why.append(f"it was trained on another density ({old}; now {new})" if old != new
+                   else f"it was trained on {old} before it was edited")
+    if trained_with is not None and trained_with != settings:
+        a, b = trained_with.to_dict(), settings.to_dict()
+        diff = [f"{k} {a[k]} → {b[k]}" for k in a if a[k] != b.get(k)]
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        why.append("the training settings changed since (" + ", ".join(diff[:3]) + more + ")")
+    return "; ".join(why)
 
 
 def _history_from_session(d: dict | None, density: densities.GaussianMixture):

@@ -24,7 +24,50 @@ from trainers.history import LossByLevel
 PROGRESS_EVERY_S = 0.05
 SNAPSHOT_EVERY_S = 0.15
 N_EVAL = 1024
-PLATEAU_GAIN = 0.01      # an improvement of the Fisher divergence counts when it beats the best by 1 %
+PLATEAU_GAIN = 0.01      # an improvement counts when it beats the best by 1 % (of its size)
+LOSS_EMA = 0.01          # the plateau rule on a fixed dataset watches an EMA of the loss (~100 steps)
+
+
+class PlateauRule:
+    """When to stop a run that no longer improves: the watched value has not beaten its best by
+    PLATEAU_GAIN (relative to |best|, so a negative ESM/SSM loss works too) for `patience_steps` steps.
+
+    With fresh data every step it watches the Fisher divergence E‖s_θ − ∇log p‖² to the exact score.
+    With a fixed dataset (`fixed_data`, ToyConfig.n_data > 0) it watches the training loss (an EMA over
+    ~1/LOSS_EMA steps) instead: fitting N points moves the model towards the empirical optimal score,
+    so the Fisher divergence to the true density grows by design, and stopping on it would cut short
+    the very effect a fixed dataset is there to show. No Qt here."""
+
+    def __init__(self, patience_steps: int, fixed_data: bool, start_step: int = 0):
+        self.patience_steps = patience_steps
+        self.fixed_data = fixed_data
+        self.best = math.inf
+        self.best_step = start_step
+        self._ema: float | None = None
+
+    @property
+    def watches(self) -> str:
+        return "training loss (fixed dataset)" if self.fixed_data else "Fisher divergence"
+
+    def add_loss(self, loss: float) -> None:
+        """One training step's loss (kept as an EMA; only read with a fixed dataset)."""
+        self._ema = loss if self._ema is None else self._ema + LOSS_EMA * (loss - self._ema)
+
+    def update(self, step: int, fisher: float | None = None, loss: float | None = None) -> None:
+        """A check at `step`: the Fisher divergence then, and (tests) a loss value instead of add_loss."""
+        if loss is not None:
+            self._ema = loss
+        value = self._ema if self.fixed_data else fisher
+        if value is not None and math.isfinite(value) and (
+                not math.isfinite(self.best) or value < self.best - PLATEAU_GAIN * abs(self.best)):
+            self.best, self.best_step = value, step
+
+    def stalled(self, step: int) -> bool:
+        return bool(self.patience_steps) and step - self.best_step >= self.patience_steps
+
+    def reason(self) -> str:
+        return (f"the {self.watches} has not improved by {PLATEAU_GAIN:.0%} for {self.patience_steps:,} steps "
+                f"(best {self.best:.4g} at step {self.best_step})")
 
 
 class TrainWorker(QtCore.QThread):
@@ -50,8 +93,7 @@ class TrainWorker(QtCore.QThread):
         # many steps; None = never
         self.patience_steps: int | None = None
         self.stop_reason = ""                # why the run ended by itself ("" while it has not)
-        self._best_fisher = math.inf
-        self._best_step = start_step
+        self.plateau: PlateauRule | None = None      # made when the run starts, from patience_steps
         self.by_level: LossByLevel | None = None     # running loss per noise level (NCSN, DDPM)
 
     # -- control, callable from the GUI thread
@@ -84,6 +126,7 @@ class TrainWorker(QtCore.QThread):
                                        decay_steps=s.steps if s.lr_decay else None)
         fisher_fn = fitting.fisher_metric(s, self.density, N_EVAL)
         self.by_level = loss_by_level(s, self.density)      # fed every step here, sent with progress
+        self.plateau = PlateauRule(self.patience_steps, bool(s.n_data), self.start_step)
 
         buf_steps, buf_losses = [], []
         t_emit = t_snap = time.perf_counter()
@@ -109,6 +152,7 @@ class TrainWorker(QtCore.QThread):
             if self.by_level is not None and info.levels is not None:
                 self.by_level.update(info.levels, info.level_losses)
             loss = float(info.loss)             # finite: training_steps raises FloatingPointError first
+            self.plateau.add_loss(loss)
             buf_steps.append(self.step)
             buf_losses.append(loss)
             now = time.perf_counter()
@@ -124,10 +168,8 @@ class TrainWorker(QtCore.QThread):
             if now - t_snap > SNAPSHOT_EVERY_S:
                 self._emit_snapshot(model, fisher_fn)
                 t_snap = time.perf_counter()
-                if self.patience_steps and self.step - self._best_step >= self.patience_steps:
-                    self.stop_reason = (f"the Fisher divergence has not improved by "
-                                        f"{PLATEAU_GAIN:.0%} for {self.patience_steps:,} steps "
-                                        f"(best {self._best_fisher:.4g} at step {self._best_step})")
+                if self.plateau.stalled(self.step):
+                    self.stop_reason = self.plateau.reason()
                     break
             if self.max_steps is not None and info.step >= self.max_steps:
                 self.stop_reason = f"the step budget of {self.max_steps:,} steps is used up"
@@ -150,8 +192,8 @@ class TrainWorker(QtCore.QThread):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         fisher, label = fisher_fn(model)
         model.train()
-        if math.isfinite(fisher) and fisher < self._best_fisher * (1 - PLATEAU_GAIN):
-            self._best_fisher, self._best_step = fisher, self.step
+        if self.plateau is not None:
+            self.plateau.update(self.step, fisher=fisher)
         self.snapshot.emit({"step": self.step, "state": state})
         self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
 
