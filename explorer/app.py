@@ -66,6 +66,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.views["sampler"].playingChanged.connect(
             lambda on: self.sampler_status.setText("sampler: playing" if on else "sampler: paused"))
         self._build_menus()
+        self.state.retrainRequested.connect(self.retrain)
+        # bare-key shortcuts (Space, ←, →) yield to a focused input; the wheel changes only focused ones
+        self.installEventFilter(FocusedInputKeys(self))
+        guard_wheel(self)
+        self._saved_model = None          # the model last written to or read from a session file
         sb.showMessage(f"Density: {self.state.density.name} — paint on the Density tab, train on the "
                        "Training tab, compare fields and run the samplers.", 8000)
 
@@ -128,6 +133,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tabs.currentWidget() is not sv:
             self.tabs.setCurrentWidget(sv)
         sv.toggle_play()
+
+    def retrain(self):
+        """Train a fresh model on the current density with the Training tab's settings (a view's
+        Retrain button under a stale-model banner); the current tab stays shown."""
+        self.views["training"].start(fresh=True)
 
     def open_experiment(self, name: str):
         """Show the Experiments tab with experiment `name` selected (Run starts it)."""
@@ -200,6 +210,7 @@ class MainWindow(QtWidgets.QMainWindow):
         except OSError as e:
             QtWidgets.QMessageBox.critical(self, "Could not save session", str(e))
             return None
+        self._saved_model = self.state.model
         self.statusBar().showMessage(f"Session saved to {path}", 5000)
         return path
 
@@ -222,6 +233,7 @@ class MainWindow(QtWidgets.QMainWindow):
                                            f"{path}:\n{e}\nThe current session is unchanged.")
             return False
         training.session_restored()
+        self._saved_model = self.state.model
         self.views["sampler"].sync_widgets()
         self.statusBar().showMessage(f"Session restored from {Path(path).name}", 5000)
         return True
@@ -266,7 +278,39 @@ class MainWindow(QtWidgets.QMainWindow):
             raise OSError(f"could not save screenshot to {path}")
         return str(path)
 
+    def unsaved_model(self) -> bool:
+        """Would closing lose a trained model (one not written to, nor read from, a session file)?"""
+        return self.state.model is not None and self.state.model is not self._saved_model
+
+    def ask_save_choice(self) -> str:
+        """Asked on quit with an unsaved trained model: "save", "discard" or "cancel". On the offscreen
+        platform nobody can answer a dialog: "discard" (tests inject their answer by replacing this)."""
+        if QtGui.QGuiApplication.platformName() == "offscreen":
+            return "discard"
+        box = self.save_question()
+        box.exec()
+        return box.property("choice") or "cancel"
+
+    def save_question(self) -> QtWidgets.QMessageBox:
+        """The "Save session?" box; after exec its property "choice" is save, discard or cancel."""
+        box = QtWidgets.QMessageBox(self)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+        box.setWindowTitle("Save session?")
+        box.setText(f"The trained model (step {self.state.model_step}) is not saved.")
+        box.setInformativeText("Save the session (density, settings and weights) before quitting?")
+        buttons = {box.addButton(QtWidgets.QMessageBox.StandardButton.Save): "save",
+                   box.addButton(QtWidgets.QMessageBox.StandardButton.Discard): "discard",
+                   box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel): "cancel"}
+        box.setDefaultButton(QtWidgets.QMessageBox.StandardButton.Save)
+        box.buttonClicked.connect(lambda b: box.setProperty("choice", buttons.get(b, "cancel")))
+        return box
+
     def closeEvent(self, ev):
+        if self.unsaved_model():
+            choice = self.ask_save_choice()
+            if choice == "cancel" or (choice == "save" and self.save_session() is None):
+                ev.ignore()
+                return
         runs_tab = self.views.get("image_runs")
         if runs_tab is not None and runs_tab.is_running():
             # keep the image run going in the background, or stop it with a checkpoint
@@ -276,6 +320,54 @@ class MainWindow(QtWidgets.QMainWindow):
         for view in self.views.values():
             view.shutdown()
         super().closeEvent(ev)
+
+
+# Inputs that keep the bare keys bound to window shortcuts while they have the focus.
+_TEXT_INPUTS = (QtWidgets.QLineEdit, QtWidgets.QTextEdit, QtWidgets.QPlainTextEdit, QtWidgets.QAbstractSpinBox)
+_ARROW_INPUTS = (*_TEXT_INPUTS, QtWidgets.QAbstractSlider, QtWidgets.QComboBox, QtWidgets.QAbstractItemView,
+                 QtWidgets.QTabBar)
+_SPACE_INPUTS = (*_TEXT_INPUTS, QtWidgets.QAbstractButton, QtWidgets.QComboBox, QtWidgets.QAbstractItemView)
+_BARE_KEYS = {QtCore.Qt.Key.Key_Left: _ARROW_INPUTS, QtCore.Qt.Key.Key_Right: _ARROW_INPUTS,
+              QtCore.Qt.Key.Key_Space: _SPACE_INPUTS}
+
+
+class FocusedInputKeys(QtCore.QObject):
+    """Event filter on the main window: a bare key that is also a window shortcut (Space plays the
+    sampler, ← → step it) goes to the focused input that uses it instead (a slider moves with →, Space
+    toggles a checkbox or presses a button). The window sees the key's ShortcutOverride when the focused
+    widget left it unclaimed; claiming it here sends the key to that widget instead of the shortcut."""
+
+    def eventFilter(self, obj, ev):
+        bare = (QtCore.Qt.KeyboardModifier.NoModifier, QtCore.Qt.KeyboardModifier.KeypadModifier)
+        if ev.type() == QtCore.QEvent.Type.ShortcutOverride and ev.modifiers() in bare:
+            kinds = _BARE_KEYS.get(QtCore.Qt.Key(ev.key()))
+            focus = QtWidgets.QApplication.focusWidget()
+            if kinds and isinstance(focus, kinds) and focus.isEnabled():
+                ev.accept()
+                return True
+        return False
+
+
+class WheelNeedsFocus(QtCore.QObject):
+    """Event filter: a spin box, combo box or slider ignores the wheel unless it has the focus, so
+    scrolling a side panel never changes a setting under the pointer (the panel scrolls instead)."""
+
+    def eventFilter(self, obj, ev):
+        if ev.type() == QtCore.QEvent.Type.Wheel and not obj.hasFocus():
+            ev.ignore()                  # propagates to the parent (the scroll area)
+            return True
+        return False
+
+
+def guard_wheel(root: QtWidgets.QWidget) -> None:
+    """Give every spin box, combo box and slider (not scroll bars) under `root` the WheelNeedsFocus
+    filter and a focus policy that a wheel turn does not take (StrongFocus: click or Tab)."""
+    guard = WheelNeedsFocus(root)
+    kinds = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractSlider)
+    for w in root.findChildren(QtWidgets.QWidget):
+        if isinstance(w, kinds) and not isinstance(w, QtWidgets.QScrollBar):
+            w.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+            w.installEventFilter(guard)
 
 
 def save_svg(widget: QtWidgets.QWidget, path: str) -> None:

@@ -28,6 +28,7 @@ from ..sampler_worker import ChainSpec, ChainWorker
 from ..state import MAX_PANELS
 from . import common
 from .sampler_panel import PanelControls
+from .stale import StaleModelBanner
 
 COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170), (120, 255, 120, 170)]
 TRAIL_PEN = pg.mkPen(255, 255, 255, 150, width=1.0)
@@ -37,6 +38,7 @@ N_METRIC = 500           # particles used for the live metrics (a fixed subset)
 N_REF = 1000             # true samples the metrics compare with
 METRIC_POINTS = 30       # metrics are computed at about this many frames of the timeline
 HEAT_N = 120             # the true density's picture under each panel
+AXIS_WIDTH = 40          # px of every panel's left axis, so that the linked panels' view boxes are equal
 DENSITY_DELAY_MS = 150   # a visible tab follows a density change this long after the last one (a burst of strokes)
 
 TIP = {
@@ -134,6 +136,8 @@ class SamplerView(QtWidgets.QWidget):
 
         right = QtWidgets.QVBoxLayout()
         lay.addLayout(right, 1)
+        self.stale_banner = StaleModelBanner(state)       # the model no longer matches: say so, offer a retrain
+        right.addWidget(self.stale_banner)
         self.canvas = QtWidgets.QWidget()          # plots + the text under each panel (exported together)
         self.canvas.setStyleSheet("background: black; color: #ddd")
         cv = QtWidgets.QVBoxLayout(self.canvas)
@@ -170,6 +174,16 @@ class SamplerView(QtWidgets.QWidget):
             label.setFixedHeight(76)          # a fixed size: new text each frame must not re-layout the plots
             label.setStyleSheet("font-size: 8pt; padding: 2px 6px")
             text_row.addWidget(label, 1)
+            # equal, shared axes: every panel's view box gets the same size (fixed axis width, titles that
+            # do not widen their column), and zooming or panning one panel moves them all
+            for plot in (p, h):
+                plot.getAxis("left").setWidth(AXIS_WIDTH)
+            _title_sets_no_width(p)
+            if i:
+                p.setXLink(self.panels[0]["plot"])
+                p.setYLink(self.panels[0]["plot"])
+                h.setXLink(self.panels[0]["hist_plot"])
+                h.setYLink(self.panels[0]["hist_plot"])
             self.panels.append({"plot": p, "heat": heat, "points": pts, "trail": trail, "hist_plot": h,
                                 "hist": hist, "truth": truth, "label": label, "metric": {}, "title": ""})
 
@@ -197,7 +211,7 @@ class SamplerView(QtWidgets.QWidget):
         self.timer.timeout.connect(self._tick)
         self.restart_btn.clicked.connect(self.restart)
         self.play_btn.clicked.connect(self.toggle_play)
-        self.step_btn.clicked.connect(self.step)
+        self.step_btn.clicked.connect(lambda: self.step(1))      # `clicked` would pass checked=False as delta
         self.end_btn.clicked.connect(self.run_to_end)
         self.scrub.valueChanged.connect(self._on_scrub)
         self._load_controls()
@@ -377,6 +391,8 @@ class SamplerView(QtWidgets.QWidget):
         for col, i in enumerate(self.active):
             lay.addItem(self.panels[i]["plot"], row=0, col=col)
             lay.addItem(self.panels[i]["hist_plot"], row=1, col=col)
+        for col in range(MAX_PANELS):
+            lay.layout.setColumnStretchFactor(col, 1 if col < len(self.active) else 0)
 
     def _notes(self) -> str:
         s = self.state
@@ -624,6 +640,23 @@ def _metrics_text(m: dict, n_components: int) -> str:
     if n_components <= 8:
         text += "<br>weights " + " ".join(f"{v:.2f}" for v in m["mode_weights"])
     return text
+
+
+def _title_sets_no_width(plot: pg.PlotItem) -> None:
+    """Keep `plot`'s title from widening its layout column (pyqtgraph's LabelItem sets its minimum and
+    preferred width to its text's): panels of unequal width cannot show equal ranges with a locked aspect.
+    The title keeps its height; a title wider than the panel is clipped."""
+    label = plot.titleLabel
+    update = label.updateMin
+
+    def update_height_only():
+        update()
+        label.setMinimumWidth(0)
+        for k in (QtCore.Qt.SizeHint.MinimumSize, QtCore.Qt.SizeHint.PreferredSize):
+            label._sizeHint[k] = (0, label._sizeHint[k][1])
+        label.updateGeometry()
+
+    label.updateMin = update_height_only
 
 
 class PointsItemWithColor(common.PointsItem):
