@@ -46,15 +46,47 @@ def density_image(density: GaussianMixture, bounds: Bounds, n: int = 160, dtype=
     return np.exp(lp.double().numpy()).reshape(n, n)
 
 
+FLAT_TOL = 0.15      # a level is "flat" when the cells within ±15 % of it …
+FLAT_MASS = 0.5      # … hold at least half of the mass shown (a plateau, not a slope)
+
+
 def contour_levels(img: np.ndarray, n_levels: int = 5) -> list[float]:
-    """Density levels enclosing roughly 20%, 40%, … of the mass shown on the grid (highest-density regions)."""
+    """Density levels enclosing roughly 20%, 40%, … of the mass shown on the grid (highest-density regions).
+
+    A level inside a plateau (a near-constant region, e.g. an image's evenly lit area: its pixels'
+    Gaussians leave a ripple of a few per cent) would trace that ripple as many tiny loops. A level
+    is flat when the cells within ±FLAT_TOL of it hold at least FLAT_MASS of the mass (a 2D
+    Gaussian's band holds at most 2·FLAT_TOL of it); flat levels are replaced by one level at half
+    the lowest of them, which outlines the plateau."""
     v = np.sort(img.ravel())[::-1]
     c = np.cumsum(v)
     if c[-1] <= 0:
         return []
     c /= c[-1]
     fracs = np.linspace(0, 1, n_levels + 2)[1:-1]
-    return sorted({float(v[min(np.searchsorted(c, f), len(v) - 1)]) for f in fracs})
+    levels = sorted({float(v[min(np.searchsorted(c, f), len(v) - 1)]) for f in fracs})
+    total = float(v.sum())
+    flat = [lev for lev in levels
+            if float(v[np.abs(v - lev) <= FLAT_TOL * lev].sum()) >= FLAT_MASS * total]
+    if not flat:
+        return levels
+    outline = 0.5 * min(flat)
+    return sorted({lev for lev in levels if lev not in flat} | {outline})
+
+
+def smoothed(img: np.ndarray, cells: float = 1.0) -> np.ndarray:
+    """img blurred by a Gaussian of std `cells` grid cells (edges repeated), for tracing contours: a
+    ripple finer than a few cells (an image density's pixel Gaussians) would otherwise cut a gentle
+    slope's level line into many small loops; smooth densities' contours barely move."""
+    img = np.asarray(img, dtype=np.float64)
+    if cells <= 0:
+        return img.copy()
+    r = int(math.ceil(3 * cells))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / cells) ** 2)
+    k /= k.sum()
+    p = np.pad(img, r, mode="edge")
+    rows = sum(w * p[:, i:i + img.shape[1]] for i, w in enumerate(k))          # along x
+    return sum(w * rows[i:i + img.shape[0], :] for i, w in enumerate(k))       # along y
 
 
 def contour_lines(img: np.ndarray, bounds: Bounds, levels) -> tuple[np.ndarray, np.ndarray]:

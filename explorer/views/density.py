@@ -28,6 +28,7 @@ from . import common
 HEAT_N = 160        # the heat map's grid; the contours are traced on it too (trainers.grid.contour_lines)
 SYNC_PAIRS = 3_000_000   # full recomputations up to this many (pixel, component) pairs run inline (~10 ms)
 CONTOUR_PEN = pg.mkPen(255, 255, 255, 150, width=1)
+CONTOUR_SMOOTH_CELLS = 1.0   # the contours are traced on the heat grid blurred by this many cells (grid.smoothed)
 
 
 class _Relay(QtCore.QObject):
@@ -150,7 +151,8 @@ class DensityCanvas(pg.PlotWidget):
     def _draw(self, density, bounds, heat):
         self._shown = (density, bounds, heat)
         common.set_heat(self.heat, heat, bounds)
-        self.contours.setData(*grid.contour_lines(heat, bounds, grid.contour_levels(heat, 4)))
+        smooth = grid.smoothed(heat, CONTOUR_SMOOTH_CELLS)   # a plateau or a rippled slope: no tiny loops
+        self.contours.setData(*grid.contour_lines(smooth, bounds, grid.contour_levels(smooth, 4)))
         common.square_plot(self.plotItem, bounds)
 
     def forget(self):
@@ -165,6 +167,31 @@ class DensityCanvas(pg.PlotWidget):
         self._gen += 1
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+
+IMAGE_HALF = 4.0     # a loaded image's longer side spans [−IMAGE_HALF, IMAGE_HALF], centred at the origin
+
+
+def image_bounds(shape) -> tuple[float, float, float, float]:
+    """Where an image of `shape` (rows, cols) lands: centred at the origin, its longer side spanning
+    [−IMAGE_HALF, IMAGE_HALF], square pixels; the same wherever the previous density was."""
+    h, w = shape
+    hx, hy = IMAGE_HALF * w / max(h, w), IMAGE_HALF * h / max(h, w)
+    return (-hx, hx, -hy, hy)
+
+
+def image_density(gray: np.ndarray, name: str) -> densities.GaussianMixture:
+    """The density of a grayscale image (1 = mass) placed by image_bounds, viewed in the square
+    [−IMAGE_HALF, IMAGE_HALF]²."""
+    gray = np.asarray(gray, dtype=np.float64)
+    placed = densities.from_image(gray, bounds=image_bounds(gray.shape[:2]), name=name)
+    square = (-IMAGE_HALF, IMAGE_HALF, -IMAGE_HALF, IMAGE_HALF)
+    return densities.GaussianMixture(placed.weights.numpy(), placed.means.numpy(), placed.covs.numpy(),
+                                     name=name, bounds=square)
+
+
+def _components(n: int) -> str:
+    return f"{n} component{'s' * (n != 1)}"
 
 
 class DensityView(QtWidgets.QWidget):
@@ -219,8 +246,9 @@ class DensityView(QtWidgets.QWidget):
                               "Built-in Gaussian mixtures; choosing one replaces the density (undo brings it back).")
         form.addRow("Preset", self.preset)
         self.load_img_btn = QtWidgets.QPushButton("Load image…")
-        self.load_img_btn.setToolTip("Grayscale image → one component per lit pixel, weighted by brightness, "
-                                     "stretched over the current view.")
+        self.load_img_btn.setToolTip("Grayscale image → one component per lit pixel, weighted by brightness; "
+                                     "its longer side spans −4 … 4, centred at the origin (whatever was "
+                                     "shown before), its aspect kept.")
         self.dark_is_mass = QtWidgets.QCheckBox("Dark pixels are mass")
         self.dark_is_mass.setChecked(True)
         self.dark_is_mass.setToolTip("On: ink on white paper (dark = probability mass). Off: bright = mass.")
@@ -305,7 +333,7 @@ class DensityView(QtWidgets.QWidget):
             return False
         self._cleared = False
         self.state.set_density(dens)
-        self.state.status.emit(f"Loaded {Path(path).name}: {dens.n_components} components")
+        self.state.status.emit(f"Loaded {Path(path).name}: {_components(dens.n_components)}")
         return True
 
     def save_json(self, path: str | None = None) -> bool:
@@ -336,12 +364,13 @@ class DensityView(QtWidgets.QWidget):
                 gray = np.asarray(im, dtype=np.float64) / 255.0
             if self.dark_is_mass.isChecked():
                 gray = 1.0 - gray
-            dens = densities.from_image(gray, bounds=self.state.bounds, name=Path(path).stem)
+            dens = image_density(gray, Path(path).stem)
         except (OSError, ValueError) as e:          # DensityError is a ValueError
             self._error("Could not load image", f"{path}:\n{e}\nThe current density is unchanged.")
             return False
         self._cleared = False
         self.state.set_density(dens)
+        self.state.status.emit(f"Loaded image {Path(path).name}: {_components(dens.n_components)}")
         return True
 
     # ------------------------------------------------------------------ view
@@ -350,7 +379,7 @@ class DensityView(QtWidgets.QWidget):
         self.canvas.show_density(s.density, s.bounds)
         self.undo_btn.setEnabled(s.can_undo())
         self.redo_btn.setEnabled(s.can_redo())
-        self.info.setText(f"<b>{s.density.name or 'density'}</b>: {s.density.n_components} components")
+        self.info.setText(f"<b>{s.density.name or 'density'}</b>: {_components(s.density.n_components)}")
         i = self.preset.findData(s.density.name)
         if i < 0:                      # a drawing, an image or a JSON file: say so, not the last preset
             i = self.preset.findData(self.CUSTOM)
