@@ -95,6 +95,7 @@ class ImageRunsView(QtWidgets.QWidget):
         self.overlays: dict[str, pg.PlotDataItem] = {}     # run folder -> its overlaid loss curve
         self.level_overlays: dict[str, pg.PlotDataItem] = {}   # run folder -> its last loss per level
         self.level_kind = ""                         # "t" or "sigma": the level plot's x axis
+        self._auto_folder: str | None = None         # the run folder Start named after the config
 
         self.error = _error_banner()
         self.config = common.tip(QtWidgets.QComboBox(), TIP["config"])
@@ -184,6 +185,7 @@ class ImageRunsView(QtWidgets.QWidget):
 
     def _connect(self) -> None:
         self.config.currentTextChanged.connect(lambda _: self.update_device_label())
+        self.config.currentTextChanged.connect(lambda _: self._forget_auto_folder())
         self.overrides.editingFinished.connect(self.update_device_label)
         self.browse_data_btn.clicked.connect(lambda: self._pick_dir(self.data_dir, "Dataset folder"))
         self.browse_out_btn.clicked.connect(lambda: self._pick_dir(self.out_edit, "Run folder"))
@@ -245,7 +247,14 @@ class ImageRunsView(QtWidgets.QWidget):
             stamp = time.strftime("%Y%m%d-%H%M%S")
             text = str(self.browser.runs_root() / f"{Path(config).stem}-{stamp}")
             self.out_edit.setText(text)
+            self._auto_folder = text
         return Path(text).expanduser().resolve()
+
+    def _forget_auto_folder(self) -> None:
+        """Another config: a run folder named automatically after the old one goes (the next Start
+        names one after the new config); a folder the user typed or picked stays."""
+        if self.out_edit.text() and self.out_edit.text() == self._auto_folder:
+            self.out_edit.clear()
 
     def stop(self) -> None:
         """Stop the training process (SIGTERM, SIGKILL after a grace period)."""
@@ -272,12 +281,10 @@ class ImageRunsView(QtWidgets.QWidget):
     def ask_close_choice(self) -> str:
         """Asked when the window closes during a run: "keep" (runs on in the background),
         "stop" (checkpoint, then exit) or "cancel" (the window stays open)."""
-        run_dir = self.trainer.run_dir
         box = QtWidgets.QMessageBox(self)
         box.setIcon(QtWidgets.QMessageBox.Icon.Question)
         box.setWindowTitle("An image run is active")
-        box.setText(f"The image run {run_dir.name if run_dir else ''} is still training "
-                    f"(step {self.last_step}).")
+        box.setText(self.close_question_text())
         box.setInformativeText("Keep it running in the background (its folder keeps filling; "
                                "resume or browse it later), or stop it with a checkpoint?")
         keep = box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
@@ -286,6 +293,17 @@ class ImageRunsView(QtWidgets.QWidget):
         box.setDefaultButton(keep)
         box.exec()
         return {keep: "keep", stop: "stop"}.get(box.clickedButton(), "cancel")
+
+    def close_question_text(self) -> str:
+        """The close dialog's question, at the step the progress bar shows (read the log first)."""
+        if self.is_running():
+            self.trainer.poll()
+        run_dir = self.trainer.run_dir
+        step, total = self.progress.value(), self.progress.maximum()
+        name = run_dir.name if run_dir else ""
+        if total > 1 and step >= total:
+            return f"The image run {name} has finished its {total} steps and is writing its last files."
+        return f"The image run {name} is still training (step {step}" + (f" / {total})." if total > 1 else ").")
 
     def close_with(self, choice: str) -> bool:
         """Carry out ``ask_close_choice``'s answer; False for "cancel" (do not close)."""
@@ -313,6 +331,10 @@ class ImageRunsView(QtWidgets.QWidget):
 
     def _on_train_finished(self, end: process.RunExit) -> None:
         self._set_running(False)
+        self.stats["eta_s"].setText("–")              # nothing is left to run: no time left to show
+        self.estimate_label.setText("–")
+        if not self.steps and self.progress.maximum() <= 1:
+            self.progress.setFormat("no step run")    # not "step 0 / 1"
         if end.stopped:
             ckpts = runs.checkpoint_steps(end.run_dir)
             self.resume.setChecked(bool(ckpts))
@@ -394,13 +416,14 @@ class ImageRunsView(QtWidgets.QWidget):
         elif kind in (events.SAMPLES, events.CHECKPOINT):
             self.browser.reload_run(run_dir, keep_grid=kind == events.CHECKPOINT)
         elif kind == events.DONE:
-            self.progress.setValue(self.progress.maximum())
+            self._set_step(max(rec.get("step", 0), self.progress.maximum()), None)
         # events.FAILED: ``ImageRun.failed`` follows (``_on_failed``)
 
     def _set_step(self, step: int, total: int | None) -> None:
         self.last_step = step
         if total:
             self.progress.setMaximum(total)
+            self.progress.setFormat("step %v / %m")
         self.progress.setValue(min(step, self.progress.maximum()))
 
     def _reset_live(self) -> None:
