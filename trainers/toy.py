@@ -14,6 +14,7 @@ import io
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a score model on a 2D density")
     t.add_argument("--density", required=True, help="preset name or density JSON file")
     t.add_argument("--model", choices=["mlp", "ebm"], default="mlp")
-    t.add_argument("--objective", choices=list(OBJECTIVES), required=True)
+    t.add_argument("--objective", choices=list(OBJECTIVES), default=DEFAULT_OBJECTIVE,
+                   help=f"training objective (default {DEFAULT_OBJECTIVE}: multi-σ denoising score matching, "
+                        "whose model every sampler can use)")
     t.add_argument("--sigma", type=positive_float, default=0.1, help="DSM noise level σ")
     t.add_argument("--sigma-max", type=float, default=0.0, help="NCSN σ₁ (0: largest pairwise data distance)")
     t.add_argument("--sigma-min", type=positive_float, default=0.05, help="NCSN σ_L")
@@ -118,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial particles: the sampler's Gaussian prior (σ_max·z for VE samplers, z for DDPM/DDIM), "
                         "or uniform over the density's box (default: uniform for Langevin, gaussian otherwise)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="samples .npy of shape (N, 2)")
+    s.add_argument("--out", required=True,
+                   help="samples of shape (N, 2): .npy (float32), or .txt / .csv (text, one 'x y' / 'x,y' per line)")
 
     e = sub.add_parser("evaluate", help="Fisher divergence per noise level and sample metrics")
     e.add_argument("--ckpt", required=True)
@@ -206,6 +210,34 @@ def _note(sm, sampler) -> str:
     return note
 
 
+SAMPLE_SUFFIXES = {".npy": "binary float32", ".txt": "text, space-separated", ".csv": "text, comma-separated"}
+DEFAULT_OBJECTIVE = "ncsn"
+
+
+def out_problem(path: str) -> str:
+    """'' when `path`'s suffix names a samples format (SAMPLE_SUFFIXES), else the one-line reason."""
+    suffix = Path(path).suffix.lower()
+    if suffix in SAMPLE_SUFFIXES:
+        return ""
+    return (f"--out {path}: unknown file type {suffix or '(none)'!r}; use .npy (float32 (N, 2)), "
+            ".txt or .csv (text, one sample per line)")
+
+
+def save_samples(x: np.ndarray, path: str) -> None:
+    """(N, 2) samples to `path`, atomically, in the format its suffix names (SAMPLE_SUFFIXES)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(x, dtype=np.float32))
+        atomic_write_bytes(path, buf.getvalue())
+        return
+    if suffix not in SAMPLE_SUFFIXES:
+        raise ValueError(out_problem(path))
+    text = io.StringIO()
+    np.savetxt(text, np.asarray(x, dtype=np.float64), fmt="%.7g", delimiter="," if suffix == ".csv" else " ")
+    atomic_write_text(path, text.getvalue())
+
+
 def cmd_sample(a) -> None:
     sm, density, cfg = _score_source(a, a.exact or a.score == "exact")
     sampler = samplers.build_sampler(a.sampler, sm, _options(a, cfg))
@@ -214,9 +246,7 @@ def cmd_sample(a) -> None:
     init = a.init or ("uniform" if a.sampler == "langevin" else "gaussian")
     bounds = density.plot_bounds() if density is not None else (-4, 4, -4, 4)
     x = sampler.run(initial_for(sampler, a.n, init, bounds, gen), gen).x
-    buf = io.BytesIO()
-    np.save(buf, x.numpy().astype(np.float32))
-    atomic_write_bytes(a.out, buf.getvalue())
+    save_samples(x.numpy(), a.out)
     print(f"saved {a.n} samples to {a.out} ({sampler.name}, {sampler.nfe} network evaluations)")
 
 
@@ -337,6 +367,9 @@ def cmd_lab(a) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sample" and out_problem(args.out):       # before any work, as the image CLI does
+        sys.stderr.write(f"error: {out_problem(args.out)}\n")
+        return 2
     # Small 2D nets gain nothing from intra-op threads and lose a lot when cores are shared.
     torch.set_num_threads(1)
     try:
