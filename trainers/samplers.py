@@ -29,7 +29,7 @@ from typing import Callable, Generator
 import torch
 
 from .schedules import DDPMSchedule, GRIDS, geometric_sigmas, sigma_grid, spaced_timesteps
-from .score_models import Query, ScoreModel
+from .score_models import Query, ScoreModel, host_sigmas
 
 # A particle whose norm passes this is called diverged (the data live within |x| ≲ 10² here).
 BLOWUP_NORM = 1e6
@@ -104,10 +104,27 @@ class Sampler:
     def label(self, k: int) -> str:
         return f"step {k + 1}/{self.n_steps}"
 
+    # How often `check` reads its verdict back from the device: every step (1, the default; free on
+    # the CPU) or every k steps and at the last step, the first failing step kept on the device in
+    # between (image sampling on a GPU: trainers.image.methods.generate), so a step makes no sync.
+    check_every: int = 1
+
     def check(self, x: torch.Tensor, k: int) -> None:
-        flat = x.reshape(len(x), -1)
-        if not torch.isfinite(flat).all() or flat.abs().max() > BLOWUP_NORM:
-            raise DivergenceError(k, self.name, self.hint)
+        """Raise DivergenceError naming the first step whose particles are NaN/inf or beyond
+        BLOWUP_NORM: at that step when check_every = 1, else at the next read (still naming it)."""
+        bad = (x.abs() <= BLOWUP_NORM).logical_not_().any()        # NaN compares false: caught too
+        if self.check_every <= 1:
+            if bad:
+                raise DivergenceError(k, self.name, self.hint)
+            return
+        first = getattr(self, "_first_bad", None)
+        if k == 0 or first is None or first.device != x.device:
+            first = torch.full((), -1, dtype=torch.long, device=x.device)
+        self._first_bad = first = torch.where(bad & (first < 0), k, first)
+        if (k + 1) % self.check_every == 0 or k + 1 >= self.n_steps:
+            step = int(first)
+            if step >= 0:
+                raise DivergenceError(step, self.name, self.hint)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, k: int, generator=None) -> StepOutput:
@@ -170,6 +187,9 @@ class AnnealedLangevinSampler(Sampler):
         self.hint = f"Try a smaller ε than {self.eps:g} (the step at level i is αᵢ = ε σᵢ²/σ_L²)."
 
     @property
+        # per-level σᵢ and αᵢ as Python floats, so a step reads nothing back from a tensor
+        self._sigf = self.sigmas.tolist()
+        self._alphaf = [self.alpha(i) for i in range(len(self.sigmas))]
     def prior_std(self):
         return float(self.sigmas[0])
 
@@ -186,17 +206,17 @@ class AnnealedLangevinSampler(Sampler):
         if self.final_denoise and k == self.n_steps - 1:
             return "final denoising step"
         i = self.level(k)
-        return f"level {i + 1}/{len(self.sigmas)} (σ = {float(self.sigmas[i]):.3g}), step {k % self.T + 1}/{self.T}"
+        return f"level {i + 1}/{len(self.sigmas)} (σ = {self._sigf[i]:.3g}), step {k % self.T + 1}/{self.T}"
 
     def plan(self, x, k, generator=None):
         if self.final_denoise and k == self.n_steps - 1:
-            sigma = float(self.sigmas[-1])
+            sigma = self._sigf[-1]
             x = x + sigma**2 * (yield Query.score(x, sigma))
             self.check(x, k)
             return StepOutput(x, x, self.label(k))
         i = self.level(k)
-        sigma = float(self.sigmas[i])
-        a = self.alpha(i)
+        sigma = self._sigf[i]
+        a = self._alphaf[i]
         s = yield Query.score(x, sigma)
         denoised = x + sigma**2 * s                      # Tweedie's estimate of the clean sample
         x = x + 0.5 * a * s + a**0.5 * _noise(x, generator)
@@ -217,18 +237,20 @@ class _TimestepSampler(Sampler):
             raise ValueError(f"timesteps must decrease within [0, {T})")
         self.timesteps = ts
         self.n_steps = len(ts)
-        ab = torch.cumprod(1 - schedule.betas.double(), 0)
+        ab = torch.cumprod(1 - schedule.betas.detach().double().cpu(), 0)    # host tables
         self._ab = ab[ts]
         self._ab_next = torch.cat([ab[ts[1:]], torch.ones(1, dtype=torch.float64)])
 
     def sigmas_used(self):
+        self._abf, self._ab_nextf = self._ab.tolist(), self._ab_next.tolist()   # read by the steps
+        host_sigmas(schedule)                 # the queries' σ, read once here (score_models.Query.eps)
         return ((1 - self._ab) / self._ab).sqrt().float()
 
     def label(self, k):
         return f"t = {self.timesteps[k] + 1}/{self.schedule.T}"
 
     def _x0(self, x, eps, k):
-        ab = float(self._ab[k])
+        ab = self._abf[k]
         x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
         return x0.clamp(-self.clip, self.clip) if self.clip is not None else x0
 
@@ -252,14 +274,15 @@ class DDPMSampler(_TimestepSampler):
         self._var = self._beta if variance == "beta" else (1 - self._ab_next) / (1 - self._ab) * self._beta
 
     def plan(self, x, k, generator=None):
+        self._betaf, self._varf = self._beta.tolist(), self._var.tolist()
         eps = yield Query.eps(x, self.timesteps[k], self.schedule)
-        ab, ab_next, beta = float(self._ab[k]), float(self._ab_next[k]), float(self._beta[k])
+        ab, ab_next, beta = self._abf[k], self._ab_nextf[k], self._betaf[k]
         x0 = self._x0(x, eps, k)
         if self.clip is not None:
             mean = (math.sqrt(ab_next) * beta * x0 + math.sqrt(1 - beta) * (1 - ab_next) * x) / (1 - ab)
         else:
             mean = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(1 - beta)
-        x = mean + math.sqrt(float(self._var[k])) * _noise(x, generator) if k < self.n_steps - 1 else mean
+        x = mean + math.sqrt(self._varf[k]) * _noise(x, generator) if k < self.n_steps - 1 else mean
         self.check(x, k)
         return StepOutput(x, x0, self.label(k))
 
@@ -281,8 +304,9 @@ class DDIMSampler(_TimestepSampler):
         self._sig2 = eta**2 * (1 - self._ab_next) / (1 - self._ab) * (1 - self._ab / self._ab_next)
 
     def plan(self, x, k, generator=None):
+        self._sig2f = self._sig2.tolist()
         eps = yield Query.eps(x, self.timesteps[k], self.schedule)
-        ab_next, sig2 = float(self._ab_next[k]), float(self._sig2[k])
+        ab_next, sig2 = self._ab_nextf[k], self._sig2f[k]
         x0 = self._x0(x, eps, k)
         x_new = math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sig2, 0.0)) * eps
         if sig2 > 0:

@@ -30,7 +30,10 @@ RANGE_TOL = 1e-3      # relative slack on the trained σ range before a level co
 
 
 def _per_sample(v, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """A scalar or (N,) tensor as an (N,) tensor on x's device."""
+    """A scalar or (N,) tensor as an (N,) tensor on x's device (a Python number is filled in on the
+    device, not copied from the host)."""
+    if isinstance(v, (int, float)):
+        return torch.full((len(x),), v, dtype=dtype, device=x.device)
     v = torch.as_tensor(v, device=x.device, dtype=dtype)
     return v.expand(len(x)) if v.ndim == 0 else v.reshape(len(x))
 
@@ -48,14 +51,17 @@ class Query:
     x: torch.Tensor
     c: torch.Tensor
     schedule: DDPMSchedule | None = None
+    level: float | None = None      # the σ of every row when known on the host (a Python-scalar query)
 
     @classmethod
     def score(cls, y: torch.Tensor, sigma) -> "Query":
-        return cls("score", y, _per_sample(sigma, y))
+        level = float(sigma) if isinstance(sigma, (int, float)) else None
+        return cls("score", y, _per_sample(sigma, y), level=level)
 
     @classmethod
     def eps(cls, x: torch.Tensor, t, schedule: DDPMSchedule) -> "Query":
-        return cls("eps", x, _per_sample(t, x, torch.long), schedule)
+        level = host_sigmas(schedule)[t] if isinstance(t, int) else None
+        return cls("eps", x, _per_sample(t, x, torch.long), schedule, level)
 
     def sigma(self) -> torch.Tensor:
         """The VE noise level of this request, (N,)."""
@@ -76,6 +82,15 @@ def sigma_of_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
 def schedule_sigmas(schedule: DDPMSchedule) -> torch.Tensor:
     """σ_t for every timestep, from the schedule's √(1−ᾱ) and √ᾱ tables (exact where 1 − ᾱ is tiny)."""
     return schedule.sqrt_one_minus_alpha_bars / schedule.sqrt_alpha_bars
+
+
+def host_sigmas(schedule: DDPMSchedule) -> list[float]:
+    """σ_t of every timestep as Python floats, read once per schedule object and kept on it, so a
+    query at an integer timestep knows its σ without reading the (device) table."""
+    table = schedule.__dict__.get("_host_sigmas")
+    if table is None:
+        table = schedule.__dict__["_host_sigmas"] = schedule_sigmas(schedule).tolist()
+    return table
 
 
 def schedule_sigma_range(schedule: DDPMSchedule) -> tuple[float, float]:
@@ -134,7 +149,7 @@ class ScoreModel:
     def evaluate_with_grad(self, queries: list[Query]) -> list[torch.Tensor]:
         """`evaluate` without switching autograd off."""
         for q in queries:
-            self._flag(q.sigma())
+            self._flag(q.level if q.level is not None else q.sigma())
         prepared = [self._prepare(q) for q in queries]
         infer = getattr(getattr(self, "net", None), "infer", None)
         if infer is not None and not torch.is_grad_enabled():
@@ -178,8 +193,8 @@ class ScoreModel:
         return f"this {self.kind} model was trained on {trained}; it is also asked for {asked}, where it extrapolates"
 
     # -- for subclasses
-    def _flag(self, sigma: torch.Tensor) -> None:
-        lo, hi = float(sigma.min()), float(sigma.max())
+    def _flag(self, sigma: torch.Tensor | float) -> None:
+        lo, hi = (sigma, sigma) if isinstance(sigma, float) else (float(sigma.min()), float(sigma.max()))
         for s in {lo, hi}:
             if not self.in_range(s):
                 self.extrapolated = [min([s] + self.extrapolated[:1]), max([s] + self.extrapolated[1:])]
@@ -206,7 +221,7 @@ class SigmaScoreModel(ScoreModel):
     def in_range(self, sigma: float) -> bool:
         if self.levels is None:
             return super().in_range(sigma)
-        return bool(((self.levels - sigma).abs() <= RANGE_TOL * self.levels).any())
+        return any(abs(lv - sigma) <= RANGE_TOL * lv for lv in self._level_list)
 
     def range_note(self, sigmas=None) -> str:
         note = super().range_note(sigmas)
@@ -219,6 +234,7 @@ class SigmaScoreModel(ScoreModel):
             return q.x, q.c, lambda out: out
         sigma = q.sigma()
         return q.x / _bcast(q.sqrt_alpha_bar(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
+        self._level_list = None if levels is None else self.levels.tolist()
 
     def _forward(self, inp, cond):
         return self.net(inp, cond)
@@ -257,6 +273,7 @@ class EpsScoreModel(ScoreModel):
 
     def _forward(self, inp, cond):
         return self.net(inp, cond)
+        host_sigmas(schedule)                       # read once here, not at the first query
 
 
 class FixedLevelScoreModel(ScoreModel):
