@@ -185,11 +185,11 @@ class AnnealedLangevinSampler(Sampler):
         self.model, self.eps, self.T, self.final_denoise = model, float(eps), int(steps_per_level), final_denoise
         self.n_steps = len(self.sigmas) * self.T + int(final_denoise)
         self.hint = f"Try a smaller ε than {self.eps:g} (the step at level i is αᵢ = ε σᵢ²/σ_L²)."
-
-    @property
         # per-level σᵢ and αᵢ as Python floats, so a step reads nothing back from a tensor
         self._sigf = self.sigmas.tolist()
         self._alphaf = [self.alpha(i) for i in range(len(self.sigmas))]
+
+    @property
     def prior_std(self):
         return float(self.sigmas[0])
 
@@ -240,10 +240,10 @@ class _TimestepSampler(Sampler):
         ab = torch.cumprod(1 - schedule.betas.detach().double().cpu(), 0)    # host tables
         self._ab = ab[ts]
         self._ab_next = torch.cat([ab[ts[1:]], torch.ones(1, dtype=torch.float64)])
-
-    def sigmas_used(self):
         self._abf, self._ab_nextf = self._ab.tolist(), self._ab_next.tolist()   # read by the steps
         host_sigmas(schedule)                 # the queries' σ, read once here (score_models.Query.eps)
+
+    def sigmas_used(self):
         return ((1 - self._ab) / self._ab).sqrt().float()
 
     def label(self, k):
@@ -272,9 +272,9 @@ class DDPMSampler(_TimestepSampler):
         self.variance = variance
         self._beta = 1 - self._ab / self._ab_next
         self._var = self._beta if variance == "beta" else (1 - self._ab_next) / (1 - self._ab) * self._beta
+        self._betaf, self._varf = self._beta.tolist(), self._var.tolist()
 
     def plan(self, x, k, generator=None):
-        self._betaf, self._varf = self._beta.tolist(), self._var.tolist()
         eps = yield Query.eps(x, self.timesteps[k], self.schedule)
         ab, ab_next, beta = self._abf[k], self._ab_nextf[k], self._betaf[k]
         x0 = self._x0(x, eps, k)
@@ -302,9 +302,9 @@ class DDIMSampler(_TimestepSampler):
         super().__init__(model, schedule, timesteps, clip_denoised)
         self.eta = float(eta)
         self._sig2 = eta**2 * (1 - self._ab_next) / (1 - self._ab) * (1 - self._ab / self._ab_next)
+        self._sig2f = self._sig2.tolist()
 
     def plan(self, x, k, generator=None):
-        self._sig2f = self._sig2.tolist()
         eps = yield Query.eps(x, self.timesteps[k], self.schedule)
         ab_next, sig2 = self._ab_nextf[k], self._sig2f[k]
         x0 = self._x0(x, eps, k)

@@ -217,6 +217,7 @@ class SigmaScoreModel(ScoreModel):
         super().__init__(sigma_min, sigma_max)
         self.net = net
         self.levels = None if levels is None else torch.as_tensor(levels, dtype=torch.float64).flatten()
+        self._level_list = None if levels is None else self.levels.tolist()
 
     def in_range(self, sigma: float) -> bool:
         if self.levels is None:
@@ -234,7 +235,6 @@ class SigmaScoreModel(ScoreModel):
             return q.x, q.c, lambda out: out
         sigma = q.sigma()
         return q.x / _bcast(q.sqrt_alpha_bar(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
-        self._level_list = None if levels is None else self.levels.tolist()
 
     def _forward(self, inp, cond):
         return self.net(inp, cond)
@@ -248,6 +248,7 @@ class EpsScoreModel(ScoreModel):
     def __init__(self, net: Callable, schedule: DDPMSchedule):
         self._log_sigmas = schedule_sigmas(schedule).double().log()          # increasing in t
         super().__init__(float(self._log_sigmas[0].exp()), float(self._log_sigmas[-1].exp()))
+        host_sigmas(schedule)                       # read once here, not at the first query
         self.net, self.schedule = net, schedule
 
     def timestep_of_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -273,7 +274,6 @@ class EpsScoreModel(ScoreModel):
 
     def _forward(self, inp, cond):
         return self.net(inp, cond)
-        host_sigmas(schedule)                       # read once here, not at the first query
 
 
 class FixedLevelScoreModel(ScoreModel):
