@@ -7,10 +7,11 @@ from . import job_worker
 
 
 class LabWorker(job_worker.JobWorker):
-    """run_lab with progress (what was just finished) and Cancel; done(trainers.lab.LabResult)."""
+    """run_lab over `seeds` seeds with progress (what was just finished) and Cancel;
+    done(trainers.lab.LabResult)."""
 
     def __init__(self, density, model_sm, exact_sm, samplers, nfes, options=None, n: int = 1000, seed: int = 0,
-                 parent=None):
+                 seeds: int = 3, parent=None):
         super().__init__(run_lab, dict(density=density, model=model_sm, exact=exact_sm, samplers=list(samplers),
-                                       nfes=list(nfes), options=options, n=n, seed=seed),
+                                       nfes=list(nfes), options=options, n=n, seed=seed, seeds=seeds),
                          "lab", parent)

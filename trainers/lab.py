@@ -189,15 +189,20 @@ def references(density, n: int, seeds: int = 1, seed: int = 0) -> list[torch.Ten
     return [density.sample(n, torch.Generator().manual_seed(s)) for s in seed_streams(seed, seeds)]
 
 
-def _draw_seed(density, n: int, seed: int, null_draws: int) -> _Seed:
+def _draw_seed(density, n: int, seed: int, null_draws: int, cancelled: Callable[[], bool] = lambda: False) -> _Seed | None:
     gen = torch.Generator().manual_seed(seed)
     ref = density.sample(n, gen)              # first: `references` relies on it
     z = torch.randn(ref.shape, generator=gen)
     noise_seed, start_seed = (int(torch.randint(0, 2**62, (1,), generator=gen)) for _ in range(2))
     ref_self = mean_pairwise_distance(ref)
-    others = [density.sample(n, gen) for _ in range(null_draws)]
-    return _Seed(ref, ref_self, z, noise_seed, start_seed, [energy_distance(o, ref, ref_self) for o in others],
-                 [mode_weight_error(o, density) for o in others])
+    null_ed, null_mw = [], []
+    for _ in range(null_draws):
+        if cancelled():
+            return None
+        other = density.sample(n, gen)
+        null_ed.append(energy_distance(other, ref, ref_self))
+        null_mw.append(mode_weight_error(other, density))
+    return _Seed(ref, ref_self, z, noise_seed, start_seed, null_ed, null_mw)
 
 
 def null_distribution(density, n: int, seeds: int = 1, seed: int = 0, null_draws: int = NULL_DRAWS,
@@ -228,9 +233,10 @@ def run_lab(density, model: ScoreModel | None, exact: ScoreModel, samplers=LAB_S
     options = options or {}
     draws = []
     for s in seed_streams(seed, seeds):
-        if cancelled():
+        d = _draw_seed(density, n, s, null_draws, cancelled)
+        if d is None:
             return None
-        draws.append(_draw_seed(density, n, s, null_draws))
+        draws.append(d)
     pools = [d.null_ed for d in draws]
     all_null = torch.tensor([v for p in pools for v in p], dtype=torch.float64)
     all_mw = [v for d in draws for v in d.null_mw]

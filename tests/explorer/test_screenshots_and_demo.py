@@ -30,7 +30,7 @@ def test_screenshots_of_each_tab_after_a_short_demo(screenshot_window, screensho
              for tab in ("density", "training", "score", "sampler", "lab", "experiments", "learned")]
     sampler, lab = win.views["sampler"], win.views["lab"]
     assert len(sampler.worker.chains) == 4 and all("model" in p["title"] for p in sampler.panels)
-    assert lab.result is not None and {r.source for r in lab.result.rows} == {"model", "exact"}
+    assert lab.result is not None and {r.source for r in lab.result.rows} == {"model", "exact", "exact·exact-start"}
     experiment = win.views["experiments"].current_result()
     assert experiment is not None and experiment.name == DEMO_EXPERIMENT and experiment.holds
     learned = win.views["learned"].numbers()
