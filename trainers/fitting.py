@@ -13,7 +13,9 @@ from .atomic import CheckpointError, atomic_torch_save  # noqa: F401  (re-export
 from .densities import DEFAULT_DENSITY, GaussianMixture
 from .nets import build_model
 from .objectives import OBJECTIVES, Objective
-from .samplers import (Sampler, SamplerOptions, build_sampler, initial_particles, prior_sample)
+from .priors import sigma_max_for
+from .samplers import (Sampler, SamplerOptions, build_sampler, exact_prior_sample, initial_particles,
+                       prior_sample)
 from .schedules import DDPMSchedule, sigma_grid
 from .score_models import ExactScore, ScoreModel, from_network
 
@@ -33,7 +35,7 @@ class ToyConfig:
     steps: int = 4000
     seed: int = 0
     sigma: float = 0.1                  # DSM noise level
-    sigma_max: float = 0.0              # NCSN σ₁; 0 = automatic (largest pairwise distance of the data)
+    sigma_max: float = 0.0              # NCSN σ₁; 0 = automatic (the σ_max rule, trainers.priors.sigma_max_for)
     sigma_min: float = 0.05             # NCSN σ_L
     n_levels: int = 10
     ncsn_continuous: bool = True        # NCSN σ ~ log-uniform on [σ_L, σ₁] (False: only the L levels)
@@ -72,10 +74,11 @@ class ToyConfig:
         return OBJECTIVES[self.objective].cond
 
 
-def auto_sigma_max(density: GaussianMixture, n: int = 2000, seed: int = 0) -> float:
-    """σ₁ ≈ the largest pairwise distance between data points (Song & Ermon 2020, technique 1)."""
-    x = density.sample(n, torch.Generator().manual_seed(seed))
-    return float(torch.cdist(x, x).max())
+def auto_sigma_max(density: GaussianMixture) -> float:
+    """σ₁ by the σ_max rule (docs/math.md §10.1): the smallest σ at which the matched start
+    N(m, C + σ²I) is within priors.TOL nats of p_σ (it replaces Song & Ermon's "largest pairwise
+    distance", a proxy for the same aim)."""
+    return sigma_max_for(density)
 
 
 def noise_levels(cfg: ToyConfig, density: GaussianMixture | None = None) -> torch.Tensor:
@@ -174,10 +177,34 @@ def train(cfg: ToyConfig, density: GaussianMixture, progress: Callable[[StepInfo
 
 
 # ------------------------------------------------------------------ one score model, every sampler
+def data_stats(cfg: ToyConfig, density: GaussianMixture | None) -> dict | None:
+    """The moments of the data a model trained with cfg on `density` saw, JSON-able {"mean", "var",
+    "cov"}: the fixed training set's (cfg.n_data, population moments) or the density's; None without
+    a density."""
+    if density is None:
+        return None
+    points = training_data(cfg, density)[1]
+    if points is None:
+        m, c = density.mean(), density.covariance()
+    else:
+        p = points.double()
+        m = p.mean(0)
+        c = (p - m).T @ (p - m) / len(p)
+    return {"mean": m.tolist(), "var": float(torch.diagonal(c).mean()), "cov": c.tolist()}
+
+
+def stats_from_extra(extra: dict) -> dict | None:
+    """A checkpoint's data statistics (None for an old checkpoint without them)."""
+    st = extra.get("data_stats")
+    return st if isinstance(st, dict) and st.get("mean") is not None else None
+
+
 def score_model(model: torch.nn.Module | None, cfg: ToyConfig, density: GaussianMixture | None = None,
-                sigmas: torch.Tensor | None = None) -> ScoreModel:
+                sigmas: torch.Tensor | None = None, stats: dict | None = None) -> ScoreModel:
     """The trained `model` as a ScoreModel (its trained σ range from cfg/sigmas), or, with model None,
-    the exact score of `density` over the same σ range (and, for a DDPM config, the same schedule)."""
+    the exact score of `density` over the same σ range (and, for a DDPM config, the same schedule).
+    A network carries the moments of its training data (`stats`, a checkpoint's; default: from cfg and
+    `density`, fitting.data_stats), so samplers start from the matched Gaussian (docs/math.md §10.1)."""
     if sigmas is None:
         sigmas = noise_levels(cfg, density)
     if model is None:
@@ -188,8 +215,12 @@ def score_model(model: torch.nn.Module | None, cfg: ToyConfig, density: Gaussian
         return ExactScore(density, float(sigmas[-1]), float(sigmas[0]))
     model.eval()
     level = cfg.sigma if cfg.objective == "dsm" else 0.0
-    return from_network(model, cfg.cond, sigmas=sigmas, schedule=ddpm_schedule(cfg), sigma=level,
-                        discrete=not cfg.ncsn_continuous)
+    sm = from_network(model, cfg.cond, sigmas=sigmas, schedule=ddpm_schedule(cfg), sigma=level,
+                      discrete=not cfg.ncsn_continuous)
+    stats = stats if stats is not None else data_stats(cfg, density)
+    if stats is not None:
+        sm.with_data_stats(stats["mean"], stats.get("var"), stats.get("cov"))
+    return sm
 
 
 def default_options(name: str, cfg: ToyConfig) -> SamplerOptions:
@@ -211,9 +242,18 @@ def natural_sampler(cfg: ToyConfig) -> str:
     return {"sigma": "annealed", "time": "ddpm"}.get(cfg.cond, "langevin")
 
 
+START_CHOICES = ("prior", "exact")
+
+
 def initial_for(sampler: Sampler, n: int, init: str = "gaussian", bounds=None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Starting particles: the sampler's Gaussian prior (prior_std · z), or uniform over bounds."""
+                generator: torch.Generator | None = None, start: str = "prior") -> torch.Tensor:
+    """Starting particles: with init "gaussian", the sampler's Gaussian prior (`start` "prior": matched
+    to p_σmax when the model knows its data's moments, samplers.prior_sample) or, with the exact score,
+    exact draws of p_σmax (`start` "exact", samplers.exact_prior_sample); or uniform over bounds."""
+    if start not in START_CHOICES:
+        raise ValueError(f"unknown start {start!r}; choose prior or exact")
+    if init == "gaussian" and start == "exact":
+        return exact_prior_sample(sampler, n, generator)
     x = initial_particles(n, init, bounds, generator)
     return prior_sample(sampler, x) if init == "gaussian" else x
 
@@ -311,15 +351,21 @@ def fisher_per_level(model, cfg: ToyConfig, density: GaussianMixture, sigmas: to
 # ------------------------------------------------------------------ checkpoints
 def save_checkpoint(path, model: torch.nn.Module, cfg: ToyConfig, density: GaussianMixture | None = None,
                     extra: dict | None = None) -> Path:
-    """Weights plus JSON-able metadata only, written atomically; loadable with weights_only=True."""
+    """Weights plus JSON-able metadata only, written atomically; loadable with weights_only=True.
+    With a density, extra["data_stats"] records the training data's moments (fitting.data_stats)."""
+    extra = dict(extra or {})
+    if density is not None and "data_stats" not in extra:
+        extra["data_stats"] = data_stats(cfg, density)
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.to_dict(),
             "state_dict": model.state_dict(), "density": density.to_dict() if density else None,
-            "extra": extra or {}}
+            "extra": extra}
     return atomic_torch_save(ckpt, path)
 
 
 def load_checkpoint(path):
-    """(model, cfg, density or None, extra). Never unpickles code: weights_only=True."""
+    """(model, cfg, density or None, extra). Never unpickles code: weights_only=True. extra["data_stats"]:
+    the training data's moments (from the checkpoint's density for one saved without them; absent
+    when it has no density either)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -336,7 +382,10 @@ def load_checkpoint(path):
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     density = GaussianMixture.from_dict(ckpt["density"]) if ckpt.get("density") else None
-    return model, cfg, density, ckpt.get("extra", {})
+    extra = dict(ckpt.get("extra") or {})
+    if stats_from_extra(extra) is None and density is not None:
+        extra["data_stats"] = data_stats(cfg, density)     # an older checkpoint: its density's moments
+    return model, cfg, density, extra
 
 
 def sigmas_from_extra(extra: dict) -> torch.Tensor | None:

@@ -4,11 +4,18 @@ With f(y, σ) = dy/dσ = −σ s(y, σ), the instantaneous change of variables g
 
     log p_{σ_min}(y(σ_min)) = log p_{σ_max}(y(σ_max)) + ∫_{σ_min}^{σ_max} ∇·f(y(σ), σ) dσ,
 
-integrating the pair (y, Δ log p) from σ_min *up* to σ_max along the ODE. The end density is
-approximated by N(0, σ_max² I) (its exact form is p * N(0, σ_max² I): the approximation is good when
-σ_max is large against the data's spread). The divergence is exact in 2D (one backward pass per
-dimension) or Hutchinson's estimate E_v[vᵀ ∇(vᵀ f)] with Rademacher v (one backward pass). Heun
-steps on a Karras σ grid, as the sampler.
+integrating the pair (y, Δ log p) from σ_min *up* to σ_max along the ODE. The end term log p_σmax
+(`prior_log_prob`, docs/math.md §10.1) is
+
+- the exact score's: the exact mixture p_σmax = p * N(0, σ_max² I) (no error from the end at all);
+- a model that carries its data's moments: the matched Gaussian q = N(m, C + σ_max² I). Its pointwise
+  error log q − log p_σmax is second order in (data spread)/σ_max, its mean over the data is −KL(p_σmax ‖ q)
+  (≤ priors.TOL = 1e-5 nats at the σ_max rule);
+- otherwise (legacy: images) N(0, σ_max² I), off pointwise by −⟨y − m, m⟩/σ_max² + O(|m|²/σ_max²):
+  first order in |m|/σ_max, and by −|m|²/(2σ_max²) − KL(p_σmax ‖ q) − … on average.
+
+The divergence is exact in 2D (one backward pass per dimension) or Hutchinson's estimate
+E_v[vᵀ ∇(vᵀ f)] with Rademacher v (one backward pass). Heun steps on a Karras σ grid, as the sampler.
 """
 from __future__ import annotations
 
@@ -16,8 +23,24 @@ import math
 
 import torch
 
+from .priors import matched_log_prob
 from .schedules import karras_sigmas
 from .score_models import ScoreModel
+
+
+def prior_log_prob(model: ScoreModel, y: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """log p_σmax(y) as the likelihood closes it (module doc): the exact mixture for the exact score,
+    the matched Gaussian for a model with data statistics, N(0, σ_max² I) otherwise; float64."""
+    y = y.double()
+    density = getattr(model, "density", None)
+    if density is not None and hasattr(density, "noised"):
+        with torch.no_grad():
+            return density.noised(float(sigma_max)).log_prob(y, exact=True).double()
+    if model.data_mean is not None:
+        cov = model.data_cov if getattr(model, "data_cov", None) is not None else model.data_var
+        return matched_log_prob(y, model.data_mean, cov, sigma_max)
+    d = y.shape[1]
+    return -0.5 * (y**2).sum(1) / sigma_max**2 - d * math.log(sigma_max) - 0.5 * d * math.log(2 * math.pi)
 
 
 def _drift_and_divergence(model: ScoreModel, y: torch.Tensor, sigma: float, divergence: str,
@@ -59,6 +82,4 @@ def pf_ode_log_density(model: ScoreModel, y: torch.Tensor, sigma_min: float | No
         f1, d1 = _drift_and_divergence(model, y_trial.float(), s1, divergence, generator)
         y = y + h * 0.5 * (f0.double() + f1.double())
         delta = delta + h * 0.5 * (d0.double() + d1.double())
-    d = y.shape[1]
-    log_prior = -0.5 * (y**2).sum(1) / hi**2 - d * math.log(hi) - 0.5 * d * math.log(2 * math.pi)
-    return log_prior + delta
+    return prior_log_prob(model, y, hi) + delta

@@ -2,7 +2,7 @@
 sampler works with every model: an NCSN σ-model, a DDPM ε-model, a single-level model or the exact
 score. Conventions (docs/math.md §3, §4, §8; each class's docstring repeats its own):
 
-- langevin   x ← x + ε s(x, σ) + √(2ε) z                           ("ε convention"; σ = the model's smallest)
+- langevin   x ← x + ε s(x, σ) + √(2ε) z                           ("ε convention"; σ = model.sigma_min)
 - annealed   αᵢ = ε σᵢ²/σ_L²;  y ← y + (αᵢ/2) s(y, σᵢ) + √αᵢ z       (Song & Ermon 2019, Alg. 1, "α convention")
 - ddpm       x_{t'} = (x_t − β/√(1−ᾱ_t) ε)/√(1−β) + σ z, β = 1 − ᾱ_t/ᾱ_{t'}   (Ho et al. 2020, Alg. 2;
              on a subsequence of timesteps it is the respaced chain of Nichol & Dhariwal 2021)
@@ -151,14 +151,16 @@ class Sampler:
 
 class LangevinSampler(Sampler):
     """Unadjusted Langevin dynamics at one noise level, ε convention: x ← x + ε s(x, σ) + √(2ε) z.
-    σ defaults to the model's smallest trained level (0 for the exact score: the data density)."""
+    σ defaults to the low end of the model's sampling range, `model.sigma_min` (σ_L of an NCSN, σ of
+    the first DDPM timestep, the exact score's σ_min), so a network and the exact score built over the
+    same range target the same p_σ."""
     name = "Langevin"
 
     def __init__(self, model: ScoreModel, eps: float, n_steps: int, sigma: float | None = None):
         if not eps > 0 or n_steps < 1:
             raise ValueError("Langevin needs eps > 0 and n_steps ≥ 1")
         self.model, self.eps, self.n_steps = model, float(eps), int(n_steps)
-        self.sigma = float(model.valid[0] if sigma is None else sigma)
+        self.sigma = float(model.sigma_min if sigma is None else sigma)
         self.hint = f"Try a smaller step size than ε = {self.eps:g}."
 
     def sigmas_used(self):
@@ -622,15 +624,20 @@ def start_level(sampler: Sampler) -> tuple[float, float]:
 def prior_sample(sampler: Sampler, z: torch.Tensor) -> torch.Tensor:
     """The sampler's Gaussian start from standard normal draws z (docs/math.md §10.1).
 
-    When the model knows its data's mean m and mean per-dimension variance v, the start is the
-    Gaussian matched to p_σ₀ = p * N(0, σ₀²I) in its first two moments, N(m, (σ₀² + v) I), written
-    in the sampler's coordinates (VP: x = √ᾱ₀ y, so N(√ᾱ₀ m, 1 − ᾱ₀ + ᾱ₀ v)). Without data
-    statistics (image models) the legacy start: prior_std · z (VE), z (VP)."""
+    When the model knows its data's mean m and covariance C (2D points) or mean per-dimension
+    variance v, the start is the Gaussian matched to p_σ₀ = p * N(0, σ₀²I) in its first two moments,
+    N(m, C + σ₀² I) (or N(m, (v + σ₀²) I)), written in the sampler's coordinates (VP: x = √ᾱ₀ y).
+    Without data statistics (image models) the legacy start: prior_std · z (VE), z (VP)."""
     model = sampler.model
     if model.data_mean is None:
         return sampler.prior_std * z
     sigma0, c = start_level(sampler)
     mean = model.data_mean.to(z.device, z.dtype).reshape(1, *z.shape[1:]) if z.ndim > 1 else model.data_mean
+    cov = getattr(model, "data_cov", None)
+    if cov is not None and z.ndim == 2 and z.shape[1] == len(cov):
+        eye = torch.eye(len(cov), dtype=torch.float64)
+        chol = torch.linalg.cholesky(cov.double() + sigma0**2 * eye).to(z.device, z.dtype)
+        return c * mean + c * z @ chol.T
     return c * mean + c * math.sqrt(sigma0**2 + model.data_var) * z
 
 

@@ -111,17 +111,34 @@ class ScoreModel:
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)   # default sampling range
         self.valid = valid or (self.sigma_min, self.sigma_max)                # trained range (for flags)
         self.extrapolated: list[float] = []          # [lowest, highest] σ asked outside `valid`, if any
-        # The data's mean (d,) and mean per-dimension variance, where known (the exact score's density;
-        # a network's training data): samplers start from the Gaussian matched to p_σmax with them
-        # (trainers.samplers.prior_sample). None: the legacy start, centred at the origin.
+        # The data's mean (d,), mean per-dimension variance and, for points, covariance (d, d), where
+        # known (the exact score's density; a network's training data): samplers start from the
+        # Gaussian matched to p_σmax with them (trainers.samplers.prior_sample), the PF-ODE likelihood
+        # closes with it (docs/math.md §10.1). None: the legacy start, centred at the origin.
         self.data_mean: torch.Tensor | None = None
         self.data_var: float | None = None
+        self.data_cov: torch.Tensor | None = None
 
-    def with_data_stats(self, mean, var: float) -> "ScoreModel":
-        """Record the data's mean (d,) and mean per-dimension variance; returns self."""
+    def with_data_stats(self, mean, var: float | None = None, cov=None) -> "ScoreModel":
+        """Record the data's mean (d,) and mean per-dimension variance (default: tr cov / d), and
+        optionally its covariance (d, d) (then the matched start is N(m, C + σ²I), else N(m, (v + σ²)I));
+        returns self."""
         self.data_mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        self.data_cov = None if cov is None else torch.as_tensor(cov, dtype=torch.float64).reshape(
+            len(self.data_mean), len(self.data_mean))
+        if var is None:
+            if self.data_cov is None:
+                raise ValueError("with_data_stats needs the variance or the covariance")
+            var = float(torch.diagonal(self.data_cov).mean())
         self.data_var = float(var)
         return self
+
+    def data_stats(self) -> dict | None:
+        """{"mean": [...], "var": v, "cov": [[...]] or None}, JSON-able; None without statistics."""
+        if self.data_mean is None:
+            return None
+        return {"mean": self.data_mean.tolist(), "var": self.data_var,
+                "cov": None if self.data_cov is None else self.data_cov.tolist()}
 
     # -- public API
     @torch.no_grad()
@@ -225,9 +242,17 @@ class SigmaScoreModel(ScoreModel):
         return any(abs(lv - sigma) <= RANGE_TOL * lv for lv in self._level_list)
 
     def range_note(self, sigmas=None) -> str:
+        """As ScoreModel's; with discrete `levels`, a σ between two of them inside the trained range is
+        an interpolation (the network never saw it, but it lies between levels it did see), not an
+        extrapolation: the note says which."""
         note = super().range_note(sigmas)
         if note and self.levels is not None:
             note = note.replace("was trained on", f"was trained on its {len(self.levels)} levels only, in")
+            outside = self.extrapolated if sigmas is None else [
+                float(s) for s in torch.as_tensor(sigmas).flatten() if not self.in_range(float(s))]
+            lo, hi = self.valid
+            if outside and lo * (1 - RANGE_TOL) <= min(outside) and max(outside) <= hi * (1 + RANGE_TOL):
+                note = note.replace(", where it extrapolates", ", between those levels, where it interpolates")
         return note
 
     def _prepare(self, q):
@@ -326,9 +351,10 @@ class ClosedFormScore(ScoreModel):
 
 class ExactScore(ClosedFormScore):
     """The exact score of p_σ = p * N(0, σ²I) for a Gaussian mixture p (σ = 0: p itself). Valid at
-    every σ; its default sampling range is [sigma_min, sigma_max] (σ_max defaults to the largest
-    distance between two of the density's points, as NCSN chooses σ₁). Given a DDPM `schedule`, VP
-    samplers use it (as they would an ε-model's) and the default range is that schedule's."""
+    every σ; its default sampling range is [sigma_min, sigma_max] (σ_max defaults to the σ_max rule,
+    trainers.priors.sigma_max_for: the smallest σ at which the start N(m, C + σ²I) is within 1e-5 nats
+    of p_σ). Given a DDPM `schedule`, VP samplers use it (as they would an ε-model's) and the default
+    range is that schedule's. It carries the density's mean and covariance (the matched start)."""
     kind = "exact"
     description = "exact score of the drawn density"
     CACHE = 256
@@ -339,13 +365,13 @@ class ExactScore(ClosedFormScore):
         if schedule is not None:
             sigma_min, sigma_max = schedule_sigma_range(schedule)
         if sigma_max is None:
-            x = density.sample(2000, torch.Generator().manual_seed(0))
-            sigma_max = float(torch.cdist(x, x).max())
+            from .priors import sigma_max_for
+            sigma_max = sigma_max_for(density)
         super().__init__(sigma_min, max(sigma_max, sigma_min), valid=(0.0, math.inf))
         self.density = density
         self._cache: dict[float, object] = {}
         if hasattr(density, "mean"):
-            self.with_data_stats(density.mean(), float(torch.diagonal(density.covariance()).mean()))
+            self.with_data_stats(density.mean(), cov=density.covariance())
 
     def noised(self, sigma: float):
         """The mixture p_σ (cached per σ; PF-ODE grids ask for many)."""

@@ -107,11 +107,13 @@ def test_samplers_work_on_images():
     assert a.run(torch.rand(2, 1, 4, 4), record_every=5).frames.shape == (4, 2, 1, 4, 4)
 
 
-def test_exact_langevin_targets_the_data_density_whatever_the_objective():
+def test_exact_langevin_targets_the_low_end_of_the_sampling_range_whatever_the_objective():
+    """Plain Langevin targets p_σ at σ = model.sigma_min, as it does with a network (issue #19: it used
+    to target p itself with the exact score but p_σmin with a network)."""
     from trainers.fitting import ToyConfig, make_sampler
     d = preset("two_moons")
     x = torch.randn(50, 2)
     for objective in ("dsm", "esm", "ncsn", "ddpm"):
         sampler = make_sampler("langevin", ToyConfig(objective=objective, sigma=1.0, sigma_max=5.0), None, d)
-        assert sampler.sigma == 0
-        torch.testing.assert_close(sampler.model.score(x, sampler.sigma), d.score(x).float())
+        assert sampler.sigma == sampler.model.sigma_min > 0
+        torch.testing.assert_close(sampler.model.score(x, sampler.sigma), d.noised(sampler.sigma).score(x).float())
