@@ -24,8 +24,8 @@ from .cli import positive_float, positive_int
 from .atomic import atomic_write_bytes, atomic_write_text
 from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
-                      natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra, train,
-                      training_data, ddpm_schedule)
+                      natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra,
+                      stats_from_extra, train, training_data, ddpm_schedule)
 from .lab import NFE_GRID, NULL_DRAWS, format_table, run_lab
 from .likelihood import pf_ode_log_density
 from .memorisation import memorisation_report
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"training objective (default {DEFAULT_OBJECTIVE}: multi-σ denoising score matching, "
                         "whose model every sampler can use)")
     t.add_argument("--sigma", type=positive_float, default=0.1, help="DSM noise level σ")
-    t.add_argument("--sigma-max", type=float, default=0.0, help="NCSN σ₁ (0: largest pairwise data distance)")
+    t.add_argument("--sigma-max", type=float, default=0.0, help="NCSN σ₁ (0: the σ_max rule, docs/math.md §10.1)")
     t.add_argument("--sigma-min", type=positive_float, default=0.05, help="NCSN σ_L")
     t.add_argument("--levels", type=positive_int, default=10, help="NCSN number of noise levels L")
     t.add_argument("--schedule", choices=["linear", "cosine"], default="linear", help="DDPM β schedule")
@@ -118,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_arguments(s, required=True)
     s.add_argument("--n", type=positive_int, default=2000)
     s.add_argument("--init", choices=["uniform", "gaussian"], default=None,
-                   help="initial particles: the sampler's Gaussian prior (σ_max·z for VE samplers, z for DDPM/DDIM), "
-                        "or uniform over the density's box (default: uniform for Langevin, gaussian otherwise)")
+                   help="initial particles: the sampler's Gaussian prior (below), or uniform over the density's box "
+                        "(default: uniform for Langevin, gaussian otherwise)")
+    s.add_argument("--start", choices=["prior", "exact"], default="prior",
+                   help="the Gaussian start: prior = N(m, C + σ_max² I), matched to p_σmax in mean and covariance "
+                        "(docs/math.md §10.1); exact = exact draws of p_σmax (exact score only: no prior mismatch)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True,
                    help="samples of shape (N, 2): .npy (float32), or .txt / .csv (text, one 'x y' / 'x,y' per line)")
@@ -200,7 +203,7 @@ def _score_source(a, exact: bool):
     sigmas = sigmas_from_extra(extra)
     if sigmas is None:
         sigmas = noise_levels(cfg, density)
-    return score_model(None if exact else model, cfg, density, sigmas), density, cfg
+    return score_model(None if exact else model, cfg, density, sigmas, stats_from_extra(extra)), density, cfg
 
 
 def _note(sm, sampler) -> str:
@@ -244,8 +247,10 @@ def cmd_sample(a) -> None:
     _note(sm, sampler)
     gen = torch.Generator().manual_seed(a.seed)
     init = a.init or ("uniform" if a.sampler == "langevin" else "gaussian")
+    if a.start == "exact" and not isinstance(sm, ExactScore):
+        raise ValueError("--start exact draws p_σmax exactly, which needs the exact score (--score exact)")
     bounds = density.plot_bounds() if density is not None else (-4, 4, -4, 4)
-    x = sampler.run(initial_for(sampler, a.n, init, bounds, gen), gen).x
+    x = sampler.run(initial_for(sampler, a.n, init, bounds, gen, a.start), gen).x
     save_samples(x.numpy(), a.out)
     print(f"saved {a.n} samples to {a.out} ({sampler.name}, {sampler.nfe} network evaluations)")
 
@@ -260,7 +265,7 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
         sigmas = noise_levels(cfg, density)
     gen = torch.Generator().manual_seed(seed)
     name = sampler or natural_sampler(cfg)
-    sm = score_model(model, cfg, density, sigmas)
+    sm = score_model(model, cfg, density, sigmas, stats_from_extra(ckpt_extra))
     options = options or samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
                                           n_timesteps=cfg.n_timesteps)
     smp = samplers.build_sampler(name, sm, options)
