@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     from .app import MainWindow
     from .state import AppState
 
+    install_qt_message_filter()
     app = pg.mkQApp("Score Explorer")
     win = MainWindow(AppState(density))
     win.show()
@@ -106,6 +107,31 @@ def main(argv=None) -> int:
         # so leave without that teardown.
         os._exit(0)
     return app.exec()
+
+
+# ---------------------------------------------------------------------------- Qt's messages
+# Qt messages that say nothing to a user: the offscreen platform cannot resize a native window to a
+# widget's size hints, and says so every time a window is shown (screenshots, --headless).
+DROPPED_QT_MESSAGES = ("This plugin does not support propagateSizeHints()",)
+
+
+def install_qt_message_filter():
+    """Drop exactly the messages in DROPPED_QT_MESSAGES; pass every other Qt message on to the handler
+    installed before (Qt's own: stderr). Returns the filter (it stays installed)."""
+    from PySide6 import QtCore
+
+    previous = None
+
+    def handler(mode, context, message):
+        if message in DROPPED_QT_MESSAGES:
+            return
+        if previous is not None:
+            previous(mode, context, message)
+        else:
+            sys.stderr.write(message + "\n")
+
+    previous = QtCore.qInstallMessageHandler(handler)
+    return handler
 
 
 # ---------------------------------------------------------------------------- Qt on a bare Linux

@@ -138,3 +138,40 @@ def test_readable_keeps_an_existing_plots_label_and_log_mode(qtbot):
     axes.readable(w)
     axis = w.getAxis("bottom")
     assert isinstance(axis, axes.ReadableAxis) and axis.logMode and axis.labelText == "σ"
+
+
+_SHOW_A_WINDOW = """
+import sys
+from PySide6 import QtCore, QtWidgets
+if sys.argv[1] == "filter":
+    from explorer.__main__ import install_qt_message_filter
+    install_qt_message_filter()
+app = QtWidgets.QApplication([])
+w = QtWidgets.QMainWindow()
+w.setCentralWidget(QtWidgets.QLabel("x"))
+w.show()
+app.processEvents()
+w.resize(500, 400)
+app.processEvents()
+QtCore.qWarning("a message that stays")
+"""
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_the_offscreen_size_hints_message_is_dropped_and_nothing_else(tmp_path, filtered):
+    """`python -m explorer` installs a Qt message filter: the offscreen plugin's "This plugin does not
+    support propagateSizeHints()" is dropped, any other message still reaches stderr. Without the
+    filter (the negative control) the offscreen plugin prints it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(root))
+    r = subprocess.run([sys.executable, "-c", _SHOW_A_WINDOW, "filter" if filtered else "none"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "a message that stays" in r.stderr
+    assert ("propagateSizeHints" in r.stderr) is not filtered
