@@ -136,6 +136,12 @@ class LabResult:
                 out.append(row)
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabResult":
+        """The inverse of `to_dict` (the decomposition is recomputed from the rows)."""
+        names = set(cls.__dataclass_fields__) - {"rows"}
+        return cls(rows=[LabRow(**r) for r in d.get("rows", [])], **{k: v for k, v in d.items() if k in names})
+
     def to_dict(self) -> dict:
         head = {k: v for k, v in asdict(self).items() if k != "rows"}
         return {**head, "rows": [asdict(r) for r in self.rows], "decomposition": self.decomposition()}

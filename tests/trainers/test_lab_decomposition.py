@@ -1,5 +1,6 @@
 """The lab's statistics and its three-way error decomposition, on an off-centre, anisotropic,
 unequally weighted density (n = 500, few NFE: each test takes a few seconds)."""
+import json
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from trainers.densities import GaussianMixture
-from trainers.lab import (EXACT, EXACT_START, MODEL, format_table, null_distribution, quantile_of_means, references,
+from trainers.lab import (EXACT, EXACT_START, MODEL, LabResult, format_table, null_distribution, quantile_of_means, references,
                           run_lab, seed_streams)
 from trainers.metrics import energy_distance
 from trainers.score_models import ExactScore
@@ -114,6 +115,8 @@ def test_results_serialise_with_mean_sd_seeds_and_threshold():
     d = r.to_dict()
     assert {"threshold", "seeds", "null_draws", "floor", "floor_sd", "decomposition"} <= set(d)
     assert {row["source"] for row in d["rows"]} == {EXACT_START, EXACT, MODEL, "model·exact-start"}
+    back = LabResult.from_dict(json.loads(json.dumps(d)))
+    assert back.to_dict() == d and format_table(back) == format_table(r)
     lines = r.to_csv().splitlines()
     assert lines[0].split(",")[-3:] == ["seeds", "threshold", "reached"] and len(lines) == 5
     with pytest.raises(ValueError, match="seeds ≥ 1"):
