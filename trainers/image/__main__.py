@@ -81,7 +81,8 @@ OUT_SUFFIXES = (".png", ".npy", ".npz")
 def _sampler_overrides(args) -> dict:
     """The sampler options given on the command line (None: the run's default)."""
     return {"nfe": args.nfe, "eta": args.eta, "solver": args.solver, "snr": args.snr,
-            "sigma_max": args.sigma_max, "sigma_min": args.sigma_min}
+            "sigma_max": args.sigma_max, "sigma_min": args.sigma_min,
+            "precision": "fp32" if getattr(args, "fp32", False) else "auto"}
 
 
 def _print_note(note: str) -> None:
@@ -170,6 +171,8 @@ def add_sampler_options(p: argparse.ArgumentParser) -> None:
                    help="smallest noise level σ (default: the model's trained range)")
     p.add_argument("--weights", choices=["ema", "raw"], default="ema",
                    help="the checkpoint's EMA weights (default) or its raw training weights")
+    p.add_argument("--fp32", action="store_true",
+                   help="sample in fp32 (default: bf16 autocast when the run trained in bf16)")
 
 
 def build_parser() -> argparse.ArgumentParser:
