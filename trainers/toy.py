@@ -350,7 +350,8 @@ def cmd_lab(a) -> None:
         sigmas = sigmas_from_extra(extra)
         if sigmas is None:
             sigmas = noise_levels(cfg, density)
-        model_sm, exact_sm = score_model(model, cfg, density, sigmas), score_model(None, cfg, density, sigmas)
+        model_sm = score_model(model, cfg, density, sigmas, stats_from_extra(extra))     # its data's moments: its start
+        exact_sm = score_model(None, cfg, density, sigmas)
         options = samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels, n_timesteps=cfg.n_timesteps)
     else:
         if not a.density:

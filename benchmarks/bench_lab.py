@@ -1,0 +1,167 @@
+"""The README's lab figures: `python -m trainers.toy lab --seeds K --json` with the exact score on a
+centred and an off-centre density (three anisotropic modes, weights 0.6 / 0.3 / 0.1; the second is
+the first moved 8 units from the origin), optionally with a briefly trained NCSN model, and the
+three-way decomposition plot of the off-centre density (docs/lab_decomposition.png).
+
+    python benchmarks/bench_lab.py --out /tmp/labbench                  # exact score, K = 5, n = 2000
+    python benchmarks/bench_lab.py --out /tmp/labbench --train-steps 3000 --png docs/lab_decomposition.png
+
+Each lab runs as the CLI does (a subprocess of `python -m trainers.toy lab`); the JSON, CSV and text
+table of each land in --out. The plot adds, for comparison, the exact score from the old origin-centred
+start N(0, σ_max² I) (trainers.lab.run_lab with a score model that carries no data mean), so the prior
+error the matched start removes is visible.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainers.densities import GaussianMixture      # noqa: E402
+from trainers.lab import EXACT, EXACT_START, MODEL, LabResult, format_table, run_lab   # noqa: E402
+from trainers.score_models import ExactScore        # noqa: E402
+
+WEIGHTS = [0.6, 0.3, 0.1]
+MEANS = [[-1.2, 0.8], [1.8, -0.4], [0.2, -2.2]]
+COVS = [[[0.5, 0.25], [0.25, 0.2]], [[0.15, 0.0], [0.0, 0.6]], [[0.3, -0.1], [-0.1, 0.1]]]
+SHIFT = (5.6, 5.7)           # |shift| ≈ 8.0
+PLOT_SAMPLERS = ("ddim", "pf-ode", "ddpm")
+ORIGIN = "exact, origin start"
+
+
+def densities() -> dict[str, GaussianMixture]:
+    centred = GaussianMixture(WEIGHTS, MEANS, COVS, name="three modes, centred")
+    off = GaussianMixture(WEIGHTS, [[x + SHIFT[0], y + SHIFT[1]] for x, y in MEANS], COVS,
+                          name="three modes, 8 units off-centre")
+    return {"centred": centred, "off-centre": off}
+
+
+def cli_lab(args: list[str], out: Path, tag: str) -> LabResult:
+    cmd = [sys.executable, "-m", "trainers.toy", "lab", *args, "--json", "--csv", str(out / f"{tag}.csv")]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    result = LabResult.from_dict(json.loads(proc.stdout))
+    (out / f"{tag}.json").write_text(proc.stdout)
+    table = format_table(result)
+    (out / f"{tag}.txt").write_text(" ".join(cmd[1:]) + "\n\n" + table + "\n")
+    print(f"== {tag}: {' '.join(cmd[2:])}  ({time.perf_counter() - start:.0f} s)\n{table}\n", flush=True)
+    return result
+
+
+def origin_start(density, args) -> LabResult:
+    """The exact score from the legacy start N(0, σ_max² I): a copy of the exact score without data stats
+    drives the "model" rows, so its rows are the exact score from the origin-centred start."""
+    exact, legacy = ExactScore(density), ExactScore(density)
+    legacy.data_mean, legacy.data_var = None, None
+    return run_lab(density, legacy, exact, PLOT_SAMPLERS, args.nfe_list, n=args.n, seed=args.seed, seeds=args.seeds)
+
+
+def plot(path: Path, main: LabResult, origin: LabResult, model: LabResult | None, title: str) -> None:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import numpy as np
+    import pyqtgraph as pg
+    from PySide6 import QtCore, QtWidgets
+
+    from explorer.views import axes
+
+    QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    pg.setConfigOptions(background="w", foreground="k", antialias=True)
+    win = pg.GraphicsLayoutWidget()
+    win.resize(1500, 560)
+    win.addLabel(title, row=0, col=0, colspan=len(PLOT_SAMPLERS), size="11pt")
+    curves = [(main, EXACT_START, "exact score, exact p_σmax start (discretisation)", (230, 140, 0), QtCore.Qt.DotLine),
+              (main, EXACT, "exact score, matched Gaussian start (+ prior)", (0, 110, 220), QtCore.Qt.DashLine),
+              (origin, EXACT, "exact score, old N(0, σ_max²I) start (+ prior)", (200, 30, 30), QtCore.Qt.DashDotLine)]
+    if model is not None:
+        curves.append((model, MODEL, "trained model, matched start (+ model)", (40, 160, 60), QtCore.Qt.SolidLine))
+    floor = max(1e-4, main.threshold / 10)
+    for col, name in enumerate(PLOT_SAMPLERS):
+        p = win.addPlot(row=1, col=col, axisItems=axes.items())
+        p.setLogMode(x=True, y=True)
+        p.showGrid(x=True, y=True, alpha=0.25)
+        p.setTitle({"ddim": "DDIM (η = 0)", "pf-ode": "PF-ODE (Heun)", "ddpm": "DDPM"}[name])
+        p.setLabel("bottom", "network evaluations (NFE)")
+        if col == 0:
+            p.setLabel("left", f"energy distance (mean ± sd, {main.seeds} seeds)")
+        if col == len(PLOT_SAMPLERS) - 1:
+            p.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        targets = sorted({r.nfe_target for r in main.rows})
+        p.getAxis("bottom").setTicks([[(math.log10(t), str(t)) for t in targets], []])
+        for result, src, label, color, style in curves:
+            rows = result.cells(name, src)
+            if not rows:
+                continue
+            x = np.array([r.nfe for r in rows], float)
+            y = np.array([r.energy_distance for r in rows], float)
+            sd = np.nan_to_num(np.array([r.energy_distance_sd for r in rows], float))
+            edge = pg.mkPen(0, 0, 0, 0)
+            lo, hi = pg.PlotDataItem(x, np.maximum(y - sd, floor), pen=edge), pg.PlotDataItem(x, np.maximum(y + sd, floor), pen=edge)
+            p.addItem(lo)
+            p.addItem(hi)
+            p.addItem(pg.FillBetweenItem(lo, hi, brush=pg.mkBrush(*color, 50)))
+            p.plot(x, np.maximum(y, floor), pen=pg.mkPen(color, width=2.5, style=style), symbol="o", symbolSize=6,
+                   symbolBrush=color, symbolPen=None, name=label)
+        p.addItem(pg.InfiniteLine(pos=math.log10(main.threshold), angle=0,
+                                  pen=pg.mkPen(90, 90, 90, width=1.5, style=QtCore.Qt.DotLine),
+                                  label=f"threshold {main.threshold:.2g}", labelOpts={"position": 0.15, "color": "k"}))
+    win.show()
+    QtWidgets.QApplication.processEvents()
+    tmp = path.with_name(path.name + ".tmp")
+    if not win.grab().save(str(tmp), "PNG"):
+        raise OSError(f"could not write {path}")
+    os.replace(tmp, path)
+    print(f"saved {path}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("/tmp/labbench"))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--nfe", default="5,10,20,50,100,200,1000")
+    ap.add_argument("--samplers", default=None, help="comma-separated (default: all)")
+    ap.add_argument("--train-steps", type=int, default=0, help="also train an NCSN model this long on the off-centre density")
+    ap.add_argument("--png", type=Path, default=None, help="write the decomposition plot (off-centre density) here")
+    ap.add_argument("--only", choices=["centred", "off-centre"], default=None)
+    args = ap.parse_args(argv)
+    args.nfe_list = [int(v) for v in args.nfe.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    common = ["--seeds", str(args.seeds), "--seed", str(args.seed), "--n", str(args.n), "--nfe", args.nfe]
+    if args.samplers:
+        common += ["--samplers", args.samplers]
+    results = {}
+    for tag, d in densities().items():
+        if args.only and tag != args.only:
+            continue
+        path = args.out / f"{tag}.density.json"
+        d.save(path)
+        results[tag] = cli_lab(["--density", str(path), *common], args.out, f"exact-{tag}")
+    model = None
+    if args.train_steps:
+        ckpt = args.out / "ncsn-off-centre.pt"
+        subprocess.run([sys.executable, "-m", "trainers.toy", "train", "--density", str(args.out / "off-centre.density.json"),
+                        "--objective", "ncsn", "--steps", str(args.train_steps), "--seed", str(args.seed),
+                        "--out", str(ckpt)], cwd=ROOT, check=True)
+        model = cli_lab(["--ckpt", str(ckpt), *common], args.out, "model-off-centre")
+    if args.png:
+        off = densities()["off-centre"]
+        origin = origin_start(off, args)
+        (args.out / "origin-start-off-centre.json").write_text(json.dumps(origin.to_dict()))
+        print(f"== exact score from the origin-centred start (off-centre)\n{format_table(origin)}\n")
+        plot(args.png, results["off-centre"], origin, model,
+             f"Off-centre density (three modes 0.6 / 0.3 / 0.1, 8 units from the origin), n = {args.n}, "
+             f"{args.seeds} seeds: where each sampler's error comes from")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
