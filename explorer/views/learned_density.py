@@ -253,7 +253,8 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
             holds = r.elbo_holds
             verdict = ("<span style='color:#2a2'>holds</span>" if holds
                        else "<span style='color:#c33'>does not hold</span>")
-            rows += [f"DDPM −ELBO of clean data: <b>{r.elbo['elbo_nats']:.3f}</b>",
+            dec = {"beta1": "β₁", "reference": "β̃₂"}.get(r.elbo.get("decoder_variance"), "custom")
+            rows += [f"DDPM −ELBO of clean data: <b>{r.elbo['elbo_nats']:.3f}</b> (decoder variance {dec})",
                      f"true NLL of clean data: {r.clean_true_nll:.3f}",
                      f"bound −ELBO ≥ true NLL: {verdict}"]
         self.nll_label.setText("<br>".join(rows))

@@ -6,7 +6,8 @@
                                     --out {GRID.png | SAMPLES.npy | SAMPLES.npz}
                                     [--chain CHAIN.npz | --chain FRAMES_DIR] [--frames 50]
     python -m trainers.image evaluate --run RUN_DIR [--data-dir DIR] [--n N] [SAMPLER OPTIONS]
-                                      [--bpd-n 256] [--no-record] [--json]
+                                      [--bpd-n 256] [--decoder-variance {reference,beta1}]
+                                      [--no-record] [--json]
     python -m trainers.image configs            # list the bundled configs
 
 Sampler options: --sampler {langevin,annealed,ddpm,ddim,pf-ode,pc} (default: the run's own, ddpm
@@ -134,7 +135,7 @@ def cmd_evaluate(args) -> int:
                           device=_device(args.device), seed=args.seed,
                           batch_size=args.batch_size, sampler=args.sampler,
                           weights=args.weights, bpd_n=args.bpd_n, record=not args.no_record,
-                          **_sampler_overrides(args))
+                          decoder_variance=args.decoder_variance, **_sampler_overrides(args))
     _print_note(report.get("note", ""))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bpd-n", type=_non_negative_int, default=256,
                    help="held-out images for bits/dim of DDPM runs (each costs T network "
                         "evaluations; 0 skips it)")
+    e.add_argument("--decoder-variance", choices=["reference", "beta1"], default="reference",
+                   help="bits/dim decoder variance: reference = β̃₂ as Ho et al.'s code (default; comparable "
+                        "with the papers' figures), beta1 = β₁")
     e.add_argument("--no-record", action="store_true",
                    help="do not append this evaluation to RUN_DIR/eval.jsonl")
     add_sampler_options(e)

@@ -8,8 +8,10 @@ class coverage and nearest-training distance of the samples beside held-out real
 
 Bits/dim (DDPM runs only): the negative ELBO of ``BPD_N`` held-out images with the discretised
 Gaussian decoder (``metrics.ddpm_elbo_nats(decoder="discretised")``, docs/math.md §5.1), images
-quantised to 8 bits, in bits per dimension (nats / (D ln 2)). NCSN runs have no ELBO: the report
-says so.
+quantised to 8 bits, in bits per dimension (nats / (D ln 2)). The decoder's variance is by default
+Ho et al.'s, β̃₂ (``decoder_variance="reference"``, as ``diffusion_utils_2.py``'s
+``posterior_log_variance_clipped``), so the figure can be set beside the papers'; ``"beta1"`` uses β₁
+instead; the report names the one used. NCSN runs have no ELBO: the report says so.
 
 FID and IS need Inception-v3 weights. We never download them: they are computed with
 ``torch-fidelity`` (or ``torchmetrics``, which uses the same network) only when that package is
@@ -27,7 +29,8 @@ line, as ``read_eval_records`` does), for plotting quality per checkpoint::
                    "min_class_fraction", "nn_distance_to_train"},
      "reference": {... the same keys, held-out real digits},
      "noise":     {... the same keys, uniform noise},
-     "bits_per_dim": 1.23 | null, "fid": 12.3 | null, "is_mean": 9.1 | null}
+     "bits_per_dim": 1.23 | null, "bits_per_dim_decoder_variance": "reference" | "beta1" | null,
+     "fid": 12.3 | null, "is_mean": 9.1 | null}
 
 Keys of a figure not computed are null (or absent from the three judge dicts when there is no
 judge); several lines may share a step (other seeds, samplers or weights).
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -80,10 +82,11 @@ def digits_report(samples01: torch.Tensor, seed: int = 0) -> dict:
 
 # -------------------------------------------------------------------------------- bits/dim
 def bits_per_dim_report(cfg, model, images01: torch.Tensor, device="cpu", seed: int = 0,
-                        batch_size: int = 500) -> dict:
+                        batch_size: int = 500, decoder_variance: str = "reference") -> dict:
     """The DDPM negative ELBO of images01 ((N, C, H, W) in [0, 1], quantised here to 8 bits and
     mapped to the run's data range) with the discretised decoder, in nats per image and in
-    bits/dim; every term summed over all T timesteps, one draw of x_t per term (seeded)."""
+    bits/dim; every term summed over all T timesteps, one draw of x_t per term (seeded).
+    decoder_variance: "reference" (β̃₂, Ho et al.'s code) or "beta1" (β₁): metrics.ddpm_decoder_std."""
     from .methods import image_ddpm_schedule
 
     if cfg.method != "ddpm":
@@ -91,19 +94,21 @@ def bits_per_dim_report(cfg, model, images01: torch.Tensor, device="cpu", seed: 
     lo, hi = cfg.data_range
     x = (images01.clamp(0, 1) * 255).round() / 255 * (hi - lo) + lo
     sched = image_ddpm_schedule(cfg)
+    std = metrics.ddpm_decoder_std(sched, decoder_variance)          # a bad name fails before any work
     parts = {"elbo_nats": 0.0, "prior_nats": 0.0, "diffusion_nats": 0.0, "decoder_nats": 0.0}
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for chunk in x.split(batch_size):
             r = metrics.ddpm_elbo_nats(model, sched, chunk.to(device), cfg.ddpm.sample_variance,
-                                       decoder="discretised", data_range=(lo, hi))
+                                       decoder="discretised", data_range=(lo, hi),
+                                       decoder_variance=decoder_variance)
             for k in parts:
                 parts[k] += r[k] * len(chunk) / len(x)
     dims = int(x[0].numel())
     return {"bits_per_dim": metrics.bits_per_dim(parts["elbo_nats"], dims), **parts,
             "n": int(len(x)), "dims": dims, "T": sched.T, "variance": cfg.ddpm.sample_variance,
-            "decoder_std": math.sqrt(float(sched.betas[0]))}
+            "decoder_variance": decoder_variance, "decoder_std": std}
 
 
 # -------------------------------------------------------------------------------- FID / IS
@@ -172,10 +177,11 @@ def fid_is(samples01: torch.Tensor, real01: torch.Tensor, backend: str, device) 
 def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None = None,
                  device="cpu", seed: int = 1, batch_size: int = 500, sampler=None,
                  weights: str = "ema", bpd_n: int = BPD_N, record: bool = True,
-                 **sampler_overrides) -> dict:
+                 decoder_variance: str = "reference", **sampler_overrides) -> dict:
     """The report of a run's checkpoint; `sampler` and `sampler_overrides` (nfe, eta, solver, snr,
     sigma_max, sigma_min) as for ``methods.generate``; ``bpd_n`` held-out images for bits/dim (0:
-    skip it); ``record``: append the figures to ``RUN_DIR/eval.jsonl``."""
+    skip it), its decoder variance ``decoder_variance`` ("reference" β̃₂ or "beta1" β₁);
+    ``record``: append the figures to ``RUN_DIR/eval.jsonl``."""
     from .runtime import cpu_threads
     from .train import load_run
 
@@ -184,7 +190,7 @@ def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None 
     threads = cfg.train.threads if torch.device(device).type == "cpu" else 0
     with cpu_threads(threads):
         report = _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed,
-                           batch_size, sampler, sampler_overrides, bpd_n)
+                           batch_size, sampler, sampler_overrides, bpd_n, decoder_variance)
     report["weights"] = weights
     if record:
         try:
@@ -195,7 +201,7 @@ def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None 
 
 
 def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_size, sampler,
-              sampler_overrides, bpd_n):
+              sampler_overrides, bpd_n, decoder_variance="reference"):
     from .datasets import build_dataset, heldout_images
     from .imageio import to_unit
     from .methods import generate
@@ -212,7 +218,8 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
     elif bpd_n > 0:
         images, source = heldout_images(cfg.data, data_dir, bpd_n, seed)
         t0 = time.perf_counter()
-        report["bits_per_dim"] = {**bits_per_dim_report(cfg, model, images, device, seed, batch_size),
+        report["bits_per_dim"] = {**bits_per_dim_report(cfg, model, images, device, seed, batch_size,
+                                                        decoder_variance),
                                   "source": source, "seconds": round(time.perf_counter() - t0, 1)}
     else:
         report["bits_per_dim"] = None
@@ -260,6 +267,7 @@ def eval_record(report: dict, seed: int) -> dict:
            "judge": report.get("judge"),
            "classifier_test_accuracy": report.get("classifier_test_accuracy"),
            "bits_per_dim": bpd["bits_per_dim"] if bpd else None,
+           "bits_per_dim_decoder_variance": bpd.get("decoder_variance") if bpd else None,
            "fid": report.get("fid"), "is_mean": report.get("is_mean")}
     for key, name in ((layout.EVAL_SAMPLES, "samples"), (layout.EVAL_REFERENCE, "reference_real_test_digits"),
                       (layout.EVAL_NOISE, "reference_uniform_noise")):
@@ -313,6 +321,12 @@ def training_summary(run_dir) -> dict:
             "state": last_event if last_event in ends else ("running or killed" if recs else "no log")}
 
 
+def decoder_variance_label(b: dict) -> str:
+    """How a bits/dim figure's decoder variance reads in a report ("σ² = β̃₂ (Ho et al.'s)" or "σ² = β₁")."""
+    name = b.get("decoder_variance", "beta1")      # records before the option existed used β₁
+    return {"reference": "σ² = β̃₂ as Ho et al.'s code", "beta1": "σ² = β₁"}.get(name, f"σ = {b.get('decoder_std')}")
+
+
 def format_report(r: dict) -> str:
     lines = [f"run {r['run']}  step {r['step']}  ({r['method']} on {r['dataset']})"]
     t = r.get("training")
@@ -323,8 +337,8 @@ def format_report(r: dict) -> str:
     if b:
         lines.append(f"bits/dim {b['bits_per_dim']:.4f} (−ELBO {b['elbo_nats']:.1f} nats per image: "
                      f"prior {b['prior_nats']:.3g}, diffusion {b['diffusion_nats']:.1f}, decoder "
-                     f"{b['decoder_nats']:.1f}; discretised decoder, {b['n']} {b['source']}, "
-                     f"{b['seconds']} s)")
+                     f"{b['decoder_nats']:.1f}; discretised decoder, {decoder_variance_label(b)}, "
+                     f"{b['n']} {b['source']}, {b['seconds']} s)")
     elif r.get("bits_per_dim_message"):
         lines.append(r["bits_per_dim_message"])
     if "samples" in r:

@@ -33,7 +33,10 @@ def test_bits_per_dim_of_an_untrained_ddpm_is_the_elbo_in_nats_over_d_ln2():
     direct = [metrics.ddpm_elbo_nats(model, image_ddpm_schedule(cfg), chunk, cfg.ddpm.sample_variance,
                                      decoder="discretised")["elbo_nats"] * len(chunk) for chunk in x.split(5)]
     assert r["elbo_nats"] == pytest.approx(sum(direct) / 12, rel=1e-9)
-    assert r["decoder_std"] == pytest.approx(math.sqrt(float(image_ddpm_schedule(cfg).betas[0])))
+    # the reference decoder variance (Ho et al.'s code): β̃₂ = β₂ (1 − ᾱ₁)/(1 − ᾱ₂)
+    betas = image_ddpm_schedule(cfg).betas.double()
+    beta_tilde_2 = float(betas[1] * betas[0] / (1 - (1 - betas[0]) * (1 - betas[1])))
+    assert r["decoder_variance"] == "reference" and r["decoder_std"] == pytest.approx(math.sqrt(beta_tilde_2))
     # a discrete likelihood: each of the 64 pixels costs at most log 256 nats more than a perfect model
     assert r["decoder_nats"] > 0
 
@@ -74,6 +77,7 @@ def test_evaluate_json_of_a_ddpm_run_has_bits_per_dim_and_the_digits_judge(runs,
     assert rep["recorded_in"] == str(run / "eval.jsonl")
     rec = evaluate.read_eval_records(run)[-1]
     assert rec["step"] == 2 and rec["bits_per_dim"] == pytest.approx(b["bits_per_dim"])
+    assert b["decoder_variance"] == rec["bits_per_dim_decoder_variance"] == "reference"
     assert rec["samples"]["mean_confidence"] == pytest.approx(rep["samples"]["mean_confidence"])
     assert set(rec["samples"]) == set(evaluate.EVAL_FIGURES) == set(rec["noise"])
 
