@@ -55,16 +55,29 @@ def train_args(config: str, out: Path, data_dir: str = "", resume: bool = False,
     return trainer_argv(*args, *overrides)
 
 
+# The GUI's default for drawing from and rating a checkpoint: DDIM with FAST_NFE steps (seconds), not the
+# run's own full sampler (DDPM: T = 1000 network evaluations per sample; about 20x slower).
+FAST_SAMPLER, FAST_NFE = "ddim", 50
+
+
+def sampler_nfe(sampler: str) -> int | None:
+    """The --nfe the GUI passes with `sampler`: FAST_NFE for the fast sampler, else None (its default)."""
+    return FAST_NFE if sampler == FAST_SAMPLER else None
+
+
 def sampler_choices() -> list[tuple[str, str]]:
-    """(name, title) of every sampler the trainer's ``--sampler`` accepts, after the run's default ("")."""
-    return [("", "run's default"), *((name, info.title) for name, info in SAMPLERS.items())]
+    """(name, title) of every sampler the trainer's ``--sampler`` accepts, after the run's default (""),
+    each titled with what it costs where that is known."""
+    titles = {"": "run's own (full: DDPM T steps / annealed)",
+              FAST_SAMPLER: f"{SAMPLERS[FAST_SAMPLER].title} {FAST_NFE} steps (fast)"}
+    return [("", titles[""]), *((name, titles.get(name, info.title)) for name, info in SAMPLERS.items())]
 
 
 WEIGHTS = (("ema", "EMA weights"), ("raw", "raw weights"))
 
 
 def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0,
-                weights: str = "ema") -> list[str]:
+                weights: str = "ema", nfe: int | None = None) -> list[str]:
     """``sample`` arguments; sampler "" is the run's default (ddpm / annealed), else any registry
     sampler (``trainers.samplers.SAMPLERS``); frames > 0 also records the chain; weights "ema"
     (the default) or "raw". The seed is the CLI's default, so EMA and raw grids start alike."""
@@ -74,6 +87,8 @@ def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0
     args = ["sample", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--out", str(grid)]
     if sampler:
         args += ["--sampler", sampler]
+    if nfe:
+        args += ["--nfe", str(nfe)]
     if weights != "ema":
         args += ["--weights", weights]
     if frames > 0:
@@ -81,12 +96,18 @@ def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0
     return trainer_argv(*args)
 
 
-def rate_args(run: Path, step: int, n: int, bpd_n: int) -> list[str]:
-    """``evaluate`` arguments rating checkpoint ``step`` with the run's default sampler and EMA
-    weights on ``n`` samples (``bpd_n`` held-out images for bits/dim, 0: none); the CLI appends
-    the figures to ``eval.jsonl`` and prints its report as one JSON document."""
-    return trainer_argv("evaluate", "--run", str(run), "--ckpt", str(step), "--n", str(n),
-                        "--bpd-n", str(bpd_n), "--json")
+def rate_args(run: Path, step: int, n: int, bpd_n: int, sampler: str = "",
+              nfe: int | None = None) -> list[str]:
+    """``evaluate`` arguments rating checkpoint ``step`` with ``sampler`` ("": the run's default)
+    and ``nfe`` (None: the sampler's default) and EMA weights on ``n`` samples (``bpd_n`` held-out
+    images for bits/dim, 0: none); the CLI appends the figures to ``eval.jsonl`` and prints its
+    report as one JSON document."""
+    args = ["evaluate", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--bpd-n", str(bpd_n)]
+    if sampler:
+        args += ["--sampler", sampler]
+    if nfe:
+        args += ["--nfe", str(nfe)]
+    return trainer_argv(*args, "--json")
 
 
 def last_json_line(text: str) -> dict | None:
@@ -316,9 +337,11 @@ def file_key(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def unrated_steps(run: Path) -> list[int]:
-    """The run's checkpoints (steps, ascending) that no eval.jsonl line covers yet."""
-    rated = {r.get("step") for r in read_evals(run)}
+def unrated_steps(run: Path, sampler: str = "", nfe: int | None = None) -> list[int]:
+    """The run's checkpoints (steps, ascending) that no eval.jsonl line covers yet; with ``sampler``
+    (and ``nfe``), no line drawn with that sampler (and that many network evaluations)."""
+    rated = {r.get("step") for r in read_evals(run)
+             if (not sampler or r.get("sampler") == sampler) and (not nfe or r.get("nfe") == nfe)}
     return [step for step in checkpoint_steps(run) if step not in rated]
 
 

@@ -217,7 +217,7 @@ def test_sample_from_checkpoint_shows_the_new_grid_and_scrubs_its_chain(qtbot, t
 
     assert tab.error.isHidden(), tab.error.text()
     grid = tab.browser.shown_grid()
-    assert grid.path == finished_run / "drawn" / "ckpt_00000015-default.png"
+    assert grid.path == finished_run / "drawn" / f"ckpt_00000015-{runs.FAST_SAMPLER}.png"   # the fast default
     assert grid.chain is not None and tab.browser.chain_slider.isEnabled()
     last = tab.browser.image.image.copy()
     tab.browser.chain_slider.setValue(0)
@@ -231,7 +231,8 @@ def test_sampler_combo_lists_every_registry_sampler(tab, tmp_path):
     from trainers.samplers import SAMPLERS
 
     items = [tab.browser.sampler_kind.itemData(i) for i in range(tab.browser.sampler_kind.count())]
-    assert items == ["", *SAMPLERS] and tab.browser.sampler_kind.currentData() == ""
+    assert items == ["", *SAMPLERS] and tab.browser.sampler_kind.currentData() == runs.FAST_SAMPLER
+    assert f"{runs.FAST_NFE} steps (fast)" in tab.browser.sampler_kind.currentText()
     args = runs.sample_args(tmp_path, 15, 9, "pf-ode")
     assert args[args.index("--sampler") + 1] == "pf-ode"
     assert "--sampler" not in runs.sample_args(tmp_path, 15, 9)        # the run's default

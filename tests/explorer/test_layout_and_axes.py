@@ -175,3 +175,37 @@ def test_the_offscreen_size_hints_message_is_dropped_and_nothing_else(tmp_path, 
     assert r.returncode == 0, r.stderr[-2000:]
     assert "a message that stays" in r.stderr
     assert ("propagateSizeHints" in r.stderr) is not filtered
+
+
+def _eval_line(step: int, bpd):
+    judge = {"mean_confidence": 0.5 + step / 1000, "frac_confident": 0.2}
+    return {"step": step, "weights": "ema", "sampler": "ddim", "nfe": 50, "seed": 1, "judge": "digits",
+            "samples": judge, "reference": judge, "noise": judge, "bits_per_dim": bpd}
+
+
+def test_quality_plot_x_range_covers_the_checkpoints(qtbot, tmp_path):
+    """Checkpoints 200, 250, 300 (bits/dim only for the first two): x spans 200 … 300 with small margins,
+    and the x axis labels reach past 250 (the issue saw labels up to ≈ 225: a clipped plot)."""
+    import json
+
+    from explorer.views.quality_plot import QualityPanel
+    from trainers.image import run_layout as layout
+
+    run = tmp_path / "run"
+    run.mkdir()
+    layout.eval_path(run).write_text("".join(json.dumps(_eval_line(s, b)) + "\n"
+                                             for s, b in ((200, 2.5), (250, 2.4), (300, None))))
+    panel = QualityPanel(poll_ms=60_000)
+    qtbot.addWidget(panel)
+    panel.resize(500, 420)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.set_run(run)
+    for _ in range(5):
+        QtGui.QGuiApplication.processEvents()
+        qtbot.wait(20)
+    (x0, x1), _ = panel.plot.getViewBox().viewRange()
+    assert x0 <= 200 and x1 >= 300 and (x1 - x0) <= 1.3 * 100, (x0, x1)
+    labels = [float(t) for _, t in _drawn_labels(panel.plot.getPlotItem(), "bottom")]
+    assert min(labels) <= 200 and max(labels) >= 300, labels
+    panel.shutdown()

@@ -140,13 +140,15 @@ def test_rate_checkpoints_evaluates_each_checkpoint_once_and_plots_it(qtbot, mak
     qtbot.waitUntil(lambda: not q.is_rating(), timeout=RATE_TIMEOUT_MS)
 
     assert tab.error.isHidden(), tab.error.text()
-    assert said == ["Rating checkpoint 1 of 2 (step 2) of tiny …",
-                    "Rating checkpoint 2 of 2 (step 4) of tiny …"]
+    fast = f"with DDIM {runs.FAST_NFE} steps (fast)"             # the cheap default, labelled
+    assert said[0] == f"Rating checkpoint 1 of 2 (step 2) of tiny {fast}; time left: known after the first checkpoint …"
+    assert said[1].startswith(f"Rating checkpoint 2 of 2 (step 4) of tiny {fast}; about ")
+    assert said[1].endswith(" left …") and len(said) == 2             # an estimate from the first
     assert q.status.text().startswith("Rated every checkpoint.")
     recs = runs.read_evals(tiny_run)
     assert [r["step"] for r in recs] == [2, 4]
     assert all(r["judge"] == "digits" and r["n_samples"] == 20 and r["weights"] == "ema"
-               for r in recs)
+               and r["sampler"] == runs.FAST_SAMPLER and r["nfe"] == runs.FAST_NFE for r in recs)
     steps, conf = _data(q.sample_curves["mean_confidence"])
     assert steps == [2, 4] and conf == [r["samples"]["mean_confidence"] for r in recs]
     assert _data(q.sample_curves["frac_confident"])[1] == [r["samples"]["frac_confident"] for r in recs]
@@ -154,8 +156,8 @@ def test_rate_checkpoints_evaluates_each_checkpoint_once_and_plots_it(qtbot, mak
         sum(r["reference"]["mean_confidence"] for r in recs) / 2)
     assert _data(q.bpd_curve) == ([2, 4], [r["bits_per_dim"] for r in recs])
     assert "evaluate --run" in tab.log.toPlainText()
-    assert runs.unrated_steps(tiny_run) == []
-    assert not q.rate() and q.status.text() == "Every checkpoint is rated already."
+    assert runs.unrated_steps(tiny_run) == [] and runs.unrated_steps(tiny_run, "ddpm") == [2, 4]
+    assert not q.rate() and q.status.text() == f"Every checkpoint is rated already (DDIM {runs.FAST_NFE} steps (fast))."
 
 
 def test_cancel_stops_the_rating_without_an_error(qtbot, make_tab, tiny_run, tmp_path):

@@ -115,8 +115,9 @@ def test_sample_asks_the_owner_with_the_chosen_settings(qtbot, browser, tmp_path
     with qtbot.waitSignal(browser.sampleRequested) as blocker:
         browser.sample_btn.click()
     [request] = blocker.args
-    assert request == SampleRequest(run, 10, 9, "ddim", 0, "ema")
-    assert request.args() == runs.sample_args(run, 10, 9, "ddim", 0, "ema")
+    assert request == SampleRequest(run, 10, 9, "ddim", 0, "ema", runs.FAST_NFE)     # DDIM: the fast, labelled choice
+    assert request.args() == runs.sample_args(run, 10, 9, "ddim", 0, "ema", runs.FAST_NFE)
+    assert request.args()[request.args().index("--nfe") + 1] == str(runs.FAST_NFE)
     browser.set_sampling(True)                                # the owner is drawing it
     assert not browser.sample_btn.isEnabled() and not browser.sample_from_checkpoint()
     browser.set_sampling(False)
