@@ -93,13 +93,49 @@ def default_sampler(cfg) -> str:
     return "ddpm" if cfg.method == "ddpm" else "annealed"
 
 
-def score_model(cfg, model) -> ScoreModel:
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class AutocastNet:
+    """A network called under bf16 autocast on `device_type`, its output returned in float32 (so
+    the samplers' arithmetic stays in fp32). No ``infer``: ScoreModel calls it as a plain net."""
+
+    def __init__(self, net, device_type: str):
+        self.net, self.device_type = net, device_type
+
+    def __call__(self, x, c):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.net(x, c).float()
+
+
+def sampling_precision(cfg, device, precision: str = "auto") -> str:
+    """"bf16" or "fp32": "auto" samples in bf16 autocast where the run trained in bf16 (as its
+    training steps ran: on the CPU, or on a GPU with bf16 support), else fp32; "bf16"/"fp32" force."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    bf16_ok = dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_bf16_supported())
+    return "bf16" if cfg.train.precision == "bf16" and bf16_ok else "fp32"
+
+
+def _device_of(model) -> torch.device:
+    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return p.device if p is not None else torch.device("cpu")
+
+
+def score_model(cfg, model, precision: str = "fp32") -> ScoreModel:
     """The run's network as a ScoreModel: the DDPM U-Net takes the (possibly fractional) timestep,
     the NCSN U-Net takes σ and was trained on the config's L σ levels only (so samplers asking
-    between them, DDPM/DDIM/PF-ODE/PC, get a range note)."""
+    between them, DDPM/DDIM/PF-ODE/PC, get a range note). The DDPM schedule lives on the network's
+    device (a sampler step then indexes it there, with no copy from the host); ``precision`` "bf16"
+    runs the network under bf16 autocast."""
+    device = _device_of(model)
+    net = AutocastNet(model, device.type) if precision == "bf16" else model
     if cfg.method == "ddpm":
-        return from_network(model, "time", schedule=image_ddpm_schedule(cfg))
-    return from_network(model, "sigma", sigmas=ncsn_sigmas(cfg), discrete=True)
+        return from_network(net, "time", schedule=image_ddpm_schedule(cfg).to(device))
+    return from_network(net, "sigma", sigmas=ncsn_sigmas(cfg), discrete=True)
 
 
 def clip_bound(cfg) -> float | None:
@@ -123,14 +159,16 @@ def sampler_options(cfg, name: str) -> SamplerOptions:
     return o
 
 
-def image_sampler(cfg, model, name: str | None = None, **overrides) -> tuple[Sampler, ScoreModel]:
+def image_sampler(cfg, model, name: str | None = None, precision: str = "fp32",
+                  **overrides) -> tuple[Sampler, ScoreModel]:
     """(registry sampler `name`, the ScoreModel driving it) for a trained run. `overrides` are
     SamplerOptions fields (nfe, eta, solver, snr, …); None values keep the defaults. Bad settings
-    raise ConfigError (exit status 2 on the command line)."""
+    raise ConfigError (exit status 2 on the command line). ``precision``: "fp32" or "bf16" (the
+    network under bf16 autocast; ``sampling_precision`` resolves "auto")."""
     name = name or default_sampler(cfg)
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    sm = score_model(cfg, model)
+    sm = score_model(cfg, model, sampling_precision(cfg, _device_of(model), precision))
     try:
         s = build_sampler(name, sm, sampler_options(cfg, name),
                           **{k: v for k, v in overrides.items() if v is not None})
@@ -163,17 +201,27 @@ class Generated:
     note: str                            # the model's range note ('' when it stays in its trained range)
 
 
+CHECK_EVERY = 25       # image chains read their divergence verdict back every 25 steps (Sampler.check_every)
+
+
 @torch.no_grad()
 def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = None,
              batch_size: int = 256, record_frames: int = 0, should_stop=None,
+             precision: str = "auto", check_every: int = CHECK_EVERY, probe=None,
              **overrides) -> Generated:
     """n samples in the data range (and, with record_frames > 0, ~that many chain frames) from the
     registry sampler `sampler` (default: the run's own). Runs in chunks of batch_size; sampling
     uses its own generator, so it never touches the training RNG streams. ``should_stop`` (a
     callable, or None) is asked between sampler steps; when it says yes, ``SamplingStopped`` is
-    raised (a stop request is honoured within one network evaluation)."""
+    raised (a stop request is honoured within one network evaluation).
+
+    ``precision`` "auto": bf16 autocast where the run trained in bf16, else fp32 ("fp32" forces
+    it). A step reads nothing back from the device except the divergence verdict, every
+    ``check_every`` steps (a diverging chain still stops, naming its first bad step). ``probe`` (a
+    ``hostreads.StepProbe``) counts the host reads of each sampler step under "sample"."""
     name = sampler or default_sampler(cfg)
-    s, sm = image_sampler(cfg, model, name, **overrides)
+    s, sm = image_sampler(cfg, model, name, sampling_precision(cfg, device, precision), **overrides)
+    s.check_every = max(1, int(check_every))
     g = torch.Generator(device=device).manual_seed(seed)
     every = max(1, s.n_steps // record_frames) if record_frames else 0
     xs, frames, steps = [], [], []
@@ -183,7 +231,11 @@ def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = No
         for k in range(s.n_steps):          # Sampler.run's loop, with a stop check per step
             if should_stop is not None and should_stop():
                 raise SamplingStopped(f"{name} sampling stopped at step {k}/{s.n_steps}")
-            x = s.step(x, k, g).x
+            if probe is None:
+                x = s.step(x, k, g).x
+            else:
+                with probe.step("sample"):
+                    x = s.step(x, k, g).x
             if every and ((k + 1) % every == 0 or k + 1 == s.n_steps):
                 chain.append(x.cpu())
                 steps.append(k + 1)
