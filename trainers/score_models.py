@@ -30,7 +30,10 @@ RANGE_TOL = 1e-3      # relative slack on the trained σ range before a level co
 
 
 def _per_sample(v, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """A scalar or (N,) tensor as an (N,) tensor on x's device."""
+    """A scalar or (N,) tensor as an (N,) tensor on x's device (a Python number is filled in on the
+    device, not copied from the host)."""
+    if isinstance(v, (int, float)):
+        return torch.full((len(x),), v, dtype=dtype, device=x.device)
     v = torch.as_tensor(v, device=x.device, dtype=dtype)
     return v.expand(len(x)) if v.ndim == 0 else v.reshape(len(x))
 
@@ -48,14 +51,17 @@ class Query:
     x: torch.Tensor
     c: torch.Tensor
     schedule: DDPMSchedule | None = None
+    level: float | None = None      # the σ of every row when known on the host (a Python-scalar query)
 
     @classmethod
     def score(cls, y: torch.Tensor, sigma) -> "Query":
-        return cls("score", y, _per_sample(sigma, y))
+        level = float(sigma) if isinstance(sigma, (int, float)) else None
+        return cls("score", y, _per_sample(sigma, y), level=level)
 
     @classmethod
     def eps(cls, x: torch.Tensor, t, schedule: DDPMSchedule) -> "Query":
-        return cls("eps", x, _per_sample(t, x, torch.long), schedule)
+        level = host_sigmas(schedule)[t] if isinstance(t, int) else None
+        return cls("eps", x, _per_sample(t, x, torch.long), schedule, level)
 
     def sigma(self) -> torch.Tensor:
         """The VE noise level of this request, (N,)."""
@@ -78,6 +84,15 @@ def schedule_sigmas(schedule: DDPMSchedule) -> torch.Tensor:
     return schedule.sqrt_one_minus_alpha_bars / schedule.sqrt_alpha_bars
 
 
+def host_sigmas(schedule: DDPMSchedule) -> list[float]:
+    """σ_t of every timestep as Python floats, read once per schedule object and kept on it, so a
+    query at an integer timestep knows its σ without reading the (device) table."""
+    table = schedule.__dict__.get("_host_sigmas")
+    if table is None:
+        table = schedule.__dict__["_host_sigmas"] = schedule_sigmas(schedule).tolist()
+    return table
+
+
 def schedule_sigma_range(schedule: DDPMSchedule) -> tuple[float, float]:
     """(σ of the first timestep, σ of the last): the VE noise range a DDPM schedule covers."""
     sig = schedule_sigmas(schedule)
@@ -96,17 +111,34 @@ class ScoreModel:
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)   # default sampling range
         self.valid = valid or (self.sigma_min, self.sigma_max)                # trained range (for flags)
         self.extrapolated: list[float] = []          # [lowest, highest] σ asked outside `valid`, if any
-        # The data's mean (d,) and mean per-dimension variance, where known (the exact score's density;
-        # a network's training data): samplers start from the Gaussian matched to p_σmax with them
-        # (trainers.samplers.prior_sample). None: the legacy start, centred at the origin.
+        # The data's mean (d,), mean per-dimension variance and, for points, covariance (d, d), where
+        # known (the exact score's density; a network's training data): samplers start from the
+        # Gaussian matched to p_σmax with them (trainers.samplers.prior_sample), the PF-ODE likelihood
+        # closes with it (docs/math.md §10.1). None: the legacy start, centred at the origin.
         self.data_mean: torch.Tensor | None = None
         self.data_var: float | None = None
+        self.data_cov: torch.Tensor | None = None
 
-    def with_data_stats(self, mean, var: float) -> "ScoreModel":
-        """Record the data's mean (d,) and mean per-dimension variance; returns self."""
+    def with_data_stats(self, mean, var: float | None = None, cov=None) -> "ScoreModel":
+        """Record the data's mean (d,) and mean per-dimension variance (default: tr cov / d), and
+        optionally its covariance (d, d) (then the matched start is N(m, C + σ²I), else N(m, (v + σ²)I));
+        returns self."""
         self.data_mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        self.data_cov = None if cov is None else torch.as_tensor(cov, dtype=torch.float64).reshape(
+            len(self.data_mean), len(self.data_mean))
+        if var is None:
+            if self.data_cov is None:
+                raise ValueError("with_data_stats needs the variance or the covariance")
+            var = float(torch.diagonal(self.data_cov).mean())
         self.data_var = float(var)
         return self
+
+    def data_stats(self) -> dict | None:
+        """{"mean": [...], "var": v, "cov": [[...]] or None}, JSON-able; None without statistics."""
+        if self.data_mean is None:
+            return None
+        return {"mean": self.data_mean.tolist(), "var": self.data_var,
+                "cov": None if self.data_cov is None else self.data_cov.tolist()}
 
     # -- public API
     @torch.no_grad()
@@ -134,7 +166,7 @@ class ScoreModel:
     def evaluate_with_grad(self, queries: list[Query]) -> list[torch.Tensor]:
         """`evaluate` without switching autograd off."""
         for q in queries:
-            self._flag(q.sigma())
+            self._flag(q.level if q.level is not None else q.sigma())
         prepared = [self._prepare(q) for q in queries]
         infer = getattr(getattr(self, "net", None), "infer", None)
         if infer is not None and not torch.is_grad_enabled():
@@ -178,8 +210,8 @@ class ScoreModel:
         return f"this {self.kind} model was trained on {trained}; it is also asked for {asked}, where it extrapolates"
 
     # -- for subclasses
-    def _flag(self, sigma: torch.Tensor) -> None:
-        lo, hi = float(sigma.min()), float(sigma.max())
+    def _flag(self, sigma: torch.Tensor | float) -> None:
+        lo, hi = (sigma, sigma) if isinstance(sigma, float) else (float(sigma.min()), float(sigma.max()))
         for s in {lo, hi}:
             if not self.in_range(s):
                 self.extrapolated = [min([s] + self.extrapolated[:1]), max([s] + self.extrapolated[1:])]
@@ -202,11 +234,12 @@ class SigmaScoreModel(ScoreModel):
         super().__init__(sigma_min, sigma_max)
         self.net = net
         self.levels = None if levels is None else torch.as_tensor(levels, dtype=torch.float64).flatten()
+        self._level_list = None if levels is None else self.levels.tolist()
 
     def in_range(self, sigma: float) -> bool:
         if self.levels is None:
             return super().in_range(sigma)
-        return bool(((self.levels - sigma).abs() <= RANGE_TOL * self.levels).any())
+        return any(abs(lv - sigma) <= RANGE_TOL * lv for lv in self._level_list)
 
     def range_note(self, sigmas=None) -> str:
         """As ScoreModel's; with discrete `levels`, a σ between two of them inside the trained range is
@@ -240,6 +273,7 @@ class EpsScoreModel(ScoreModel):
     def __init__(self, net: Callable, schedule: DDPMSchedule):
         self._log_sigmas = schedule_sigmas(schedule).double().log()          # increasing in t
         super().__init__(float(self._log_sigmas[0].exp()), float(self._log_sigmas[-1].exp()))
+        host_sigmas(schedule)                       # read once here, not at the first query
         self.net, self.schedule = net, schedule
 
     def timestep_of_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -317,9 +351,10 @@ class ClosedFormScore(ScoreModel):
 
 class ExactScore(ClosedFormScore):
     """The exact score of p_σ = p * N(0, σ²I) for a Gaussian mixture p (σ = 0: p itself). Valid at
-    every σ; its default sampling range is [sigma_min, sigma_max] (σ_max defaults to the largest
-    distance between two of the density's points, as NCSN chooses σ₁). Given a DDPM `schedule`, VP
-    samplers use it (as they would an ε-model's) and the default range is that schedule's."""
+    every σ; its default sampling range is [sigma_min, sigma_max] (σ_max defaults to the σ_max rule,
+    trainers.priors.sigma_max_for: the smallest σ at which the start N(m, C + σ²I) is within 1e-5 nats
+    of p_σ). Given a DDPM `schedule`, VP samplers use it (as they would an ε-model's) and the default
+    range is that schedule's. It carries the density's mean and covariance (the matched start)."""
     kind = "exact"
     description = "exact score of the drawn density"
     CACHE = 256
@@ -330,13 +365,13 @@ class ExactScore(ClosedFormScore):
         if schedule is not None:
             sigma_min, sigma_max = schedule_sigma_range(schedule)
         if sigma_max is None:
-            x = density.sample(2000, torch.Generator().manual_seed(0))
-            sigma_max = float(torch.cdist(x, x).max())
+            from .priors import sigma_max_for
+            sigma_max = sigma_max_for(density)
         super().__init__(sigma_min, max(sigma_max, sigma_min), valid=(0.0, math.inf))
         self.density = density
         self._cache: dict[float, object] = {}
         if hasattr(density, "mean"):
-            self.with_data_stats(density.mean(), float(torch.diagonal(density.covariance()).mean()))
+            self.with_data_stats(density.mean(), cov=density.covariance())
 
     def noised(self, sigma: float):
         """The mixture p_σ (cached per σ; PF-ODE grids ask for many)."""
