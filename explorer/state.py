@@ -63,7 +63,7 @@ def default_panels() -> list[dict]:
 class SamplerSettings:
     """How to sample: shared particles and playback, then up to MAX_PANELS panels."""
     n_particles: int = 2000
-    init: str = "gaussian"         # gaussian (each sampler's prior_std · z) | uniform over the view
+    init: str = "gaussian"         # gaussian (matched to p_σmax) | exact (p_σmax, exact-score panels) | uniform
     frames: int = 150              # timeline resolution: every chain is shown at this many instants
     seed: int = 0
     trails: int = 5

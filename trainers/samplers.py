@@ -649,3 +649,17 @@ def exact_prior_sample(sampler: Sampler, n: int, generator: torch.Generator | No
         raise ValueError("an exact start p_σmax needs the exact score (a model cannot say what p_σmax is)")
     sigma0, c = start_level(sampler)
     return c * density.noised(sigma0).sample(n, generator)
+
+
+def start_from(sampler: Sampler, z: torch.Tensor, init: str = "gaussian",
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """A chain's first particles from draws z shared by several chains: init "uniform": z itself
+    (uniform points); "gaussian": prior_sample(sampler, z); "exact": exact draws of p_σ₀ (with
+    `generator`) where the sampler's model is the exact score, prior_sample(sampler, z) elsewhere."""
+    if init == "uniform":
+        return z
+    if init == "exact" and getattr(sampler.model, "density", None) is not None:
+        return exact_prior_sample(sampler, len(z), generator)
+    if init not in ("gaussian", "exact"):
+        raise ValueError(f"unknown start {init!r}; choose gaussian, exact or uniform")
+    return prior_sample(sampler, z)

@@ -43,8 +43,9 @@ DENSITY_DELAY_MS = 150   # a visible tab follows a density change this long afte
 
 TIP = {
     "n": "Number of particles (every panel starts from the same ones).",
-    "init": "Initial particles: z ~ N(0, I), scaled by each sampler's prior std (σ_max for VE samplers, 1 for "
-            "DDPM/DDIM), or the same uniform points over the view (NCSN's choice).",
+    "init": "Initial particles: the Gaussian matched to p_σmax, N(m, C + σ_max²I) from the same z ~ N(0, I) "
+            "(VP samplers: scaled by √ᾱ); exact draws of p_σmax where a panel uses the exact score (no prior "
+            "mismatch; model panels keep the matched Gaussian); or the same uniform points over the view.",
     "n_panels": "How many panels (samplers) run side by side. Panels on the same model share one batched "
                 "forward pass per step.",
     "frames": "Timeline resolution: each chain is recorded at this many evenly spaced instants of its own length.",
@@ -60,7 +61,9 @@ def score_models(state):
     the weights are copied, so training may go on."""
     model = copy.deepcopy(state.model) if state.model is not None else None
     cfg = state.model_settings if model is not None else state.train
-    trained = fitting.score_model(model, cfg, state.density) if model is not None else None
+    trained = fitting.score_model(model, cfg, state.density,        # it starts from its training data's moments
+                                  stats=fitting.data_stats(cfg, state.model_density or state.density)) \
+        if model is not None else None
     return trained, fitting.score_model(None, cfg, state.density), cfg
 
 
@@ -105,8 +108,8 @@ class SamplerView(QtWidgets.QWidget):
         box, form = common.form_group("Particles")
         field = self.chains_form.add
         self.n = field("n_particles", common.spin(10, 50000, 10, 500, tooltip=TIP["n"]))
-        self.init = field("init", common.combo([("gaussian", "N(0, I)·prior std"), ("uniform", "uniform over view")],
-                                               tooltip=TIP["init"]))
+        self.init = field("init", common.combo([("gaussian", "matched Gaussian"), ("exact", "exact p_σmax"),
+                                                ("uniform", "uniform over view")], tooltip=TIP["init"]))
         self.n_panels = field("n_panels", common.spin(1, MAX_PANELS, 1, tooltip=TIP["n_panels"]))
         form.addRow("Particles", self.n)
         form.addRow("Start from", self.init)
@@ -345,8 +348,9 @@ class SamplerView(QtWidgets.QWidget):
             self.note.setText(f"<span style='color:#c33'>{e}</span>")
             return
         gen = torch.Generator().manual_seed(ss.seed)
-        z = samplers.initial_particles(ss.n_particles, ss.init, s.bounds, gen)
-        starts = [samplers.prior_sample(sp.sampler, z) if ss.init == "gaussian" else z for sp in specs]
+        z = samplers.initial_particles(ss.n_particles, "uniform" if ss.init == "uniform" else "gaussian", s.bounds, gen)
+        starts = [samplers.start_from(sp.sampler, z, ss.init, torch.Generator().manual_seed(ss.seed + 1 + i))
+                  for i, sp in enumerate(specs)]
         self._model_step_used = s.model_step if trained is not None else None
         self._density_used = s.density
         self.active = list(range(len(specs)))

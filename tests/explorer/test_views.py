@@ -78,11 +78,21 @@ def test_four_samplers_run_to_the_end_from_the_same_particles(window, qtbot):
     assert sp.frame == 8
     qtbot.keyClick(window, QtCore.Qt.Key.Key_Left)
     assert sp.frame == 7
-    # Gaussian start: the same z, scaled by each sampler's prior std
+    # Gaussian start: the same z through each sampler's matched prior N(m, C + σ₀²I) (VP: times √ᾱ₀)
+    import torch
+    from trainers import samplers
     sp.init.setCurrentIndex(sp.init.findData("gaussian"))
-    z = [c.frames[0] / c.spec.sampler.prior_std for c in sp.worker.chains]
-    assert all(np.allclose(zi, z[0], atol=1e-5) for zi in z)
-    assert sp.worker.chains[3].spec.sampler.prior_std > 3         # PF-ODE starts at σ_max
+    ss = window.state.sampler
+    z = samplers.initial_particles(ss.n_particles, "gaussian", window.state.bounds, torch.Generator().manual_seed(ss.seed))
+    for c in sp.worker.chains:
+        assert np.allclose(c.frames[0], samplers.prior_sample(c.spec.sampler, z).numpy(), atol=1e-4)
+    pf = sp.worker.chains[3]
+    assert pf.spec.sampler.prior_std > 3                                           # PF-ODE starts at σ_max
+    se = pf.spec.sampler.prior_std / len(z) ** 0.5
+    assert np.all(np.abs(pf.frames[0].mean(0) - window.state.density.mean().numpy()) < 4 * se)   # centred on m
+    # exact start: the exact-score panels draw p_σ₀ itself
+    sp.init.setCurrentIndex(sp.init.findData("exact"))
+    assert not np.allclose(sp.worker.chains[3].frames[0], pf.frames[0])
 
 
 def test_flow_lines_draw_whole_paths_of_deterministic_samplers(window, qtbot):
