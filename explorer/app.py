@@ -322,11 +322,13 @@ class MainWindow(QtWidgets.QMainWindow):
         super().closeEvent(ev)
 
 
-# Inputs that keep the bare keys bound to window shortcuts while they have the focus.
+# Inputs that keep the bare keys bound to window shortcuts while they have the focus (an editable combo
+# box counts as a text input; a plain one and the tab bar leave ← → to the sampler).
 _TEXT_INPUTS = (QtWidgets.QLineEdit, QtWidgets.QTextEdit, QtWidgets.QPlainTextEdit, QtWidgets.QAbstractSpinBox)
-_ARROW_INPUTS = (*_TEXT_INPUTS, QtWidgets.QAbstractSlider, QtWidgets.QComboBox, QtWidgets.QAbstractItemView,
-                 QtWidgets.QTabBar)
-_SPACE_INPUTS = (*_TEXT_INPUTS, QtWidgets.QAbstractButton, QtWidgets.QComboBox, QtWidgets.QAbstractItemView)
+_ARROW_INPUTS = (*_TEXT_INPUTS, QtWidgets.QAbstractSlider, QtWidgets.QAbstractItemView)
+# Space toggles a focused checkbox; a focused push button (Play, New chains…) leaves it to play / pause.
+_SPACE_INPUTS = (*_TEXT_INPUTS, QtWidgets.QCheckBox, QtWidgets.QRadioButton, QtWidgets.QComboBox,
+                 QtWidgets.QAbstractItemView)
 _BARE_KEYS = {QtCore.Qt.Key.Key_Left: _ARROW_INPUTS, QtCore.Qt.Key.Key_Right: _ARROW_INPUTS,
               QtCore.Qt.Key.Key_Space: _SPACE_INPUTS}
 
@@ -334,7 +336,7 @@ _BARE_KEYS = {QtCore.Qt.Key.Key_Left: _ARROW_INPUTS, QtCore.Qt.Key.Key_Right: _A
 class FocusedInputKeys(QtCore.QObject):
     """Event filter on the main window: a bare key that is also a window shortcut (Space plays the
     sampler, ← → step it) goes to the focused input that uses it instead (a slider moves with →, Space
-    toggles a checkbox or presses a button). The window sees the key's ShortcutOverride when the focused
+    toggles a checkbox). The window sees the key's ShortcutOverride when the focused
     widget left it unclaimed; claiming it here sends the key to that widget instead of the shortcut."""
 
     def eventFilter(self, obj, ev):
@@ -342,7 +344,8 @@ class FocusedInputKeys(QtCore.QObject):
         if ev.type() == QtCore.QEvent.Type.ShortcutOverride and ev.modifiers() in bare:
             kinds = _BARE_KEYS.get(QtCore.Qt.Key(ev.key()))
             focus = QtWidgets.QApplication.focusWidget()
-            if kinds and isinstance(focus, kinds) and focus.isEnabled():
+            editable = isinstance(focus, QtWidgets.QComboBox) and focus.isEditable()
+            if kinds and (isinstance(focus, kinds) or editable) and focus.isEnabled():
                 ev.accept()
                 return True
         return False
