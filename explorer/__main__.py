@@ -100,6 +100,7 @@ def main(argv=None) -> int:
             root, ext = os.path.splitext(args.screenshot)
             for key in win.views:
                 print("saved", win.save_screenshot(f"{root}-{key}{ext or '.png'}", key))
+        win.ask_save_choice = lambda: "discard"      # a screenshot run asks nobody about its demo model
         win.close()
         app.processEvents()
         sys.stdout.flush()
