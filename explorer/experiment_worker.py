@@ -17,23 +17,26 @@ class Cancelled(Exception):
 
 
 def run_until_cancelled(experiment, params: dict, progress: Callable[[float, str], None],
-                        cancelled: Callable[[], bool]):
-    """experiment.run(params) reporting to `progress`; None once a progress report sees cancelled()."""
+                        cancelled: Callable[[], bool], control: bool = False):
+    """experiment.run(params, control=control) reporting to `progress`; None once a progress report sees
+    cancelled(). control: the experiment's negative control (the mechanism removed)."""
     def report(frac: float, text: str):
         if cancelled():
             raise Cancelled
         progress(float(frac), str(text))
 
     try:
-        return experiment.run(params, report)
+        return experiment.run(params, report, control)
     except Cancelled:
         return None
 
 
 class ExperimentWorker(job_worker.JobWorker):
-    """One experiment with progress and Cancel; done(trainers.experiments.ExperimentResult)."""
+    """One experiment (or, with control, its negative control) with progress and Cancel;
+    done(trainers.experiments.ExperimentResult)."""
 
-    def __init__(self, experiment, params: dict, parent=None):
-        super().__init__(run_until_cancelled, dict(experiment=experiment, params=dict(params)), experiment.name,
-                         parent)
+    def __init__(self, experiment, params: dict, parent=None, control: bool = False):
+        super().__init__(run_until_cancelled, dict(experiment=experiment, params=dict(params), control=control),
+                         f"{experiment.name}{' (control)' if control else ''}", parent)
         self.experiment = experiment
+        self.control = control

@@ -4,10 +4,13 @@ The definitions — claim, expected outcome, criterion, default parameters, the 
 `trainers/experiments.py` (no Qt); this tab only presents them. On the left the list of experiments; in
 the middle the selected one's claim, expected outcome and criterion, and a parameter form generated from
 its defaults (a spin box per number, a check box per flag, the preset list for `density`, a line edit per
-other string; a changed parameter's name turns bold; *Reset to defaults*); Run / Cancel and a progress
-bar. The run goes to an `ExperimentWorker` thread. On the right the result: a large ✓ holds (green) or
-✗ does not hold (red) mark, the expected and the measured outcome side by side, the criterion, and a
-table of the measured figures.
+other string; a changed parameter's name turns bold; *Reset to defaults*); Run / Control / Cancel and a
+progress bar. Run and Control go to an `ExperimentWorker` thread; Control runs the experiment's negative
+control (the same run with the mechanism removed, which must come out "does not hold"). On the right the
+result: a large ✓ holds (green) or ✗ does not hold (red) mark — for a control, ✗ in blue ("as it must")
+and ✓ in red (the criterion could not fail) —, the expected and the measured outcome side by side, the
+criterion, and a table of the measured figures: a short label, the mean ± sd over the seeds rounded to
+the spread's first digit, and every seed's value.
 
 When the parameters name a preset density and *Show the density in the other tabs* is ticked, Run sets the
 app's density to it (one undoable step, Ctrl+Z) so the Density, Score-field and Samplers tabs show what the
@@ -20,7 +23,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers import densities
-from trainers.experiments import EXPERIMENTS, Experiment, ExperimentResult
+from trainers.experiments import EXPERIMENTS, Experiment, ExperimentResult, format_value, short_label
 
 from ..experiment_worker import ExperimentWorker
 from . import common
@@ -28,6 +31,8 @@ from . import common
 HOLDS_STYLE = "background:#1e7b34; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
 FAILS_STYLE = "background:#b3261e; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
 IDLE_STYLE = "background:#555; color:#ddd; border-radius:6px; padding:6px 12px; font-size:16px"
+CONTROL_FAILS_STYLE = ("background:#1a5fb4; color:white; border-radius:6px; padding:6px 12px; font-size:20px; "
+                       "font-weight:bold")
 DEMO_EXPERIMENT = "langevin-mode-weights"      # ~4 s: the demo / screenshot run
 
 
@@ -122,6 +127,9 @@ class ExperimentsView(QtWidgets.QWidget):
         box, form = common.form_group("Claim")
         self.claim = _wrapped()
         form.addRow(self.claim)
+        self.control_text = _wrapped()
+        self.control_text.setStyleSheet("color:#888")
+        form.addRow(self.control_text)
         side.addWidget(box)
 
         self.param_box, self.param_form = common.form_group("Parameters")
@@ -135,6 +143,9 @@ class ExperimentsView(QtWidgets.QWidget):
         row = QtWidgets.QHBoxLayout()
         self.run_btn = QtWidgets.QPushButton("Run")
         self.run_btn.setToolTip("Run the selected experiment with these parameters (fixed seeds, one thread).")
+        self.control_btn = QtWidgets.QPushButton("Control")
+        self.control_btn.setToolTip("Run the negative control: the same experiment with the mechanism removed; "
+                                    "it must come out 'does not hold'.")
         self.cancel_btn = QtWidgets.QPushButton("Cancel")
         self.cancel_btn.setToolTip("Stop the run at its next progress point (the end of the training or sampling "
                                    "phase it is in, a few seconds at most); nothing is kept.")
@@ -142,6 +153,7 @@ class ExperimentsView(QtWidgets.QWidget):
         self.reset_btn = QtWidgets.QPushButton("Reset to defaults")
         self.reset_btn.setToolTip("Put every parameter back to the experiment's default")
         row.addWidget(self.run_btn)
+        row.addWidget(self.control_btn)
         row.addWidget(self.cancel_btn)
         row.addWidget(self.reset_btn)
         side.addLayout(row)
@@ -180,20 +192,24 @@ class ExperimentsView(QtWidgets.QWidget):
         self.criterion = _wrapped()
         form.addRow(self.criterion)
         right.addWidget(box)
-        self.table = QtWidgets.QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["measured figure", "value"])
+        self.table = QtWidgets.QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["measured figure", "mean ± sd", "per seed"])
         self.table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.table.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(2, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setToolTip("The named numbers the experiment measured; the criterion is evaluated on them.")
+        self.table.setToolTip("The numbers the experiment measured, mean ± sd over its seeds and each seed's value; "
+                              "the criterion is evaluated on the means and their standard errors. Hover a "
+                              "label for its full name.")
         right.addWidget(self.table, 1)
         self.footer = _wrapped()
         self.footer.setStyleSheet("color:#888")
         right.addWidget(self.footer)
 
         self.list.currentItemChanged.connect(lambda cur, _prev: self._on_select(cur))
-        self.run_btn.clicked.connect(self.run)
+        self.run_btn.clicked.connect(lambda: self.run())
+        self.control_btn.clicked.connect(self.run_control)
         self.cancel_btn.clicked.connect(self.cancel)
         self.reset_btn.clicked.connect(self.reset_params)
         self.list.setCurrentRow(0)
@@ -221,6 +237,8 @@ class ExperimentsView(QtWidgets.QWidget):
         self.claim.setText(e.claim)
         self.expected.setText(e.expected)
         self.criterion.setText(e.criterion)
+        self.control_text.setText(f"Negative control (Control): {e.control}; it must not hold.")
+        self.control_btn.setToolTip(f"Run the negative control — {e.control} — which must come out 'does not hold'.")
         self._build_form(e)
         self._show(self.results.get(e.name))
         self._update_buttons()
@@ -282,7 +300,11 @@ class ExperimentsView(QtWidgets.QWidget):
     def is_running(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
 
-    def run(self):
+    def run_control(self):
+        """Run the selected experiment's negative control (in the worker, as Run)."""
+        self.run(control=True)
+
+    def run(self, control: bool = False):
         if self.is_running():
             return
         e = self.experiment()
@@ -298,14 +320,14 @@ class ExperimentsView(QtWidgets.QWidget):
             if self.state.density.to_dict() != d.to_dict():
                 self.state.set_density(d)
                 self.state.status.emit(f"Density set to {density} for the experiment {e.name} (Ctrl+Z undoes)")
-        w = ExperimentWorker(e, params, parent=self)
+        w = ExperimentWorker(e, params, parent=self, control=control)
         w.progress.connect(self._on_progress)
         w.done.connect(self._on_done)
         w.cancelled.connect(self._on_cancelled)
         w.failed.connect(self._on_failed)
         self.worker, self.running_name = w, e.name
         self.progress.setValue(0)
-        self.status.setText(f"Running {e.name}…")
+        self.status.setText(f"Running {e.name}{' (negative control)' if control else ''}…")
         w.start()
         self._update_buttons()
 
@@ -330,6 +352,7 @@ class ExperimentsView(QtWidgets.QWidget):
     def _update_buttons(self):
         running = self.is_running()
         self.run_btn.setEnabled(not running)
+        self.control_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
 
     def _finished(self):
@@ -350,8 +373,10 @@ class ExperimentsView(QtWidgets.QWidget):
         self._finished()
         self.results[result.name] = result
         self.progress.setValue(1000)
-        self.status.setText(f"{result.name} finished in {result.seconds:.1f} s.")
-        self._mark_list(result)
+        kind = " (negative control)" if result.control else ""
+        self.status.setText(f"{result.name}{kind} finished in {result.seconds:.1f} s.")
+        if not result.control:
+            self._mark_list(result)
         if self.experiment().name == result.name:
             self._show(result)
 
@@ -393,10 +418,11 @@ class ExperimentsView(QtWidgets.QWidget):
         return self.results.get(self.experiment().name)
 
     def table_figures(self) -> dict[str, float]:
-        """The figures table as numbers (name → value), as shown."""
+        """The figures table as numbers (full figure name → the mean shown), as shown."""
         out = {}
         for row in range(self.table.rowCount()):
-            out[self.table.item(row, 0).text()] = self.table.item(row, 1).data(QtCore.Qt.ItemDataRole.UserRole)
+            name = self.table.item(row, 0).data(QtCore.Qt.ItemDataRole.UserRole)
+            out[name] = self.table.item(row, 1).data(QtCore.Qt.ItemDataRole.UserRole)
         return out
 
     def verdict_text(self) -> str:
@@ -421,7 +447,20 @@ class ExperimentsView(QtWidgets.QWidget):
             self.footer.setText("")
             return
         e = EXPERIMENTS[result.name]
-        if result.holds:
+        if result.control:
+            if result.holds:
+                self.verdict.setText("✓ holds — but this is the NEGATIVE CONTROL: the criterion did not fail with the "
+                                     "mechanism removed")
+                self.verdict.setStyleSheet(FAILS_STYLE)
+                self.disagree.setText(f"The negative control ({e.control}) holds: the criterion cannot tell the "
+                                      "mechanism's effect from its absence with these parameters.")
+                self.disagree.show()
+            else:
+                self.verdict.setText(f"✗ does not hold — negative control ({e.control}), as it must")
+                self.verdict.setStyleSheet(CONTROL_FAILS_STYLE)
+                self.disagree.hide()
+            self.measured_box.setStyleSheet("")
+        elif result.holds:
             self.verdict.setText("✓ holds — the measured outcome agrees with the expected one")
             self.verdict.setStyleSheet(HOLDS_STYLE)
             self.measured_box.setStyleSheet("QGroupBox { border: 2px solid #1e7b34; border-radius: 4px; "
@@ -437,17 +476,27 @@ class ExperimentsView(QtWidgets.QWidget):
             self.disagree.show()
         self.measured.setText(result.measured)
         self.table.setRowCount(len(result.figures))
+        align = QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
         for row, (name, value) in enumerate(result.figures.items()):
-            key = QtWidgets.QTableWidgetItem(name)
-            val = QtWidgets.QTableWidgetItem(_format(value))
+            key = QtWidgets.QTableWidgetItem(short_label(result, name))
+            key.setData(QtCore.Qt.ItemDataRole.UserRole, name)
+            key.setToolTip(name)
+            sd = result.spread.get(name)
+            val = QtWidgets.QTableWidgetItem(format_value(value, sd))
             val.setData(QtCore.Qt.ItemDataRole.UserRole, value)
-            val.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
-            val.setToolTip(repr(value))
+            val.setTextAlignment(align)
+            val.setToolTip(f"mean {value!r}, sd {sd!r} over {len(result.seeds)} seeds")
+            seeds = result.per_seed.get(name, [])
+            per = QtWidgets.QTableWidgetItem(", ".join(f"{v:.3g}" for v in seeds))
+            per.setToolTip("\n".join(f"seed {s}: {v!r}" for s, v in zip(result.seeds, seeds)))
             self.table.setItem(row, 0, key)
             self.table.setItem(row, 1, val)
+            self.table.setItem(row, 2, per)
         changed = {k: v for k, v in result.params.items() if e.defaults.get(k) != v}
         used = ", ".join(f"{k}={_format(v)}" for k, v in changed.items()) or "the defaults"
-        self.footer.setText(f"Ran in {result.seconds:.1f} s with {used}.")
+        what = "Negative control ran" if result.control else "Ran"
+        self.footer.setText(f"{what} in {result.seconds:.1f} s over seeds {', '.join(map(str, result.seeds))} "
+                            f"with {used}.")
 
     def export_target(self):
         return self

@@ -1,4 +1,5 @@
-"""Experiments tab: choose a guided experiment, change a parameter, run it, read the verdict and figures."""
+"""Experiments tab: choose a guided experiment, change a parameter, run it or its negative control, read the
+verdict and the figures (mean ± sd over the seeds, each seed's value)."""
 from __future__ import annotations
 
 import pytest
@@ -31,13 +32,18 @@ def test_the_experiments_menu_has_one_action_per_experiment_and_the_list_one_row
     for name, e in EXPERIMENTS.items():
         _open(window, name)
         assert tab.claim.text() == e.claim and tab.expected.text() == e.expected
-        assert tab.criterion.text() == e.criterion
+        assert tab.criterion.text() == e.criterion and e.control in tab.control_text.text()
         assert tab.values() == e.defaults                     # the form starts at the defaults, typed alike
     assert window.tabs.tabText(window.tabs.indexOf(window.views["experiments"])) == "Experiments"
 
 
+FAST = {"langevin_steps": 300, "null_reps": 20}     # the test's shorter plain chain
+
+
 def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):
     tab = _open(window, "langevin-mode-weights")
+    for key, value in FAST.items():
+        tab.set_value(key, value)
     _type(qtbot, tab.fields["n"], "1500")
     assert tab.values()["n"] == 1500 and tab._labels["n"].font().bold()
     assert window.state.density.to_dict() != preset("two_gaussians").to_dict()
@@ -50,14 +56,19 @@ def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):
     assert isinstance(r, ExperimentResult) and r.params["n"] == 1500
     assert r.holds is True and "✓" in tab.verdict_text() and not tab.disagree.isVisible()
     shown = tab.table_figures()
-    assert set(shown) == set(r.figures)
+    assert set(shown) == set(r.figures) and len(r.seeds) == 3
     for key in ("true_heavy_weight", "langevin_heavy_weight", "annealed_heavy_weight"):
         assert isinstance(shown[key], float) and shown[key] == r.figures[key]
         row = list(shown).index(key)
-        assert float(tab.table.item(row, 1).text()) == pytest.approx(shown[key], rel=1e-5)
+        label, value, seeds = (tab.table.item(row, c).text() for c in range(3))
+        assert label == r.labels[key] and "_" not in label               # a short label, not the raw name
+        mean, sd = (float(t) for t in value.split(" ± ")) if "±" in value else (float(value), 0.0)
+        assert mean == pytest.approx(r.figures[key], abs=max(r.spread[key], 1e-9))   # rounded to its spread
+        assert len(value) <= 20                                          # no 7-digit raw numbers
+        assert [float(v) for v in seeds.split(", ")] == pytest.approx(r.per_seed[key], rel=1e-2)
     assert abs(shown["annealed_heavy_weight"] - shown["true_heavy_weight"]) < 0.05
     assert shown["langevin_heavy_weight"] < 0.65
-    assert tab.measured.text() == r.measured and "n=1500" in tab.footer.text()
+    assert tab.measured.text() == r.measured and "n=1500" in tab.footer.text() and "seeds 0, 1, 2" in tab.footer.text()
     assert tab.run_btn.isEnabled() and not tab.cancel_btn.isEnabled() and tab.progress.value() == 1000
     # reset puts the form back; the shown result stays the one measured
     tab.reset_btn.click()
@@ -67,7 +78,7 @@ def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):
 def test_a_failing_criterion_shows_the_cross_mark(window, qtbot, monkeypatch):
     e = EXPERIMENTS["memorisation"]
 
-    def fake_run(self, params=None, progress=None):
+    def fake_run(self, params=None, progress=None, control=False):
         progress(0.5, "halfway")
         return ExperimentResult(self.name, {"share_near_training_empirical_optimum": 0.42}, False, self.criterion,
                                 "share 0.42", self.params(params), 0.1)
@@ -119,3 +130,44 @@ def test_stale_signals_from_a_retired_experiment_worker_are_ignored(window, qtbo
     assert not any("stale" in m for m in messages)
     assert tab.worker is new and tab.is_running() and tab.cancel_btn.isEnabled() and not tab.run_btn.isEnabled()
     tab.stop_worker()
+
+
+def test_the_control_button_runs_the_negative_control_in_the_worker(window, qtbot):
+    tab = _open(window, "langevin-mode-weights")
+    tab.sync_density.setChecked(False)
+    for key, value in {**FAST, "n": 600}.items():
+        tab.set_value(key, value)
+    assert "must not hold" in tab.control_text.text()
+    qtbot.mouseClick(tab.control_btn, QtCore.Qt.MouseButton.LeftButton)
+    assert tab.is_running() and not tab.run_btn.isEnabled() and not tab.control_btn.isEnabled()
+    assert tab.worker.control and "negative control" in tab.status.text()
+    qtbot.waitUntil(lambda: tab.current_result() is not None, timeout=45000)
+    r = tab.current_result()
+    assert r.control and not r.holds and r.control_what == EXPERIMENTS["langevin-mode-weights"].control
+    assert tab.verdict_text().startswith("✗") and "negative control" in tab.verdict_text()
+    assert "as it must" in tab.verdict_text() and "#1a5fb4" in tab.verdict.styleSheet()     # blue, not red
+    assert not tab.disagree.isVisible() and tab.measured.text().startswith("CONTROL")
+    assert "Negative control ran" in tab.footer.text() and "negative control" in tab.status.text()
+    assert not tab.list.currentItem().text().startswith(("✓", "✗"))     # the list marks real runs only
+    assert tab.run_btn.isEnabled() and tab.control_btn.isEnabled()
+
+
+def test_a_control_that_holds_is_shown_as_a_problem(window, qtbot, monkeypatch):
+    e = EXPERIMENTS["memorisation"]
+
+    def fake_run(self, params=None, progress=None, control=False):
+        return ExperimentResult(self.name, {"share_near_training_empirical_optimum": 0.99}, True, self.criterion,
+                                "CONTROL: share 0.99", self.params(params), 0.1, {"share_near_training_empirical_optimum": 0.01},
+                                {"share_near_training_empirical_optimum": [0.98, 0.99, 1.0]}, [0, 1, 2], control,
+                                self.control if control else "", dict(self.labels))
+
+    monkeypatch.setattr(type(e), "run", fake_run)
+    tab = _open(window, "memorisation")
+    tab.sync_density.setChecked(False)
+    tab.run_control()
+    qtbot.waitUntil(lambda: tab.current_result() is not None, timeout=10000)
+    assert tab.current_result().control and tab.current_result().holds
+    assert "NEGATIVE CONTROL" in tab.verdict_text() and "#b3261e" in tab.verdict.styleSheet()
+    assert tab.disagree.isVisible() and "cannot tell" in tab.disagree.text()
+    assert tab.table.item(0, 0).text() == "empirical optimum: share near" and tab.table.item(0, 1).text() == "0.99 ± 0.01"
+    assert tab.table.item(0, 2).text() == "0.98, 0.99, 1"
