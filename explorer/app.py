@@ -353,13 +353,21 @@ class FocusedInputKeys(QtCore.QObject):
 
 class WheelNeedsFocus(QtCore.QObject):
     """Event filter: a spin box, combo box or slider ignores the wheel unless it has the focus, so
-    scrolling a side panel never changes a setting under the pointer (the panel scrolls instead)."""
+    scrolling a side panel never changes a setting under the pointer: the wheel goes to the scroll area
+    around it (sent there, as Qt does not pass a synthetic wheel event on to the parents)."""
 
     def eventFilter(self, obj, ev):
-        if ev.type() == QtCore.QEvent.Type.Wheel and not obj.hasFocus():
-            ev.ignore()                  # propagates to the parent (the scroll area)
-            return True
-        return False
+        if ev.type() != QtCore.QEvent.Type.Wheel or obj.hasFocus():
+            return False
+        area = obj.parentWidget()
+        while area is not None and not isinstance(area, QtWidgets.QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is not None:
+            QtWidgets.QApplication.sendEvent(area.viewport(), ev)
+            ev.accept()
+        else:
+            ev.ignore()                  # a real wheel event goes on to the parents
+        return True
 
 
 def guard_wheel(root: QtWidgets.QWidget) -> None:

@@ -92,10 +92,16 @@ def test_the_wheel_over_an_unfocused_combo_or_spin_box_changes_nothing(window, q
     combo, spin = sv.controls[2].sampler, sv.controls[0].widgets["steps"]
     _focus(qtbot, window, sv.plots)
     before = (combo.currentIndex(), spin.value(), [dict(p) for p in window.state.sampler.panels])
+    scroll = combo.parent()
+    while not isinstance(scroll, QtWidgets.QScrollArea):
+        scroll = scroll.parent()
+    bar = scroll.verticalScrollBar()
+    bar.setValue(0)
     for w in (combo, spin):
         _wheel(w, -1)
         _wheel(w, -1)
     assert (combo.currentIndex(), spin.value(), window.state.sampler.panels) == before
+    assert bar.value() > 0                          # the wheel scrolled the side panel instead
     for w in (combo, spin):
         assert w.focusPolicy() == QtCore.Qt.FocusPolicy.StrongFocus       # a wheel turn takes no focus
     # negative control: a focused spin box does follow the wheel
