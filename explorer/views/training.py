@@ -377,7 +377,7 @@ class TrainingView(QtWidgets.QWidget):
         model = build_network(self._worker_settings)
         model.load_state_dict(d["state"])
         model.eval()
-        self.state.set_model(model, self._worker_settings, d["step"])
+        self.state.set_model(model, self._worker_settings, d["step"], density=self._trained_density)
 
     @QtCore.Slot(str)
     def _on_failed(self, msg):
