@@ -158,3 +158,26 @@ def test_plain_langevin_targets_the_same_sigma_with_a_network_and_the_exact_scor
     a = samplers.build_sampler("langevin", score_model(net, cfg, d))
     b = samplers.build_sampler("langevin", score_model(None, cfg, d))
     assert a.sigma == b.sigma == pytest.approx(0.1)
+
+
+def test_toy_sample_starts_from_the_exact_p_sigma_max_only_with_the_exact_score(tmp_path, capsys):
+    """`sample --start exact` draws p_σmax itself (other particles than the matched start, same seed);
+    with a model, which cannot say what p_σmax is, it is a clear one-line error."""
+    from trainers import toy
+    d = three_modes((8.0, -6.0))
+    spec = tmp_path / "d.json"
+    d.save(spec)
+    outs = {}
+    for start in ("prior", "exact"):
+        out = tmp_path / f"{start}.npy"
+        assert toy.main(["sample", "--score", "exact", "--density", str(spec), "--sampler", "ddim", "--nfe", "5",
+                         "--n", "300", "--start", start, "--out", str(out)]) == 0
+        outs[start] = np.load(out)
+        assert np.isfinite(outs[start]).all()
+    assert not np.allclose(outs["prior"], outs["exact"])
+    cfg = ToyConfig(objective="ncsn", width=8, depth=1, sigma_max=5.0)
+    net = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
+    save_checkpoint(tmp_path / "m.pt", net, cfg, d)
+    assert toy.main(["sample", "--ckpt", str(tmp_path / "m.pt"), "--sampler", "ddim", "--nfe", "5", "--n", "10",
+                     "--start", "exact", "--out", str(tmp_path / "m.npy")]) == 1
+    assert "needs the exact score" in capsys.readouterr().err
