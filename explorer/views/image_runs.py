@@ -20,7 +20,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
-from trainers.image.config import available_configs
+from trainers.image.config import available_configs, resume_refusal, run_config_name
 
 from .. import process, runs
 from . import axes, common
@@ -38,7 +38,8 @@ STATS = [("loss", "Loss"), ("images_per_s", "Images/s"), ("lr", "LR"), ("eta_s",
 TIP = {
     "config": "Image-run config: a bundled one (assets/configs; the *_digits ones are tiny CPU "
               "runs, the others need a dataset folder) or a path to your own .toml file.\n"
-              "Ignored when resuming a run that has checkpoints: it continues with its own config.",
+              "Resuming a run that has checkpoints continues it with its own config: choose that one "
+              "(Continue run does); another config is refused, naming the fields that differ.",
     "data_dir": "Dataset folder (MNIST IDX files, CIFAR-10 python batches, CelebA images, ...). "
                 "Not needed for the digits configs. Passed as --data-dir.",
     "browse_data": "Choose the dataset folder.",
@@ -71,6 +72,11 @@ TIP = {
     "log": "Everything the training and sampling processes print (stdout and stderr).",
     "error": "The last failure, in the trainer's own words. Cleared at the next Start.",
 }
+
+
+RESUME_HINT = ("to continue it, choose its own config (Continue run in the browser does) with overrides of "
+               "train.n_steps, train.device and the like only; to train this config, untick Resume and "
+               "choose another run folder (or leave it empty)")
 
 
 class ImageRunsView(QtWidgets.QWidget):
@@ -233,6 +239,11 @@ class ImageRunsView(QtWidgets.QWidget):
             return False
         run_dir = self._run_folder(config)
         resume = self.resume.isChecked()
+        if resume and runs.checkpoint_steps(run_dir):
+            refusal = resume_refusal(run_dir, config, overrides, RESUME_HINT)
+            if refusal:                              # the chosen config is not the run's: say so, start nothing
+                self.show_error(refusal)
+                return False
         args = runs.train_args(config, run_dir, self.data_dir.text().strip(), resume, overrides)
         self._reset_live()
         self.state_label.setText(f"Starting {run_dir.name} …")
@@ -482,6 +493,9 @@ class ImageRunsView(QtWidgets.QWidget):
 
     def _continue_run(self, run: Path) -> None:
         if not self.is_running():
+            own = run_config_name(run)
+            if own:                                  # the run's own config, so Start continues it
+                self.config.setCurrentText(own)
             self.out_edit.setText(str(run))
             self.resume.setChecked(True)
 

@@ -53,6 +53,31 @@ def remove_partial_writes(run_dir) -> list[Path]:
     return removed
 
 
+def refuse_mismatched_resume(asked, ckpt: dict, run_dir, write_log: bool = True) -> None:
+    """Before a resume loads anything: if the config `asked` differs from the checkpoint's in a field
+    that decides what the run trains (``config.check_resume``), append a ``failed`` event to the run's
+    progress.jsonl (when `write_log`: rank 0) and raise ``config.ResumeMismatch`` (one line)."""
+    from . import progress as events
+    from .config import ResumeMismatch, check_resume
+
+    try:
+        check_resume(ckpt["config"], asked, run_dir)
+    except ResumeMismatch as e:
+        if write_log:
+            path = layout.progress_path(run_dir)
+            if path.exists() and path.stat().st_size:
+                with open(path, "rb+") as f:          # a torn last line (a kill) gets closed off first
+                    f.seek(-1, 2)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+            log = events.ProgressLog(path)
+            try:
+                log.failed(e, int(ckpt["step"]))
+            finally:
+                log.close()
+        raise
+
+
 # -------------------------------------------------------------------------------- RNG states
 def capture_rng_state(device: torch.device | None = None) -> dict:
     np_state = np.random.get_state(legacy=False)

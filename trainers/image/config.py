@@ -361,3 +361,89 @@ def to_toml(cfg: RunConfig) -> str:
         lines += [f"{k} = {fmt(v)}" for k, v in d[section].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- resuming
+# Fields a resumed run may change: how long it trains, where and with what precision it runs, what it
+# logs, checkpoints and previews, and how it samples. Every other field decides what a training step
+# computes (method, data, network, noise schedule, loss, optimiser, seed): a resume with another value
+# would not continue the run (and a network field would not even load its weights).
+RESUME_FREE = frozenset({
+    "name", "data.data_dir", "data.num_workers", "ddpm.sample_variance", "ddpm.clip_denoised",
+    "ncsn.steps_per_level", "ncsn.eps", "ncsn.final_denoise", "train.n_steps", "train.log_every",
+    "train.ckpt_every", "train.sample_every", "train.keep_ckpts", "train.n_grid", "train.preview_sampler",
+    "train.preview_nfe", "train.precision", "train.channels_last", "train.compile", "train.device",
+    "train.threads", "sample.n", "sample.batch_size"})
+
+
+class ResumeMismatch(ConfigError):
+    """A run folder was asked to resume with a config that differs from its own in fields that decide
+    what it trains; the message names them (one line) and says how to continue or start anew."""
+
+
+def _flat(cfg: RunConfig) -> dict:
+    d = cfg.to_dict()
+    out = {"method": d["method"], "name": d["name"]}
+    for section in _SECTIONS:
+        out.update({f"{section}.{k}": v for k, v in d[section].items()})
+    return out
+
+
+def resume_differences(stored, asked: RunConfig) -> list[tuple[str, object, object]]:
+    """(field, the run's value, the asked value) for each field outside RESUME_FREE where the run's
+    config (a RunConfig, or the dict a checkpoint holds) and `asked` differ."""
+    run = stored if isinstance(stored, RunConfig) else from_dict(stored)
+    a, b = _flat(run), _flat(asked)
+    return [(k, a[k], b[k]) for k in a if k not in RESUME_FREE and a[k] != b[k]]
+
+
+def check_resume(stored, asked: RunConfig, run_dir, hint: str | None = None) -> None:
+    """Raise ResumeMismatch (one line: which fields differ, how to go on — `hint`, by default the CLI's
+    words) if `asked` would not continue the run in `run_dir`, whose config is `stored` (its
+    checkpoint's dict, or a RunConfig)."""
+    diffs = resume_differences(stored, asked)
+    if not diffs:
+        return
+    shown = "; ".join(f"{k}: run {_show(v)}, asked {_show(w)}" for k, v, w in diffs[:6])
+    more = f" and {len(diffs) - 6} more" if len(diffs) > 6 else ""
+    if hint is None:
+        hint = ("to continue it, resume with its own config (leave out --config; overrides may change only "
+                "train.n_steps, train.device, train.threads and the like); to train this config, start a new "
+                "run (another --out, without --resume)")
+    raise ResumeMismatch(f"cannot resume {run_dir} with another config ({shown}{more}): {hint}")
+
+
+def _show(v) -> str:
+    return json.dumps(v) if isinstance(v, str) else str(v)
+
+
+def resume_refusal(run_dir, config: str, overrides: typing.Sequence[str] = (), hint: str | None = None) -> str:
+    """For a front end that always names a config (the Image-runs tab): '' if resuming `run_dir` with
+    `config` and `overrides` continues the run, else ResumeMismatch's one line. The config named after
+    the run's own (the same bundled name or its config.toml) means "the run's own": the overrides are
+    applied to the run's stored config, as ``train --resume`` without ``--config`` does. A run without
+    a readable config.toml is not judged here ('')."""
+    from .run_layout import config_path
+
+    path = config_path(run_dir)
+    try:
+        stored = load_config(path)
+    except (ConfigError, OSError):
+        return ""
+    own = Path(config).stem == stored.name or Path(config).expanduser().resolve() == path.resolve()
+    try:
+        asked = apply_overrides(stored, overrides) if own else load_config(config, overrides)
+        check_resume(stored, asked, run_dir, hint)
+    except ConfigError as e:
+        return str(e)
+    return ""
+
+
+def run_config_name(run_dir) -> str:
+    """The name of the config a run folder was trained with (its config.toml), '' if unreadable."""
+    from .run_layout import config_path
+
+    try:
+        return load_config(config_path(run_dir)).name
+    except (ConfigError, OSError):
+        return ""

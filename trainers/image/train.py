@@ -267,6 +267,7 @@ class _Run:
             ck.remove_partial_writes(self.run_dir)     # a checkpoint write cut short by a kill
         if resume and existing:
             ckpt, path = ck.load_latest(self.run_dir)
+            ck.refuse_mismatched_resume(self.cfg, ckpt, self.run_dir, self.main)
             self.start_step = int(ckpt["step"])
             self.log(f"resuming from {path} (step {self.start_step})")
             return ckpt
