@@ -1,5 +1,7 @@
 """What the model learned, as a density: the PF-ODE log-density of a score model on a grid and on fresh
-samples (trainers.likelihood.pf_ode_log_density), beside the true log p_{σ_min}, in a QThread.
+samples (trainers.likelihood.pf_ode_log_density), beside the true log p_{σ_min}, in a QThread. The ODE's
+end term is the exact p_σmax for the exact score and the Gaussian matched to the training data's moments
+for a network (docs/math.md §10), so the gap shown is the model's, not an origin-centred prior's.
 
 `compute_learned_density` is plain torch (no Qt); `DensityWorker` runs it with progress and Cancel. The
 grid and the samples go through the ODE in chunks, so progress is reported and a cancel is honoured

@@ -525,7 +525,9 @@ def _range(model: ScoreModel, o: SamplerOptions) -> tuple[float, float]:
 
 def vp_schedule(model: ScoreModel, o: SamplerOptions) -> DDPMSchedule:
     """The model's own schedule (an ε-model's, or one given to the exact score); for any other model a schedule over its σ range
-    (DDPMSchedule.from_sigmas on a geometric grid of n_timesteps levels)."""
+    (DDPMSchedule.from_sigmas on a geometric grid of n_timesteps levels). That range's top is the σ_max rule's
+    (docs/math.md §10.1) for the exact score and for an NCSN trained with the automatic σ₁, and the chain
+    starts from the matched Gaussian in VP coordinates (prior_sample)."""
     own = getattr(model, "schedule", None)
     if own is not None and o.sigma_max is None and o.sigma_min is None:
         return own
