@@ -291,7 +291,8 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 elbo = ddpm_elbo_nats(lambda x, t: model(x, t), ddpm_schedule(cfg), x0, cfg.ddpm_variance)
-            extra.update(neg_elbo_nats=elbo["elbo_nats"], nll_true_data=float(-density.log_prob(x0.double()).mean()))
+            extra.update(neg_elbo_nats=elbo["elbo_nats"], neg_elbo_decoder_variance=elbo["decoder_variance"],
+                         nll_true_data=float(-density.log_prob(x0.double()).mean()))
     return {**extra,
         "objective": cfg.objective, "model": cfg.model, "sampler": name, "n": n, "nfe": smp.nfe,
         "note": sm.range_note(smp.sigmas_used()),
@@ -327,8 +328,9 @@ def cmd_evaluate(a) -> None:
         print(f"  NLL at σ = {result['nll_sigma']:.3g} by the PF-ODE  {result['nll_model']:.4f} nats  "
               f"(true: {result['nll_true']:.4f})")
     if "neg_elbo_nats" in result:
-        print(f"  −ELBO of clean data  {result['neg_elbo_nats']:.4f} nats  (an upper bound on the NLL; the true "
-              f"NLL of p: {result['nll_true_data']:.4f})")
+        dec = {"beta1": "β₁", "reference": "β̃₂"}.get(result.get("neg_elbo_decoder_variance"), "custom")
+        print(f"  −ELBO of clean data  {result['neg_elbo_nats']:.4f} nats  (decoder variance {dec}; an upper bound "
+              f"on the NLL; the true NLL of p: {result['nll_true_data']:.4f})")
 
 
 def _int_list(text: str) -> list[int]:

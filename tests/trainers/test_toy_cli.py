@@ -174,3 +174,4 @@ def test_evaluate_reports_the_ddpm_bound_above_the_true_nll(tmp_path, capsys):
                      "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert np.isfinite(result["neg_elbo_nats"]) and result["neg_elbo_nats"] > result["nll_true_data"]
+    assert result["neg_elbo_decoder_variance"] == "beta1"        # continuous data: the Gaussian decoder's default
