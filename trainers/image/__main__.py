@@ -22,7 +22,10 @@ Multi-GPU: the same ``train`` command under ``torchrun --nproc_per_node=K -m tra
 Exit status 2 means bad input (config, dataset, checkpoint, sampler options); the message says what
 and where. A sampler chain that diverges, or a training loss that becomes NaN/inf, exits with
 status 1 and names the step and a remedy. A training run that fails once started ends its
-progress.jsonl with a ``failed`` event holding the message.
+progress.jsonl with a ``failed`` event holding the message. ``--resume`` with a config that differs
+from the run's in a field that decides what is trained (method, data, network, schedule, loss,
+optimiser, seed; ``config.RESUME_FREE`` lists what may change) is refused before anything loads: one
+line naming the fields, exit status 2, and a ``failed`` event in the run's progress.jsonl.
 """
 from __future__ import annotations
 
