@@ -323,7 +323,8 @@ def model_mismatch(trained_with: fitting.ToyConfig | None, trained_on: densities
     (the ones now chosen), in one line; "" when both match. Densities match when they are the same
     object or hold the same mixture (a reopened session); settings field by field."""
     why = []
-    if trained_on is not None and trained_on is not density and trained_on.to_dict() != density.to_dict():
+    if trained_on is not None and trained_on is not density and (
+            trained_on.n_components != density.n_components or trained_on.to_dict() != density.to_dict()):
         old, new = trained_on.name or "a drawn density", density.name or "a drawn density"
         why.append(f"it was trained on another density ({old}; now {new})" if old != new
                    else f"it was trained on {old} before it was edited")
