@@ -39,7 +39,8 @@ TIP = {
     "config": "Image-run config: a bundled one (assets/configs; the *_digits ones are tiny CPU "
               "runs, the others need a dataset folder) or a path to your own .toml file.\n"
               "Resuming a run that has checkpoints continues it with its own config: choose that one "
-              "(Continue run does); another config is refused, naming the fields that differ.",
+              "(double-clicking the run in the browser does); another config is refused, naming the "
+              "fields that differ.",
     "data_dir": "Dataset folder (MNIST IDX files, CIFAR-10 python batches, CelebA images, ...). "
                 "Not needed for the digits configs. Passed as --data-dir.",
     "browse_data": "Choose the dataset folder.",
@@ -74,7 +75,7 @@ TIP = {
 }
 
 
-RESUME_HINT = ("to continue it, choose its own config (Continue run in the browser does) with overrides of "
+RESUME_HINT = ("to continue it, choose its own config (double-clicking the run in the browser does) with overrides of "
                "train.n_steps, train.device and the like only; to train this config, untick Resume and "
                "choose another run folder (or leave it empty)")
 

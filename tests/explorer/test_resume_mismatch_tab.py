@@ -1,6 +1,6 @@
 """Image-runs tab, resuming with another config (issue #25 item 5): a config (or an override) that is not
-the run's own is refused in the banner, naming the fields that differ, and nothing starts; Continue run
-picks the run's own config, so Start continues it."""
+the run's own is refused in the banner, naming the fields that differ, and nothing starts; double-clicking
+a run in the browser picks the run's own config, so Start continues it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,13 +61,13 @@ def test_resume_with_another_config_is_refused_in_the_banner(qtbot, tab, ddpm_ru
 
 
 @pytest.mark.slow
-def test_continue_run_picks_the_run_s_own_config_and_start_continues_it(qtbot, tab, ddpm_run, tmp_path):
+def test_double_clicking_a_run_picks_its_own_config_and_start_continues_it(qtbot, tab, ddpm_run, tmp_path):
     import shutil
 
     run = tmp_path / "runs" / "ddpm"
     shutil.copytree(ddpm_run, run)
     tab.config.setCurrentText("ncsn_digits")
-    tab._continue_run(run)
+    tab.browser.runActivated.emit(run)                                  # a double-click in the browser
     assert tab.config.currentText() == "ddpm_digits" and tab.resume.isChecked()
     tab.overrides.setText("train.n_steps=3")
     tab.start_btn.click()
