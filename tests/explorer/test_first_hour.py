@@ -196,7 +196,7 @@ def test_the_score_field_finds_the_training_set_without_measuring(window, qtbot)
 # ---------------------------------------------------------------------------- 10: stale texts
 def test_training_on_a_fixed_dataset_stops_on_its_loss_and_says_so(window, qtbot):
     tv = window.views["training"]
-    window.state.update_train(objective="dsm", sigma=0.5, lr=1e-5, n_data=20)     # too small to make progress
+    window.state.update_train(objective="dsm", sigma=0.5, lr=1e-5, n_data=20, batch=32)   # lr too small to make progress
     tv.patience.setValue(100)
     tv.start()
     qtbot.waitUntil(lambda: not tv.is_running() and tv.start_btn.text() == "Start", timeout=60_000)
