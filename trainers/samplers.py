@@ -14,7 +14,9 @@ score. Conventions (docs/math.md §3, §4, §8; each class's docstring repeats i
 "ddpm" and "ddim" move x in VP coordinates; the others move y in VE coordinates (y = x/√ᾱ).
 
 Every sampler has `n_steps`, `nfe` (network evaluations for the whole chain), `prior_std` (the
-Gaussian start is prior_std · z), `sigmas_used()`, `label(k)`, `step(x, k, generator)` and `run()`.
+legacy start prior_std · z, for models without data statistics; `prior_sample` draws the Gaussian
+matched to p_σmax, `exact_prior_sample` p_σmax itself: docs/math.md §10.1), `sigmas_used()`,
+`label(k)`, `step(x, k, generator)` and `run()`.
 A step is written as a generator (`plan`) that yields the score evaluations it needs (`Query`) and
 returns a `StepOutput`; `step()` answers them with the sampler's model, and `advance_together()`
 answers the queries of several chains on one model with one batched forward pass. A chain whose
