@@ -332,10 +332,12 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
     def training_points(self):
         """The fixed training set the overlay and the meter compare with (a (N, 2) tensor): the current
         model's own when it was trained on one, else the one the Training tab's settings draw; None when
-        neither has a fixed dataset (fresh data every step)."""
-        for cfg in (self.state.model_settings, self.state.train):
+        neither has a fixed dataset (fresh data every step). The model's were drawn from the density it
+        was trained on (which a stale model no longer shares with the Density tab)."""
+        s = self.state
+        for cfg, density in ((s.model_settings, s.model_density), (s.train, s.density)):
             if cfg is not None and cfg.n_data:
-                return fitting.training_data(cfg, self.state.density)[1]
+                return fitting.training_data(cfg, density or s.density)[1]
         return None
 
     def _compute_empirical(self, settings, lev, pts):

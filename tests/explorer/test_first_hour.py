@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers import densities
@@ -191,6 +192,19 @@ def test_the_score_field_finds_the_training_set_without_measuring(window, qtbot)
     window.state.update_train(n_data=20)
     assert "No training set" not in sf.status.text()
     assert sf.measure_btn.isEnabled()
+
+
+def test_a_stale_models_training_points_come_from_the_density_it_was_trained_on(window):
+    from trainers import fitting
+
+    state, sf = window.state, window.views["score"]
+    state.update_train(n_data=20)
+    eight = state.density
+    _give_model(state)
+    state.set_density(densities.preset("two_gaussians"))
+    points = sf.training_points()
+    assert torch.equal(points, fitting.training_data(state.model_settings, eight)[1])
+    assert not torch.equal(points, fitting.training_data(state.model_settings, state.density)[1])   # control
 
 
 # ---------------------------------------------------------------------------- 10: stale texts
