@@ -151,7 +151,10 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ status
     @QtCore.Slot(str)
     def _on_status(self, msg: str):
-        self.statusBar().showMessage(msg, 10000)
+        from .views.common import fit_status        # elided beside the permanent texts, in full as a tooltip
+
+        self.statusBar().showMessage(fit_status(self.statusBar(), msg, (self.sampler_status, self.train_status)),
+                                     10000)
 
     def _on_training_progress(self, d: dict):
         self.train_status.setText(f"Training {d['objective']}: step {d['step']}, loss {d['loss']:.4g}")

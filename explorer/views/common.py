@@ -186,15 +186,46 @@ def combo(items, current=None, tooltip="") -> QtWidgets.QComboBox:
     return w
 
 
+class SidePanel(QtWidgets.QScrollArea):
+    """A tab's settings column: scrolls vertically, never horizontally, and is as wide as its contents
+    need (at least `width`), with room kept for the vertical scroll bar: no spin box loses its arrows
+    and no row is cut on the right, whatever the window's height."""
+
+    def __init__(self, width: int = 300):
+        super().__init__()
+        self.base_width = width
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFixedWidth(width)
+
+    def setWidget(self, widget: QtWidgets.QWidget) -> None:
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+        self.fit_width()
+
+    def wanted_width(self) -> int:
+        inner = self.widget()
+        need = inner.minimumSizeHint().width() if inner is not None else 0
+        bar = self.verticalScrollBar().sizeHint().width()
+        return max(self.base_width, need + bar + 2 * self.frameWidth())
+
+    def fit_width(self) -> None:
+        w = self.wanted_width()
+        if w != self.width() or self.minimumWidth() != w:
+            self.setFixedWidth(w)
+
+    def eventFilter(self, obj, ev):
+        if obj is self.widget() and ev.type() in (QtCore.QEvent.Type.LayoutRequest, QtCore.QEvent.Type.Show):
+            self.fit_width()
+        return super().eventFilter(obj, ev)
+
+
 def side_panel(width: int = 300) -> tuple[QtWidgets.QScrollArea, QtWidgets.QVBoxLayout]:
     inner = QtWidgets.QWidget()
     lay = QtWidgets.QVBoxLayout(inner)
     lay.setContentsMargins(4, 4, 4, 4)
-    scroll = QtWidgets.QScrollArea()
+    scroll = SidePanel(width)
     scroll.setWidget(inner)
-    scroll.setWidgetResizable(True)
-    scroll.setFixedWidth(width)
-    scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     return scroll, lay
 
 
@@ -413,3 +444,12 @@ class JobTab:
     def wait(self, timeout_s: float = 120.0) -> bool:
         """Process events until the job is finished (demo and tests)."""
         return process_events_until(lambda: not self.is_running(), timeout_s)
+
+
+def fit_status(bar: QtWidgets.QStatusBar, message: str, permanent=()) -> str:
+    """`message` elided ("…") to the room left of the status bar's permanent widgets (a long message
+    would otherwise run into them); the full text becomes the bar's tooltip."""
+    shown = [w for w in permanent if w.isVisible()]
+    right = min((w.x() for w in shown), default=bar.width()) - 16
+    bar.setToolTip(message)
+    return bar.fontMetrics().elidedText(message, QtCore.Qt.TextElideMode.ElideRight, max(40, right))

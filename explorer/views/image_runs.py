@@ -81,7 +81,8 @@ RESUME_HINT = ("to continue it, choose its own config (double-clicking the run i
 
 
 class ImageRunsView(QtWidgets.QWidget):
-    """Run panel (left), live progress and log (middle), run browser (right)."""
+    """Run panel and log (left), live loss plots (middle), run browser and quality per checkpoint
+    as two sub-tabs (right)."""
 
     title = "Image runs"
     runningChanged = QtCore.Signal(bool)     # the training process started (True) / ended (False)
@@ -164,7 +165,7 @@ class ImageRunsView(QtWidgets.QWidget):
         form.addRow(self.state_label)
 
         run_column = QtWidgets.QWidget()
-        run_column.setMinimumWidth(300)
+        run_column.setMinimumWidth(280)
         v = QtWidgets.QVBoxLayout(run_column)
         v.setContentsMargins(0, 0, 0, 0)
         v.addWidget(run_box)
@@ -176,16 +177,26 @@ class ImageRunsView(QtWidgets.QWidget):
         v.addWidget(self.plot, 1)
         v.addWidget(self.log_y)
         live_column = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        for w in (loss_box, self.level_plot, self.quality):
+        for w in (loss_box, self.level_plot):
             live_column.addWidget(w)
-        live_column.setSizes([300, 180, 340])
+        live_column.setSizes([420, 360])
         live_column.setChildrenCollapsible(False)
+        # the browser and the quality panel share the right column as two sub-tabs, so that every
+        # plot has room at 1280×800 (three plots stacked beside the browser were cut on the right)
+        self.right_tabs = QtWidgets.QTabWidget()
+        self.right_tabs.addTab(self.browser, "Samples")
+        self.right_tabs.addTab(self.quality, "Quality per checkpoint")
+        self.right_tabs.setTabToolTip(1, self.quality.plot.toolTip())
 
         columns = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        for column in (run_column, live_column, self.browser):
+        for column in (run_column, live_column, self.right_tabs):
             columns.addWidget(column)
-        columns.setSizes([360, 480, 560])
+        columns.setStretchFactor(0, 0)
+        columns.setStretchFactor(1, 1)
+        columns.setStretchFactor(2, 2)
+        columns.setSizes([330, 420, 600])
         columns.setChildrenCollapsible(False)
+        self.columns = columns
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.error)
         lay.addWidget(columns, 1)
@@ -593,7 +604,7 @@ def _loss_plot() -> tuple[pg.PlotWidget, pg.LegendItem, pg.PlotDataItem]:
 
 
 def _level_plot() -> tuple[pg.PlotWidget, pg.PlotDataItem]:
-    plot = _styled_plot("Loss per noise level (latest interval)", TIP["level_plot"], "t")
+    plot = _styled_plot("Loss per noise level", TIP["level_plot"], "t")        # the latest interval
     curve = plot.plot([], [], pen=LEVEL_PEN, symbol="o", symbolSize=5,
                       symbolBrush=LEVEL_PEN.color(), symbolPen=None)
     return plot, curve

@@ -103,7 +103,7 @@ class QualityPanel(QtWidgets.QGroupBox):
         self.poll_timer.start()
 
     def _build_plots(self) -> None:
-        self.plot.setTitle("samples (orange), real digits (green), noise (grey); "
+        self.plot.setTitle("samples (orange), real digits (green), noise (grey)<br>"
                            "solid: confidence, dashed: share > 0.9", size="8pt")
         self.plot.setLabel("bottom", "checkpoint step")
         self.plot.setLabel("left", "judge")

@@ -132,15 +132,16 @@ class RunBrowser(QtWidgets.QGroupBox):
         v.addLayout(_row(self.grid_slider, self.grid_label, self.side_by_side_btn))
         v.addWidget(self.image_view, 1)
         v.addLayout(_row(self.chain_slider, self.chain_label))
-        sample_row = QtWidgets.QHBoxLayout()
-        for label, w in [("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind),
-                         ("", self.weights), ("chain frames", self.frames)]:
-            if label:
-                sample_row.addWidget(common.tip(QtWidgets.QLabel(label), w.toolTip()))
-            sample_row.addWidget(w)
-        sample_row.addWidget(self.sample_btn)
-        sample_row.addWidget(self.toggle_weights_btn)
-        v.addLayout(sample_row)
+        # two rows, so that the column fits beside the run panel and the plots at 1280 px
+        for row_items in ([("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind)],
+                          [("", self.weights), ("chain frames", self.frames), ("", self.sample_btn),
+                           ("", self.toggle_weights_btn)]):
+            sample_row = QtWidgets.QHBoxLayout()
+            for label, w in row_items:
+                if label:
+                    sample_row.addWidget(common.tip(QtWidgets.QLabel(label), w.toolTip()))
+                sample_row.addWidget(w, 1 if w is self.sampler_kind else 0)
+            v.addLayout(sample_row)
 
     def _connect(self) -> None:
         self.browse_root_btn.clicked.connect(self._pick_root)

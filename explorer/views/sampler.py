@@ -560,8 +560,8 @@ class SamplerView(QtWidgets.QWidget):
             diverged = chain.error and chain.diverged_at_frame is not None and f >= chain.diverged_at_frame
             label = chain.labels[f] if f < len(chain.labels) else ""
             err = "<br><span style='color:#f55'>diverged: stopped</span>" if diverged else ""
-            p["plot"].setTitle(f"<b>{p['title']}</b><br><span style='font-size:8pt'>{label}</span>{err}",
-                               size="9pt")
+            p["plot"].setTitle(f"<b>{_fitted_title(p['title'], p['plot'])}</b><br>"
+                               f"<span style='font-size:8pt'>{label}</span>{err}", size="9pt")
             spec = chain.spec
             lines = [f"<b>NFE {chain.nfes[min(f, len(chain.nfes) - 1)]}/{spec.sampler.nfe}</b> · "
                      + _metrics_text(p["metric"], self.state.density.n_components)]
@@ -644,6 +644,19 @@ def _metrics_text(m: dict, n_components: int) -> str:
     if n_components <= 8:
         text += "<br>weights " + " ".join(f"{v:.2f}" for v in m["mode_weights"])
     return text
+
+
+def _fitted_title(title: str, plot: pg.PlotItem) -> str:
+    """`title` ("sampler — score") on one line where it fits the panel's width in bold 9 pt, else on
+    two lines at the dash (four panels at 1280 px leave ~220 px each; a title never widens a panel)."""
+    from PySide6 import QtGui
+
+    font = QtGui.QFont(plot.titleLabel.item.font())
+    font.setPointSizeF(9)
+    font.setBold(True)
+    if QtGui.QFontMetrics(font).horizontalAdvance(title) + 12 <= plot.width():
+        return title
+    return title.replace(" — ", "<br>")
 
 
 def _title_sets_no_width(plot: pg.PlotItem) -> None:

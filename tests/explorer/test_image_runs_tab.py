@@ -284,7 +284,8 @@ def test_every_control_has_a_tooltip(tab):
 
     kinds = (QtWidgets.QAbstractButton, QtWidgets.QComboBox, QtWidgets.QLineEdit, QtWidgets.QAbstractSlider, QtWidgets.QAbstractSpinBox,
              QtWidgets.QListWidget, QtWidgets.QPlainTextEdit, QtWidgets.QProgressBar)
-    inner = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractScrollArea)   # their own sub-widgets
+    inner = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractScrollArea,
+             QtWidgets.QTabBar)                                           # their own sub-widgets
     controls = [w for kind in kinds for w in tab.findChildren(kind)
                 if not isinstance(w.parent(), inner) and not isinstance(w, QtWidgets.QScrollBar)]
     assert len(controls) >= 20

@@ -209,3 +209,157 @@ def test_quality_plot_x_range_covers_the_checkpoints(qtbot, tmp_path):
     labels = [float(t) for _, t in _drawn_labels(panel.plot.getPlotItem(), "bottom")]
     assert min(labels) <= 200 and max(labels) >= 300, labels
     panel.shutdown()
+
+
+# ---------------------------------------------------------------------------- no clipped text
+TEXT_WIDGETS = ("QLabel", "QAbstractButton", "QAbstractSpinBox", "QComboBox", "QLineEdit", "QGroupBox")
+
+
+def _visible_rect(w) -> QtCore.QRect:
+    """The part of w (in window coordinates) that no ancestor cuts off."""
+    from PySide6.QtWidgets import QWidget
+
+    size = QWidget.size                       # not a view's own `size` attribute (the brush size box)
+    top = w.window()
+    r = QtCore.QRect(w.mapTo(top, QtCore.QPoint(0, 0)), size(w))
+    p = w.parentWidget()
+    while p is not None and p is not top:
+        r = r.intersected(QtCore.QRect(p.mapTo(top, QtCore.QPoint(0, 0)), size(p)))
+        p = p.parentWidget()
+    return r.intersected(top.rect())
+
+
+def clipped_widgets(win) -> list[str]:
+    """Visible text widgets narrower than their size hint (labels, buttons, group titles) or minimum
+    size hint (spin boxes, combos, line edits: those elide or scroll), or cut on the side by a parent;
+    a widget scrolled out of view vertically does not count (its scroll area shows it on demand)."""
+    from PySide6 import QtWidgets
+
+    out = []
+    for w in win.findChildren(QtWidgets.QWidget):
+        if not w.isVisible() or not any(w.inherits(t) for t in TEXT_WIDGETS):
+            continue
+        if w.inherits("QLineEdit") and isinstance(w.parentWidget(), (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox)):
+            continue
+        vis = _visible_rect(w)
+        if vis.height() <= 0 or vis.width() <= 0:
+            continue
+        if isinstance(w, QtWidgets.QGroupBox):
+            need, text = w.fontMetrics().horizontalAdvance(w.title()) + 16, w.title()
+        elif isinstance(w, (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QLineEdit)):
+            need, text = w.minimumSizeHint().width(), getattr(w, "currentText", w.text if hasattr(w, "text") else str)()
+        elif isinstance(w, QtWidgets.QLabel) and w.wordWrap():
+            need, text = w.minimumSizeHint().width(), w.text()
+        else:
+            need, text = w.sizeHint().width(), w.text()
+        if w.width() + 1 < need:
+            out.append(f"{type(w).__name__} {text[:40]!r}: {w.width()} px < {need} px")
+        elif vis.width() + 1 < w.width():
+            out.append(f"{type(w).__name__} {text[:40]!r}: cut, {vis.width()} of {w.width()} px visible")
+    return out
+
+
+def clipped_plots(win) -> list[str]:
+    """Plot views cut by a parent, titles wider than their plot, axis labels longer than their axis,
+    legends wider than their plot."""
+    import pyqtgraph as pg
+
+    out = []
+    for view in win.findChildren(pg.GraphicsView):
+        if not view.isVisible():
+            continue
+        vis = _visible_rect(view)
+        if vis.height() > 0 and vis.width() + 1 < view.width():
+            out.append(f"plot cut: {vis.width()} of {view.width()} px visible")
+        for item in view.scene().items():
+            if isinstance(item, pg.PlotItem) and item.isVisible():
+                t = item.titleLabel
+                if t.isVisible() and t.text and t.item.boundingRect().width() > item.geometry().width() + 1:
+                    out.append(f"title {t.text[:40]!r}: {t.item.boundingRect().width():.0f} px in "
+                               f"{item.geometry().width():.0f}")
+                for name in ("bottom", "left"):
+                    ax = item.getAxis(name)
+                    if ax.isVisible() and ax.label.isVisible() and ax.labelText:
+                        have = ax.geometry().width() if name == "bottom" else ax.geometry().height()
+                        if ax.label.boundingRect().width() > have + 1:
+                            out.append(f"{name} axis label {ax.labelText!r} longer than its axis")
+            elif isinstance(item, pg.LegendItem) and item.isVisible() and item.parentItem() is not None:
+                box = item.parentItem().boundingRect()
+                r = item.mapRectToItem(item.parentItem(), item.boundingRect())
+                if r.width() > box.width() + 1 or r.left() < -1 or r.right() > box.right() + 1:
+                    out.append(f"legend {r.width():.0f} px wide in a {box.width():.0f} px plot")
+    return out
+
+
+def _image_runs_with_data(root):
+    """Two runs with long names: loss lines (losses ~6e-4 … 9e-4) with σ levels, checkpoints rated at
+    steps 200, 250, 300."""
+    import json
+
+    from trainers.image import progress as events
+    from trainers.image import run_layout as layout
+
+    for k, name in enumerate(("ncsn_digits-20261207-064512-long-name", "ddpm_digits-20261207-070001-warm")):
+        run = root / name
+        run.mkdir(parents=True)
+        log = events.ProgressLog(layout.progress_path(run), truncate_after=-1)
+        log.event(events.START, 0, total_steps=300)
+        sig = list(np.geomspace(0.01, 1.0, 10))
+        for i, step in enumerate(range(50, 301, 50)):
+            log.write(step=step, loss=9e-4 - 5e-5 * i - 1e-5 * k, total_steps=300,
+                      level_loss={"level": "sigma", "at": sig, "loss": [0.06 + 0.004 * j for j in range(10)]})
+        log.event(events.DONE, 300)
+        log.close()
+        for step in (200, 250, 300):
+            layout.ckpt_path(run, step).parent.mkdir(exist_ok=True)
+            layout.ckpt_path(run, step).write_bytes(b"")
+        layout.eval_path(run).write_text("".join(json.dumps(_eval_line(s, b)) + "\n"
+                                                 for s, b in ((200, 2.5), (250, 2.4), (300, None))))
+
+
+@pytest.mark.parametrize("size", [(1400, 860), (1280, 800)])
+def test_no_tab_clips_text_or_plots_at_the_default_window_sizes(window, tmp_path, size):
+    """Every tab at 1400×860 (the default) and 1280×800: the window keeps the asked size (no tab's minimum
+    is wider), no text widget is narrower than its text or cut by a parent, no plot, title, axis label or
+    legend is cut. The Image-runs tab shows two runs with long names, overlaid, and their rated checkpoints."""
+    from PySide6 import QtWidgets
+
+    root = tmp_path / "runs"
+    _image_runs_with_data(root)
+    image = window.views["image_runs"]
+    image.browser.root_edit.setText(str(root))
+    image.browser.refresh()
+    image.browser.run_list.selectAll()
+    window.resize(*size)
+    app = QtWidgets.QApplication.instance()
+    problems = {}
+    for key, view in window.views.items():
+        window.tabs.setCurrentWidget(view)
+        for _ in range(4):
+            app.processEvents()
+        assert (window.width(), window.height()) == size, (key, window.size(), view.minimumSizeHint())
+        found = clipped_widgets(window) + clipped_plots(window)
+        if key == "image_runs":
+            image.right_tabs.setCurrentWidget(image.quality)
+            for _ in range(4):
+                app.processEvents()
+            found += clipped_widgets(window) + clipped_plots(window)
+            (x0, x1), _ = image.quality.plot.getViewBox().viewRange()
+            assert x0 <= 200 and x1 >= 300, (x0, x1)
+            image.right_tabs.setCurrentWidget(image.browser)
+        if found:
+            problems[key] = found
+    assert not problems, problems
+    assert len(image.overlays) == 2 and image.level_kind == "sigma"
+
+
+def test_a_long_status_message_is_elided_before_the_permanent_texts(window):
+    bar = window.statusBar()
+    long = "Training stopped at step 3089: the Fisher divergence has not improved by 1 % for 3,000 steps " * 3
+    window.state.status.emit(long)
+    shown = bar.currentMessage()
+    right = min(window.sampler_status.x(), window.train_status.x())
+    assert shown.endswith("…") and long.startswith(shown[:-1]) and bar.toolTip() == long
+    assert 6 + bar.fontMetrics().horizontalAdvance(shown) <= right
+    window.state.status.emit("Saved density")
+    assert bar.currentMessage() == "Saved density"
