@@ -315,7 +315,9 @@ class DensityView(QtWidgets.QWidget):
 
     def load_preset(self, name: str):
         self._cleared = False
-        self.state.set_density(densities.preset(name))
+        dens = densities.preset(name)
+        self.state.set_density(dens)
+        self.state.status.emit(f"Preset {name.replace('_', ' ')}: {_components(dens.n_components)}")
 
     def _error(self, title: str, msg: str):
         QtWidgets.QMessageBox.critical(self, title, msg)
