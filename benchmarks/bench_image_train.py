@@ -4,11 +4,14 @@
     python benchmarks/bench_image_train.py --configs ddpm_cifar10 --device cuda --json
 
 It times ``trainers.image.train.TrainCore.step`` (the real step: loss, backward, clip, Adam,
-EMA) on synthetic batches of the config's shape, so data loading is excluded. On the CPU the
+EMA) on synthetic batches of the config's shape, already on the device: data loading, the
+batch's copy and conversion, the flips and the loss-per-level logging are excluded, so its
+images/s overstate real training. ``benchmarks/gpu_check.py`` times the real ``train()`` path
+(and counts its host syncs); this script is the quick look at the step alone. On the CPU the
 big configs run with a small batch (``--cpu-batch``, default 8; the digits configs keep their
 own 128) and that batch is printed; images/s at batch 128 would be somewhat higher.
-On CUDA each config runs at its own batch (128) with bf16 autocast + channels_last, without and
-with ``torch.compile``, and reports the peak GPU memory.
+On CUDA each config runs at its own batch (128) with bf16 autocast (``--channels-last`` for that
+layout), without and with ``torch.compile``, and reports the peak GPU memory.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ from trainers.image.unet import count_params  # noqa: E402
 
 
 def bench(name: str, device: torch.device, batch: int | None, steps: int, warmup: int,
-          compile_: bool = False, precision: str = "bf16") -> dict:
-    over = [f"train.compile={str(compile_).lower()}", f"train.precision={precision}"]
+          compile_: bool = False, precision: str = "bf16", channels_last: bool = False) -> dict:
+    over = [f"train.compile={str(compile_).lower()}", f"train.precision={precision}",
+            f"train.channels_last={str(channels_last).lower()}"]
     if batch:
         over.append(f"train.batch_size={batch}")
     cfg = load_config(name, over)
@@ -75,6 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--cuda-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile runs")
+    p.add_argument("--channels-last", action="store_true", help="CUDA: channels_last weights and batches")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     args = p.parse_args(argv)
     if args.threads:
@@ -107,12 +112,13 @@ def main(argv=None) -> int:
         else:
             dev = torch.device("cuda")
             torch.backends.cudnn.benchmark = True
-            print(f"# CUDA {torch.cuda.get_device_name(dev)}: bf16 autocast + channels_last, "
-                  "config batch, synthetic batches", flush=True)
+            cl = args.channels_last
+            print(f"# CUDA {torch.cuda.get_device_name(dev)}: bf16 autocast"
+                  f"{' + channels_last' if cl else ''}, config batch, synthetic batches", flush=True)
             for n in names:
-                emit(bench(n, dev, None, args.cuda_steps, warmup=5))
+                emit(bench(n, dev, None, args.cuda_steps, warmup=5, channels_last=cl))
                 if not args.no_compile:
-                    emit(bench(n, dev, None, args.cuda_steps, warmup=10, compile_=True))
+                    emit(bench(n, dev, None, args.cuda_steps, warmup=10, compile_=True, channels_last=cl))
                 torch.cuda.empty_cache()
     return 0
 

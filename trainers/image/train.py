@@ -7,11 +7,16 @@ thread count) sits on one ``contextlib.ExitStack``, so it is released however th
 that fails after its ``start`` event ends ``progress.jsonl`` with a ``failed`` event carrying the
 message (failures before it, such as a missing dataset, are reported on stderr only).
 
-Determinism / resume: the batch order and flips are functions of (seed, step) (see
-``datasets.batch_indices``) and the loss noise comes from a generator reseeded from
-(seed, rank, step) every step, so a resumed run draws exactly what the uninterrupted run would
-have; dropout uses the global torch RNG, whose state the checkpoint stores and restores (rank 0's
-under DDP; other ranks reseed, which only changes dropout masks).
+Determinism / resume: the batch order is a function of (seed, step) (see
+``datasets.batch_indices``), and the flips and the loss noise come from generators on the device
+reseeded from (seed, rank, step) every step, so a resumed run draws exactly what the uninterrupted
+run would have (on the same kind of device: CPU and CUDA generators draw different streams);
+dropout uses the global torch RNG, whose state the checkpoint stores and restores (rank 0's under
+DDP; other ranks reseed, which only changes dropout masks).
+
+Host syncs: a training step reads nothing back from the device (``hostreads`` counts it in the
+tests and in ``benchmarks/gpu_check.py``); the loss, grad norm and loss per level accumulate on
+the device and are read only at ``train.log_every``.
 """
 from __future__ import annotations
 

@@ -160,6 +160,7 @@ def test_gpu_check_tiny_runs_on_the_cpu_and_writes_its_json(tmp_path):
             ("ncsnv2_cifar10", "bf16", False)} <= variants
     for t in r["train"]:
         assert t["images_per_s"] > 0 and t["syncs_per_step"]["total"] == 0
+        assert t["syncs_after_first_interval"] == 0
         assert t["syncs_per_step"]["steps"] == t["steps"]
     samplers = {(s["config"], s["sampler"], s["precision"]) for s in r["sample"]}
     assert {("ddpm_cifar10", "ddpm", "bf16"), ("ddpm_cifar10", "ddim", "fp32"),
@@ -167,3 +168,22 @@ def test_gpu_check_tiny_runs_on_the_cpu_and_writes_its_json(tmp_path):
     for s in r["sample"]:
         assert s["seconds"] > 0 and s["syncs_outside_checks"] == 0 and s["finite"]
         assert 0 < s["syncs_per_step"]["total"] <= s["steps"] // s["check_every"] + 1
+
+
+def test_the_cuda_probe_counts_the_sync_debug_warnings(monkeypatch):
+    """What CUDASyncProbe does on a GPU, with torch.cuda.set_sync_debug_mode stubbed: the warnings
+    that mode raises inside a step are counted for that step, other warnings are not."""
+    import warnings
+
+    from trainers.image.hostreads import CUDASyncProbe
+
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    probe = CUDASyncProbe()
+    for n in (0, 2):
+        with probe.step("train"):
+            warnings.warn("an unrelated warning")
+            for _ in range(n):
+                warnings.warn("called a synchronizing CUDA operation")
+    assert probe.counts["train"] == [0, 2] and modes == ["warn", "default"] * 2
+    assert probe.summary()["train"]["total"] == 2
