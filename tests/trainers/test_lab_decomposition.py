@@ -122,3 +122,16 @@ def test_results_serialise_with_mean_sd_seeds_and_threshold():
     with pytest.raises(ValueError, match="seeds ≥ 1"):
         run_lab(OFF, None, ExactScore(OFF), ["ddim"], [5], n=100, seeds=0)
     assert math.isfinite(d["threshold"])
+
+
+def test_a_diverging_chain_is_a_nan_row_with_its_message_never_reached():
+    from trainers.samplers import SamplerOptions
+
+    r = run_lab(OFF, None, ExactScore(OFF), ["langevin"], [50], {"langevin": SamplerOptions(eps=50.0)}, n=50,
+                seeds=2, null_draws=2)
+    row = _values(r, "langevin", EXACT, 50)       # from the Gaussian start the huge step blows up
+    assert math.isnan(row.energy_distance) and row.n_seeds == 0
+    assert row.error.startswith("2/2 seeds: ") and "diverged at step" in row.error
+    assert r.nfe_to_reach("langevin", EXACT, threshold=math.inf) is None
+    assert ",0\n" in r.to_csv() or r.to_csv().rstrip().endswith(",0")
+    assert "div." in format_table(r)
