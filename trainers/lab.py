@@ -195,7 +195,8 @@ def references(density, n: int, seeds: int = 1, seed: int = 0) -> list[torch.Ten
     return [density.sample(n, torch.Generator().manual_seed(s)) for s in seed_streams(seed, seeds)]
 
 
-def _draw_seed(density, n: int, seed: int, null_draws: int, cancelled: Callable[[], bool] = lambda: False) -> _Seed | None:
+def _draw_seed(density, n: int, seed: int, null_draws: int,
+               cancelled: Callable[[], bool] = lambda: False) -> _Seed | None:
     gen = torch.Generator().manual_seed(seed)
     ref = density.sample(n, gen)              # first: `references` relies on it
     z = torch.randn(ref.shape, generator=gen)

@@ -88,9 +88,9 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         form.addRow(grid)
         self.n = common.spin(100, 20000, 1000, 500, tooltip="Particles per run (and size of the exact reference sample).")
         form.addRow("Particles", self.n)
-        self.seeds = common.spin(2, 20, GUI_SEEDS, 1, tooltip="Repeats of every run, each with fresh particles, noise "
-                                                               "and reference sample: the bands are mean ± sd over them. "
-                                                               + SEEDS_NOTE)
+        self.seeds = common.spin(2, 20, GUI_SEEDS, 1,
+                                 tooltip="Repeats of every run, each with fresh particles, noise and reference "
+                                         "sample: the bands are mean ± sd over them. " + SEEDS_NOTE)
         form.addRow("Seeds", self.seeds)
         note = common.wrapped_label(SEEDS_NOTE)
         note.setStyleSheet("color: #999;")
