@@ -212,7 +212,10 @@ def score_model(model: torch.nn.Module | None, cfg: ToyConfig, density: Gaussian
             raise ValueError("the exact score needs a density")
         if cfg.cond == "time":
             return ExactScore(density, schedule=ddpm_schedule(cfg))
-        return ExactScore(density, float(sigmas[-1]), float(sigmas[0]))
+        # a DSM network knows only p_σ at its σ: the exact score's range starts there too, so both
+        # drive plain Langevin (at the range's low end) to the same target
+        low = cfg.sigma if cfg.objective == "dsm" else float(sigmas[-1])
+        return ExactScore(density, low, float(sigmas[0]))
     model.eval()
     level = cfg.sigma if cfg.objective == "dsm" else 0.0
     sm = from_network(model, cfg.cond, sigmas=sigmas, schedule=ddpm_schedule(cfg), sigma=level,
