@@ -354,13 +354,27 @@ class FocusedInputKeys(QtCore.QObject):
         return False
 
 
+_WHEEL_INPUTS = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractSlider)
+
+
+def _wheel_input(w) -> bool:
+    return isinstance(w, _WHEEL_INPUTS) and not isinstance(w, QtWidgets.QScrollBar)
+
+
 class WheelNeedsFocus(QtCore.QObject):
-    """Event filter: a spin box, combo box or slider ignores the wheel unless it has the focus, so
-    scrolling a side panel never changes a setting under the pointer: the wheel goes to the scroll area
-    around it (sent there, as Qt does not pass a synthetic wheel event on to the parents)."""
+    """Application event filter: a spin box, combo box or slider (not a scroll bar) ignores the wheel
+    unless it has the focus, so scrolling a side panel never changes a setting under the pointer: the
+    wheel goes to the scroll area around it (sent there, as Qt does not pass a synthetic wheel event on
+    to the parents). Each such widget also gets StrongFocus when it is polished (Qt's WheelFocus would
+    let the wheel itself give it the focus), so widgets a view makes later are covered too."""
 
     def eventFilter(self, obj, ev):
-        if ev.type() != QtCore.QEvent.Type.Wheel or obj.hasFocus():
+        t = ev.type()
+        if t == QtCore.QEvent.Type.Polish:
+            if _wheel_input(obj) and obj.focusPolicy() == QtCore.Qt.FocusPolicy.WheelFocus:
+                obj.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+            return False
+        if t != QtCore.QEvent.Type.Wheel or not _wheel_input(obj) or obj.hasFocus():
             return False
         area = obj.parentWidget()
         while area is not None and not isinstance(area, QtWidgets.QAbstractScrollArea):
@@ -374,14 +388,17 @@ class WheelNeedsFocus(QtCore.QObject):
 
 
 def guard_wheel(root: QtWidgets.QWidget) -> None:
-    """Give every spin box, combo box and slider (not scroll bars) under `root` the WheelNeedsFocus
-    filter and a focus policy that a wheel turn does not take (StrongFocus: click or Tab)."""
-    guard = WheelNeedsFocus(root)
-    kinds = (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QAbstractSlider)
+    """Install the one WheelNeedsFocus filter of the application (once, whatever the number of windows)
+    and give the spin boxes, combo boxes and sliders already under `root` a focus policy that a wheel
+    turn does not take (StrongFocus: click or Tab)."""
+    app = QtWidgets.QApplication.instance()
+    if app.findChild(WheelNeedsFocus, "explorer-wheel-guard") is None:
+        guard = WheelNeedsFocus(app)
+        guard.setObjectName("explorer-wheel-guard")
+        app.installEventFilter(guard)
     for w in root.findChildren(QtWidgets.QWidget):
-        if isinstance(w, kinds) and not isinstance(w, QtWidgets.QScrollBar):
+        if _wheel_input(w):
             w.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
-            w.installEventFilter(guard)
 
 
 def save_svg(widget: QtWidgets.QWidget, path: str) -> None:

@@ -105,6 +105,14 @@ def test_the_wheel_over_an_unfocused_combo_or_spin_box_changes_nothing(window, q
     assert bar.value() > 0                          # the wheel scrolled the side panel instead
     for w in (combo, spin):
         assert w.focusPolicy() == QtCore.Qt.FocusPolicy.StrongFocus       # a wheel turn takes no focus
+    # a spin box a view makes later is covered too
+    late = QtWidgets.QSpinBox()
+    late.setRange(0, 10)
+    combo.parentWidget().layout().addWidget(late)
+    late.show()
+    QtWidgets.QApplication.processEvents()
+    _wheel(late, +1)
+    assert late.value() == 0 and late.focusPolicy() == QtCore.Qt.FocusPolicy.StrongFocus
     # negative control: a focused spin box does follow the wheel
     _focus(qtbot, window, spin)
     _wheel(spin, +1)
