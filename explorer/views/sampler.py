@@ -185,8 +185,7 @@ class SamplerView(QtWidgets.QWidget):
             if i:
                 p.setXLink(self.panels[0]["plot"])
                 p.setYLink(self.panels[0]["plot"])
-                h.setXLink(self.panels[0]["hist_plot"])
-                h.setYLink(self.panels[0]["hist_plot"])
+                h.setXLink(self.panels[0]["hist_plot"])      # (their y range is set, 0 … 1.6·max of the marginal)
             self.panels.append({"plot": p, "heat": heat, "points": pts, "trail": trail, "hist_plot": h,
                                 "hist": hist, "truth": truth, "label": label, "metric": {}, "title": ""})
 

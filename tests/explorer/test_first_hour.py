@@ -282,6 +282,10 @@ def test_sampler_panels_share_equal_axes(window, qtbot):
     first = np.array(plots[0].vb.viewRange())
     for p in plots[1:]:
         assert np.allclose(np.array(p.vb.viewRange()), first, atol=1e-6)
+    xmin, xmax, ymin, ymax = window.state.bounds          # the whole density is in view
+    assert first[0][0] <= xmin and first[0][1] >= xmax and first[1][0] <= ymin and first[1][1] >= ymax
+    for i in sv.active:                                   # histograms keep their baseline at 0
+        assert sv.panels[i]["hist_plot"].vb.viewRange()[1][0] == pytest.approx(0.0, abs=1e-9)
     plots[2].vb.setRange(xRange=(-3.0, 1.0), yRange=(-2.0, 2.0), padding=0)       # zoom one panel
     QtWidgets.QApplication.processEvents()
     zoomed = np.array(plots[2].vb.viewRange())
