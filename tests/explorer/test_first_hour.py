@@ -279,6 +279,10 @@ def test_sampler_panels_share_equal_axes(window, qtbot):
     qtbot.waitUntil(lambda: sv.frame == sv.n_frames, timeout=60_000)
     plots = [sv.panels[i]["plot"] for i in sv.active]
     assert len(plots) == 4
+    sv.panels[sv.active[1]]["title"] = "A sampler with a long name — and a long score source"   # on two lines
+    sv.show_frame(sv.frame)
+    QtWidgets.QApplication.processEvents()
+    assert len({round(p.vb.height(), 3) for p in plots}) == 1 and len({round(p.vb.width(), 3) for p in plots}) == 1
     first = np.array(plots[0].vb.viewRange())
     for p in plots[1:]:
         assert np.allclose(np.array(p.vb.viewRange()), first, atol=1e-6)
