@@ -50,6 +50,10 @@ class EmpiricalScore(ClosedFormScore):
             sigma_max = float(torch.cdist(points, points).max()) if len(points) > 1 else 1.0
         super().__init__(sigma_min, max(sigma_max, sigma_min), valid=(0.0, math.inf))
         self.points = points
+        if len(points):      # the training set's moments: samplers start from its matched Gaussian
+            p = points.double().reshape(len(points), -1)
+            m = p.mean(0)
+            self.with_data_stats(m, cov=(p - m).T @ (p - m) / len(p))
 
     def score_at(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
         return empirical_score(y, self.points.to(y.device), max(sigma, 1e-12))
