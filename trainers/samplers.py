@@ -59,7 +59,8 @@ class SampleResult:
 
 def initial_particles(n: int, kind: str = "gaussian", bounds=None, generator: torch.Generator | None = None,
                       shape: tuple[int, ...] = (2,)) -> torch.Tensor:
-    """Starting particles: z ~ N(0, I) (a sampler scales it by its `prior_std`), or uniform over
+    """Starting particles: z ~ N(0, I) (`prior_sample` maps it to a sampler's start: the Gaussian
+    matched to p_σ₀, or prior_std · z without data statistics), or uniform over
     bounds=(xmin, xmax, ymin, ymax) (2D only)."""
     if kind == "gaussian":
         return torch.randn((n, *shape), generator=generator)
