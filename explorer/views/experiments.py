@@ -10,7 +10,7 @@ control (the same run with the mechanism removed, which must come out "does not 
 result: a large ✓ holds (green) or ✗ does not hold (red) mark — for a control, ✗ in blue ("as it must")
 and ✓ in red (the criterion could not fail) —, the expected and the measured outcome side by side, the
 criterion, and a table of the measured figures: a short label, the mean ± sd over the seeds rounded to
-the spread's first digit, and every seed's value.
+the spread's second significant digit, and every seed's value.
 
 When the parameters name a preset density and *Show the density in the other tabs* is ticked, Run sets the
 app's density to it (one undoable step, Ctrl+Z) so the Density, Score-field and Samplers tabs show what the

@@ -37,15 +37,15 @@ def test_the_experiments_menu_has_one_action_per_experiment_and_the_list_one_row
     assert window.tabs.tabText(window.tabs.indexOf(window.views["experiments"])) == "Experiments"
 
 
-FAST = {"langevin_steps": 300, "null_reps": 20}     # the test's shorter plain chain
+FAST = {"null_reps": 20}     # fewer exact samples for the weight error's 99th percentile
 
 
 def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):
     tab = _open(window, "langevin-mode-weights")
     for key, value in FAST.items():
         tab.set_value(key, value)
-    _type(qtbot, tab.fields["n"], "1500")
-    assert tab.values()["n"] == 1500 and tab._labels["n"].font().bold()
+    _type(qtbot, tab.fields["langevin_steps"], "300")
+    assert tab.values()["langevin_steps"] == 300 and tab._labels["langevin_steps"].font().bold()
     assert window.state.density.to_dict() != preset("two_gaussians").to_dict()
     qtbot.mouseClick(tab.run_btn, QtCore.Qt.MouseButton.LeftButton)
     assert tab.is_running() and not tab.run_btn.isEnabled() and tab.cancel_btn.isEnabled()
@@ -53,7 +53,7 @@ def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):
     assert window.state.density.to_dict() == preset("two_gaussians").to_dict()
     qtbot.waitUntil(lambda: tab.current_result() is not None, timeout=45000)
     r = tab.current_result()
-    assert isinstance(r, ExperimentResult) and r.params["n"] == 1500
+    assert isinstance(r, ExperimentResult) and r.params["langevin_steps"] == 300
     assert r.holds is True and "✓" in tab.verdict_text() and not tab.disagree.isVisible()
     shown = tab.table_figures()
     assert set(shown) == set(r.figures) and len(r.seeds) == 3
@@ -68,11 +68,12 @@ def test_run_langevin_mode_weights_with_a_changed_parameter(window, qtbot):
         assert [float(v) for v in seeds.split(", ")] == pytest.approx(r.per_seed[key], rel=1e-2)
     assert abs(shown["annealed_heavy_weight"] - shown["true_heavy_weight"]) < 0.05
     assert shown["langevin_heavy_weight"] < 0.65
-    assert tab.measured.text() == r.measured and "n=1500" in tab.footer.text() and "seeds 0, 1, 2" in tab.footer.text()
+    assert tab.measured.text() == r.measured and "langevin_steps=300" in tab.footer.text() and "seeds 0, 1, 2" in tab.footer.text()
     assert tab.run_btn.isEnabled() and not tab.cancel_btn.isEnabled() and tab.progress.value() == 1000
     # reset puts the form back; the shown result stays the one measured
     tab.reset_btn.click()
-    assert tab.values() == EXPERIMENTS["langevin-mode-weights"].defaults and not tab._labels["n"].font().bold()
+    assert tab.values() == EXPERIMENTS["langevin-mode-weights"].defaults
+    assert not tab._labels["langevin_steps"].font().bold()
 
 
 def test_a_failing_criterion_shows_the_cross_mark(window, qtbot, monkeypatch):
@@ -135,7 +136,7 @@ def test_stale_signals_from_a_retired_experiment_worker_are_ignored(window, qtbo
 def test_the_control_button_runs_the_negative_control_in_the_worker(window, qtbot):
     tab = _open(window, "langevin-mode-weights")
     tab.sync_density.setChecked(False)
-    for key, value in {**FAST, "n": 600}.items():
+    for key, value in {**FAST, "n": 600, "langevin_steps": 300}.items():
         tab.set_value(key, value)
     assert "must not hold" in tab.control_text.text()
     qtbot.mouseClick(tab.control_btn, QtCore.Qt.MouseButton.LeftButton)
@@ -169,5 +170,5 @@ def test_a_control_that_holds_is_shown_as_a_problem(window, qtbot, monkeypatch):
     assert tab.current_result().control and tab.current_result().holds
     assert "NEGATIVE CONTROL" in tab.verdict_text() and "#b3261e" in tab.verdict.styleSheet()
     assert tab.disagree.isVisible() and "cannot tell" in tab.disagree.text()
-    assert tab.table.item(0, 0).text() == "empirical optimum: share near" and tab.table.item(0, 1).text() == "0.99 ± 0.01"
+    assert tab.table.item(0, 0).text() == "empirical optimum: share near" and tab.table.item(0, 1).text() == "0.990 ± 0.010"
     assert tab.table.item(0, 2).text() == "0.98, 0.99, 1"

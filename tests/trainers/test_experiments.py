@@ -17,14 +17,13 @@ from trainers import experiments
 SMALL = {
     "score-wrong-without-data": {"steps": 800, "grid": 40},
     "ssm-needs-noise": {"steps": 500, "n_eval": 1000},
-    "langevin-mode-weights": {"n": 1000, "langevin_steps": 300, "steps_per_level": 50, "null_reps": 30},
-    "noise-levels-fix-both": {"steps": 600, "n": 500, "langevin_steps": 300, "null_reps": 10},
-    "ddpm-forward-reverse": {"steps": 1000, "width": 64, "n_timesteps": 200, "n": 500, "n_kl": 2000,
-                             "n_elbo": 300, "null_reps": 20},
+    "langevin-mode-weights": {"langevin_steps": 300, "null_reps": 30},
+    "noise-levels-fix-both": {"steps": 600, "n": 1000, "langevin_steps": 300, "null_reps": 10},
+    "ddpm-forward-reverse": {"n_kl": 2000, "n_elbo": 300, "null_reps": 20},    # its DDPM models: few-steps' too
     "ebm-vs-score": {"steps": 500, "n_eval": 500, "timing_steps": 30},
-    "few-steps": {"steps": 1000, "width": 64, "n": 500, "null_reps": 20},
-    "one-model": {"steps": 1000, "width": 64, "n": 500, "nfe": 50, "null_reps": 20},
-    "memorisation": {"n_data": 10, "steps": 2000, "fresh_steps": 1000, "width": 64, "n": 200, "nfe": 49},
+    "few-steps": {"null_reps": 20},
+    "one-model": {"null_reps": 20},
+    "memorisation": {"n_data": 10, "steps": 2000, "fresh_steps": 1000, "n": 200},
 }
 
 
