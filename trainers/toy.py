@@ -246,9 +246,11 @@ def cmd_sample(a) -> None:
     sampler = samplers.build_sampler(a.sampler, sm, _options(a, cfg))
     _note(sm, sampler)
     gen = torch.Generator().manual_seed(a.seed)
-    init = a.init or ("uniform" if a.sampler == "langevin" else "gaussian")
     if a.start == "exact" and not isinstance(sm, ExactScore):
         raise ValueError("--start exact draws p_σmax exactly, which needs the exact score (--score exact)")
+    if a.start == "exact" and a.init == "uniform":
+        raise ValueError("--start exact draws p_σmax itself: it cannot start from --init uniform")
+    init = a.init or ("uniform" if a.sampler == "langevin" and a.start != "exact" else "gaussian")
     bounds = density.plot_bounds() if density is not None else (-4, 4, -4, 4)
     x = sampler.run(initial_for(sampler, a.n, init, bounds, gen, a.start), gen).x
     save_samples(x.numpy(), a.out)

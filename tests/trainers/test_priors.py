@@ -176,6 +176,14 @@ def test_toy_sample_starts_from_the_exact_p_sigma_max_only_with_the_exact_score(
         outs[start] = np.load(out)
         assert np.isfinite(outs[start]).all()
     assert not np.allclose(outs["prior"], outs["exact"])
+    # plain Langevin (uniform by default) starts from exact draws too when asked; --init uniform refuses
+    base = ["sample", "--score", "exact", "--density", str(spec), "--sampler", "langevin", "--nfe", "1",
+            "--eps", "1e-6", "--n", "300", "--start", "exact", "--seed", "3"]
+    assert toy.main(base + ["--out", str(tmp_path / "l.npy")]) == 0
+    want = d.noised(0.01).sample(300, torch.Generator().manual_seed(3)).numpy()   # Langevin's σ₀: σ_min
+    assert np.abs(np.load(tmp_path / "l.npy") - want).max() < 1e-2
+    assert toy.main(base + ["--init", "uniform", "--out", str(tmp_path / "u.npy")]) == 1
+    assert "cannot start from --init uniform" in capsys.readouterr().err
     cfg = ToyConfig(objective="ncsn", width=8, depth=1, sigma_max=5.0)
     net = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
     save_checkpoint(tmp_path / "m.pt", net, cfg, d)
