@@ -25,6 +25,7 @@ from trainers.samplers import SAMPLERS
 
 from ..lab_worker import LabWorker
 from . import axes, common
+from .stale import StaleModelBanner
 from .sampler import score_models
 
 PALETTE = [(255, 200, 40), (80, 220, 255), (255, 90, 200), (120, 255, 120), (255, 130, 60), (190, 150, 255)]
@@ -66,6 +67,8 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
         lay.addWidget(panel)
+        self.stale_banner = StaleModelBanner(state)
+        side.addWidget(self.stale_banner)
         box, form = common.form_group("Samplers")
         self.sampler_boxes = {}
         for name, info in SAMPLERS.items():
@@ -172,6 +175,8 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         header.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
         self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
         self.table.verticalHeader().setVisible(False)
+        for corner in self.table.findChildren(QtWidgets.QAbstractButton):   # the table's select-all corner
+            corner.setToolTip("Select the whole table")
         self.table.setToolTip("The smallest NFE at which each source's mean energy distance over the seeds is below "
                               "the threshold; '—': not within the NFE tried. Hover a header for its source.")
         right.addWidget(self.table, 1)
