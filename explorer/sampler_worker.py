@@ -2,8 +2,8 @@
 
 All chains share one timeline of `n_frames` + 1 frames: frame f shows chain i after
 round(f · n_stepsᵢ / n_frames) of its steps, so samplers of different lengths start together and end
-together. Frame 0 is each chain's initial particles (the same z for all, scaled by each sampler's
-prior_std). Every frame is computed by `trainers.samplers.advance_together`: chains that share one
+together. Frame 0 is each chain's initial particles (the same z for all, mapped to each sampler's start:
+trainers.samplers.start_from). Every frame is computed by `trainers.samplers.advance_together`: chains that share one
 score model get one batched forward pass per round. Drawing frame f+1 overlaps with computing f+2.
 """
 from __future__ import annotations

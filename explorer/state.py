@@ -19,8 +19,8 @@ from trainers.samplers import SAMPLERS
 
 
 def default_train_config() -> fitting.ToyConfig:
-    """The CLI's ToyConfig with the GUI's defaults (σ₁ explicit, short DDPM schedule, constant lr)."""
-    return fitting.ToyConfig(objective="ncsn", sigma=0.3, sigma_max=6.0, sigma_min=0.05, n_levels=10,
+    """The CLI's ToyConfig with the GUI's defaults (σ₁ by the prior rule, short DDPM schedule, constant lr)."""
+    return fitting.ToyConfig(objective="ncsn", sigma=0.3, sigma_max=0.0, sigma_min=0.05, n_levels=10,
                        n_timesteps=200, lr_decay=False)
 
 

@@ -275,10 +275,11 @@ class Level:
         return float(self.t) if self.t is not None else float(self.sigma or 0.0)
 
 
-def levels_of(cfg: ToyConfig, sigmas: torch.Tensor | None = None) -> list[Level]:
+def levels_of(cfg: ToyConfig, sigmas: torch.Tensor | None = None,
+              density: GaussianMixture | None = None) -> list[Level]:
     """The noise levels a model trained with cfg has a score for, least noisy first."""
     if cfg.objective == "ncsn":
-        sig = sigmas if sigmas is not None else noise_levels(cfg)
+        sig = sigmas if sigmas is not None else noise_levels(cfg, density)
         return [Level(f"σ{i + 1} = {float(sig[i]):.3g}", sigma=float(sig[i])) for i in reversed(range(len(sig)))]
     if cfg.objective == "ddpm":
         sch = ddpm_schedule(cfg)

@@ -38,7 +38,8 @@ TIP = {
             "1,000 samples ≈ 1 s, a DDPM model's ELBO ≈ 1 s; in the background, with Cancel).",
 }
 EXPLAIN = ("A score model defines a density through its probability-flow ODE: integrate dy/dσ = −σ s_θ(y, σ) "
-           "from σ_min up to σ_max with the change in log-density, and start from N(0, σ_max² I). The NLL of "
+           "from σ_min up to σ_max with the change in log-density, and end there with log p_σmax: exact for the exact "
+           "score, the Gaussian N(m, C + σ_max² I) matched to the training data for a network (docs/math.md §10). The NLL of "
            "samples of p_{σ_min} can never go below the true NLL (their entropy): the gap is the KL divergence "
            "from the truth to the model (up to the ODE's discretisation and the Monte-Carlo error).")
 
@@ -164,7 +165,7 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
         self.stop_worker()
         s = self.state
         model, cfg = copy.deepcopy(s.model), copy.deepcopy(s.model_settings)
-        sm = fitting.score_model(model, cfg, s.density)
+        sm = fitting.score_model(model, cfg, s.model_density or s.density)   # its own σ range and data moments
         ddpm = (model, fitting.ddpm_schedule(cfg)) if cfg.cond == "time" else None
         w = DensityWorker(sm, s.density, s.bounds, self.n_grid.value(), self.n_steps.value(),
                           self.n_samples.value(), ddpm, parent=self)

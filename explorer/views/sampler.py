@@ -61,10 +61,12 @@ def score_models(state):
     the weights are copied, so training may go on."""
     model = copy.deepcopy(state.model) if state.model is not None else None
     cfg = state.model_settings if model is not None else state.train
-    trained = fitting.score_model(model, cfg, state.density,        # it starts from its training data's moments
-                                  stats=fitting.data_stats(cfg, state.model_density or state.density)) \
-        if model is not None else None
-    return trained, fitting.score_model(None, cfg, state.density), cfg
+    trained_on = (state.model_density or state.density) if model is not None else state.density
+    sigmas = fitting.noise_levels(cfg, trained_on)        # the model's own σ range (an automatic σ₁ is its density's)
+    # the model starts from its training data's moments; the exact score of the density shown now
+    # runs over the same σ range, so the two differ only in the score
+    trained = fitting.score_model(model, cfg, trained_on, sigmas) if model is not None else None
+    return trained, fitting.score_model(None, cfg, state.density, sigmas), cfg
 
 
 def deterministic(panel: dict) -> bool:
@@ -348,8 +350,9 @@ class SamplerView(QtWidgets.QWidget):
             return
         gen = torch.Generator().manual_seed(ss.seed)
         z = samplers.initial_particles(ss.n_particles, "uniform" if ss.init == "uniform" else "gaussian", s.bounds, gen)
-        starts = [samplers.start_from(sp.sampler, z, ss.init, torch.Generator().manual_seed(ss.seed + 1 + i))
-                  for i, sp in enumerate(specs)]
+        # exact starts: one seed for every panel, so panels that start at the same σ₀ share their particles
+        starts = [samplers.start_from(sp.sampler, z, ss.init, torch.Generator().manual_seed(ss.seed + 1))
+                  for sp in specs]
         self._model_step_used = s.model_step if trained is not None else None
         self._density_used = s.density
         self.active = list(range(len(specs)))

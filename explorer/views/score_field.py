@@ -166,6 +166,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.level.valueChanged.connect(self.recompute)
         state.densityChanged.connect(self.refresh)
         state.densityChanged.connect(self._forget_measurement)
+        state.densityChanged.connect(self._on_model)         # an automatic σ₁ follows the density
         state.modelChanged.connect(self._on_model)
         state.trainSettingsChanged.connect(self._on_model)
         self._idle()
@@ -177,7 +178,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         return self.state.model_settings or self.state.train
 
     def _on_model(self):
-        levels = fitting.levels_of(self._settings())
+        levels = fitting.levels_of(self._settings(), density=self.state.model_density or self.state.density)
         if [lv.label for lv in levels] != [lv.label for lv in self._levels]:
             old = self.level.value()
             self._levels = levels
@@ -387,7 +388,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.stop_worker()
         s = self.state
         self._measuring_step = s.model_step
-        self._attach(MemorisationWorker(s.model, s.model_settings, s.density, self.training_points(),
+        self._attach(MemorisationWorker(s.model, s.model_settings, s.model_density or s.density, self.training_points(),
                                         METER_SAMPLES, METER_SEED, parent=self))
         self.measure_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)

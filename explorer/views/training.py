@@ -36,7 +36,9 @@ TIP = {
               "With small N and long training the model learns the empirical optimal score and its samples "
               "copy the training points (Score field tab: overlay and memorisation meter).",
     "sigma": "DSM noise std σ: the model learns ∇log p_σ, p_σ = p * N(0, σ²I).",
-    "sigma_max": "NCSN σ₁, the largest noise level (≈ the largest distance between modes).",
+    "sigma_max": "NCSN σ₁, the largest noise level. 'auto': the smallest σ at which the sampler's Gaussian "
+                 "start N(m, C + σ²I) is within KL 1e-5 nats of the noised density p_σ (docs/math.md §10.1), "
+                 "computed for the density the model is trained on.",
     "sigma_min": "NCSN σ_L, the smallest noise level.",
     "n_levels": "NCSN L: number of geometric noise levels σ₁ > … > σ_L.",
     "schedule": "DDPM β schedule. linear: β from 1e-4 to 0.02 (rescaled by 1000/T for small T); "
@@ -110,7 +112,8 @@ class TrainingView(QtWidgets.QWidget):
 
         box, form = common.form_group("Noise")
         self.sigma = field("sigma", common.spin(0.001, 20.0, 0.3, 0.05, 3, TIP["sigma"]))
-        self.sigma_max = field("sigma_max", common.spin(0.01, 50.0, 1.0, 0.5, 3, TIP["sigma_max"]))
+        self.sigma_max = field("sigma_max", common.spin(0.0, 50.0, 1.0, 0.5, 3, TIP["sigma_max"]))
+        self.sigma_max.setSpecialValueText("auto (prior rule)")
         self.sigma_min = field("sigma_min", common.spin(0.001, 5.0, 0.01, 0.01, 3, TIP["sigma_min"]))
         self.n_levels = field("n_levels", common.spin(1, 50, 1, tooltip=TIP["n_levels"]))
         self.schedule = field("schedule", common.combo([("linear", "linear β"), ("cosine", "cosine")],

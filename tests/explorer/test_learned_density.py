@@ -122,8 +122,11 @@ def test_training_ncsn_draws_the_loss_per_noise_level_live(window, qtbot):
     qtbot.wait(200)
     x, y = training.level_curve()
     s = window.state.train
+    from trainers import fitting
+    sigma_max = float(fitting.noise_levels(s, window.state.density)[0])    # σ₁ by the prior rule (auto)
+    assert s.sigma_max == 0 and sigma_max > s.sigma_min
     assert len(x) >= 10 and np.isfinite(y).all() and (y > 0).all()
-    assert (x >= s.sigma_min * 0.999).all() and (x <= s.sigma_max * 1.001).all() and (np.diff(x) > 0).all()
+    assert (x >= s.sigma_min * 0.999).all() and (x <= sigma_max * 1.001).all() and (np.diff(x) > 0).all()
     assert max(seen) > 0 and min(seen) < len(x)            # points arrived while training ran
     xs, ys = training.level_curve_item.getData()
     assert len(xs) == len(x)
