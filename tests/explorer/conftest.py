@@ -121,14 +121,15 @@ def screenshot_dir(tmp_path):
 
 @pytest.fixture
 def check_screenshots():
-    """check_screenshots(paths): each file is a 1400×860 picture of the window, and not a blank one."""
+    """check_screenshots(paths, size=(1400, 860)): each file is a picture of the window at `size`, and
+    not a blank one."""
     from PIL import Image
 
-    def check(paths):
+    def check(paths, size=(1400, 860)):
         assert paths
         for p in paths:
             with Image.open(p) as im:
-                assert im.size == (1400, 860)
+                assert im.size == tuple(size)
                 assert len(im.convert("L").resize((64, 40)).getcolors(4096)) > 20
 
     return check

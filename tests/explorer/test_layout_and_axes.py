@@ -271,8 +271,13 @@ def clipped_plots(win) -> list[str]:
         vis = _visible_rect(view)
         if vis.height() > 0 and vis.width() + 1 < view.width():
             out.append(f"plot cut: {vis.width()} of {view.width()} px visible")
+        shown = view.mapToScene(view.viewport().rect()).boundingRect()
         for item in view.scene().items():
             if isinstance(item, pg.PlotItem) and item.isVisible():
+                r = item.sceneBoundingRect()
+                if r.right() > shown.right() + 1 or r.left() < shown.left() - 1:
+                    out.append(f"plot {item.titleLabel.text[:30]!r} reaches past its view "
+                               f"({r.left():.0f}…{r.right():.0f} in {shown.left():.0f}…{shown.right():.0f})")
                 t = item.titleLabel
                 if t.isVisible() and t.text and t.item.boundingRect().width() > item.geometry().width() + 1:
                     out.append(f"title {t.text[:40]!r}: {t.item.boundingRect().width():.0f} px in "

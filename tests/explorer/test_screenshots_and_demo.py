@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
+SMALL = (1280, 800)          # the second window size the screenshots are taken at
 
 
 def test_screenshots_of_each_tab_after_a_short_demo(screenshot_window, screenshot_dir, check_screenshots):
@@ -36,6 +37,12 @@ def test_screenshots_of_each_tab_after_a_short_demo(screenshot_window, screensho
     learned = win.views["learned"].numbers()
     assert math.isfinite(learned["model_nll"]) and learned["model_nll"] >= learned["true_nll"] - 0.05
     check_screenshots(paths)
+    # the same tabs at 1280×800 (the smaller screen the layout must fit: tests/explorer/test_layout_and_axes.py)
+    win.resize(*SMALL)
+    small = [win.save_screenshot(str(shots / f"{SMALL[0]}x{SMALL[1]}" / f"{tab}.png"), tab)
+             for tab in ("density", "training", "score", "sampler", "lab", "experiments",
+                         "learned", "history")]
+    check_screenshots(small, size=SMALL)
 
 
 def test_python_m_explorer_demo_saves_a_screenshot_and_exits(tmp_path):
