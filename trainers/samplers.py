@@ -336,6 +336,7 @@ class PFODESampler(Sampler):
         if len(self.sigmas) < 2 or bool((self.sigmas < 0).any()):
             raise ValueError("the PF-ODE needs a grid of at least two σ ≥ 0")
         self.model, self.solver, self.n_steps = model, solver, len(self.sigmas) - 1
+        self._sigf = self.sigmas.tolist()          # the grid as Python floats: a step reads no tensor
         self.name = f"PF-ODE ({solver})"
 
     @property
@@ -351,10 +352,10 @@ class PFODESampler(Sampler):
         return self.sigmas[self.sigmas > 0].float()
 
     def label(self, k):
-        return f"σ {float(self.sigmas[k]):.3g} → {float(self.sigmas[k + 1]):.3g} (step {k + 1}/{self.n_steps})"
+        return f"σ {self._sigf[k]:.3g} → {self._sigf[k + 1]:.3g} (step {k + 1}/{self.n_steps})"
 
     def plan(self, x, k, generator=None):
-        s0, s1 = float(self.sigmas[k]), float(self.sigmas[k + 1])
+        s0, s1 = self._sigf[k], self._sigf[k + 1]
         d = -s0 * (yield Query.score(x, s0))
         x_new = x + (s1 - s0) * d
         if self.solver == "heun" and s1 > 0:
