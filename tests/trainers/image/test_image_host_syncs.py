@@ -102,17 +102,18 @@ def test_flips_are_drawn_on_the_device_and_follow_the_step(tmp_path):
 
 
 @pytest.mark.parametrize("method, sampler, extra", [("ddpm", "ddpm", {}), ("ddpm", "ddim", {"nfe": 8}),
-                                                     ("ncsn", "annealed", {})])
+                                                     ("ncsn", "annealed", {}), ("ddpm", "pf-ode", {"nfe": 9})])
 def test_a_sampler_step_reads_only_at_its_periodic_check(method, sampler, extra):
-    """DDPM / DDIM on a DDPM run, annealed Langevin on an NCSN run, in bf16 autocast: one read at
-    every 4th step (the divergence verdict) and at the last step, none elsewhere."""
+    """DDPM / DDIM / PF-ODE (Heun, σ-queries of an ε-network) on a DDPM run, annealed Langevin on an
+    NCSN run, in bf16 autocast: one read at every 4th step (the divergence verdict) and at the last
+    step, none elsewhere."""
     cfg = load_config(f"{method}_digits", TINY + ["train.precision=bf16"])
     net = build_net(cfg).eval()
     probe = StepProbe()
     gen = generate(cfg, net, 3, "cpu", sampler=sampler, probe=probe, check_every=4, **extra)
     counts = probe.counts["sample"]
     n = len(counts)
-    assert n == {"ddpm": 20, "ddim": 8, "annealed": 12}[sampler]
+    assert n == {"ddpm": 20, "ddim": 8, "annealed": 12, "pf-ode": 5}[sampler]
     expected = [1 if (k + 1) % 4 == 0 or k + 1 == n else 0 for k in range(n)]
     assert counts == expected, probe.what["sample"]
     assert torch.isfinite(gen.x).all()
