@@ -6,5 +6,6 @@ core losses/samplers in ``trainers.objectives`` / ``trainers.samplers`` to a con
 (model, step, loop), ``runtime`` (device, DDP, threads, stop signals), ``progress`` (the
 progress.jsonl event log), ``run_layout`` (the run folder's paths, shared with the explorer),
 ``checkpoints``, ``imageio`` (grids, chains), ``evaluate`` (FID/IS when available, the digits
-classifier metric). CLI: ``python -m trainers.image``.
+classifier metric), ``hostreads`` (counting host syncs per training / sampler step). CLI:
+``python -m trainers.image``; the first GPU's check: ``python benchmarks/gpu_check.py``.
 """
