@@ -479,7 +479,8 @@ def _judge_noise_levels(S, p):
     measured = (f"energy distance above exact samples' {S.pm('dsm_langevin_excess')} (DSM σ = {p['sigma']:g} + "
                 f"Langevin) vs {S.pm('ncsn_annealed_excess')} (NCSN + annealed; "
                 f"{'reached' if reached else 'not reached'}: bound {p['reach_share'] * S.mean('gaussian_excess'):.3g}"
-                f"; exact samples' 95th percentile {S.mean('exact_excess_q95'):.3g}); mode-weight error {S.pm('dsm_langevin_mode_weight_error')} vs "
+                f"; exact samples' 95th percentile {S.mean('exact_excess_q95'):.3g}); mode-weight error "
+                f"{S.pm('dsm_langevin_mode_weight_error')} vs "
                 f"{S.pm('ncsn_annealed_mode_weight_error')}; paired gains {S.pm('excess_gain')} and "
                 f"{S.pm('mode_weight_error_gain')} (lower bounds {S.lo('excess_gain'):.3g}, "
                 f"{S.lo('mode_weight_error_gain'):.3g})")
@@ -632,7 +633,9 @@ def _judge_few_steps(S, p):
     words = {src: {nfe: ", ".join(s for s in FEW_SAMPLERS if reach[f"{s}_{src}_{nfe}"]) or "none" for nfe in FEW_NFES}
              for src in ("exact", "model")}
     figs = "; ".join(f"{s} {nfe}: {S.pm(f'{s}_exact_{nfe}_excess')}" for nfe in FEW_NFES for s in FEW_SAMPLERS)
-    measured = (f"reached (excess energy distance + t·SE < {share:g} × the moment-matched Gaussian's, {share * S.mean('gaussian_excess'):.3g}) — exact score: 10 NFE "
+    bound = share * S.mean("gaussian_excess")
+    measured = (f"reached (excess energy distance + t·SE < {share:g} × the moment-matched Gaussian's, {bound:.3g}) — "
+                f"exact score: 10 NFE "
                 f"{words['exact'][10]}; 50 NFE {words['exact'][50]}; DDPM model: 10 NFE {words['model'][10]}; "
                 f"50 NFE {words['model'][50]}. Exact-score excess: {figs}")
     return holds, measured
@@ -735,8 +738,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         "The relative score error ‖s_θ − s‖²/‖s‖² at grid points of very low density is far larger than where "
         "the data are.",
         "log₁₀ of (relative error where p_σ < low_rel·max p_σ over relative error in the region holding the top "
-        "`mass` of probability), mean − t·SE over the seeds, > log₁₀ min_ratio (a zero or untrained field has relative error ≈ 1 "
-        "everywhere: ratio ≈ 1)",
+        "`mass` of probability), mean − t·SE over the seeds, > log₁₀ min_ratio (a zero or untrained field has "
+        "relative error ≈ 1 everywhere: ratio ≈ 1)",
         "an untrained network (its initial weights, no training step)",
         {"density": "two_gaussians", "sigma": 0.1, "steps": 1500, "width": 64, "batch": 256, "seed": 0, "seeds": 3,
          "grid": 80, "mass": 0.9, "low_rel": 1e-4, "min_ratio": 10.0},

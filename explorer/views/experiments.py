@@ -110,8 +110,9 @@ class ExperimentsView(QtWidgets.QWidget):
             item.setToolTip(f"{e.name}\n{e.claim}")
             self.list.addItem(item)
         left.addWidget(self.list, 1)
-        note = _wrapped("Each experiment reproduces one claim of the lecture with fixed seeds and checks it by a "
-                        "stated criterion (python -m trainers.experiments runs the same headless).", False)
+        note = _wrapped("Each experiment reproduces one claim of the lecture over several fixed seeds and judges it "
+                        "by a stated criterion with a t·SE margin; Control runs it with the mechanism removed, which "
+                        "must not hold (python -m trainers.experiments runs the same headless).", False)
         note.setFixedWidth(270)
         left.addWidget(note)
 
@@ -456,7 +457,7 @@ class ExperimentsView(QtWidgets.QWidget):
                                       "mechanism's effect from its absence with these parameters.")
                 self.disagree.show()
             else:
-                self.verdict.setText(f"✗ does not hold — negative control ({e.control}), as it must")
+                self.verdict.setText("✗ does not hold — the negative control, as it must")
                 self.verdict.setStyleSheet(CONTROL_FAILS_STYLE)
                 self.disagree.hide()
             self.measured_box.setStyleSheet("")
