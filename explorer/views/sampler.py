@@ -184,10 +184,6 @@ class SamplerView(QtWidgets.QWidget):
             for plot in (p, h):
                 plot.getAxis("left").setWidth(AXIS_WIDTH)
             _title_sets_no_width(p)
-            if i:
-                p.setXLink(self.panels[0]["plot"])
-                p.setYLink(self.panels[0]["plot"])
-                h.setXLink(self.panels[0]["hist_plot"])      # (their y range is set, 0 … 1.6·max of the marginal)
             self.panels.append({"plot": p, "heat": heat, "points": pts, "trail": trail, "hist_plot": h,
                                 "hist": hist, "truth": truth, "label": label, "metric": {}, "title": ""})
 
@@ -399,6 +395,22 @@ class SamplerView(QtWidgets.QWidget):
             lay.addItem(self.panels[i]["hist_plot"], row=1, col=col)
         for col in range(MAX_PANELS):
             lay.layout.setColumnStretchFactor(col, 1 if col < len(self.active) else 0)
+        self._link_active()
+
+    def _link_active(self):
+        """Zooming or panning one shown panel moves them all: the active panels follow the first one.
+        Panels out of the layout are unlinked: an aspect-locked view box of another size linked to the
+        others makes their ranges run away (pyqtgraph widens one to keep its aspect, the link widens the
+        next, …)."""
+        for p in self.panels:
+            p["plot"].setXLink(None)
+            p["plot"].setYLink(None)
+            p["hist_plot"].setXLink(None)
+        first = self.panels[self.active[0]] if self.active else None
+        for i in self.active[1:]:
+            self.panels[i]["plot"].setXLink(first["plot"])
+            self.panels[i]["plot"].setYLink(first["plot"])
+            self.panels[i]["hist_plot"].setXLink(first["hist_plot"])   # (their y range is set: 0 … 1.6·max)
 
     def _notes(self) -> str:
         s = self.state
