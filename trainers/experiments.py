@@ -56,7 +56,7 @@ def t95(df: int) -> float:
 
 class Stats:
     """Per-seed values of named figures: mean, sd (n−1), se = sd/√n and the one-sided 95 % bounds
-    mean ± t·se; `pooled` adds per-seed values of two figures (a difference, a ratio) as a new figure."""
+    mean ± t·se (paired comparisons are per-seed figures of their own, e.g. a difference per seed)."""
 
     def __init__(self, per_seed: dict[str, list[float]]):
         self.per_seed = per_seed
@@ -87,12 +87,6 @@ class Stats:
     def lo(self, key: str) -> float:
         """mean − t·se: the figure is above this with 95 % confidence."""
         return self.mean(key) - self.margin(key)
-
-    def add(self, key: str, fn: Callable[[dict], float]) -> str:
-        """A derived per-seed figure fn(that seed's figures), e.g. a paired difference."""
-        n = len(next(iter(self.per_seed.values())))
-        self.per_seed[key] = [float(fn({k: v[i] for k, v in self.per_seed.items()})) for i in range(n)]
-        return key
 
     def pm(self, key: str, fmt: str | None = None) -> str:
         """'mean ± sd' for a sentence (by default rounded to the spread's second significant digit)."""
