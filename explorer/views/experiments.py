@@ -36,6 +36,8 @@ CONTROL_FAILS_STYLE = ("background:#1a5fb4; color:white; border-radius:6px; padd
 DEMO_EXPERIMENT = "langevin-mode-weights"      # ~4 s: the demo / screenshot run
 
 
+DEFAULT_STATUS = "Choose an experiment, adjust its parameters if you like, and Run."
+
 class SciSpinBox(QtWidgets.QDoubleSpinBox):
     """A double spin box that shows 1e-04 and 0.002 alike (%g), and steps by a tenth of the leading digit."""
 
@@ -90,6 +92,7 @@ class ExperimentsView(QtWidgets.QWidget):
         self.worker: ExperimentWorker | None = None
         self.running_name: str | None = None
         self.results: dict[str, ExperimentResult] = {}     # the latest result of each experiment
+        self._status_of: dict[str, str] = {}     # the last status line of each experiment (shown when selected)
         self.params_form = common.FormBinding(self)     # the selected experiment's parameters (rebuilt)
         self.fields: dict[str, QtWidgets.QWidget] = self.params_form.widgets
         self._labels: dict[str, QtWidgets.QLabel] = {}
@@ -161,7 +164,7 @@ class ExperimentsView(QtWidgets.QWidget):
         self.progress = QtWidgets.QProgressBar()
         self.progress.setRange(0, 1000)
         side.addWidget(self.progress)
-        self.status = _wrapped("Choose an experiment, adjust its parameters if you like, and Run.")
+        self.status = _wrapped(DEFAULT_STATUS)
         side.addWidget(self.status)
         side.addStretch(1)
 
@@ -243,6 +246,7 @@ class ExperimentsView(QtWidgets.QWidget):
         self._build_form(e)
         self._show(self.results.get(e.name))
         self._update_buttons()
+        self._show_status()
 
     def _build_form(self, e: Experiment):
         while self.param_form.rowCount():
@@ -312,7 +316,7 @@ class ExperimentsView(QtWidgets.QWidget):
         try:
             params = e.params(self.values())
         except ValueError as err:
-            self.status.setText(f"<span style='color:#c33'>{err}</span>")
+            self._say(e.name, f"<span style='color:#c33'>{err}</span>")
             return
         self.stop_worker()
         density = params.get("density")
@@ -328,14 +332,14 @@ class ExperimentsView(QtWidgets.QWidget):
         w.failed.connect(self._on_failed)
         self.worker, self.running_name = w, e.name
         self.progress.setValue(0)
-        self.status.setText(f"Running {e.name}{' (negative control)' if control else ''}…")
+        self._say(e.name, f"Running {e.name}{' (negative control)' if control else ''}…")
         w.start()
         self._update_buttons()
 
     def cancel(self):
         if self.is_running():
             self.worker.cancel()
-            self.status.setText(f"Cancelling {self.running_name} at its next progress point…")
+            self._say(self.running_name, f"Cancelling {self.running_name} at its next progress point…")
 
     def stop_worker(self):
         w = self.worker
@@ -349,6 +353,19 @@ class ExperimentsView(QtWidgets.QWidget):
     def shutdown(self):
         """End the running experiment (cancel it and wait for its thread): the window is closing."""
         self.stop_worker()
+
+    def _say(self, name: str, text: str):
+        """Status line `text` for experiment `name`: kept per experiment, shown while it is selected."""
+        self._status_of[name] = text
+        self._show_status()
+
+    def _show_status(self):
+        """The selected experiment's own last status; while another one runs, say which."""
+        selected = self.experiment().name
+        if self.running_name is not None and self.running_name != selected:
+            self.status.setText(f"Running {self.running_name}… (select it to follow its progress)")
+        else:
+            self.status.setText(self._status_of.get(selected, DEFAULT_STATUS))
 
     def _update_buttons(self):
         running = self.is_running()
@@ -364,7 +381,7 @@ class ExperimentsView(QtWidgets.QWidget):
     def _on_progress(self, frac: float, what: str):
         if common.from_current_worker(self):
             self.progress.setValue(int(1000 * frac))
-            self.status.setText(f"Running {self.running_name}: {what}")
+            self._say(self.running_name, f"Running {self.running_name}: {what}")
 
     @QtCore.Slot(object)
     def _on_done(self, result):
@@ -375,7 +392,7 @@ class ExperimentsView(QtWidgets.QWidget):
         self.results[result.name] = result
         self.progress.setValue(1000)
         kind = " (negative control)" if result.control else ""
-        self.status.setText(f"{result.name}{kind} finished in {result.seconds:.1f} s.")
+        self._say(result.name, f"{result.name}{kind} finished in {result.seconds:.1f} s.")
         if not result.control:
             self._mark_list(result)
         if self.experiment().name == result.name:
@@ -384,17 +401,19 @@ class ExperimentsView(QtWidgets.QWidget):
     @QtCore.Slot()
     def _on_cancelled(self):
         if common.from_current_worker(self):
+            name = self.running_name
             self.worker.wait()
             self._finished()
             self.progress.setValue(0)
-            self.status.setText("Cancelled.")
+            self._say(name, "Cancelled.")
 
     @QtCore.Slot(str)
     def _on_failed(self, msg: str):
         if common.from_current_worker(self):
+            name = self.running_name
             self.worker.wait()
             self._finished()
-            self.status.setText(f"<span style='color:#c33'>{msg}</span>")
+            self._say(name, f"<span style='color:#c33'>{msg}</span>")
             self.state.status.emit(msg)
 
     def wait(self, timeout_s: float = 120.0) -> bool:

@@ -174,3 +174,21 @@ def test_a_control_that_holds_is_shown_as_a_problem(window, qtbot, monkeypatch):
     assert tab.table.item(0, 0).text() == "empirical optimum: share near"
     assert tab.table.item(0, 1).text() == "0.990 ± 0.010"
     assert tab.table.item(0, 2).text() == "0.98, 0.99, 1"
+
+
+def test_the_status_line_belongs_to_the_selected_experiment(window, qtbot):
+    """Issue #25 item 10: "X finished in 2.1 s" / "Cancelled." stayed under another experiment."""
+    tab = _open(window, "langevin-mode-weights")
+    tab.sync_density.setChecked(False)
+    tab.run_btn.click()
+    assert "langevin-mode-weights" in tab.status.text()
+    tab.select("score-wrong-without-data")                       # another one while the first runs
+    assert tab.status.text().startswith("Running langevin-mode-weights…")
+    tab.select("langevin-mode-weights")
+    tab.cancel_btn.click()
+    qtbot.waitUntil(lambda: not tab.is_running() and tab.worker is None, timeout=30000)
+    assert tab.status.text() == "Cancelled."
+    tab.select("score-wrong-without-data")                       # its own (empty) history, not the other's
+    assert "Cancelled" not in tab.status.text() and "langevin" not in tab.status.text()
+    tab.select("langevin-mode-weights")
+    assert tab.status.text() == "Cancelled."
