@@ -85,6 +85,8 @@ class SamplerView(QtWidgets.QWidget):
         self.frame = 0
         self.playing = False
         self.active: list[int] = []
+        self._linked: list[int] | None = None     # the panels whose axes are linked now
+        self._syncing = False                      # _follow_range is copying a range (no feedback)
         self._ref = None                 # (density, reference samples)
         self._model_step_used = None
         self._pending = None
@@ -184,6 +186,7 @@ class SamplerView(QtWidgets.QWidget):
             for plot in (p, h):
                 plot.getAxis("left").setWidth(AXIS_WIDTH)
             _title_sets_no_width(p)
+            p.vb.sigRangeChanged.connect(lambda *_, i=i: self._follow_range(i))
             self.panels.append({"plot": p, "heat": heat, "points": pts, "trail": trail, "hist_plot": h,
                                 "hist": hist, "truth": truth, "label": label, "metric": {}, "title": ""})
 
@@ -385,6 +388,7 @@ class SamplerView(QtWidgets.QWidget):
         shown = [i for i in range(MAX_PANELS) if self.panels[i]["plot"] in lay.items]
         for i, p in enumerate(self.panels):
             p["label"].setVisible(i in self.active)
+        self._link_active()
         if shown == self.active:
             return
         for i in shown:
@@ -395,22 +399,33 @@ class SamplerView(QtWidgets.QWidget):
             lay.addItem(self.panels[i]["hist_plot"], row=1, col=col)
         for col in range(MAX_PANELS):
             lay.layout.setColumnStretchFactor(col, 1 if col < len(self.active) else 0)
-        self._link_active()
 
     def _link_active(self):
-        """Zooming or panning one shown panel moves them all: the active panels follow the first one.
-        Panels out of the layout are unlinked: an aspect-locked view box of another size linked to the
-        others makes their ranges run away (pyqtgraph widens one to keep its aspect, the link widens the
-        next, …)."""
+        """Zooming or panning one shown panel moves them all. The panels' point plots are aspect-locked,
+        so they are not linked by pyqtgraph (a linked, aspect-locked view box of another size — a hidden
+        tab, a panel out of the layout — widens its range to keep its aspect, the link widens the next,
+        and the ranges run away: ±14.5 → −648…398); `_follow_range` copies a shown panel's range to the
+        other active ones instead, once, without feedback. The histograms (not aspect-locked) are x-linked."""
+        if self._linked == self.active:
+            return
+        self._linked = list(self.active)
         for p in self.panels:
-            p["plot"].setXLink(None)
-            p["plot"].setYLink(None)
             p["hist_plot"].setXLink(None)
-        first = self.panels[self.active[0]] if self.active else None
         for i in self.active[1:]:
-            self.panels[i]["plot"].setXLink(first["plot"])
-            self.panels[i]["plot"].setYLink(first["plot"])
-            self.panels[i]["hist_plot"].setXLink(first["hist_plot"])   # (their y range is set: 0 … 1.6·max)
+            self.panels[i]["hist_plot"].setXLink(self.panels[self.active[0]]["hist_plot"])   # (y: 0 … 1.6·max)
+
+    def _follow_range(self, source: int):
+        """Panel `source`'s view range changed: give the other active panels the same range."""
+        if self._syncing or source not in self.active or not self.isVisible():
+            return
+        (x0, x1), (y0, y1) = self.panels[source]["plot"].vb.viewRange()
+        self._syncing = True
+        try:
+            for i in self.active:
+                if i != source:
+                    self.panels[i]["plot"].vb.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0)
+        finally:
+            self._syncing = False
 
     def _notes(self) -> str:
         s = self.state

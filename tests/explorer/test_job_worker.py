@@ -64,7 +64,7 @@ class FakeExperiment:
     def __init__(self, fail=False):
         self.fail = fail
 
-    def run(self, params, progress):
+    def run(self, params, progress, control=False):
         progress(0.25, "phase one")
         if self.fail:
             raise RuntimeError("diverged")
