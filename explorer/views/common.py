@@ -124,6 +124,24 @@ def set_heat(img: pg.ImageItem, data: np.ndarray, bounds, levels=None):
     img.setRect(QtCore.QRectF(xmin, ymin, xmax - xmin, ymax - ymin))
 
 
+def title_takes_no_width(plot: pg.PlotItem) -> None:
+    """Keep `plot`'s title from widening its layout column (pyqtgraph's LabelItem sets its minimum and
+    preferred width to its text's): side-by-side plots keep the widths their layout gives them (equal
+    panels with a locked aspect; a 1280-px window not pushed wider by a long title). The title keeps
+    its height; a title wider than the plot is clipped."""
+    label = plot.titleLabel
+    update = label.updateMin
+
+    def update_height_only():
+        update()
+        label.setMinimumWidth(0)
+        for k in (QtCore.Qt.SizeHint.MinimumSize, QtCore.Qt.SizeHint.PreferredSize):
+            label._sizeHint[k] = (0, label._sizeHint[k][1])
+        label.updateGeometry()
+
+    label.updateMin = update_height_only
+
+
 def square_plot(plot: pg.PlotItem, bounds, title: str | None = None):
     xmin, xmax, ymin, ymax = bounds
     plot.setAspectLocked(True)

@@ -150,6 +150,8 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.mw_plot.showGrid(x=True, y=True, alpha=0.3)
         self.dec_plot = self.plots.addPlot(row=1, col=1, title="Error decomposition", axisItems=axes.items())
         self.dec_plot.setLogMode(x=True, y=False)
+        for plot in (self.ed_plot, self.mw_plot, self.dec_plot):     # long titles must not widen the window
+            common.title_takes_no_width(plot)
         self.dec_plot.setLabel("bottom", "network evaluations (NFE)")
         self.dec_plot.setLabel("left", "energy distance")
         self.dec_plot.showGrid(x=True, y=True, alpha=0.3)
@@ -286,8 +288,8 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.mw_plot.addItem(pg.InfiniteLine(pos=result.threshold_mode_weight_error, angle=0, pen=line_pen,
                                              label=f"exact samples' 95%: {result.threshold_mode_weight_error:.2g}",
                                              labelOpts={"position": 0.7}))
-        self.ed_plot.setTitle(f"Energy distance vs NFE, mean ± sd over {result.seeds} seeds (below {lo_ed:.2g}: "
-                              f"drawn at {lo_ed:.2g})")
+        self.ed_plot.setTitle(f"Energy distance vs NFE (mean ± sd, {result.seeds} seeds)")
+        self.ed_plot.setLabel("left", f"energy distance (below {lo_ed:.2g}: drawn at {lo_ed:.2g})")
         self.mw_plot.setTitle(f"Mode-weight error (TV) vs NFE, mean ± sd")
         current = self.dec_sampler.currentData()
         self.dec_sampler.blockSignals(True)

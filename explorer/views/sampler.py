@@ -185,7 +185,7 @@ class SamplerView(QtWidgets.QWidget):
             # do not widen their column), and zooming or panning one panel moves them all
             for plot in (p, h):
                 plot.getAxis("left").setWidth(AXIS_WIDTH)
-            _title_sets_no_width(p)
+            common.title_takes_no_width(p)
             p.vb.sigRangeChanged.connect(lambda *_, i=i: self._follow_range(i))
             self.panels.append({"plot": p, "heat": heat, "points": pts, "trail": trail, "hist_plot": h,
                                 "hist": hist, "truth": truth, "label": label, "metric": {}, "title": ""})
@@ -686,23 +686,6 @@ def _fitted_title(title: str, plot: pg.PlotItem) -> str:
     if QtGui.QFontMetrics(font).horizontalAdvance(title) + 12 <= plot.width():
         return title
     return title.replace(" — ", "<br>")
-
-
-def _title_sets_no_width(plot: pg.PlotItem) -> None:
-    """Keep `plot`'s title from widening its layout column (pyqtgraph's LabelItem sets its minimum and
-    preferred width to its text's): panels of unequal width cannot show equal ranges with a locked aspect.
-    The title keeps its height; a title wider than the panel is clipped."""
-    label = plot.titleLabel
-    update = label.updateMin
-
-    def update_height_only():
-        update()
-        label.setMinimumWidth(0)
-        for k in (QtCore.Qt.SizeHint.MinimumSize, QtCore.Qt.SizeHint.PreferredSize):
-            label._sizeHint[k] = (0, label._sizeHint[k][1])
-        label.updateGeometry()
-
-    label.updateMin = update_height_only
 
 
 class PointsItemWithColor(common.PointsItem):
