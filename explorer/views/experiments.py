@@ -10,7 +10,9 @@ control (the same run with the mechanism removed, which must come out "does not 
 result: a large ✓ holds (green) or ✗ does not hold (red) mark — for a control, ✗ in blue ("as it must")
 and ✓ in red (the criterion could not fail) —, the expected and the measured outcome side by side, the
 criterion, and a table of the measured figures: a short label, the mean ± sd over the seeds rounded to
-the spread's second significant digit, and every seed's value.
+the spread's second significant digit, and every seed's value. Under the table the same figures as a plot
+(one row per figure, in the table's order): each seed's value as a dot, the mean as a bar with a ±sd
+whisker, on a log axis when all are positive and span more than two decades.
 
 When the parameters name a preset density and *Show the density in the other tabs* is ticked, Run sets the
 app's density to it (one undoable step, Ctrl+Z) so the Density, Score-field and Samplers tabs show what the
@@ -19,14 +21,14 @@ never touches the app's trained model.
 """
 from __future__ import annotations
 
-
+import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers import densities
 from trainers.experiments import EXPERIMENTS, Experiment, ExperimentResult, format_value, short_label
 
 from ..experiment_worker import ExperimentWorker
-from . import common
+from . import axes, common
 
 HOLDS_STYLE = "background:#1e7b34; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
 FAILS_STYLE = "background:#b3261e; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
@@ -207,6 +209,26 @@ class ExperimentsView(QtWidgets.QWidget):
                               "the criterion is evaluated on the means and their standard errors. Hover a "
                               "label for its full name.")
         right.addWidget(self.table, 1)
+        self.figures_axis = pg.AxisItem("left")      # the figures' short labels, one per row
+        self.figures_axis.setWidth(150)
+        self.figures_axis.setStyle(autoExpandTextSpace=False, tickTextWidth=150)
+        self.figures_plot = pg.PlotWidget(axisItems={**axes.items(("bottom",)), "left": self.figures_axis})
+        self.figures_plot.setMinimumHeight(150)
+        self.figures_plot.setMenuEnabled(False)
+        self.figures_plot.setMouseEnabled(x=True, y=False)
+        self.figures_plot.setTitle("")
+        common.title_takes_no_width(self.figures_plot.getPlotItem())
+        self.figures_plot.setToolTip("The measured figures: each seed's value (dots), the mean (bar) ± sd "
+                                     "(whisker); the criterion compares these means with a t·SE margin.")
+        self.seed_dots = pg.PlotDataItem(pen=None, symbol="o", symbolSize=6, symbolPen=None,
+                                         symbolBrush=pg.mkBrush(235, 235, 235, 230))      # log mode follows
+        self.mean_marks = pg.PlotDataItem(pen=None, symbol="|", symbolSize=14,
+                                          symbolPen=pg.mkPen("#58a6ff", width=3), symbolBrush=None)
+        self.sd_bars = pg.PlotDataItem(connect="pairs", pen=pg.mkPen("#58a6ff", width=1.5))
+        for item in (self.sd_bars, self.mean_marks, self.seed_dots):      # the dots on top
+            self.figures_plot.addItem(item)
+        self._plotted: dict[str, tuple[float, list[float]]] = {}
+        right.addWidget(self.figures_plot, 1)
         self.footer = _wrapped()
         self.footer.setStyleSheet("color:#888")
         right.addWidget(self.footer)
@@ -445,6 +467,48 @@ class ExperimentsView(QtWidgets.QWidget):
             out[name] = self.table.item(row, 1).data(QtCore.Qt.ItemDataRole.UserRole)
         return out
 
+    def plotted_figures(self) -> dict[str, tuple[float, list[float]]]:
+        """The figures plot as numbers (full figure name → (mean, per-seed values)), as drawn."""
+        return dict(self._plotted)
+
+    def _plot_figures(self, result: ExperimentResult | None):
+        """Draw `result`'s figures, one row each (the table's order, top to bottom): the per-seed values as
+        dots spread a little apart vertically, the mean as a bar, ±sd as a whisker."""
+        self._plotted = {}
+        names = list(result.figures) if result is not None else []
+        plot = self.figures_plot.getPlotItem()
+        if not names:
+            for item in (self.seed_dots, self.mean_marks):
+                item.setData([], [])
+            self.sd_bars.setData([], [])
+            self.figures_axis.setTicks([[]])
+            plot.setTitle("")
+            return
+        rows = {name: len(names) - 1 - i for i, name in enumerate(names)}
+        values = [v for name in names for v in [result.figures[name], *result.per_seed.get(name, [])]]
+        positive = [v for v in values if v > 0]
+        log = len(positive) == len(values) and max(values) > 100 * min(values)
+        plot.setLogMode(x=log, y=False)
+        dots_x, dots_y, bars_x, bars_y = [], [], [], []
+        for name in names:
+            mean, seeds, y = result.figures[name], result.per_seed.get(name, []), rows[name]
+            self._plotted[name] = (mean, list(seeds))
+            k = len(seeds)
+            dots_x += seeds
+            dots_y += [y + 0.3 * ((i + 0.5) / k - 0.5) for i in range(k)]
+            sd = result.spread.get(name)
+            if sd is not None and sd == sd and sd > 0:
+                lo = mean - sd
+                bars_x += [lo if (lo > 0 or not log) else mean, mean + sd]
+                bars_y += [y, y]
+        self.seed_dots.setData(dots_x, dots_y)
+        self.mean_marks.setData([result.figures[n] for n in names], [rows[n] for n in names])
+        self.sd_bars.setData(bars_x, bars_y)
+        self.figures_axis.setTicks([[(rows[n], short_label(result, n)) for n in names]])
+        plot.setYRange(-0.6, len(names) - 0.4, padding=0)
+        plot.enableAutoRange(x=True)
+        plot.setTitle(f"measured figures: seeds (dots), mean ± sd{' — log axis' if log else ''}", size="9pt")
+
     def verdict_text(self) -> str:
         return self.verdict.text()
 
@@ -458,6 +522,7 @@ class ExperimentsView(QtWidgets.QWidget):
 
     def _show(self, result: ExperimentResult | None):
         self.table.setRowCount(0)
+        self._plot_figures(result)
         if result is None:
             self.verdict.setText("not run yet")
             self.verdict.setStyleSheet(IDLE_STYLE)

@@ -192,3 +192,53 @@ def test_the_status_line_belongs_to_the_selected_experiment(window, qtbot):
     assert "Cancelled" not in tab.status.text() and "langevin" not in tab.status.text()
     tab.select("langevin-mode-weights")
     assert tab.status.text() == "Cancelled."
+
+
+def _fake_result(name, figures, per_seed):
+    """A result as `Experiment.run` returns it, with given per-seed values (means and sds from them)."""
+    import statistics
+    means = {k: statistics.fmean(v) for k, v in per_seed.items()}
+    sds = {k: statistics.stdev(v) for k, v in per_seed.items()}
+    assert set(figures) == set(per_seed)
+    return ExperimentResult(name, means, True, EXPERIMENTS[name].criterion, "fake", dict(EXPERIMENTS[name].defaults),
+                            0.1, sds, per_seed, [0, 1, 2], labels=dict(EXPERIMENTS[name].labels))
+
+
+def test_the_figures_plot_shows_the_selected_results_seeds_and_means(window):
+    """Issue #25: the results as a plot — every seed's value as a dot and each figure's mean, for the selected
+    experiment; selecting another shows its own; a spread over > 2 decades gets a log axis."""
+    tab = _open(window, "memorisation")
+    a = _fake_result("memorisation", ["near", "far"], {"near": [0.2, 0.25, 0.31], "far": [4.0, 5.5, 3.1]})
+    b = _fake_result("langevin-mode-weights", ["err", "share"],
+                     {"err": [0.001, 0.002, 0.0015], "share": [0.9, 0.95, 0.99]})
+    tab.results.update({a.name: a, b.name: b})
+    tab.select("langevin-mode-weights")
+    tab.select("memorisation")
+
+    def drawn():
+        dots = sorted(float(x) for x in tab.seed_dots.xData)
+        means = sorted(float(x) for x in tab.mean_marks.xData)
+        return dots, means
+
+    assert tab.plotted_figures() == {k: (a.figures[k], a.per_seed[k]) for k in a.figures}
+    dots, means = drawn()
+    assert dots == pytest.approx(sorted(v for vs in a.per_seed.values() for v in vs))
+    assert means == pytest.approx(sorted(a.figures.values()))
+    ticks = [label for _, label in tab.figures_axis._tickLevels[0]]
+    assert ticks == [a.label("near"), a.label("far")]
+    assert not tab.figures_plot.getPlotItem().ctrl.logXCheck.isChecked()     # 0.2 … 5.5: linear
+    # a whisker of ±sd around each mean, on the mean's row
+    bars = list(zip(tab.sd_bars.xData, tab.sd_bars.yData))
+    assert len(bars) == 4
+    for (x0, y0), (x1, y1), k in zip(bars[::2], bars[1::2], a.figures):
+        assert y0 == y1 and (x0 + x1) / 2 == pytest.approx(a.figures[k]) and x1 - x0 == pytest.approx(2 * a.spread[k])
+
+    tab.select("langevin-mode-weights")
+    assert tab.plotted_figures() == {k: (b.figures[k], b.per_seed[k]) for k in b.figures}
+    dots, means = drawn()
+    assert dots == pytest.approx(sorted(v for vs in b.per_seed.values() for v in vs))
+    assert means == pytest.approx(sorted(b.figures.values()))
+    assert tab.figures_plot.getPlotItem().ctrl.logXCheck.isChecked()         # 0.001 … 0.99: log
+
+    tab.select("score-wrong-without-data")                                      # not run: an empty plot
+    assert tab.plotted_figures() == {} and (tab.seed_dots.xData is None or len(tab.seed_dots.xData) == 0)
