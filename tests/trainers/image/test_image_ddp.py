@@ -1,5 +1,5 @@
 """A real two-process DDP run on gloo (issue #24): two ranks of ``train()``, each in its own process
-(forked, so torch is not imported twice) with torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK,
+(forked from a clean fork server, so torch is imported once) with torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK,
 MASTER_ADDR/PORT), killed with SIGKILL after a checkpoint, resumed, and compared with an
 uninterrupted two-process run: the rank-averaged loss of every step and the final EMA weights
 are the same."""
@@ -17,7 +17,6 @@ import torch
 from trainers.image import checkpoints as ck
 from trainers.image import progress as events
 from trainers.image.config import load_config
-from trainers.image.datasets import digits_dataset
 from trainers.image.train import train
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,16 +34,19 @@ def free_port() -> int:
 
 
 def _rank(run: Path, rank: int, port: int, resume: bool) -> None:
-    """One rank, in a forked child (no second torch import): torchrun's environment, then train()."""
+    """One rank, forked from the fork server (torch already imported there): torchrun's environment,
+    then train()."""
     os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     train(load_config("ddpm_digits", TINY), run, quiet=True, resume=resume)
 
 
 def launch(run: Path, resume: bool = False) -> list:
-    digits_dataset()                      # scikit-learn and torch._dynamo (the optimiser imports it)
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])      # imported here, once, not per child
-    ctx = mp.get_context("fork")
+    # Ranks fork from a fresh fork server (torch and the trainer imported there once), not from this
+    # process: by the time the whole suite reaches this test, pytest's process has Qt, torch and worker
+    # threads, and a child forked from it can deadlock on a lock one of them held (a rank hung in CI).
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "trainers.image.train", "trainers.image.datasets"])
     port = free_port()
     procs = [ctx.Process(target=_rank, args=(run, rank, port, resume), daemon=True) for rank in (0, 1)]
     for p in procs:
