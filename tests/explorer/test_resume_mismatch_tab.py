@@ -10,19 +10,10 @@ import pytest
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
 
-TINY = ["model.ch=8", "model.ch_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=4",
-        "train.batch_size=8", "train.warmup=1", "train.threads=1", "train.sample_every=0", "ddpm.T=10",
-        "train.log_every=1"]
-
-
-@pytest.fixture(scope="module")
-def ddpm_run(tmp_path_factory) -> Path:
-    from trainers.image.__main__ import main
-
-    run = tmp_path_factory.mktemp("runs") / "ddpm"
-    assert main(["train", "--config", "ddpm_digits", "--out", str(run), "--quiet", *TINY,
-                 "train.n_steps=2", "train.ckpt_every=2"]) == 0
-    return run
+@pytest.fixture
+def ddpm_run(tiny_ddpm_run) -> Path:
+    """The session's tiny 2-step ddpm_digits run (tests/conftest.py)."""
+    return tiny_ddpm_run
 
 
 @pytest.fixture

@@ -14,19 +14,17 @@ from trainers.image.checkpoints import list_checkpoints
 from trainers.image.config import (RESUME_FREE, ResumeMismatch, check_resume, load_config, resume_differences,
                                    resume_refusal, run_config_name)
 
+# the overrides the session's tiny_ddpm_run was trained with (tests/conftest.py TINY_IMAGE_OVERRIDES):
+# the refusal tests below name exactly the fields they change against it
 TINY = ["model.ch=8", "model.ch_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=4",
         "train.batch_size=8", "train.warmup=1", "train.threads=1", "train.sample_every=0", "ddpm.T=10",
         "train.log_every=1"]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A 2-step ddpm_digits run (8-channel U-Net) with a checkpoint at step 2, trained in-process."""
-    run = tmp_path_factory.mktemp("resume") / "ddpm"
-    assert main(["train", "--config", "ddpm_digits", "--out", str(run), "--quiet", *TINY,
-                 "train.n_steps=2", "train.ckpt_every=2"]) == 0
-    assert [s for s, _ in list_checkpoints(run)] == [2]
-    return run
+@pytest.fixture
+def trained_run(tiny_ddpm_run) -> Path:
+    """The session's 2-step ddpm_digits run (tests/conftest.py: the overrides of TINY, checkpoint at step 2)."""
+    return tiny_ddpm_run
 
 
 def _copy(run: Path, to: Path) -> Path:
