@@ -41,11 +41,6 @@ _gh = np.polynomial.hermite.hermgauss(GH_NODES)
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def data_stats(density) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m, C): the density's mean (d,) and covariance (d, d), float64."""
-    return density.mean().double(), density.covariance().double()
-
-
 def matched_cov(cov, sigma: float, dim: int | None = None) -> torch.Tensor:
     """C + σ² I for a covariance (d, d), or (v + σ²) I for a mean per-dimension variance v (needs dim)."""
     cov = torch.as_tensor(cov, dtype=torch.float64)
@@ -67,7 +62,7 @@ def matched_log_prob(y: torch.Tensor, mean, cov, sigma: float) -> torch.Tensor:
 
 def prior_kl(density, sigma: float) -> float:
     """KL(p_σ ‖ q_σ) in nats, q_σ = N(m, C + σ² I) the Gaussian matched to p_σ (module doc)."""
-    m, cov = data_stats(density)
+    m, cov = density.mean().double(), density.covariance().double()
     L = torch.linalg.cholesky(matched_cov(cov, sigma))
     t, w = (torch.from_numpy(a) for a in _gh)
     tx, ty = torch.meshgrid(t, t, indexing="ij")
