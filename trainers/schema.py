@@ -4,8 +4,10 @@ range or choices, and the value a GUI form starts at. The command lines (`add_ar
 `values_from_args`), the explorer's forms and the lab all read these fields; nothing restates them.
 
 Conventions: a field whose default is None means "the owner's own rule" (a sampler's default step
-count, the model's σ range); its form shows `unset` text for it. `gui` is the value the GUI starts
-at when it differs from the command line's default (a Samplers-tab panel is sized for ~150 frames).
+count, the model's σ range); its form shows `unset` text for it. With `unset`, the range's low end lo
+is the form's "unset" slot (the spin box's minimum, read as None), so a set value must lie above lo.
+`gui` is the value the GUI starts at when it differs from the command line's default (a Samplers-tab
+panel is sized for ~150 frames).
 """
 from __future__ import annotations
 
@@ -72,11 +74,20 @@ class Spec:
                 raise ValueError(f"{where}{self.name} needs a value")
             return
         if self.choices is not None and value not in [c for c, _ in self.choices]:
-            raise ValueError(f"{where}{self.name} must be one of {', '.join(str(c) for c, _ in self.choices)}, got {value!r}")
+            raise ValueError(f"{where}{self.name}{self._label()} must be one of {', '.join(str(c) for c, _ in self.choices)}, got {value!r}")
         if self.kind in (int, float) and not isinstance(value, bool):
             v = float(value)
-            if not math.isfinite(v) or (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
-                raise ValueError(f"{where}{self.name} must lie in [{self.lo}, {self.hi}], got {value}")
+            above = self.unset is not None and self.lo is not None      # lo is the form's "unset" slot
+            low = self.lo is not None and (v <= self.lo if above else v < self.lo)
+            if not math.isfinite(v) or low or (self.hi is not None and v > self.hi):
+                lo = "-inf" if self.lo is None else f"{self.lo:g}"
+                hi = "inf" if self.hi is None else f"{self.hi:g}"
+                span = f"{'(' if above else '['}{lo}, {hi}]"
+                raise ValueError(f"{where}{self.name}{self._label()} must lie in {span}, got {value}")
+
+    def _label(self) -> str:
+        """' (label)' where the label is not just the field's name (η for eta), else ''."""
+        return "" if self.label.lower().replace(" ", "_") == self.name else f" ({self.label})"
 
 
 def _base_type(hint) -> tuple[type, bool]:
@@ -99,6 +110,11 @@ def specs(cls) -> list[Spec]:
         default = f.default if f.default is not dataclasses.MISSING else None
         out.append(Spec(f.name, kind, optional or default is None, default, **meta))
     return out
+
+
+def gui_defaults(cls) -> dict:
+    """{field: the value a GUI form starts at} for the form fields of a schema dataclass."""
+    return {s.name: s.gui_default for s in specs(cls) if s.form}
 
 
 def check(obj, owner: str = "") -> None:
