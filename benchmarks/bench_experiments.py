@@ -1,4 +1,4 @@
-"""Each guided experiment (trainers/experiments.py) with its shipped settings, one torch thread, each from
+"""Each guided experiment (trainers/studies/experiments.py) with its shipped settings, one torch thread, each from
 a cold start (no model shared between experiments), then its negative control: the run time, the verdict
 over its seeds, every figure as mean ± sd with the per-seed values, and the control's verdict (it must
 not hold). Prints; asserts nothing.
@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from trainers import experiments
+from trainers.studies import experiments
 
 
 def _figures(result) -> list[str]:

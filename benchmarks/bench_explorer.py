@@ -11,7 +11,7 @@ GUI thread draws the particle panels, trails and histograms. Reported: frames sh
 whole loop ("step + redraw"; the two overlap on two cores; the 16 ms timer caps it at ~60 fps), and the
 per-frame cost of computing only and of drawing only.
 
-Lab: trainers.lab.run_lab with all 6 samplers × NFE (5, 10, 20, 50, 100, 200, 1000) × (model, exact
+Lab: trainers.studies.lab.run_lab with all 6 samplers × NFE (5, 10, 20, 50, 100, 200, 1000) × (model, exact
 score), 2000 particles, on the same network.
 """
 from __future__ import annotations
@@ -174,7 +174,7 @@ def bench_frame_parts(app, n: int = 10000, n_frames: int = 60) -> dict:
 def bench_lab(n: int = 2000) -> dict:
     from explorer.views.sampler import score_models
     from trainers import fitting
-    from trainers.lab import LAB_SAMPLERS, NFE_GRID, run_lab
+    from trainers.studies.lab import LAB_SAMPLERS, NFE_GRID, run_lab
 
     state = make_state(100)
     trained, exact, cfg = score_models(state)
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
         ScoreMLP.infer = None                  # ScoreModel then concatenates and calls forward
         print("eager sampling: ScoreMLP.infer switched off")
     if args.worker_threads != 1:
-        from explorer.sampler_worker import ChainWorker
+        from explorer.workers.chains import ChainWorker
         run = ChainWorker.run
 
         def run_with_threads(self):

@@ -8,7 +8,7 @@ three-way decomposition plot of the off-centre density (docs/lab_decomposition.p
 
 Each lab runs as the CLI does (a subprocess of `python -m trainers.toy lab`); the JSON, CSV and text
 table of each land in --out. The plot adds, for comparison, the exact score from the old origin-centred
-start N(0, σ_max² I) (trainers.lab.run_lab with a score model that carries no data mean), so the prior
+start N(0, σ_max² I) (trainers.studies.lab.run_lab with a score model that carries no data mean), so the prior
 error the matched start removes is visible.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainers.densities import GaussianMixture      # noqa: E402
-from trainers.lab import EXACT, EXACT_START, MODEL, LabResult, format_table, run_lab   # noqa: E402
+from trainers.studies.lab import EXACT, EXACT_START, MODEL, LabResult, format_table, run_lab   # noqa: E402
 from trainers.score_models import ExactScore        # noqa: E402
 
 WEIGHTS = [0.6, 0.3, 0.1]

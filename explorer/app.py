@@ -15,7 +15,7 @@ import torch
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers.atomic import atomic_torch_save
-from trainers.experiments import EXPERIMENTS
+from trainers.studies.experiments import EXPERIMENTS
 
 from .state import AppState
 from .views.density import DensityView

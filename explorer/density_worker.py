@@ -21,7 +21,7 @@ from trainers import grid
 from trainers.likelihood import pf_ode_log_density
 from trainers.metrics import ddpm_elbo_nats
 
-from . import job_worker
+from .workers import job as job_worker
 
 GRID_CHUNKS = 8          # progress steps for the grid
 SAMPLE_CHUNKS = 2        # … and for the NLL samples

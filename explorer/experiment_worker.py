@@ -1,4 +1,4 @@
-"""Runs one guided experiment (`trainers.experiments.Experiment.run`) in a QThread.
+"""Runs one guided experiment (`trainers.studies.experiments.Experiment.run`) in a QThread.
 
 Cancel sets a flag that the experiment's progress callback checks: the next progress report raises
 `Cancelled` inside `run`, which unwinds it (its `finally` restores torch's thread count). Experiments
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import job_worker
+from .workers import job as job_worker
 
 
 class Cancelled(Exception):
@@ -33,7 +33,7 @@ def run_until_cancelled(experiment, params: dict, progress: Callable[[float, str
 
 class ExperimentWorker(job_worker.JobWorker):
     """One experiment (or, with control, its negative control) with progress and Cancel;
-    done(trainers.experiments.ExperimentResult)."""
+    done(trainers.studies.experiments.ExperimentResult)."""
 
     def __init__(self, experiment, params: dict, parent=None, control: bool = False):
         super().__init__(run_until_cancelled, dict(experiment=experiment, params=dict(params), control=control),

@@ -22,7 +22,7 @@ import torch
 from trainers import fitting
 from trainers import grid
 
-from . import job_worker
+from .workers import job as job_worker
 from .density_worker import LearnedDensity, compute_learned_density
 
 # Fractions of the progress bar for the three pictures.

@@ -1,14 +1,14 @@
-"""Runs `trainers.lab.run_lab` in a QThread: the quality-vs-steps lab never blocks the GUI thread."""
+"""Runs `trainers.studies.lab.run_lab` in a QThread: the quality-vs-steps lab never blocks the GUI thread."""
 from __future__ import annotations
 
-from trainers.lab import run_lab
+from trainers.studies.lab import run_lab
 
-from . import job_worker
+from .workers import job as job_worker
 
 
 class LabWorker(job_worker.JobWorker):
     """run_lab over `seeds` seeds with progress (what was just finished) and Cancel;
-    done(trainers.lab.LabResult)."""
+    done(trainers.studies.lab.LabResult)."""
 
     def __init__(self, density, model_sm, exact_sm, samplers, nfes, options=None, n: int = 1000, seed: int = 0,
                  seeds: int = 3, parent=None):

@@ -1,12 +1,12 @@
-"""Runs `trainers.memorisation.measure` in a QThread: sampling a model for the memorisation meter never
+"""Runs `trainers.studies.memorisation.measure` in a QThread: sampling a model for the memorisation meter never
 blocks the GUI thread. The worker gets its own copy of the network, so training may go on meanwhile."""
 from __future__ import annotations
 
 import copy
 
-from trainers import memorisation
+from trainers.studies import memorisation
 
-from . import job_worker
+from .workers import job as job_worker
 
 
 class MemorisationWorker(job_worker.JobWorker):

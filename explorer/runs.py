@@ -6,7 +6,7 @@ The folder layout (progress.jsonl, checkpoints/, samples/, drawn/) is
 line per ``evaluate``) is read with progress.jsonl's torn-line-safe reader.
 
 This module also builds the command lines the Image-runs tab runs (train, sample, evaluate;
-``explorer.process`` launches them), so the CLI contract lives in one place. No maths here: grid tiling is
+``explorer.workers.process`` launches them), so the CLI contract lives in one place. No maths here: grid tiling is
 ``trainers.image.imageio.grid_array``.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ from PySide6 import QtCore
 from trainers import densities
 from trainers import fitting
 from trainers import grid
-from trainers import history
+from trainers.studies import history
 from trainers.samplers import SAMPLERS
 
 
@@ -30,7 +30,7 @@ def build_network(cfg: fitting.ToyConfig) -> torch.nn.Module:
 
 
 # Weight snapshots of live training (the History tab): at least every HISTORY_EVERY steps, at most
-# HISTORY_CAP of them (older ones thinned, trainers.history.SnapshotHistory).
+# HISTORY_CAP of them (older ones thinned, trainers.studies.history.SnapshotHistory).
 HISTORY_EVERY = 50
 HISTORY_CAP = 40
 

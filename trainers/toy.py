@@ -26,9 +26,9 @@ from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
                       natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra,
                       stats_from_extra, train, training_data, ddpm_schedule)
-from .lab import NFE_GRID, NULL_DRAWS, format_table, run_lab
+from .studies.lab import NFE_GRID, NULL_DRAWS, format_table, run_lab
 from .likelihood import pf_ode_log_density
-from .memorisation import memorisation_report
+from .studies.memorisation import memorisation_report
 from .metrics import ddpm_elbo_nats, energy_distance, mode_weight_error
 from .objectives import OBJECTIVES
 from .schedules import GRIDS

@@ -1,7 +1,7 @@
-"""Experiments tab: the guided experiments of `trainers.experiments` (issue #9), presented, run and judged.
+"""Experiments tab: the guided experiments of `trainers.studies.experiments` (issue #9), presented, run and judged.
 
 The definitions — claim, expected outcome, criterion, default parameters, the run itself — live in
-`trainers/experiments.py` (no Qt); this tab only presents them. On the left the list of experiments; in
+`trainers/studies/experiments.py` (no Qt); this tab only presents them. On the left the list of experiments; in
 the middle the selected one's claim, expected outcome and criterion, and a parameter form generated from
 its defaults (a spin box per number, a check box per flag, the preset list for `density`, a line edit per
 other string; a changed parameter's name turns bold; *Reset to defaults*); Run / Control / Cancel and a
@@ -25,7 +25,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers import densities
-from trainers.experiments import EXPERIMENTS, Experiment, ExperimentResult, format_value, short_label
+from trainers.studies.experiments import EXPERIMENTS, Experiment, ExperimentResult, format_value, short_label
 
 from ..experiment_worker import ExperimentWorker
 from . import axes, common
@@ -117,7 +117,7 @@ class ExperimentsView(QtWidgets.QWidget):
         left.addWidget(self.list, 1)
         note = _wrapped("Each experiment reproduces one claim of the lecture over several fixed seeds and judges it "
                         "by a stated criterion with a t·SE margin; Control runs it with the mechanism removed, which "
-                        "must not hold (python -m trainers.experiments runs the same headless).", False)
+                        "must not hold (python -m trainers.studies.experiments runs the same headless).", False)
         note.setFixedWidth(270)
         left.addWidget(note)
 
@@ -259,7 +259,7 @@ class ExperimentsView(QtWidgets.QWidget):
             return
         e = EXPERIMENTS[item.data(QtCore.Qt.ItemDataRole.UserRole)]
         self.heading.setText(e.title)
-        self.name_label.setText(f"python -m trainers.experiments run {e.name}")
+        self.name_label.setText(f"python -m trainers.studies.experiments run {e.name}")
         self.claim.setText(e.claim)
         self.expected.setText(e.expected)
         self.criterion.setText(e.criterion)

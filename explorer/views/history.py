@@ -1,5 +1,5 @@
 """History tab: what the model was at each point of its training, from the weight snapshots that the
-app state keeps during live training (AppState.history, trainers.history.SnapshotHistory).
+app state keeps during live training (AppState.history, trainers.studies.history.SnapshotHistory).
 
 A slider picks a snapshot; for its weights `HistoryWorker` computes, side by side, (a) the learned score
 (red) over the true score (white) at the model's least-noisy level, with the Fisher divergence there,

@@ -3,7 +3,7 @@
 run folders.
 
 Titled "Image runs" so it is not mistaken for the 2D Training tab. The processes are
-``explorer.process``'s (the training run followed through its ``progress.jsonl``, and the
+``explorer.workers.process``'s (the training run followed through its ``progress.jsonl``, and the
 "sample from checkpoint" process); the run list, grids, chains and checkpoints are
 ``run_browser.RunBrowser``'s; the quality per checkpoint (eval.jsonl) and its "Rate checkpoints"
 processes are ``quality_plot.QualityPanel``'s; run-folder reading and the CLI command lines live in
@@ -22,7 +22,8 @@ from trainers.image import progress as events
 from trainers.image import run_layout as layout
 from trainers.image.config import available_configs, resume_refusal, run_config_name
 
-from .. import process, runs
+from .. import runs
+from ..workers import process
 from . import axes, common
 from .quality_plot import QualityPanel
 from .run_browser import RunBrowser, SampleRequest

@@ -1,5 +1,5 @@
 """Sampler lab tab: sample quality against the number of network evaluations (NFE), for the chosen
-samplers, decomposed by cause (trainers.lab.run_lab, in a LabWorker thread), over several seeds.
+samplers, decomposed by cause (trainers.studies.lab.run_lab, in a LabWorker thread), over several seeds.
 
 Sources: the exact score from exact draws of p_σmax (dotted: the sampler's discretisation error
 alone), the exact score from the sampler's Gaussian prior (dashed: + prior mismatch) and the trained
@@ -20,7 +20,7 @@ from PySide6 import QtCore, QtWidgets
 
 from trainers import fitting
 from trainers.atomic import atomic_write_text
-from trainers.lab import EXACT, EXACT_START, MODEL, NFE_GRID
+from trainers.studies.lab import EXACT, EXACT_START, MODEL, NFE_GRID
 from trainers.samplers import SAMPLERS
 
 from ..lab_worker import LabWorker

@@ -24,7 +24,7 @@ from trainers import grid
 from trainers import metrics
 from trainers import samplers
 
-from ..sampler_worker import ChainSpec, ChainWorker
+from ..workers.chains import ChainSpec, ChainWorker
 from ..state import MAX_PANELS
 from . import common
 from .sampler_panel import PanelControls

@@ -3,7 +3,7 @@ marginal q(x_t), an error heat map ‖s_θ − ∇log p‖ (optionally weighted 
 noise levels / timesteps the model was trained on. Hover shows both vectors at the nearest grid point.
 
 With a fixed training set (Training tab, "Fixed dataset of N points") it can also draw the empirical
-optimal score (green, trainers.memorisation: the exact score of the noised training set, what a network
+optimal score (green, trainers.studies.memorisation: the exact score of the noised training set, what a network
 that memorises learns) and run the memorisation meter (samples of the model's own sampler against the
 training points, in explorer.memorisation_worker) — docs/math.md §11.
 """
@@ -15,7 +15,7 @@ from PySide6 import QtCore, QtWidgets
 
 from trainers import fitting
 from trainers import grid
-from trainers import memorisation
+from trainers.studies import memorisation
 
 from ..memorisation_worker import MemorisationWorker
 from . import axes, common
@@ -416,7 +416,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
 
     @property
     def meter(self) -> dict | None:
-        """The meter's figures (trainers.memorisation.memorisation_report), or None before a measurement."""
+        """The meter's figures (trainers.studies.memorisation.memorisation_report), or None before a measurement."""
         return None if self.measurement is None else dict(self.measurement.report)
 
     def _show_meter(self):

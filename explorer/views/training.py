@@ -1,6 +1,6 @@
 """Training tab: model/objective settings, start/pause/reset, live loss and Fisher-divergence curves.
 
-Training runs in `explorer.worker.TrainWorker` (a QThread). Changing the density or any setting
+Training runs in `explorer.workers.training.TrainWorker` (a QThread). Changing the density or any setting
 that changes the network or the loss while training stops the worker, discards the weights and
 starts a fresh run (a loss curve never mixes two problems); lr and batch changes likewise restart.
 """
@@ -15,7 +15,7 @@ from PySide6 import QtCore, QtWidgets
 from trainers import objectives
 
 from ..state import build_network
-from ..worker import TrainWorker
+from ..workers.training import TrainWorker
 from . import axes, common
 
 TIP = {

@@ -6,7 +6,7 @@ import pytest
 from PySide6 import QtCore
 
 from trainers.densities import preset
-from trainers.experiments import EXPERIMENTS, ExperimentResult
+from trainers.studies.experiments import EXPERIMENTS, ExperimentResult
 
 
 def _open(window, name):

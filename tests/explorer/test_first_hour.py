@@ -177,7 +177,7 @@ def test_the_mismatch_survives_saving_and_reopening_the_session(window, qtbot, t
 
 # ---------------------------------------------------------------------------- 9: fixed dataset
 def test_the_plateau_rule_watches_the_training_loss_with_a_fixed_dataset():
-    from explorer.worker import PlateauRule
+    from explorer.workers.training import PlateauRule
 
     rising_fisher = np.linspace(1.0, 3.0, 50)              # memorising: the divergence grows by design
     falling_loss = np.linspace(2.0, 0.5, 50)

@@ -48,7 +48,7 @@ def _feed(state, run):
 
 
 def test_record_keeps_the_newest_weights_and_snapshots_every_n_steps_under_a_cap():
-    from trainers.history import SnapshotHistory
+    from trainers.studies.history import SnapshotHistory
 
     h = SnapshotHistory(every=50, max_snapshots=6)
     arrivals = list(range(7, 2000, 37))                   # weights arrive at uneven steps

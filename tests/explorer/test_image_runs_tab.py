@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer import process, runs
+from explorer import runs
+from explorer.workers import process
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
 

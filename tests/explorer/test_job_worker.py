@@ -1,10 +1,10 @@
-"""explorer.job_worker.JobWorker, the thread behind the tabs' one-shot jobs: exactly one of done, cancelled
+"""explorer.workers.job.JobWorker, the thread behind the tabs' one-shot jobs: exactly one of done, cancelled
 or failed per run, with the message a person reads; and the experiment worker built on it."""
 from __future__ import annotations
 
 import pytest
 
-from explorer import job_worker
+from explorer.workers import job as job_worker
 from explorer.experiment_worker import ExperimentWorker
 
 

@@ -18,7 +18,7 @@ import torch
 from explorer.views.common import process_events_until
 from trainers import densities
 from trainers import fitting
-from trainers import memorisation
+from trainers.studies import memorisation
 
 N_POINTS = 20
 

@@ -1,4 +1,4 @@
-"""explorer.process on its own (no tab): real tiny ``python -m trainers.image train`` processes
+"""explorer.workers.process on its own (no tab): real tiny ``python -m trainers.image train`` processes
 report their progress records, their end and their failures through signals carrying data."""
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer import process, runs
+from explorer import runs
+from explorer.workers import process
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
 

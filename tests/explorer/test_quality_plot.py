@@ -178,7 +178,7 @@ def test_cancel_stops_the_rating_without_an_error(qtbot, make_tab, tiny_run, tmp
 
 
 def test_an_evaluation_that_could_not_be_recorded_is_reported(make_tab, tmp_path):
-    from explorer import process
+    from explorer.workers import process
 
     run = _fake_run(tmp_path / "runs")
     tab = make_tab(tmp_path / "runs")

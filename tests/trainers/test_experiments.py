@@ -1,4 +1,4 @@
-"""Guided experiments (trainers/experiments.py): every claim holds over its seeds and its negative control
+"""Guided experiments (trainers/studies/experiments.py): every claim holds over its seeds and its negative control
 (the mechanism removed) does not, and the command line.
 
 Each experiment runs here with a small configuration of its own parameters (fewer steps, particles and
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from trainers import experiments
+from trainers.studies import experiments
 
 # small configurations: the claim still holds and its control still fails (measured on this 2-core CPU)
 SMALL = {

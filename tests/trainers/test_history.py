@@ -1,11 +1,11 @@
-"""Loss per noise level and weight snapshots (trainers/history.py), and the per-example loss terms
+"""Loss per noise level and weight snapshots (trainers/studies/history.py), and the per-example loss terms
 that feed them."""
 import pytest
 import torch
 
 from trainers.densities import preset
 from trainers.fitting import ToyConfig, build_model_and_objective, training_data, training_steps
-from trainers.history import LossByLevel, SnapshotHistory
+from trainers.studies.history import LossByLevel, SnapshotHistory
 
 
 def test_loss_by_level_bins_and_averages():

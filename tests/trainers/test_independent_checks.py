@@ -19,7 +19,7 @@ import torch
 from trainers import samplers
 from trainers.densities import GaussianMixture
 from trainers.likelihood import _drift_and_divergence
-from trainers.memorisation import EmpiricalScore, empirical_log_density, empirical_score
+from trainers.studies.memorisation import EmpiricalScore, empirical_log_density, empirical_score
 from trainers.schedules import karras_sigmas
 from trainers.score_models import ExactScore, ScoreFunction
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainers.densities import GaussianMixture
-from trainers.lab import (EXACT, EXACT_START, MODEL, LabResult, format_table, null_distribution, quantile_of_means, references,
+from trainers.studies.lab import (EXACT, EXACT_START, MODEL, LabResult, format_table, null_distribution, quantile_of_means, references,
                           run_lab, seed_streams)
 from trainers.metrics import energy_distance
 from trainers.score_models import ExactScore

@@ -6,7 +6,7 @@ from trainers import samplers
 from trainers import toy
 from trainers.densities import preset
 from trainers.fitting import ToyConfig, initial_for, make_sampler, train, training_data
-from trainers.memorisation import EmpiricalScore, memorisation_report
+from trainers.studies.memorisation import EmpiricalScore, memorisation_report
 
 POINTS = preset("eight_gaussians").sample(20, torch.Generator().manual_seed(0))
 

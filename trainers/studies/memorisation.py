@@ -15,9 +15,9 @@ from typing import Callable
 
 import torch
 
-from . import fitting
-from .samplers import build_sampler
-from .score_models import ClosedFormScore
+from .. import fitting
+from ..samplers import build_sampler
+from ..score_models import ClosedFormScore
 
 NEAR_FACTOR = 2.0     # c: a sample within c·σ_min of a training point counts as a copy (a 2D N(x_n, σ_min²I)
                       # point lands within 2σ_min of x_n 86 % of the time)

@@ -19,7 +19,7 @@ from PySide6 import QtCore
 
 from trainers import densities
 from trainers import fitting
-from trainers.history import LossByLevel
+from trainers.studies.history import LossByLevel
 
 PROGRESS_EVERY_S = 0.05
 SNAPSHOT_EVERY_S = 0.15

@@ -22,7 +22,7 @@ from PySide6 import QtCore
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
 
-from . import runs
+from .. import runs
 
 POLL_MS = 250            # progress.jsonl poll period
 # Stop sends SIGTERM: the trainer finishes its step, writes a checkpoint and exits. A child still

@@ -36,10 +36,10 @@ from typing import Callable
 
 import torch
 
-from .metrics import energy_distance, mean_pairwise_distance, mode_weight_error
-from .samplers import (SAMPLERS, ChainState, SamplerOptions, advance_together, build_sampler, exact_prior_sample,
+from ..metrics import energy_distance, mean_pairwise_distance, mode_weight_error
+from ..samplers import (SAMPLERS, ChainState, SamplerOptions, advance_together, build_sampler, exact_prior_sample,
                        prior_sample)
-from .score_models import ScoreModel
+from ..score_models import ScoreModel
 
 NFE_GRID = (5, 10, 20, 50, 100, 200, 1000)
 LAB_SAMPLERS = tuple(SAMPLERS)

@@ -19,8 +19,8 @@ sampler's start (what a do-nothing sampler scores) are reported beside it.
 
 Every run uses fixed seeds and one torch thread.
 
-    python -m trainers.experiments list
-    python -m trainers.experiments run langevin-mode-weights [--json] [--control] [n=4000 seeds=5]
+    python -m trainers.studies.experiments list
+    python -m trainers.studies.experiments run langevin-mode-weights [--json] [--control] [n=4000 seeds=5]
 """
 from __future__ import annotations
 
@@ -34,13 +34,13 @@ from typing import Callable
 
 import torch
 
-from .densities import GaussianMixture, preset
-from .fitting import (ToyConfig, build_model_and_objective, ddpm_schedule, initial_for, make_sampler,
+from ..densities import GaussianMixture, preset
+from ..fitting import (ToyConfig, build_model_and_objective, ddpm_schedule, initial_for, make_sampler,
                       natural_sampler, score_model, train, training_data, training_steps)
-from .metrics import (ddpm_elbo_nats, energy_distance, fisher_divergence, mean_pairwise_distance,
+from ..metrics import (ddpm_elbo_nats, energy_distance, fisher_divergence, mean_pairwise_distance,
                       mode_weight_error, mode_weights)
-from .samplers import SamplerOptions, build_sampler, initial_particles
-from .score_models import ExactScore
+from ..samplers import SamplerOptions, build_sampler, initial_particles
+from ..score_models import ExactScore
 
 Progress = Callable[[float, str], None]
 
