@@ -1,0 +1,390 @@
+"""Same numbers before and after a refactor: small fixed-seed cases run through the public command lines
+only (the 2D CLI `trainers.toy`, the image CLI `trainers.image`, the experiments CLI), their numbers
+collected into one flat dict {key: value}, compared with a golden file written from an older commit.
+
+    python benchmarks/same_numbers.py                            # print the numbers (JSON)
+    python benchmarks/same_numbers.py --write tests/golden_numbers.json
+    python benchmarks/same_numbers.py --compare tests/golden_numbers.json   # exit 1 on any difference
+
+Golden values from another checkout: run this file with that checkout first on the path, e.g.
+    cd /tmp/before && PYTHONPATH=/tmp/before python /work/main/benchmarks/same_numbers.py --write golden.json
+The code that ran is recorded under "meta" (never compared). Each CLI's main(argv) is called in-process
+(one torch thread, as the CLIs set themselves); a case that raises records "<case>/CRASH" instead of its
+numbers, so a crash shows as a difference too. Timings, paths and file names are left out.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RTOL, ATOL = 1e-6, 1e-9
+
+# An off-centre, anisotropic mixture of three unequal components (all away from the origin).
+DENSITY = {"kind": "gmm", "name": "golden_tilted", "components": [
+    {"weight": 0.5, "mean": [2.0, 1.0], "cov": [[0.30, 0.12], [0.12, 0.10]]},
+    {"weight": 0.3, "mean": [-1.5, 2.5], "cov": [[0.05, 0.0], [0.0, 0.40]]},
+    {"weight": 0.2, "mean": [0.5, -2.0], "cov": [[0.20, -0.10], [-0.10, 0.15]]},
+]}
+OBJECTIVES = ["esm", "ssm", "dsm", "ncsn", "ddpm"]
+SAMPLERS = ["langevin", "annealed", "ddpm", "ddim", "pf-ode", "pc"]
+TRAIN = ["--model", "mlp", "--width", "32", "--depth", "2", "--steps", "150", "--batch", "128", "--seed", "3",
+         "--levels", "6", "--timesteps", "100"]
+# Train and sample options beyond the defaults (each flag of the CLIs at least once).
+TRAIN_VARIANTS = {
+    "ssm-gaussian-novr": ["--objective", "ssm", "--ssm-projection", "gaussian", "--no-ssm-vr"],
+    "dsm-ebm": ["--objective", "dsm", "--model", "ebm", "--sigma", "0.3"],
+    "ncsn-range-ndata": ["--objective", "ncsn", "--sigma-max", "5", "--sigma-min", "0.1", "--n-data", "64"],
+    "ddpm-elbo-cosine": ["--objective", "ddpm", "--ddpm-weighting", "elbo", "--ddpm-variance", "beta_tilde",
+                         "--schedule", "cosine"],
+}
+SAMPLE_VARIANTS = {
+    "langevin-steps-eps-gauss": ("langevin", ["--steps", "30", "--eps", "0.02", "--init", "gaussian"]),
+    "annealed-final-eps": ("annealed", ["--steps", "3", "--eps", "0.0005", "--final-denoise"]),
+    "ddpm-beta-tilde": ("ddpm", ["--nfe", "12", "--variance", "beta_tilde"]),
+    "ddim-eta": ("ddim", ["--nfe", "12", "--eta", "0.5"]),
+    "pf-ode-euler-geometric": ("pf-ode", ["--steps", "8", "--solver", "euler", "--grid", "geometric"]),
+    "pc-snr-m2": ("pc", ["--nfe", "12", "--snr", "0.2", "--corrector-steps", "2"]),
+}
+N = 256
+NFE = "12"
+# As tests/conftest.py TINY_IMAGE_OVERRIDES: an 8-channel U-Net on the built-in 8x8 digits.
+TINY_IMAGE = ["model.ch=8", "model.ch_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=4",
+              "train.batch_size=8", "train.warmup=1", "train.threads=1", "train.sample_every=0",
+              "train.log_every=1", "train.n_steps=3", "train.ckpt_every=3"]
+IMAGE_RUNS = {  # method: (config, overrides, {key: (sampler, sample options)})
+    "ddpm": ("ddpm_digits", ["ddpm.T=10"], {
+        "ddpm": ("ddpm", []), "ddim-eta": ("ddim", ["--nfe", "5", "--eta", "0.5"]),
+        "pc-snr": ("pc", ["--nfe", "6", "--snr", "0.2"]), "pf-ode-euler-raw": ("pf-ode", [
+            "--nfe", "6", "--solver", "euler", "--weights", "raw"])}),
+    "ncsn": ("ncsn_digits", ["ncsn.n_levels=4", "ncsn.steps_per_level=3"], {
+        "annealed": ("annealed", []), "pf-ode-range": ("pf-ode", [
+            "--nfe", "6", "--sigma-max", "0.5", "--sigma-min", "0.05"]), "ddim": ("ddim", ["--nfe", "5"])}),
+}
+EXPERIMENTS = {  # key: (name, key=value overrides, flags); small versions of the shipped experiments
+    "langevin-mode-weights": ("langevin-mode-weights", ["n=300", "seeds=2", "langevin_steps=40", "n_levels=4",
+                                                        "steps_per_level=10", "null_reps=4"], []),
+    "langevin-mode-weights-control": ("langevin-mode-weights", [
+        "n=300", "seeds=2", "langevin_steps=40", "n_levels=4", "steps_per_level=10", "null_reps=4"], ["--control"]),
+    "ssm-needs-noise": ("ssm-needs-noise", ["steps=60", "width=16", "batch=64", "seeds=2", "n_eval=200"], []),
+    "few-steps": ("few-steps", ["steps=60", "width=16", "batch=64", "seeds=2", "n=200", "null_reps=4"], []),
+    "score-wrong-without-data": ("score-wrong-without-data", ["steps=60", "width=16", "batch=64", "seeds=2",
+                                                              "grid=20"], []),
+    "noise-levels-fix-both": ("noise-levels-fix-both", ["steps=60", "width=16", "batch=64", "seeds=2", "n=200",
+                                                        "langevin_steps=50", "null_reps=4"], []),
+    "ddpm-forward-reverse": ("ddpm-forward-reverse", ["steps=60", "width=16", "batch=64", "seeds=2",
+                                                      "n_timesteps=50", "n=200", "n_kl=500", "n_elbo=100",
+                                                      "null_reps=4"], []),
+    "one-model": ("one-model", ["steps=60", "width=16", "batch=64", "seeds=2", "n=200", "nfe=20",
+                                "null_reps=4"], []),
+    "one-model-control": ("one-model", ["steps=60", "width=16", "batch=64", "seeds=2", "n=200", "nfe=20",
+                                        "null_reps=4"], ["--control"]),
+    "memorisation": ("memorisation", ["n_data=20", "steps=100", "fresh_steps=60", "width=16", "batch=64",
+                                      "seeds=2", "n=100", "nfe=20"], []),
+    "ebm-vs-score": ("ebm-vs-score", ["steps=60", "width=16", "batch=64", "seeds=2", "n_eval=200",
+                                      "timing_steps=2", "timing_rounds=1"], []),
+}
+GUI_PANELS = [("annealed", {"steps": 4, "n_levels": 5}), ("ddpm", {"steps": 20}), ("ddim", {"steps": 10}),
+              ("pf-ode", {"steps": 10})]
+DROP = {"seconds", "train_seconds", "elapsed_s", "images_per_s", "eta_s", "path", "checkpoint", "samples", "grid",
+        "chain", "run_dir", "run"}
+# Figures measured in seconds (and the verdict and text built on them) differ from run to run.
+TIMED = re.compile(r"per_second|speed_gain|ebm-vs-score/(holds|measured)$")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _module(*names):
+    """The first of `names` that imports (a CLI the refactor may have moved)."""
+    err = None
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            err = e
+    raise err
+
+
+def _call(module: str | tuple, argv: list[str]) -> str:
+    """Run module.main(argv) in-process; its stdout. A non-zero exit raises with its stderr."""
+    mod = _module(*(module if isinstance(module, tuple) else (module,)))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = mod.main(argv)
+        except SystemExit as e:
+            rc = e.code
+    if rc not in (0, None):
+        raise RuntimeError(f"{mod.__name__} {' '.join(argv[:2])}: exit {rc}: {err.getvalue().strip()[-300:]}")
+    return out.getvalue()
+
+
+def _json_line(text: str):
+    """The JSON object a --json command printed (the last line that parses, or the whole text)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    raise ValueError(f"no JSON in output: {text[-200:]!r}")
+
+
+def _flatten(prefix: str, obj, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k not in DROP:
+                _flatten(f"{prefix}/{k}", v, out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _flatten(f"{prefix}/{i}", v, out)
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        out[prefix] = repr(obj)
+    elif not TIMED.search(prefix):
+        out[prefix] = obj
+
+
+def _array_stats(x: np.ndarray) -> dict:
+    x = np.asarray(x, dtype=np.float64)
+    flat = x.reshape(len(x), -1)
+    d = {"shape": list(x.shape), "mean": flat.mean(0)[:4].tolist(), "std": float(flat.std()),
+         "sum": float(flat.sum()), "first": flat[0, :4].tolist(), "last": flat[-1, -4:].tolist()}
+    if flat.shape[1] == 2:
+        d["cov"] = np.cov(flat.T).reshape(-1).tolist()
+    return d
+
+
+def _state_stats(path: Path) -> dict:
+    """A 2D checkpoint's recorded numbers and a fingerprint of its weights (independent of their names)."""
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    tensors = [t.double() for t in ck["state_dict"].values() if torch.is_tensor(t) and t.is_floating_point()]
+    extra = {k: v for k, v in ck.get("extra", {}).items() if k not in DROP and k != "train_points"}
+    return {"extra": extra, "n_params": int(sum(t.numel() for t in tensors)),
+            "weight_sum": float(sum(t.sum() for t in tensors)),
+            "weight_abs_sum": float(sum(t.abs().sum() for t in tensors))}
+
+
+def _case(out: dict, key: str, fn) -> None:
+    """out[key/...] = fn()'s numbers, or out[key/CRASH] = the exception's one line. The global RNGs are
+    reset first, so that a case's numbers do not depend on the cases run before it."""
+    import random
+
+    import torch
+
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    try:
+        _flatten(key, fn(), out)
+    except Exception as e:  # noqa: BLE001 - a crash is a result here
+        out[f"{key}/CRASH"] = f"{type(e).__name__}: {str(e)[:300]}"
+
+
+# ---------------------------------------------------------------------------------------------- cases
+def toy_cases(work: Path, out: dict) -> None:
+    toy = "trainers.toy"
+    density = work / "golden_tilted.json"
+    density.write_text(json.dumps(DENSITY))
+    ckpts = {}
+
+    def train(name, args):
+        ckpt = ckpts[name] = work / f"{name}.pt"
+
+        def run():
+            _call(toy, ["train", "--density", str(density), *TRAIN, *args, "--out", str(ckpt)])
+            return _state_stats(ckpt)
+        _case(out, f"toy/train/{name}", run)
+
+    def evaluate(name, args=(), key=None):
+        _case(out, f"toy/evaluate/{key or name}", lambda: _json_line(_call(toy, [
+            "evaluate", "--ckpt", str(ckpts[name]), "--density", str(density), "--n", str(N), "--seed", "5",
+            "--json", *args])))
+
+    def sample(key, source, sampler, args=(), seed=7):
+        npy = work / f"{key.replace('/', '-')}.npy"
+
+        def run():
+            printed = _call(toy, ["sample", *source, "--sampler", sampler, "--n", str(N), "--seed", str(seed),
+                                  *args, "--out", str(npy)])
+            return {"printed": printed.replace(str(npy), "<out>"), "x": _array_stats(np.load(npy))}
+        _case(out, f"toy/sample/{key}", run)
+
+    for obj in OBJECTIVES:
+        train(obj, ["--objective", obj])
+        evaluate(obj, ["--nll"] if obj == "ddpm" else [])
+    for name, args in TRAIN_VARIANTS.items():
+        train(name, args)
+        evaluate(name, ["--train-set"] if "--n-data" in args else [])
+    evaluate("ddpm", ["--sampler", "pc", "--nfe", NFE, "--snr", "0.2"], key="ddpm-pc")
+    sources = {"ncsn": ["--ckpt", str(ckpts["ncsn"])], "ddpm": ["--ckpt", str(ckpts["ddpm"])],
+               "exact": ["--score", "exact", "--density", str(density)]}
+    for source, args in sources.items():
+        for sampler in SAMPLERS:
+            sample(f"{source}/{sampler}", args, sampler, ["--nfe", NFE])
+        for name, (sampler, options) in SAMPLE_VARIANTS.items():
+            sample(f"{source}/{name}", args, sampler, options, seed=9)
+    sample("exact/pc-exact-start", sources["exact"], "pc", ["--nfe", NFE, "--start", "exact"], seed=8)
+    txt = work / "s.txt"
+    _case(out, "toy/sample/exact/ddim-txt", lambda: (_call(toy, [
+        "sample", *sources["exact"], "--sampler", "ddim", "--nfe", NFE, "--n", "16", "--out", str(txt)]),
+        txt.read_text())[1])
+    _case(out, "toy/lab/ncsn", lambda: _json_line(_call(toy, [
+        "lab", "--ckpt", str(ckpts["ncsn"]), "--samplers", "annealed,pf-ode", "--nfe", "10,20", "--seeds", "2",
+        "--n", "128", "--null-draws", "4", "--seed", "2", "--model-exact-start", "--json"])))
+    _case(out, "toy/lab/exact", lambda: _json_line(_call(toy, [
+        "lab", "--density", str(density), "--samplers", "ddim,pc", "--nfe", "8,16", "--seeds", "2",
+        "--n", "128", "--null-draws", "4", "--seed", "1", "--json"])))
+
+
+def image_cases(work: Path, out: dict) -> None:
+    image = "trainers.image.__main__"
+    _case(out, "image/configs", lambda: _call(image, ["configs"]).rsplit("(in ", 1)[0])
+    for method, (config, extra, samplers) in IMAGE_RUNS.items():
+        run = work / f"image-{method}"
+
+        def train(config=config, extra=extra, run=run):
+            _call(image, ["train", "--config", config, "--out", str(run), "--quiet", *TINY_IMAGE, *extra])
+            rows = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines() if line.strip()]
+            return [{k: v for k, v in r.items() if k not in DROP} for r in rows if "loss" in r or "event" in r]
+        _case(out, f"image/train/{method}", train)
+        for key, (sampler, options) in samplers.items():
+            npy = work / f"image-{method}-{key}.npy"
+
+            def sample(sampler=sampler, options=options, run=run, npy=npy):
+                msg = _json_line(_call(image, ["sample", "--run", str(run), "--n", "6", "--sampler", sampler,
+                                               *options, "--seed", "4", "--out", str(npy)]))
+                return {"printed": msg, "x": _array_stats(np.load(npy))}
+            _case(out, f"image/sample/{method}/{key}", sample)
+    _case(out, "image/evaluate/ddpm", lambda: _json_line(_call(image, [
+        "evaluate", "--run", str(work / "image-ddpm"), "--n", "16", "--bpd-n", "4", "--no-record", "--json"])))
+
+
+def experiment_cases(work: Path, out: dict) -> None:
+    cli = ("trainers.studies.experiments", "trainers.experiments")
+    _case(out, "experiments/list", lambda: _call(cli, ["list"]))
+    for key, (name, params, flags) in EXPERIMENTS.items():
+        _case(out, f"experiments/{key}", lambda name=name, params=params, flags=flags: _json_line(_call(
+            cli, ["run", name, *params, *flags, "--json"])))
+
+
+def gui_cases(work: Path, out: dict) -> None:
+    """The Samplers tab on the exact score of its default density: four panels run to the end, the
+    metrics it shows and the particles of the last frame (headless, offscreen Qt)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtWidgets
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+    def samplers_tab():
+        from explorer.app import MainWindow
+        from explorer.state import AppState
+
+        state = AppState()
+        state.sampler.n_particles, state.sampler.frames = 300, 10
+        window = MainWindow(state)
+        try:
+            sp = window.views["sampler"]
+            window.tabs.setCurrentWidget(sp)
+            for i, (name, options) in enumerate(GUI_PANELS):
+                sp.set_panel(i, name, "exact", **options)
+            if not sp.wait_for(sp.n_frames, 60):
+                raise RuntimeError("the Samplers tab did not finish its chains in 60 s")
+            sp.show_frame(sp.n_frames)
+            return {"n_frames": sp.n_frames, "metrics": sp.metrics_now(),
+                    "x": [_array_stats(sp.frame_positions(i)) for i in range(len(GUI_PANELS))]}
+        finally:
+            window.close()
+            app.processEvents()
+    _case(out, "gui/samplers", samplers_tab)
+
+
+CASES = {"toy": toy_cases, "image": image_cases, "experiments": experiment_cases, "gui": gui_cases}
+
+
+def collect(only: list[str] | None = None) -> dict:
+    """{"meta": {...}, "numbers": {key: value}} for every case (or those named in `only`)."""
+    import torch
+    import trainers
+
+    torch.set_num_threads(1)          # as the CLIs do; the GUI case runs no CLI before it with --only gui
+    numbers, seconds = {}, {}
+    with tempfile.TemporaryDirectory(prefix="same_numbers_") as tmp:
+        cwd = os.getcwd()
+        try:
+            os.chdir(tmp)                 # CLIs that write next to cwd write into the temporary folder
+            for name, fn in CASES.items():
+                if only and name not in only:
+                    continue
+                t0 = time.perf_counter()
+                work = Path(tmp) / name
+                work.mkdir()
+                fn(work, numbers)
+                seconds[name] = round(time.perf_counter() - t0, 2)
+        finally:
+            os.chdir(cwd)
+    explorer = sys.modules.get("explorer")
+    meta = {"trainers": str(Path(trainers.__file__).parent),
+            "explorer": str(Path(explorer.__file__).parent) if explorer else None, "torch": torch.__version__,
+            "numpy": np.__version__, "python": sys.version.split()[0], "seconds": seconds}
+    return {"meta": meta, "numbers": numbers}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return a == b
+    return abs(a - b) <= ATOL + RTOL * abs(b)
+
+
+def differences(new: dict, old: dict) -> list[str]:
+    """One line per key whose value differs, or that only one side has (numbers dicts)."""
+    lines = []
+    for key in sorted(set(new) | set(old)):
+        if key not in old:
+            lines.append(f"{key}: only new = {new[key]!r}")
+        elif key not in new:
+            lines.append(f"{key}: only old = {old[key]!r}")
+        elif not _same(new[key], old[key]):
+            lines.append(f"{key}: old {old[key]!r} new {new[key]!r}")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", help="write the numbers to this golden JSON file (atomically)")
+    p.add_argument("--compare", help="compare with this golden JSON file; exit 1 on any difference")
+    p.add_argument("--only", nargs="*", choices=list(CASES), help="run only these groups of cases")
+    a = p.parse_args(argv)
+    result = collect(a.only)
+    if a.write:
+        path = Path(a.write)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        sys.stderr.write(f"wrote {len(result['numbers'])} numbers to {path} ({result['meta']})\n")
+    if a.compare:
+        old = json.loads(Path(a.compare).read_text())["numbers"]
+        if a.only:
+            old = {k: v for k, v in old.items() if k.split("/")[0] in a.only}
+        diff = differences(result["numbers"], old)
+        print("\n".join(diff) if diff else f"same: {len(old)} numbers ({result['meta']})")
+        return 1 if diff else 0
+    if not a.write:
+        print(json.dumps(result, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Same numbers as before the #20 refactor: benchmarks/same_numbers.py runs small fixed-seed cases through
+the 2D CLI, the image CLI, the experiments CLI and the Samplers tab, and every number must equal the one
+tests/golden_numbers.json recorded from commit 62aaaab (relative tolerance 1e-6, absolute 1e-9).
+
+A deliberate change of numbers rewrites the golden file, in the commit that changes them, with
+    python benchmarks/same_numbers.py --write tests/golden_numbers.json
+"""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden_numbers.json"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("same_numbers", ROOT / "benchmarks" / "same_numbers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+same_numbers = _script()
+
+
+def test_the_differences_catch_a_changed_a_missing_and_a_crashed_number():
+    old = {"a": 1.0, "b": "x", "c": 2, "d": True}
+    assert same_numbers.differences(dict(old), old) == []
+    assert same_numbers.differences({**old, "a": 1.0 + 1e-12}, old) == []         # within tolerance
+    diff = same_numbers.differences({"a": 1.001, "b": "x", "d": 1, "c/CRASH": "ValueError: boom"}, old)
+    assert diff == ["a: old 1.0 new 1.001", "c: only old = 2", "c/CRASH: only new = 'ValueError: boom'",
+                    "d: old True new 1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group", list(same_numbers.CASES))
+def test_the_numbers_are_those_before_the_refactor(group):
+    golden = json.loads(GOLDEN.read_text())["numbers"]
+    old = {k: v for k, v in golden.items() if k.split("/")[0] == group}
+    assert old, f"the golden file holds no {group} numbers"
+    new = same_numbers.collect([group])["numbers"]
+    diff = same_numbers.differences(new, old)
+    assert not diff, f"{len(diff)} of {len(old)} {group} numbers differ from {GOLDEN.name}:\n" + "\n".join(diff)
