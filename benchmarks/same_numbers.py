@@ -6,8 +6,8 @@ collected into one flat dict {key: value}, compared with a golden file written f
     python benchmarks/same_numbers.py --write tests/golden_numbers.json
     python benchmarks/same_numbers.py --compare tests/golden_numbers.json   # exit 1 on any difference
 
-Golden values from another checkout: run this file with that checkout first on the path, e.g.
-    cd /tmp/before && PYTHONPATH=/tmp/before python /work/main/benchmarks/same_numbers.py --write golden.json
+Golden values from another checkout: run this file from that checkout (or name it with --repo), e.g.
+    cd /tmp/before && python /work/main/benchmarks/same_numbers.py --write golden.json
 The code that ran is recorded under "meta" (never compared). Each CLI's main(argv) is called in-process
 (one torch thread, as the CLIs set themselves); a case that raises records "<case>/CRASH" instead of its
 numbers, so a crash shows as a difference too. Timings, paths and file names are left out.
@@ -25,6 +25,7 @@ import re
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,8 @@ def _case(out: dict, key: str, fn) -> None:
     try:
         _flatten(key, fn(), out)
     except Exception as e:  # noqa: BLE001 - a crash is a result here
-        out[f"{key}/CRASH"] = f"{type(e).__name__}: {str(e)[:300]}"
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        out[f"{key}/CRASH"] = f"{type(e).__name__}: {str(e)[:300]} (at {where.filename}:{where.lineno})"
 
 
 # ---------------------------------------------------------------------------------------------- cases
@@ -366,7 +368,10 @@ def main(argv=None) -> int:
     p.add_argument("--write", help="write the numbers to this golden JSON file (atomically)")
     p.add_argument("--compare", help="compare with this golden JSON file; exit 1 on any difference")
     p.add_argument("--only", nargs="*", choices=list(CASES), help="run only these groups of cases")
+    p.add_argument("--repo", default=".", help="the checkout whose trainers/ and explorer/ run (default: the "
+                                                "current folder); recorded under meta")
     a = p.parse_args(argv)
+    sys.path.insert(0, str(Path(a.repo).resolve()))
     result = collect(a.only)
     if a.write:
         path = Path(a.write)
