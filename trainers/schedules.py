@@ -40,6 +40,14 @@ def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) 
 
 
 GRIDS = ("geometric", "karras")
+VARIANCES = ("beta", "beta_tilde")     # a DDPM reverse step's variance σ_t²: β_t or β̃_t
+
+
+def check_variance(variance: str) -> str:
+    """`variance` if it names a reverse variance (VARIANCES), else a ValueError saying the choices."""
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown reverse variance {variance!r}; choose {' or '.join(VARIANCES)}")
+    return variance
 
 
 def sigma_grid(kind: str, sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> torch.Tensor:
@@ -170,6 +178,4 @@ class DDPMSchedule:
     def sigma(self, t: torch.Tensor, variance: str, x_shape) -> torch.Tensor:
         """σ_t of the reverse step: √β_t ("beta") or √β̃_t ("beta_tilde")."""
         table = {"beta": self.betas, "beta_tilde": self.posterior_variance}
-        if variance not in table:
-            raise ValueError(f"unknown reverse variance {variance!r}; choose beta or beta_tilde")
-        return extract(table[variance], t, x_shape).sqrt()
+        return extract(table[check_variance(variance)], t, x_shape).sqrt()

@@ -45,33 +45,34 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Query:
-    """One evaluation request. kind "score": x is y (VE), c is σ (N,). kind "eps": x is x_t (VP),
-    c is the 0-based timestep t (N,, long) of `schedule`."""
+    """One evaluation request. kind "score": x is y (VE) and `sigma` its VE noise level (N,).
+    kind "eps": x is x_t (VP) and `t` the 0-based timestep (N,, long) of `schedule`."""
     kind: str
     x: torch.Tensor
-    c: torch.Tensor
+    sigma: torch.Tensor | None = None      # "score": σ per row
+    t: torch.Tensor | None = None          # "eps": timestep per row
     schedule: DDPMSchedule | None = None
     level: float | None = None      # the σ of every row when known on the host (a Python-scalar query)
 
     @classmethod
     def score(cls, y: torch.Tensor, sigma) -> "Query":
         level = float(sigma) if isinstance(sigma, (int, float)) else None
-        return cls("score", y, _per_sample(sigma, y), level=level)
+        return cls("score", y, sigma=_per_sample(sigma, y), level=level)
 
     @classmethod
     def eps(cls, x: torch.Tensor, t, schedule: DDPMSchedule) -> "Query":
         level = host_sigmas(schedule)[t] if isinstance(t, int) else None
-        return cls("eps", x, _per_sample(t, x, torch.long), schedule, level)
+        return cls("eps", x, t=_per_sample(t, x, torch.long), schedule=schedule, level=level)
 
-    def sigma(self) -> torch.Tensor:
-        """The VE noise level of this request, (N,)."""
+    def noise_level(self) -> torch.Tensor:
+        """The VE noise level of this request, (N,): `sigma`, or σ_t of an "eps" request's timestep."""
         if self.kind == "score":
-            return self.c
-        return schedule_sigmas(self.schedule).to(self.x.device)[self.c]
+            return self.sigma
+        return schedule_sigmas(self.schedule).to(self.x.device)[self.t]
 
     def sqrt_alpha_bar(self) -> torch.Tensor:
         """√ᾱ_t of an "eps" request, (N,)."""
-        return self.schedule.sqrt_alpha_bars.to(self.x.device)[self.c]
+        return self.schedule.sqrt_alpha_bars.to(self.x.device)[self.t]
 
 
 def sigma_of_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -166,7 +167,7 @@ class ScoreModel:
     def evaluate_with_grad(self, queries: list[Query]) -> list[torch.Tensor]:
         """`evaluate` without switching autograd off."""
         for q in queries:
-            self._flag(q.level if q.level is not None else q.sigma())
+            self._flag(q.level if q.level is not None else q.noise_level())
         prepared = [self._prepare(q) for q in queries]
         infer = getattr(getattr(self, "net", None), "infer", None)
         if infer is not None and not torch.is_grad_enabled():
@@ -257,8 +258,8 @@ class SigmaScoreModel(ScoreModel):
 
     def _prepare(self, q):
         if q.kind == "score":
-            return q.x, q.c, lambda out: out
-        sigma = q.sigma()
+            return q.x, q.sigma, lambda out: out
+        sigma = q.noise_level()
         return q.x / _bcast(q.sqrt_alpha_bar(), q.x), sigma, lambda out: -_bcast(sigma, out) * out
 
     def _forward(self, inp, cond):
@@ -291,9 +292,9 @@ class EpsScoreModel(ScoreModel):
 
     def _prepare(self, q):
         if q.kind == "eps":
-            t = q.c.float() if self._own(q.schedule) else self.timestep_of_sigma(q.sigma())
+            t = q.t.float() if self._own(q.schedule) else self.timestep_of_sigma(q.noise_level())
             return q.x, t, lambda out: out          # same x: √ᾱ matches whenever σ_t does
-        sigma = q.c
+        sigma = q.sigma
         x = q.x / _bcast((1 + sigma.double() ** 2).sqrt().float(), q.x)
         return x, self.timestep_of_sigma(sigma), lambda out: -out / _bcast(sigma, out)
 
@@ -314,7 +315,7 @@ class FixedLevelScoreModel(ScoreModel):
     def _prepare(self, q):
         if q.kind == "score":
             return q.x, None, lambda out: out
-        sigma = q.sigma()
+        sigma = q.noise_level()
         return q.x / _bcast(q.sqrt_alpha_bar(), q.x), None, lambda out: -_bcast(sigma, out) * out
 
     def _forward(self, inp, cond):
@@ -339,7 +340,7 @@ class ClosedFormScore(ScoreModel):
     def evaluate_with_grad(self, queries):
         out = []
         for q in queries:
-            sigma = q.sigma()
+            sigma = q.noise_level()
             y = q.x if q.kind == "score" else q.x / _bcast(q.sqrt_alpha_bar(), q.x)
             s = torch.empty_like(y)
             for level in torch.unique(sigma).tolist():

@@ -74,7 +74,7 @@ def test_score_models_use_infer_without_autograd_and_forward_with_it(monkeypatch
     got = model.evaluate(queries)
     assert calls == [3]
     with torch.no_grad():
-        want = [net(q.x, q.c) for q in queries]
+        want = [net(q.x, q.sigma) for q in queries]
     for w, g in zip(want, got):
         assert torch.allclose(g, w, rtol=1e-5, atol=1e-6)
     y = torch.randn(50, 2, requires_grad=True)

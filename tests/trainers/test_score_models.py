@@ -168,8 +168,8 @@ def test_every_sampler_spends_about_the_nfe_it_is_given():
 
 def test_registry_entries_describe_themselves():
     for name, info in samplers.SAMPLERS.items():
-        assert info.name == name and info.convention and info.description
-        assert set(info.params) <= set(samplers.SamplerOptions.__dataclass_fields__)
+        assert info.name == name and info.title and info.convention and info.description
+        assert set(info.params) <= set(samplers.option_names())
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         samplers.build_sampler("euler", ExactScore(MIX))
 

@@ -110,7 +110,7 @@ def test_defaults_come_from_the_config(runs):
     cfg, model, *_ = load_run(runs["ncsn"])
     s, sm = image_sampler(cfg, model)                         # NCSN: its own annealed Langevin
     assert type(s).__name__ == "AnnealedLangevinSampler"
-    assert (s.eps, s.T, len(s.sigmas)) == (cfg.ncsn.eps, 2, 4) and s.final_denoise is False
+    assert (s.eps, s.steps_per_level, len(s.sigmas)) == (cfg.ncsn.eps, 2, 4) and s.final_denoise is False
     assert sm.valid == pytest.approx((0.01, 1.0))
     assert image_sampler(cfg, model, "ddim")[0].clip == 1.0   # x̂₀ clipped to [−1, 1] ⊇ [0, 1]
     cfg, model, *_ = load_run(runs["ddpm"])
