@@ -29,9 +29,11 @@ def test_the_differences_catch_a_changed_a_missing_and_a_crashed_number():
     old = {"a": 1.0, "b": "x", "c": 2, "d": True}
     assert same_numbers.differences(dict(old), old) == []
     assert same_numbers.differences({**old, "a": 1.0 + 1e-12}, old) == []         # within tolerance
-    diff = same_numbers.differences({"a": 1.001, "b": "x", "d": 1, "c/CRASH": "ValueError: boom"}, old)
-    assert diff == ["a: old 1.0 new 1.001", "c: only old = 2", "c/CRASH: only new = 'ValueError: boom'",
-                    "d: old True new 1"]
+    diff = same_numbers.differences({"a": 1.001, "b": "x", "d": 1}, old)
+    assert diff == ["a: old 1.0 new 1.001", "c: only old = 2", "d: old True new 1"]
+    crashed = same_numbers.differences({"a": 1.0, "b": "x", "d": True, "c/CRASH": "ValueError: boom"},
+                                       {"a": 1.0, "b": "x", "d": True, "c/x": 1.0, "c/y": 2.0})
+    assert crashed == ["c/CRASH: only new = 'ValueError: boom'", "c/*: 2 old numbers missing (the case crashed)"]
 
 
 @pytest.mark.slow
