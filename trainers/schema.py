@@ -150,8 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser, schemas: dict[str, type], ski
         first = owned[0][1]
         tips = {}
         for owner, s in owned:
-            default = "" if s.default is None else f" (default {s.default})"
-            tips.setdefault(s.tip + default, []).append(owner)
+            tips.setdefault(_tip_with_default(s), []).append(owner)
         help_text = "; ".join(f"{'/'.join(owners)}: {tip}" for tip, owners in tips.items())
         if first.kind is bool:
             parser.add_argument(first.cli_flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
@@ -163,6 +162,15 @@ def add_arguments(parser: argparse.ArgumentParser, schemas: dict[str, type], ski
         parser.add_argument(first.cli_flag, dest=name, type=first.kind if choices else _arg_type(first),
                             choices=choices, default=None, help=help_text.replace("%", "%%"))
     return list(by_name)
+
+
+def _tip_with_default(spec: Spec) -> str:
+    """'tip (default d).' for the command line's help (the tip alone when the default is None)."""
+    tip = spec.tip.rstrip()
+    if spec.default is None:
+        return tip
+    stop = tip.endswith(".")
+    return f"{tip[:-1] if stop else tip} (default {spec.default}){'.' if stop else ''}"
 
 
 def values_from_args(args: argparse.Namespace, names: Iterable[str]) -> dict:
