@@ -151,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser, schemas: dict[str, type], ski
         tips = {}
         for owner, s in owned:
             tips.setdefault(_tip_with_default(s), []).append(owner)
-        help_text = "; ".join(f"{'/'.join(owners)}: {tip}" for tip, owners in tips.items())
+        help_text = "; ".join(f"{'/'.join(owners)}: {tip.rstrip('.')}" for tip, owners in tips.items()) + "."
         if first.kind is bool:
             parser.add_argument(first.cli_flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
