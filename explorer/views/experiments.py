@@ -5,7 +5,7 @@ The definitions — claim, expected outcome, criterion, default parameters, the 
 the middle the selected one's claim, expected outcome and criterion, and a parameter form generated from
 its defaults (a spin box per number, a check box per flag, the preset list for `density`, a line edit per
 other string; a changed parameter's name turns bold; *Reset to defaults*); Run / Control / Cancel and a
-progress bar. Run and Control go to an `ExperimentWorker` thread; Control runs the experiment's negative
+progress bar. Run and Control go to a JobWorker thread (experiments.run_until_cancelled); Control runs the experiment's negative
 control (the same run with the mechanism removed, which must come out "does not hold"). On the right the
 result: a large ✓ holds (green) or ✗ does not hold (red) mark — for a control, ✗ in blue ("as it must")
 and ✓ in red (the criterion could not fail) —, the expected and the measured outcome side by side, the
@@ -25,9 +25,10 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers import densities
-from trainers.studies.experiments import EXPERIMENTS, Experiment, ExperimentResult, format_value, short_label
+from trainers.studies.experiments import (EXPERIMENTS, Experiment, ExperimentResult, format_value, run_until_cancelled,
+                                          short_label)
 
-from ..experiment_worker import ExperimentWorker
+from ..workers.job import JobWorker
 from . import axes, common
 
 HOLDS_STYLE = "background:#1e7b34; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
@@ -91,7 +92,7 @@ class ExperimentsView(QtWidgets.QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self.worker: ExperimentWorker | None = None
+        self.worker: JobWorker | None = None
         self.running_name: str | None = None
         self.results: dict[str, ExperimentResult] = {}     # the latest result of each experiment
         self._status_of: dict[str, str] = {}     # the last status line of each experiment (shown when selected)
@@ -347,7 +348,8 @@ class ExperimentsView(QtWidgets.QWidget):
             if self.state.density.to_dict() != d.to_dict():
                 self.state.set_density(d)
                 self.state.status.emit(f"Density set to {density} for the experiment {e.name} (Ctrl+Z undoes)")
-        w = ExperimentWorker(e, params, parent=self, control=control)
+        w = JobWorker(run_until_cancelled, dict(experiment=e, params=dict(params), control=control),
+                      f"{e.name}{' (control)' if control else ''}", parent=self)
         w.progress.connect(self._on_progress)
         w.done.connect(self._on_done)
         w.cancelled.connect(self._on_cancelled)

@@ -1,12 +1,12 @@
 """History tab: what the model was at each point of its training, from the weight snapshots that the
 app state keeps during live training (AppState.history, trainers.studies.history.SnapshotHistory).
 
-A slider picks a snapshot; for its weights `HistoryWorker` computes, side by side, (a) the learned score
+A slider picks a snapshot; for its weights trainers.studies.snapshots computes (in a JobWorker thread), side by side, (a) the learned score
 (red) over the true score (white) at the model's least-noisy level, with the Fisher divergence there,
 (b) the model's log-density by the PF-ODE on a coarse grid, with its NLL of fresh data beside the true
 NLL, and (c) fresh samples from the model's own sampler. The old pictures stay until the new ones are
 ready; moving the slider again cancels a request that is no longer wanted. Everything is computed in
-trainers/ (through explorer.history_worker); this view only draws.
+trainers/; this view only draws.
 """
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from PySide6 import QtCore, QtWidgets
 
 from trainers import grid
 
-from ..history_worker import HistoryWorker, SnapshotPictures
+from trainers.studies import snapshots
+from trainers.studies.snapshots import SnapshotPictures
+
+from ..workers.job import JobWorker
 from . import axes, common
 from .stale import StaleModelBanner
 
@@ -43,8 +46,8 @@ class HistoryView(common.JobTab, QtWidgets.QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self.worker: HistoryWorker | None = None
-        self._stale_workers: list[HistoryWorker] = []     # cancelled, still finishing their chunk
+        self.worker: JobWorker | None = None
+        self._stale_workers: list[JobWorker] = []     # cancelled, still finishing their chunk
         self.result: SnapshotPictures | None = None
         self.model = None                  # the network of the selected snapshot
         self.selected_step: int | None = None
@@ -179,8 +182,10 @@ class HistoryView(common.JobTab, QtWidgets.QWidget):
         s = self.state
         sizes = dict(n_arrows=self.n_arrows.value(), n_grid=self.n_grid.value(), n_steps=self.n_steps.value(),
                      n_particles=self.n_particles.value())
-        w = HistoryWorker(self.model, s.history_settings, s.history_density, s.bounds, self.selected_step,
-                          sizes, parent=self)
+        w = JobWorker(snapshots.snapshot_pictures,
+                      dict(model=self.model, cfg=s.history_settings, density=s.history_density, bounds=tuple(s.bounds),
+                           step=int(self.selected_step), **sizes),
+                      "history pictures", problem=snapshots.problem, parent=self)
         self._pending = False
         self._attach(w)
         self.status.setText(f"Computing the pictures at step {self.selected_step:,}…")

@@ -1,5 +1,5 @@
 """Sampler lab tab: sample quality against the number of network evaluations (NFE), for the chosen
-samplers, decomposed by cause (trainers.studies.lab.run_lab, in a LabWorker thread), over several seeds.
+samplers, decomposed by cause (trainers.studies.lab.run_lab, in a JobWorker thread), over several seeds.
 
 Sources: the exact score from exact draws of p_σmax (dotted: the sampler's discretisation error
 alone), the exact score from the sampler's Gaussian prior (dashed: + prior mismatch) and the trained
@@ -18,12 +18,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting
 from trainers.atomic import atomic_write_text
+from trainers.studies import lab
 from trainers.studies.lab import EXACT, EXACT_START, MODEL, NFE_GRID
 from trainers.samplers import SAMPLERS
 
-from ..lab_worker import LabWorker
+from ..workers.job import JobWorker
 from . import axes, common
 from .stale import StaleModelBanner
 from .sampler import score_models
@@ -61,7 +61,7 @@ class LabView(common.JobTab, QtWidgets.QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self.worker: LabWorker | None = None
+        self.worker: JobWorker | None = None
         self.result = None
 
         lay = QtWidgets.QHBoxLayout(self)
@@ -203,9 +203,9 @@ class LabView(common.JobTab, QtWidgets.QWidget):
             return
         self.stop_worker()
         trained, exact, cfg = score_models(self.state)
-        options = {name: fitting.default_options(name, cfg) for name in samplers}
-        w = LabWorker(self.state.density, trained, exact, samplers, nfes, options, self.n.value(),
-                      seeds=self.seeds.value(), parent=self)
+        w = JobWorker(lab.run_lab, dict(density=self.state.density, model=trained, exact=exact, samplers=list(samplers),
+                                        nfes=list(nfes), options=lab.default_options(samplers, cfg), n=self.n.value(),
+                                        seed=0, seeds=self.seeds.value()), "lab", parent=self)
         self._attach(w)
         self.status.setText("Running on the " + ("trained model and the exact score…" if trained is not None
                                                  else "exact score only (no trained model yet)…"))

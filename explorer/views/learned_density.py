@@ -1,6 +1,7 @@
 """Learned-density tab: the density the trained model implies, by the probability-flow ODE, beside the true one.
 
-For the current model (NCSN or DDPM: the ODE needs a score at every noise level), `DensityWorker` integrates
+For the current model (NCSN or DDPM: the ODE needs a score at every noise level), the study
+trainers.studies.learned_density (in a JobWorker thread) integrates
 the PF-ODE from σ_min to σ_max over the model's own σ range (Heun, exact 2D divergence) for every point
 of a grid and for fresh samples of p_{σ_min} (σ_min: the model's smallest level). Three heat maps: the
 model's log p, the true log p_{σ_min} (one shared colour scale) and their difference; and the model's
@@ -18,9 +19,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting
+from trainers.studies import learned_density
+from trainers.studies.learned_density import LearnedDensity
 
-from ..density_worker import DensityWorker, LearnedDensity
+from ..workers.job import JobWorker
 from . import axes, common
 from .stale import StaleModelBanner
 
@@ -50,7 +52,7 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self.worker: DensityWorker | None = None
+        self.worker: JobWorker | None = None
         self.result: LearnedDensity | None = None
         self._model_version = 0            # bumped on every model change
         self._result_version = -1          # the version the result was computed for
@@ -164,11 +166,11 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
             return
         self.stop_worker()
         s = self.state
-        model, cfg = copy.deepcopy(s.model), copy.deepcopy(s.model_settings)
-        sm = fitting.score_model(model, cfg, s.model_density or s.density)   # its own σ range and data moments
-        ddpm = (model, fitting.ddpm_schedule(cfg)) if cfg.cond == "time" else None
-        w = DensityWorker(sm, s.density, s.bounds, self.n_grid.value(), self.n_steps.value(),
-                          self.n_samples.value(), ddpm, parent=self)
+        w = JobWorker(learned_density.of_model,
+                      dict(model=copy.deepcopy(s.model), cfg=copy.deepcopy(s.model_settings),
+                           trained_on=s.model_density or s.density, density=s.density, bounds=tuple(s.bounds),
+                           n_grid=self.n_grid.value(), n_steps=self.n_steps.value(), n_samples=self.n_samples.value()),
+                      "learned density", problem=learned_density.problem, parent=self)
         self._attach(w)
         self._running_version = self._model_version
         self.status.setText(f"Integrating the PF-ODE for {self.n_grid.value()}² grid points and "

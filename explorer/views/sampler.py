@@ -1,8 +1,9 @@
 """Samplers tab: up to four panels, each a registry sampler (trainers.samplers.SAMPLERS) driven by the
 trained model or the exact score, all from the same initial particles z and the same noise seed.
 
-Chains are computed in `ChainWorker` (a QThread; chains on one model share one batched forward pass
-per round) and recorded; the GUI plays, steps or scrubs through the recording. Top row: particles over
+The chains are set up by trainers.studies.chains (score models, initial particles, metrics) and computed
+in the chain stepper `ChainWorker` (a QThread; chains on one model share one batched forward pass per
+round) and recorded; the GUI plays, steps or scrubs through the recording. Top row: particles over
 the true density (trails, or whole flow lines for deterministic samplers); bottom row: histogram of
 the first coordinate vs the true marginal; under each panel the NFE spent, the energy distance to true
 samples, the mode weights and, when the model is asked outside its trained σ range, a note saying so.
@@ -16,15 +17,13 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-import torch
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting
 from trainers import grid
-from trainers import metrics
-from trainers import samplers
+from trainers.studies import chains
+from trainers.studies.chains import ChainSpec
 
-from ..workers.chains import ChainSpec, ChainWorker
+from ..workers.chains import ChainWorker
 from ..state import MAX_PANELS
 from . import common
 from .sampler_panel import PanelControls
@@ -34,8 +33,6 @@ COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170), (120, 2
 TRAIL_PEN = pg.mkPen(255, 255, 255, 150, width=1.0)
 TRAIL_FRAMES = 30        # a trail shows the last this-many frames
 FLOW_PARTICLES = 150     # flow lines: whole paths of this many particles
-N_METRIC = 500           # particles used for the live metrics (a fixed subset)
-N_REF = 1000             # true samples the metrics compare with
 METRIC_POINTS = 30       # metrics are computed at about this many frames of the timeline
 HEAT_N = 120             # the true density's picture under each panel
 AXIS_WIDTH = 40          # px of every panel's left axis, so that the linked panels' view boxes are equal
@@ -57,21 +54,12 @@ TIP = {
 
 
 def score_models(state):
-    """(the trained model as a ScoreModel or None, the exact score, the config they follow), as of now:
-    the weights are copied, so training may go on."""
+    """(the trained model as a ScoreModel or None, the exact score, the config they follow), as of now
+    (trainers.studies.chains.score_models): the weights are copied, so training may go on."""
     model = copy.deepcopy(state.model) if state.model is not None else None
     cfg = state.model_settings if model is not None else state.train
     trained_on = (state.model_density or state.density) if model is not None else state.density
-    sigmas = fitting.noise_levels(cfg, trained_on)        # the model's own σ range (an automatic σ₁ is its density's)
-    # the model starts from its training data's moments; the exact score of the density shown now
-    # runs over the same σ range, so the two differ only in the score
-    trained = fitting.score_model(model, cfg, trained_on, sigmas) if model is not None else None
-    return trained, fitting.score_model(None, cfg, state.density, sigmas), cfg
-
-
-def deterministic(panel: dict) -> bool:
-    info = samplers.SAMPLERS[panel["sampler"]]
-    return not info.stochastic or (panel["sampler"] == "ddim" and not panel["options"].get("eta"))
+    return (*chains.score_models(model, cfg, trained_on, state.density), cfg)
 
 
 class SamplerView(QtWidgets.QWidget):
@@ -317,55 +305,27 @@ class SamplerView(QtWidgets.QWidget):
         self.worker = None
         common.retire_worker(w, (w.framesReady, w.chainFailed, w.failed))
 
-    def _spec(self, panel: dict, trained, exact) -> ChainSpec:
-        """The panel's chain: with the model where it can serve, else the exact score and a note."""
-        info = samplers.SAMPLERS[panel["sampler"]]
-        opts = samplers.SamplerOptions.from_dict(panel["options"])
-        title = info.title + {"ddim": f" η={opts.eta:g}", "pf-ode": f" ({opts.solver})"}.get(info.name, "")
-        note = ""
-        if panel["source"] == "model":
-            if trained is None:
-                note = "no trained model yet: the exact score is used"
-            else:
-                try:
-                    sampler = samplers.build_sampler(info.name, trained, opts)
-                    return ChainSpec(sampler, f"{title} — {trained.kind} model", "",
-                                     trained.range_note(sampler.sigmas_used()))
-                except ValueError as e:
-                    note = f"the model cannot drive it ({e}): the exact score is used"
-        return ChainSpec(samplers.build_sampler(info.name, exact, opts), f"{title} — exact score", note)
-
     def restart(self, *_):
         """New chains from the shared initial particles (the model is frozen as of now)."""
         self.stop_worker()
         self._stale = False
         s, ss = self.state, self.state.sampler
         trained, exact, _ = score_models(s)
-        panels = ss.panels[:ss.n_panels]
         try:
-            specs = [self._spec(p, trained, exact) for p in panels]
+            setup = chains.set_up_chains(ss.panels[:ss.n_panels], trained, exact, ss.n_particles, ss.init,
+                                         s.bounds, ss.seed, s.density, self._reference())
         except ValueError as e:
             self.note.setText(f"<span style='color:#c33'>{e}</span>")
             return
-        gen = torch.Generator().manual_seed(ss.seed)
-        z = samplers.initial_particles(ss.n_particles, "uniform" if ss.init == "uniform" else "gaussian", s.bounds, gen)
-        # exact starts: one seed for every panel, so panels that start at the same σ₀ share their particles
-        starts = [samplers.start_from(sp.sampler, z, ss.init, torch.Generator().manual_seed(ss.seed + 1))
-                  for sp in specs]
+        specs = setup.specs
         self._model_step_used = s.model_step if trained is not None else None
         self._density_used = s.density
         self.active = list(range(len(specs)))
         self._layout_panels()
         self.specs = specs
-        self.flowing = [deterministic(p) for p in panels]
-        ref, density = self._reference(), s.density
-        idx = torch.randperm(ss.n_particles, generator=gen)[:N_METRIC]
-        ref_self = metrics.mean_pairwise_distance(ref)
-
-        def metric_fn(xy: np.ndarray) -> dict:     # runs in the sampler thread; no Qt here
-            return _metrics(xy, idx, ref, ref_self, density)
-
-        self.worker = ChainWorker(specs, starts, ss.frames, ss.seed, metric_fn=metric_fn,
+        self.flowing = setup.flowing
+        # the metrics run in the chain stepper's thread (no Qt in them)
+        self.worker = ChainWorker(specs, setup.starts, ss.frames, ss.seed, metric_fn=setup.metric_fn,
                                   metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
         self.worker.framesReady.connect(self._on_frames)
         self.worker.chainFailed.connect(self._on_chain_failed)
@@ -607,9 +567,10 @@ class SamplerView(QtWidgets.QWidget):
         self.frame_label.setText(f"frame {f}/{self.n_frames}")
 
     def _reference(self):
+        """The metrics' true samples of the density shown (kept while it stays)."""
         d = self.state.density
         if self._ref is None or self._ref[0] is not d:
-            self._ref = (d, d.sample(N_REF, generator=torch.Generator().manual_seed(7)))
+            self._ref = (d, chains.reference_samples(d))
         return self._ref[1]
 
     def metrics_now(self) -> list[dict]:
@@ -652,18 +613,6 @@ class SamplerView(QtWidgets.QWidget):
         if was:
             self.set_playing(True)
         return len(images)
-
-
-def _metrics(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, ref_self: float, density) -> dict:
-    """The panel's sample metrics (trainers.metrics on a fixed subset of the particles), as numbers."""
-    x = torch.from_numpy(xy)
-    x = x[idx[idx < len(x)]]
-    x = x[torch.isfinite(x).all(1)]
-    if len(x) == 0:
-        return {}
-    return {"energy_distance": float(metrics.energy_distance(x, ref, ref_self)),
-            "mode_weight_tv": float(metrics.mode_weight_error(x, density)),
-            "mode_weights": [float(v) for v in metrics.mode_weights(x, density)]}
 
 
 def _metrics_text(m: dict, n_components: int) -> str:

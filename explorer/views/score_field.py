@@ -5,9 +5,12 @@ noise levels / timesteps the model was trained on. Hover shows both vectors at t
 With a fixed training set (Training tab, "Fixed dataset of N points") it can also draw the empirical
 optimal score (green, trainers.studies.memorisation: the exact score of the noised training set, what a network
 that memorises learns) and run the memorisation meter (samples of the model's own sampler against the
-training points, in explorer.memorisation_worker) — docs/math.md §11.
+training points, in a JobWorker thread) — docs/math.md §11. The fields are computed by
+trainers.studies.score_field (on the GUI thread: a slider move redraws at once); the view only draws.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pyqtgraph as pg
@@ -16,8 +19,9 @@ from PySide6 import QtCore, QtWidgets
 from trainers import fitting
 from trainers import grid
 from trainers.studies import memorisation
+from trainers.studies.score_field import empirical_field, error_map, score_field
 
-from ..memorisation_worker import MemorisationWorker
+from ..workers.job import JobWorker
 from . import axes, common
 from .stale import StaleModelBanner
 
@@ -37,7 +41,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self._levels: list[fitting.Level] = []
         self._grid = None            # (points (n*n,2) ndarray, true (n*n,2), learned or None)
         self.empirical: np.ndarray | None = None    # empirical optimal score on the grid, when overlaid
-        self.worker: MemorisationWorker | None = None
+        self.worker: JobWorker | None = None
         self.measurement: memorisation.Measurement | None = None   # the meter's last result
         self.meter_step = 0                          # model step it was measured at
         self._measuring_step = 0                     # model step of the measurement in flight
@@ -216,26 +220,16 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         lev = self.current_level()
         settings = self._settings()
         bounds = s.bounds
-        n = self.grid_n.value()
-        pts = grid.grid_points(bounds, n)
-        target = fitting.target_density_at(settings, s.density, lev.value)
-        true = grid.field_on_grid(target.score, pts.double())
-        learned = None
-        if s.model is not None:
-            learned = grid.field_on_grid(fitting.model_score_at(s.model, settings, lev.value), pts)
-        self._grid = (pts.numpy().astype(np.float64), true, learned, (bounds[1] - bounds[0]) / n)
+        field = score_field(s.model, settings, s.density, lev.value, bounds, self.grid_n.value())
+        target, learned = field.target, field.learned
+        self._grid = (field.points, field.true, learned, field.cell)
         self.level_label.setText(lev.label)
-        self._compute_empirical(settings, lev, pts)
+        self._compute_empirical(settings, lev, field.grid_points)
 
         # error heat map on a finer grid
         mode = self.error_mode.currentData()
         if learned is not None and mode != "off":
-            fine = grid.grid_points(bounds, ERROR_N)
-            err = np.linalg.norm(grid.field_on_grid(fitting.model_score_at(s.model, settings, lev.value), fine)
-                                 - grid.field_on_grid(target.score, fine.double()), axis=1).reshape(ERROR_N, ERROR_N)
-            if mode == "weighted":
-                p = grid.density_image(target, bounds, ERROR_N)
-                err = err * p / p.max()
+            err = error_map(s.model, settings, target, lev.value, bounds, ERROR_N, weighted=mode == "weighted")
             hi = float(np.quantile(err, 0.99)) or 1.0
             common.set_heat(self.err_img, err, bounds, (0.0, hi))
             self.colorbar.setLevels((0.0, hi))
@@ -248,7 +242,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
             self.colorbar.setVisible(False)
         self._draw_contours(target, bounds)
         if learned is not None:
-            fd = float(np.mean(np.sum((learned - true) ** 2, 1)))
+            fd = field.mean_squared_error
             self.summary.setText(f"Mean ‖s_θ − ∇log p‖² over the grid: {fd:.4g} (model step {s.model_step})")
         else:
             self.summary.setText("No trained model yet: only the true score is drawn. Train on the Training tab.")
@@ -347,9 +341,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         points = self.training_points()
         self.show_empirical.setEnabled(points is not None)
         if points is not None and self.show_empirical.isChecked():
-            fn = memorisation.empirical_score_at(settings, points, lev.value)
-            if fn is not None:
-                self.empirical = grid.field_on_grid(fn, pts)
+            self.empirical = empirical_field(settings, points, lev.value, pts)
         shown = points is not None and (self.show_empirical.isChecked() or self.measurement is not None)
         self.training_points_item.setData(pos=points.numpy() if shown else np.zeros((0, 2)))
 
@@ -388,8 +380,11 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.stop_worker()
         s = self.state
         self._measuring_step = s.model_step
-        self._attach(MemorisationWorker(s.model, s.model_settings, s.model_density or s.density, self.training_points(),
-                                        METER_SAMPLES, METER_SEED, parent=self))
+        self._attach(JobWorker(memorisation.measure,    # on copies: training may go on meanwhile
+                               dict(model=copy.deepcopy(s.model), cfg=copy.deepcopy(s.model_settings),
+                                    density=s.model_density or s.density, points=self.training_points().clone(),
+                                    n=METER_SAMPLES, seed=METER_SEED),
+                               "memorisation meter", parent=self))
         self.measure_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.status.setText(f"Sampling {METER_SAMPLES} points with the model's own sampler…")

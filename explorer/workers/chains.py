@@ -1,4 +1,5 @@
-"""Computes sampler chains in a background thread, frame by frame, so the GUI thread only draws.
+"""The chain stepper: computes the Samplers tab's chains (set up by trainers.studies.chains) in a
+background thread, frame by frame, so the GUI thread only draws.
 
 All chains share one timeline of `n_frames` + 1 frames: frame f shows chain i after
 round(f · n_stepsᵢ / n_frames) of its steps, so samplers of different lengths start together and end
@@ -15,16 +16,8 @@ import numpy as np
 import torch
 from PySide6 import QtCore
 
-from trainers.samplers import ChainState, Sampler, advance_together
-
-
-@dataclass
-class ChainSpec:
-    """One panel's chain: its sampler (driven by a trainers ScoreModel) and what the panel says."""
-    sampler: Sampler
-    title: str
-    note: str = ""            # why the exact score stands in for the model, if it does
-    range_note: str = ""      # the model's words when it is asked outside its trained σ range
+from trainers.samplers import ChainState, advance_together
+from trainers.studies.chains import ChainSpec
 
 
 @dataclass

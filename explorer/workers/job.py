@@ -1,7 +1,8 @@
-"""The QThread behind every one-shot job of a tab (views.common.JobTab): one call of a Qt-free function that
-takes `progress(fraction, what)` and `cancelled()` callbacks and returns its result, or None when it saw
-the cancel. The outcome arrives by exactly one of three signals: done(result), cancelled() or failed(message);
-an exception in the job becomes failed, never a crash of the GUI.
+"""The QThread behind every one-shot study of a tab (views.common.JobTab): one call of a Qt-free function of
+trainers.studies that takes `progress(fraction, what)` and `cancelled()` callbacks and returns its result,
+or None when it saw the cancel. The outcome arrives by exactly one of three signals: done(result),
+cancelled() or failed(message); an exception in the job becomes failed, never a crash of the GUI, and so
+does a result that the study's `problem(result)` finds wanting (a non-finite figure).
 """
 from __future__ import annotations
 
@@ -17,20 +18,19 @@ class JobWorker(QtCore.QThread):
     cancelled = QtCore.Signal()
     failed = QtCore.Signal(str)
 
-    def __init__(self, job: Callable, args: dict, name: str, parent=None):
-        """job(**args, progress=…, cancelled=…) runs in the thread; `name` starts the failure message."""
+    def __init__(self, job: Callable, args: dict, name: str, problem: Callable[[object], str] | None = None,
+                 parent=None):
+        """job(**args, progress=…, cancelled=…) runs in the thread; `name` starts the failure message;
+        problem(result) -> why a finished result is a failure ('' when it is fine)."""
         super().__init__(parent)
         self.job = job
         self.args = args
         self.name = name
+        self.check = problem or (lambda result: "")
         self._cancel = threading.Event()
 
     def cancel(self):
         self._cancel.set()
-
-    def problem(self, result) -> str:
-        """Why a finished result is reported as failed instead of done ('' when it is fine)."""
-        return ""
 
     def run(self):
         try:
@@ -40,7 +40,7 @@ class JobWorker(QtCore.QThread):
             return
         if result is None:
             self.cancelled.emit()
-        elif problem := self.problem(result):
+        elif problem := self.check(result):
             self.failed.emit(problem)
         else:
             self.done.emit(result)

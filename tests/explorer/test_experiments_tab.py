@@ -142,7 +142,7 @@ def test_the_control_button_runs_the_negative_control_in_the_worker(window, qtbo
     assert "must not hold" in tab.control_text.text()
     qtbot.mouseClick(tab.control_btn, QtCore.Qt.MouseButton.LeftButton)
     assert tab.is_running() and not tab.run_btn.isEnabled() and not tab.control_btn.isEnabled()
-    assert tab.worker.control and "negative control" in tab.status.text()
+    assert tab.worker.args["control"] and "negative control" in tab.status.text()
     qtbot.waitUntil(lambda: tab.current_result() is not None, timeout=45000)
     r = tab.current_result()
     assert r.control and not r.holds and r.control_what == EXPERIMENTS["langevin-mode-weights"].control

@@ -1,11 +1,12 @@
-"""explorer.workers.job.JobWorker, the thread behind the tabs' one-shot jobs: exactly one of done, cancelled
-or failed per run, with the message a person reads; and the experiment worker built on it."""
+"""explorer.workers.job.JobWorker, the thread behind the tabs' one-shot studies: exactly one of done, cancelled
+or failed per run, with the message a person reads; and an experiment run through it
+(trainers.studies.experiments.run_until_cancelled)."""
 from __future__ import annotations
 
 import pytest
 
 from explorer.workers import job as job_worker
-from explorer.experiment_worker import ExperimentWorker
+from trainers.studies.experiments import run_until_cancelled
 
 
 def outcome(qtbot, worker) -> list:
@@ -29,11 +30,6 @@ def broken_job(progress, cancelled):
     raise ValueError("no data")
 
 
-class Checked(job_worker.JobWorker):
-    def problem(self, result) -> str:
-        return "too big" if result > 10 else ""
-
-
 def test_a_job_reports_its_result_and_its_progress(qtbot):
     w = job_worker.JobWorker(sum_job, dict(a=2, b=3), "sum")
     seen = []
@@ -55,7 +51,8 @@ def test_an_exception_becomes_a_failure_message_naming_the_job(qtbot):
 
 @pytest.mark.parametrize("b, expected", [(3, ("done", 5)), (30, ("failed", "too big"))])
 def test_a_result_with_a_problem_is_a_failure(qtbot, b, expected):
-    assert outcome(qtbot, Checked(sum_job, dict(a=2, b=b), "sum")) == [expected]
+    checked = job_worker.JobWorker(sum_job, dict(a=2, b=b), "sum", problem=lambda r: "too big" if r > 10 else "")
+    assert outcome(qtbot, checked) == [expected]
 
 
 class FakeExperiment:
@@ -72,10 +69,15 @@ class FakeExperiment:
         return {"n": params["n"]}
 
 
-def test_the_experiment_worker_reports_done_cancelled_and_failed(qtbot):
-    assert outcome(qtbot, ExperimentWorker(FakeExperiment(), {"n": 3})) == [("done", {"n": 3})]
-    cancelled = ExperimentWorker(FakeExperiment(), {"n": 3})
+def experiment_worker(experiment, params):
+    """The Experiments tab's worker: a JobWorker running run_until_cancelled, named after the experiment."""
+    return job_worker.JobWorker(run_until_cancelled, dict(experiment=experiment, params=params), experiment.name)
+
+
+def test_an_experiment_in_a_job_worker_reports_done_cancelled_and_failed(qtbot):
+    assert outcome(qtbot, experiment_worker(FakeExperiment(), {"n": 3})) == [("done", {"n": 3})]
+    cancelled = experiment_worker(FakeExperiment(), {"n": 3})
     cancelled.cancel()                       # the first progress report raises Cancelled inside run
     assert outcome(qtbot, cancelled) == [("cancelled",)]
-    assert outcome(qtbot, ExperimentWorker(FakeExperiment(fail=True), {"n": 3})) == [
+    assert outcome(qtbot, experiment_worker(FakeExperiment(fail=True), {"n": 3})) == [
         ("failed", "fake stopped: RuntimeError: diverged")]

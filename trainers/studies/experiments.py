@@ -879,6 +879,27 @@ def run(name: str, params: dict | None = None, progress: Progress | None = None,
     return get(name).run(params, progress, control)
 
 
+class Cancelled(Exception):
+    """Raised from the progress callback to stop an experiment."""
+
+
+def run_until_cancelled(experiment: Experiment, params: dict, progress: Progress,
+                        cancelled: Callable[[], bool], control: bool = False) -> ExperimentResult | None:
+    """experiment.run(params, control=control) reporting to `progress`; None once a progress report sees
+    cancelled(). The report raises `Cancelled` inside `run`, which unwinds it (its `finally` restores
+    torch's thread count); experiments report between their phases (every 5 % of a training run, before
+    each sampler), so a cancel takes effect at the end of the phase in flight."""
+    def report(frac: float, text: str):
+        if cancelled():
+            raise Cancelled
+        progress(float(frac), str(text))
+
+    try:
+        return experiment.run(params, report, control)
+    except Cancelled:
+        return None
+
+
 def short_label(result: ExperimentResult, key: str) -> str:
     """A figure's short label: the experiment's own, else its name with spaces."""
     return result.labels.get(key) or key.replace("_", " ")

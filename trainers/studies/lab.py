@@ -36,6 +36,7 @@ from typing import Callable
 
 import torch
 
+from .. import fitting
 from ..metrics import energy_distance, mean_pairwise_distance, mode_weight_error
 from ..samplers import (SAMPLERS, ChainState, SamplerOptions, advance_together, build_sampler, exact_prior_sample,
                        prior_sample)
@@ -218,6 +219,11 @@ def null_distribution(density, n: int, seeds: int = 1, seed: int = 0, null_draws
     draws = [_draw_seed(density, n, s, null_draws) for s in seed_streams(seed, seeds)]
     pools = [d.null_ed for d in draws]
     return pools, quantile_of_means(pools, quantile, seed=seed)
+
+
+def default_options(samplers, cfg: fitting.ToyConfig) -> dict:
+    """{name: options} for run_lab: each sampler's command-line defaults for a model trained with cfg."""
+    return {name: fitting.default_options(name, cfg) for name in samplers}
 
 
 def run_lab(density, model: ScoreModel | None, exact: ScoreModel, samplers=LAB_SAMPLERS, nfes=NFE_GRID,

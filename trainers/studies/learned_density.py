@@ -1,11 +1,12 @@
-"""What the model learned, as a density: the PF-ODE log-density of a score model on a grid and on fresh
-samples (trainers.likelihood.pf_ode_log_density), beside the true log p_{σ_min}, in a QThread. The ODE's
-end term is the exact p_σmax for the exact score and the Gaussian matched to the training data's moments
-for a network (docs/math.md §10), so the gap shown is the model's, not an origin-centred prior's.
+"""The Learned-density tab's study — what the model learned, as a density: the PF-ODE log-density of a
+score model on a grid and on fresh samples (trainers.likelihood.pf_ode_log_density), beside the true
+log p_{σ_min}. The ODE's end term is the exact p_σmax for the exact score and the Gaussian matched to the
+training data's moments for a network (docs/math.md §10), so the gap shown is the model's, not an
+origin-centred prior's.
 
-`compute_learned_density` is plain torch (no Qt); `DensityWorker` runs it with progress and Cancel. The
-grid and the samples go through the ODE in chunks, so progress is reported and a cancel is honoured
-between chunks (pf_ode_log_density itself has no callback).
+Plain torch (no Qt). The grid and the samples go through the ODE in chunks, so `compute_learned_density`
+reports progress and honours a cancel between chunks (pf_ode_log_density itself has no callback);
+`problem(result)` says why a finished result is no answer.
 """
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trainers import grid
-from trainers.likelihood import pf_ode_log_density
-from trainers.metrics import ddpm_elbo_nats
-
-from .workers import job as job_worker
+from .. import fitting
+from .. import grid
+from ..likelihood import pf_ode_log_density
+from ..metrics import ddpm_elbo_nats
 
 GRID_CHUNKS = 8          # progress steps for the grid
 SAMPLE_CHUNKS = 2        # … and for the NLL samples
@@ -127,18 +127,20 @@ def compute_learned_density(score_model, density, bounds, n_grid: int = 48, n_st
         range_note=score_model.range_note())
 
 
-class DensityWorker(job_worker.JobWorker):
-    """compute_learned_density with progress (what is being integrated) and Cancel; done(LearnedDensity)."""
+def of_model(model, cfg: fitting.ToyConfig, trained_on, density, bounds, n_grid: int = 48, n_steps: int = 30,
+             n_samples: int = 1000, progress: Callable[[float, str], None] | None = None,
+             cancelled: Callable[[], bool] | None = None) -> LearnedDensity | None:
+    """compute_learned_density for a network trained with cfg on `trained_on` (its own σ range and data
+    moments), against the drawn `density`; a DDPM model's −ELBO beside it. None if cancelled."""
+    sm = fitting.score_model(model, cfg, trained_on)
+    ddpm = (model, fitting.ddpm_schedule(cfg)) if cfg.cond == "time" else None
+    return compute_learned_density(sm, density, bounds, n_grid=n_grid, n_steps=n_steps, n_samples=n_samples,
+                                   ddpm=ddpm, progress=progress, cancelled=cancelled)
 
-    def __init__(self, score_model, density, bounds, n_grid: int, n_steps: int, n_samples: int,
-                 ddpm: tuple | None = None, parent=None):
-        super().__init__(compute_learned_density,
-                         dict(score_model=score_model, density=density, bounds=tuple(bounds), n_grid=n_grid,
-                              n_steps=n_steps, n_samples=n_samples, ddpm=ddpm),
-                         "learned density", parent)
 
-    def problem(self, result: LearnedDensity) -> str:
-        if math.isfinite(result.model_nll) and math.isfinite(result.true_nll):
-            return ""
-        return ("learned density: the PF-ODE gave a non-finite log-density "
-                "(the model may have diverged); train on, then Compute again")
+def problem(result: LearnedDensity) -> str:
+    """Why a finished result is reported as a failure ('' when its NLLs are finite)."""
+    if math.isfinite(result.model_nll) and math.isfinite(result.true_nll):
+        return ""
+    return ("learned density: the PF-ODE gave a non-finite log-density "
+            "(the model may have diverged); train on, then Compute again")

@@ -1,13 +1,13 @@
-"""One weight snapshot of a training run, pictured three ways (the History tab), in a QThread.
+"""The History tab's study: one weight snapshot of a training run, pictured three ways. Plain torch, no Qt.
 
-`compute_snapshot_pictures` is plain torch (no Qt): for a network at one training step it gives
-(a) the learned and the true score on a grid at the model's least-noisy level, with the Fisher
-divergence there (trainers.fitting.fisher_metric: the Training tab's number, on the same fixed samples);
-(b) the model's PF-ODE log-density on a coarse grid and its NLL of fresh samples beside the true one
-(explorer.density_worker.compute_learned_density; noise-conditional models only); (c) fresh samples
-from the model's natural sampler (annealed Langevin for NCSN, DDPM for DDPM, Langevin otherwise).
-Every piece is computed by trainers/; this module only orders them, reports progress and honours a
-cancel between chunks and sampler steps. `HistoryWorker` runs it for one snapshot.
+For a network at one training step, `snapshot_pictures` gives (a) the learned and the true score on a
+grid at the model's least-noisy level (trainers.studies.score_field), with the Fisher divergence there
+(fitting.fisher_metric: the Training tab's number, on the same fixed samples); (b) the model's PF-ODE
+log-density on a coarse grid and its NLL of fresh samples beside the true one
+(trainers.studies.learned_density; noise-conditional models only); (c) fresh samples from the model's
+natural sampler (annealed Langevin for NCSN, DDPM for DDPM, Langevin otherwise). Fixed seeds, so two
+snapshots differ only by their weights. Progress is reported and a cancel honoured between chunks and
+sampler steps.
 """
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trainers import fitting
-from trainers import grid
-
-from .workers import job as job_worker
-from .density_worker import LearnedDensity, compute_learned_density
+from .. import fitting
+from .learned_density import LearnedDensity, compute_learned_density
+from .score_field import score_field
 
 # Fractions of the progress bar for the three pictures.
 FIELD_DONE = 0.05
@@ -51,23 +49,19 @@ class SnapshotPictures:
     seconds: float
 
 
-def compute_snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, bounds, step: int,
-                              n_arrows: int = 20, n_grid: int = 32, n_steps: int = 16, n_nll: int = 500,
-                              n_particles: int = 1500, seed: int = 0,
-                              progress: Callable[[float, str], None] | None = None,
-                              cancelled: Callable[[], bool] | None = None) -> SnapshotPictures | None:
-    """The pictures of `model` (trained with cfg on `density`) at training step `step`; None if cancelled.
-    Fixed seeds, so two snapshots differ only by their weights."""
+def snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, bounds, step: int,
+                      n_arrows: int = 20, n_grid: int = 32, n_steps: int = 16, n_nll: int = 500,
+                      n_particles: int = 1500, seed: int = 0,
+                      progress: Callable[[float, str], None] | None = None,
+                      cancelled: Callable[[], bool] | None = None) -> SnapshotPictures | None:
+    """The pictures of `model` (trained with cfg on `density`) at training step `step`; None if cancelled."""
     progress = progress or (lambda f, w: None)
     cancelled = cancelled or (lambda: False)
     t0 = time.perf_counter()
     model.eval()
     # (a) the score field at the least-noisy level
     level = fitting.levels_of(cfg)[0]
-    points = grid.grid_points(bounds, n_arrows)
-    target = fitting.target_density_at(cfg, density, level.value)
-    true_field = grid.field_on_grid(target.score, points.double())
-    learned_field = grid.field_on_grid(fitting.model_score_at(model, cfg, level.value), points)
+    field = score_field(model, cfg, density, level.value, bounds, n_arrows)
     fisher, _ = fitting.fisher_metric(cfg, density)(model)
     progress(FIELD_DONE, "score field")
     if cancelled():
@@ -96,24 +90,15 @@ def compute_snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, de
         if k % 20 == 0:
             progress(DENSITY_DONE + (1 - DENSITY_DONE) * (k + 1) / sampler.n_steps, "samples")
     progress(1.0, "samples")
-    xmin, xmax = bounds[0], bounds[1]
     return SnapshotPictures(
-        step=int(step), bounds=tuple(bounds), level_label=level.label, points=points.numpy().astype(np.float64),
-        true_field=true_field, learned_field=learned_field, cell=(xmax - xmin) / n_arrows, fisher=float(fisher),
+        step=int(step), bounds=tuple(bounds), level_label=level.label, points=field.points,
+        true_field=field.true, learned_field=field.learned, cell=field.cell, fisher=float(fisher),
         density=learned, density_note=note, samples=x.double().numpy(), sampler=name,
         seconds=time.perf_counter() - t0)
 
 
-class HistoryWorker(job_worker.JobWorker):
-    """compute_snapshot_pictures for one snapshot, with progress and Cancel; done(SnapshotPictures)."""
-
-    def __init__(self, model, cfg, density, bounds, step: int, sizes: dict, parent=None):
-        super().__init__(compute_snapshot_pictures,
-                         dict(model=model, cfg=cfg, density=density, bounds=tuple(bounds), step=int(step), **sizes),
-                         "history pictures", parent)
-        self.step = int(step)
-
-    def problem(self, result: SnapshotPictures) -> str:
-        if math.isfinite(result.fisher):
-            return ""
-        return f"the snapshot at step {result.step} gives a non-finite score (the model had diverged there)"
+def problem(result: SnapshotPictures) -> str:
+    """Why a finished result is reported as a failure ('' when its Fisher divergence is finite)."""
+    if math.isfinite(result.fisher):
+        return ""
+    return f"the snapshot at step {result.step} gives a non-finite score (the model had diverged there)"

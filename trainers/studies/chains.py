@@ -1,0 +1,116 @@
+"""The Samplers tab's study: side-by-side chains of registry samplers from one set of initial particles,
+and the sample metrics shown under each panel. Plain torch, no Qt; the chain stepper
+(explorer.workers.chains) advances what `set_up_chains` returns, frame by frame.
+
+A panel is a dict {"sampler": registry name, "source": "model" | "exact", "options": {...}} (the app
+state's sampler settings). Every panel starts from the same z (matched Gaussian or uniform over the view),
+mapped to its sampler's start (trainers.samplers.start_from); exact starts share one seed, so panels that
+start at the same σ₀ share their particles. Metrics compare a fixed subset of N_METRIC particles with
+N_REF true samples (seed 7).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import fitting
+from .. import metrics
+from .. import samplers
+
+N_METRIC = 500           # particles used for the live metrics (a fixed subset)
+N_REF = 1000             # true samples the metrics compare with
+REF_SEED = 7
+
+
+@dataclass
+class ChainSpec:
+    """One panel's chain: its sampler (driven by a trainers ScoreModel) and what the panel says."""
+    sampler: samplers.Sampler
+    title: str
+    note: str = ""            # why the exact score stands in for the model, if it does
+    range_note: str = ""      # the model's words when it is asked outside its trained σ range
+
+
+@dataclass
+class ChainSetup:
+    """What the chain stepper needs, one entry per panel, and the metric function it calls."""
+    specs: list[ChainSpec]
+    starts: list[torch.Tensor]                      # each chain's initial particles
+    flowing: list[bool]                             # deterministic: flow lines may be drawn
+    metric_fn: Callable[[np.ndarray], dict]         # particles (N, 2) -> chain_metrics' dict
+
+
+def score_models(model, cfg: fitting.ToyConfig, trained_on, density):
+    """(the network `model` trained with cfg on `trained_on` as a ScoreModel, or None without one; the
+    exact score of the `density` shown now over the same σ range). The model starts from its training
+    data's moments; the exact score runs over the model's σ range (an automatic σ₁ is its training
+    density's), so the two differ only in the score."""
+    sigmas = fitting.noise_levels(cfg, trained_on)
+    trained = fitting.score_model(model, cfg, trained_on, sigmas) if model is not None else None
+    return trained, fitting.score_model(None, cfg, density, sigmas)
+
+
+def deterministic(panel: dict) -> bool:
+    """Does the panel's sampler follow a deterministic path (flow lines)?"""
+    info = samplers.SAMPLERS[panel["sampler"]]
+    return not info.stochastic or (panel["sampler"] == "ddim" and not panel["options"].get("eta"))
+
+
+def chain_spec(panel: dict, trained, exact) -> ChainSpec:
+    """The panel's chain: with the model where it can serve, else the exact score and a note saying why.
+    A bad option raises ValueError."""
+    info = samplers.SAMPLERS[panel["sampler"]]
+    opts = samplers.SamplerOptions.from_dict(panel["options"])
+    title = info.title + {"ddim": f" η={opts.eta:g}", "pf-ode": f" ({opts.solver})"}.get(info.name, "")
+    note = ""
+    if panel["source"] == "model":
+        if trained is None:
+            note = "no trained model yet: the exact score is used"
+        else:
+            try:
+                sampler = samplers.build_sampler(info.name, trained, opts)
+                return ChainSpec(sampler, f"{title} — {trained.kind} model", "",
+                                 trained.range_note(sampler.sigmas_used()))
+            except ValueError as e:
+                note = f"the model cannot drive it ({e}): the exact score is used"
+    return ChainSpec(samplers.build_sampler(info.name, exact, opts), f"{title} — exact score", note)
+
+
+def reference_samples(density, n: int = N_REF) -> torch.Tensor:
+    """The true samples the metrics compare with (a fixed seed: the same for every set of chains)."""
+    return density.sample(n, generator=torch.Generator().manual_seed(REF_SEED))
+
+
+def chain_metrics(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, ref_self: float, density) -> dict:
+    """The panel's sample metrics on the particles `idx` of xy (the finite ones), as numbers:
+    {"energy_distance", "mode_weight_tv", "mode_weights"}; {} with no finite particle."""
+    x = torch.from_numpy(xy)
+    x = x[idx[idx < len(x)]]
+    x = x[torch.isfinite(x).all(1)]
+    if len(x) == 0:
+        return {}
+    return {"energy_distance": float(metrics.energy_distance(x, ref, ref_self)),
+            "mode_weight_tv": float(metrics.mode_weight_error(x, density)),
+            "mode_weights": [float(v) for v in metrics.mode_weights(x, density)]}
+
+
+def set_up_chains(panels: list[dict], trained, exact, n_particles: int, init: str, bounds, seed: int,
+                  density, reference: torch.Tensor | None = None) -> ChainSetup:
+    """The chains of `panels` from one z: init "gaussian" (matched Gaussian), "exact" (exact draws of
+    p_σmax where a panel uses the exact score) or "uniform" (over bounds). `reference`: reference_samples
+    of `density`, when the caller keeps them. Raises ValueError for a panel that cannot run."""
+    specs = [chain_spec(p, trained, exact) for p in panels]
+    gen = torch.Generator().manual_seed(seed)
+    z = samplers.initial_particles(n_particles, "uniform" if init == "uniform" else "gaussian", bounds, gen)
+    starts = [samplers.start_from(sp.sampler, z, init, torch.Generator().manual_seed(seed + 1)) for sp in specs]
+    ref = reference_samples(density) if reference is None else reference
+    idx = torch.randperm(n_particles, generator=gen)[:N_METRIC]
+    ref_self = metrics.mean_pairwise_distance(ref)
+
+    def metric_fn(xy: np.ndarray) -> dict:
+        return chain_metrics(xy, idx, ref, ref_self, density)
+
+    return ChainSetup(specs, starts, [deterministic(p) for p in panels], metric_fn)

@@ -1,0 +1,66 @@
+"""The score field at one noise level, as the Score-field and History tabs draw it: the learned score
+s_θ and the true score ∇log p of the level's target density (p_σ, or the DDPM marginal q(x_t)) on an
+n × n grid of arrow origins, the error map ‖s_θ − ∇log p‖ on a finer grid, and the empirical optimal
+score of a fixed training set (trainers.studies.memorisation). Plain torch and numpy, no Qt.
+
+Conventions: grid points are row-major with row 0 at ymin (trainers.grid.grid_points); fields are
+float64 (n², 2) arrays; `level` is a `fitting.Level.value` (σ, or the 0-based timestep t for DDPM).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import fitting
+from .. import grid
+from . import memorisation
+
+
+@dataclass
+class ScoreField:
+    """Both fields at one level on the arrow grid."""
+    points: np.ndarray               # (n², 2) arrow origins
+    true: np.ndarray                 # (n², 2) ∇log p of `target`
+    learned: np.ndarray | None       # (n², 2) s_θ; None without a model
+    cell: float                      # arrow grid spacing
+    target: object                   # the level's target density (a GaussianMixture: contours, heat)
+    grid_points: torch.Tensor        # the arrow origins as computed on (float32), for further fields
+
+    @property
+    def mean_squared_error(self) -> float | None:
+        """Mean ‖s_θ − ∇log p‖² over the grid (None without a model)."""
+        if self.learned is None:
+            return None
+        return float(np.mean(np.sum((self.learned - self.true) ** 2, 1)))
+
+
+def score_field(model, cfg: fitting.ToyConfig, density, level: float, bounds, n: int) -> ScoreField:
+    """The true and (with a model trained with cfg) the learned score at `level` on an n × n grid over bounds."""
+    pts = grid.grid_points(bounds, n)
+    target = fitting.target_density_at(cfg, density, level)
+    true = grid.field_on_grid(target.score, pts.double())
+    learned = None if model is None else grid.field_on_grid(fitting.model_score_at(model, cfg, level), pts)
+    return ScoreField(points=pts.numpy().astype(np.float64), true=true, learned=learned,
+                      cell=(bounds[1] - bounds[0]) / n, target=target, grid_points=pts)
+
+
+def error_map(model, cfg: fitting.ToyConfig, target, level: float, bounds, n: int, weighted: bool = False) -> np.ndarray:
+    """‖s_θ − ∇log p‖ on an n × n grid (row 0 = ymin); weighted: times p(x)/max p (where the error counts
+    for the Fisher divergence)."""
+    fine = grid.grid_points(bounds, n)
+    err = np.linalg.norm(grid.field_on_grid(fitting.model_score_at(model, cfg, level), fine)
+                         - grid.field_on_grid(target.score, fine.double()), axis=1).reshape(n, n)
+    if weighted:
+        p = grid.density_image(target, bounds, n)
+        err = err * p / p.max()
+    return err
+
+
+def empirical_field(cfg: fitting.ToyConfig, training_points: torch.Tensor, level: float,
+                    points: torch.Tensor) -> np.ndarray | None:
+    """The empirical optimal score of `training_points` at `level` on `points`; None at σ = 0 (ESM/SSM),
+    where the score of N points is undefined."""
+    fn = memorisation.empirical_score_at(cfg, training_points, level)
+    return None if fn is None else grid.field_on_grid(fn, points)
