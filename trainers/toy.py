@@ -31,7 +31,6 @@ from .likelihood import pf_ode_log_density
 from .studies.memorisation import memorisation_report
 from .metrics import ddpm_elbo_nats, energy_distance, mode_weight_error
 from .objectives import OBJECTIVES
-from .schedules import GRIDS
 from .score_models import ExactScore
 
 
@@ -46,32 +45,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _sampler_arguments(p, required: bool) -> None:
-    names = list(samplers.SAMPLERS)
-    p.add_argument("--sampler", choices=names, required=required,
+    """--sampler and every registered sampler's options (trainers.samplers.add_sampler_arguments)."""
+    g = p.add_argument_group("sampler options", "each sampler reads its own; from a checkpoint, --variance, "
+                             "--n-levels and --n-timesteps default to the checkpoint's")
+    g.add_argument("--sampler", choices=list(samplers.SAMPLERS), required=required,
                    help="; ".join(f"{k}: {v.convention}" for k, v in samplers.SAMPLERS.items()))
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="Langevin: steps (1000); annealed: steps per level T (100); ddpm: timesteps (all); "
-                        "ddim: timesteps (50); pf-ode / pc: σ levels (50 / 100)")
-    p.add_argument("--nfe", type=positive_int, default=None,
-                   help="instead of --steps: choose the steps to spend about this many network evaluations")
-    p.add_argument("--eps", type=positive_float, default=None,
-                   help="Langevin ε (x + ε s + √(2ε) z; default 0.01) or annealed ε (αᵢ = ε σᵢ²/σ_L²; default 0.1 σ_L²)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM η ∈ [0, 1] (0: deterministic)")
-    p.add_argument("--solver", choices=["euler", "heun"], default="heun", help="PF-ODE solver")
-    p.add_argument("--grid", choices=list(GRIDS), default="karras", help="PF-ODE σ grid (Karras ρ = 7 or geometric)")
-    p.add_argument("--snr", type=positive_float, default=0.16, help="predictor–corrector signal-to-noise ratio r")
-    p.add_argument("--corrector-steps", type=int, default=1, help="predictor–corrector: Langevin steps M per level")
-    p.add_argument("--variance", choices=["beta", "beta_tilde"], default=None,
-                   help="DDPM reverse variance σ_t² = β_t or β̃_t (default: the checkpoint's)")
-    p.add_argument("--final-denoise", action="store_true", help="annealed: NCSNv2's last step y + σ_L² s(y, σ_L)")
+    samplers.add_sampler_arguments(g)
 
 
 def _options(a, cfg: ToyConfig | None) -> samplers.SamplerOptions:
-    return samplers.SamplerOptions(
-        steps=a.steps, nfe=a.nfe, eps=a.eps, eta=a.eta, solver=a.solver, grid=a.grid, snr=a.snr,
-        corrector_steps=a.corrector_steps, final_denoise=a.final_denoise,
-        variance=a.variance or (cfg.ddpm_variance if cfg else "beta"),
-        n_levels=cfg.n_levels if cfg else 10, n_timesteps=cfg.n_timesteps if cfg else 1000)
+    """The checkpoint's sampler settings (its DDPM variance, L and T), then the flags the user set."""
+    base = samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
+                                   n_timesteps=cfg.n_timesteps) if cfg else samplers.SamplerOptions()
+    return base.updated(**samplers.options_from_args(a))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=positive_int, default=2000)
     s.add_argument("--init", choices=["uniform", "gaussian"], default=None,
                    help="initial particles: the sampler's Gaussian prior (below), or uniform over the density's box "
-                        "(default: uniform for Langevin, gaussian otherwise)")
+                        "(default: the sampler's own: " + "".join(f"{v.default_init} for {k}, " for k, v in
+                                                                   samplers.SAMPLERS.items() if v.default_init != "gaussian")
+                        + "gaussian for the others)")
     s.add_argument("--start", choices=["prior", "exact"], default="prior",
                    help="the Gaussian start: prior = N(m, C + σ_max² I), matched to p_σmax in mean and covariance "
                         "(docs/math.md §10.1); exact = exact draws of p_σmax (exact score only: no prior mismatch)")
@@ -145,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--ckpt", help="trained checkpoint (without it: the exact score only)")
     lab.add_argument("--density", help="preset or JSON (default: the checkpoint's density)")
     lab.add_argument("--samplers", default=",".join(samplers.SAMPLERS), help="comma-separated registry names")
+    samplers.add_sampler_arguments(lab, skip=("steps", "nfe"))      # the lab sets each cell's NFE
     lab.add_argument("--nfe", default=",".join(map(str, NFE_GRID)), help="comma-separated NFE budgets")
     lab.add_argument("--n", type=positive_int, default=2000)
     lab.add_argument("--seed", type=int, default=0, help="base seed (the K seeds derive from it)")
@@ -250,11 +239,11 @@ def cmd_sample(a) -> None:
         raise ValueError("--start exact draws p_σmax exactly, which needs the exact score (--score exact)")
     if a.start == "exact" and a.init == "uniform":
         raise ValueError("--start exact draws p_σmax itself: it cannot start from --init uniform")
-    init = a.init or ("uniform" if a.sampler == "langevin" and a.start != "exact" else "gaussian")
+    init = a.init or (sampler.default_init if a.start != "exact" else "gaussian")
     bounds = density.plot_bounds() if density is not None else (-4, 4, -4, 4)
     x = sampler.run(initial_for(sampler, a.n, init, bounds, gen, a.start), gen).x
     save_samples(x.numpy(), a.out)
-    print(f"saved {a.n} samples to {a.out} ({sampler.name}, {sampler.nfe} network evaluations)")
+    print(f"saved {a.n} samples to {a.out} ({sampler.title}, {sampler.nfe} network evaluations)")
 
 
 def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler: str | None = None,
@@ -271,8 +260,7 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
     options = options or samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
                                           n_timesteps=cfg.n_timesteps)
     smp = samplers.build_sampler(name, sm, options)
-    x = smp.run(initial_for(smp, n, "uniform" if name == "langevin" else "gaussian", density.plot_bounds(), gen),
-                gen).x
+    x = smp.run(initial_for(smp, n, smp.default_init, density.plot_bounds(), gen), gen).x
     ref, ref2 = density.sample(n, gen), density.sample(n, gen)
     extra = {}
     if train_set:
@@ -362,6 +350,7 @@ def cmd_lab(a) -> None:
             raise ValueError("give --ckpt, or --density for an exact-score-only lab")
         density = load_density(a.density)
         model_sm, exact_sm, options = None, ExactScore(density), samplers.SamplerOptions()
+    options = options.updated(**samplers.options_from_args(a, skip=("steps", "nfe")))
     names = [s.strip() for s in a.samplers.split(",") if s.strip()]
     result = run_lab(density, model_sm, exact_sm, names, _int_list(a.nfe), {s: options for s in names},
                      n=a.n, seed=a.seed, seeds=a.seeds, null_draws=a.null_draws,
