@@ -126,15 +126,15 @@ def measure(model: torch.nn.Module, cfg: fitting.ToyConfig, density, points: tor
         raise ValueError("the meter needs a smallest noise level σ_min > 0 (ESM/SSM models have none)")
     sampler = build_sampler(name, score, fitting.default_options(name, cfg))
     gen = torch.Generator().manual_seed(seed)
-    x = fitting.initial_for(sampler, n, "uniform" if name == "langevin" else "gaussian", density.plot_bounds(), gen)
+    x = fitting.initial_for(sampler, n, sampler.default_init, density.plot_bounds(), gen)
     every = max(1, sampler.n_steps // 50)
     for k in range(sampler.n_steps):
         if cancelled():
             return None
         x = sampler.step(x, k, gen).x.detach()
         if progress and (k + 1) % every == 0:
-            progress((k + 1) / sampler.n_steps, f"{sampler.name}: step {k + 1}/{sampler.n_steps}")
+            progress((k + 1) / sampler.n_steps, f"{sampler.title}: step {k + 1}/{sampler.n_steps}")
     fresh = density.sample(n, gen)
     points = torch.as_tensor(points, dtype=torch.float32)
-    return Measurement(x, fresh, points, sampler.name, score.sigma_min,
+    return Measurement(x, fresh, points, sampler.title, score.sigma_min,
                        memorisation_report(x, points, fresh, score.sigma_min, c))
