@@ -55,8 +55,7 @@ def score_models(model, cfg: fitting.ToyConfig, trained_on, density):
 
 def deterministic(panel: dict) -> bool:
     """Does the panel's sampler follow a deterministic path (flow lines)?"""
-    info = samplers.SAMPLERS[panel["sampler"]]
-    return not info.stochastic or (panel["sampler"] == "ddim" and not panel["options"].get("eta"))
+    return samplers.SAMPLERS[panel["sampler"]].deterministic(samplers.resolve_options(panel["sampler"], panel["options"]))
 
 
 def chain_spec(panel: dict, trained, exact) -> ChainSpec:
@@ -64,7 +63,7 @@ def chain_spec(panel: dict, trained, exact) -> ChainSpec:
     A bad option raises ValueError."""
     info = samplers.SAMPLERS[panel["sampler"]]
     opts = samplers.SamplerOptions.from_dict(panel["options"])
-    title = info.title + {"ddim": f" η={opts.eta:g}", "pf-ode": f" ({opts.solver})"}.get(info.name, "")
+    title = info.title_for(samplers.resolve_options(info.name, opts))
     note = ""
     if panel["source"] == "model":
         if trained is None:
