@@ -14,6 +14,7 @@ from PySide6 import QtCore
 from trainers import densities
 from trainers import fitting
 from trainers import grid
+from trainers import schema
 from trainers.studies import history
 from trainers.samplers import SAMPLERS
 
@@ -35,23 +36,16 @@ HISTORY_EVERY = 50
 HISTORY_CAP = 40
 
 
-# The Samplers tab's panels: a registry sampler (trainers.samplers.SAMPLERS), a score source and the
-# SamplerOptions fields set for it (the others keep the registry's defaults). One model, every sampler.
+# The Samplers tab's panels: a registry sampler (trainers.samplers.SAMPLERS), a score source and that
+# sampler's options (its Options fields; unset ones take its defaults). One model, every sampler.
 MAX_PANELS = 4
 
 
-PANEL_DEFAULTS = {          # a panel's options when it switches to this sampler (sized for ~150 frames)
-    "langevin": {"steps": 300, "eps": 0.01},
-    "annealed": {"steps": 20, "n_levels": 10},
-    "ddpm": {"steps": 200, "n_timesteps": 200},
-    "ddim": {"steps": 50, "eta": 0.0, "n_timesteps": 200},
-    "pf-ode": {"steps": 50, "solver": "heun"},
-    "pc": {"steps": 100, "snr": 0.16, "corrector_steps": 1},
-}
-
-
 def panel(sampler: str, source: str = "model", **options) -> dict:
-    return {"sampler": sampler, "source": source, "options": {**PANEL_DEFAULTS.get(sampler, {}), **options}}
+    """A panel's settings: `sampler`'s options at their GUI start values (the `gui` of its Options
+    fields, sized for ~150 frames), then `options`."""
+    return {"sampler": sampler, "source": source,
+            "options": {**schema.gui_defaults(SAMPLERS[sampler].Options), **options}}
 
 
 def default_panels() -> list[dict]:
