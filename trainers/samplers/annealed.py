@@ -29,8 +29,8 @@ class AnnealedLangevinSampler(Sampler):
                                   gui=20)
         nfe: int | None = nfe_option()
         eps: float | None = option(None, "ε", "Annealed Langevin ε: at level i the step is αᵢ = ε σᵢ²/σ_L², "
-                                   "y ← y + (αᵢ/2) s(y, σᵢ) + √αᵢ z (Song & Ermon 2019, Alg. 1). "
-                                   "'default': 0.1 σ_L².", lo=0.0, hi=1e3, step=1e-3, decimals=6, unset="default")
+                                   "y ← y + (αᵢ/2) s(y, σᵢ) + √αᵢ z (Song & Ermon 2019, Alg. 1; "
+                                   "default 0.1 σ_L²).", lo=0.0, hi=1e3, step=1e-3, decimals=6, unset="default")
         n_levels: int = option(10, "Levels L", "L: number of geometric noise levels σ₁ > … > σ_L.",
                                lo=1, hi=10000, step=1)
         sigma_max: float | None = sigma_max_option()

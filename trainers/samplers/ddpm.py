@@ -32,8 +32,8 @@ class DDPMSampler(TimestepSampler):
 
     @dataclass
     class Options:
-        steps: int | None = steps_option(None, "Steps", "Timesteps visited (fewer than the schedule's T: the "
-                                         "respaced chain of Nichol & Dhariwal). 'all': every timestep.",
+        steps: int | None = steps_option(None, "Steps", "Timesteps visited (default: all of the schedule's T; "
+                                         "fewer: the respaced chain of Nichol & Dhariwal).",
                                          gui=200, unset="all")
         nfe: int | None = nfe_option()
         sigma_max: float | None = sigma_max_option()

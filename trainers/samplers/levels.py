@@ -22,17 +22,17 @@ def steps_option(default: int | None, label: str, tip: str, gui: int, unset: str
 
 def nfe_option():
     return option(None, "NFE budget", "Instead of steps: spend about this many network evaluations "
-                  "(the sampler picks its steps).", lo=0, hi=MAX_STEPS, step=10, unset="off")
+                  "(the sampler picks its steps; default: off).", lo=0, hi=MAX_STEPS, step=10, unset="off")
 
 
 def sigma_max_option():
-    return option(None, "σ_max", "Largest noise level σ₁. 'model's': the σ range the model was trained on "
-                  "(beyond it the model extrapolates and a note says so).",
+    return option(None, "σ_max", "Largest noise level σ₁ (default: the top of the model's trained σ range; "
+                  "beyond it the model extrapolates and a note says so).",
                   lo=0.0, hi=1e4, step=0.5, decimals=3, unset="model's")
 
 
 def sigma_min_option():
-    return option(None, "σ_min", "Smallest noise level σ_L. 'model's': the σ range the model was trained on.",
+    return option(None, "σ_min", "Smallest noise level σ_L (default: the bottom of the model's trained σ range).",
                   lo=0.0, hi=50.0, step=0.01, decimals=3, unset="model's")
 
 
@@ -43,7 +43,7 @@ def n_timesteps_option():
 
 
 def clip_option():
-    return option(None, "Clip x̂₀", "Clip the denoised estimate x̂₀ to [−c, c] (images).",
+    return option(None, "Clip x̂₀", "Clip the denoised estimate x̂₀ to [−c, c] (images; default: off).",
                   lo=0.0, hi=100.0, step=0.5, decimals=2, unset="off")
 
 

@@ -133,6 +133,7 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, skip: Iterable[str] =
     return schema.add_arguments(parser, sampler_schemas(), skip)
 
 
-def options_from_args(args: argparse.Namespace) -> dict:
-    """{option: value} of the sampler options set on the command line."""
-    return schema.values_from_args(args, option_names())
+def options_from_args(args: argparse.Namespace, skip: Iterable[str] = ()) -> dict:
+    """{option: value} of the sampler options set on the command line (those in `skip`, left out of
+    add_sampler_arguments, are not read)."""
+    return schema.values_from_args(args, [n for n in option_names() if n not in skip])
