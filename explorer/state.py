@@ -27,7 +27,7 @@ def default_train_config() -> fitting.ToyConfig:
 
 def build_network(cfg: fitting.ToyConfig) -> torch.nn.Module:
     """An untrained network of cfg's shape (to load weight snapshots into)."""
-    return fitting.build_model_and_objective(cfg)[0]
+    return fitting.build_network(cfg)
 
 
 # Weight snapshots of live training (the History tab): at least every HISTORY_EVERY steps, at most

@@ -14,23 +14,24 @@ import io
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import samplers
+from . import samplers, schema
 from .cli import positive_float, positive_int
 from .atomic import atomic_write_bytes, atomic_write_text
 from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
-                      natural_sampler, noise_levels, save_checkpoint, score_model, sigmas_from_extra,
-                      stats_from_extra, train, training_data, ddpm_schedule)
+                      method_for, noise_levels, save_checkpoint, score_model, sigmas_from_extra,
+                      stats_from_extra, train, training_data)
 from .studies.lab import NFE_GRID, NULL_DRAWS, format_table, run_lab
 from .likelihood import pf_ode_log_density
 from .studies.memorisation import memorisation_report
 from .metrics import ddpm_elbo_nats, energy_distance, mode_weight_error
-from .objectives import OBJECTIVES
+from .methods import METHODS
 from .score_models import ExactScore
 
 
@@ -67,23 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a score model on a 2D density")
     t.add_argument("--density", required=True, help="preset name or density JSON file")
     t.add_argument("--model", choices=["mlp", "ebm"], default="mlp")
-    t.add_argument("--objective", choices=list(OBJECTIVES), default=DEFAULT_OBJECTIVE,
-                   help=f"training objective (default {DEFAULT_OBJECTIVE}: multi-σ denoising score matching, "
-                        "whose model every sampler can use)")
-    t.add_argument("--sigma", type=positive_float, default=0.1, help="DSM noise level σ")
-    t.add_argument("--sigma-max", type=float, default=0.0, help="NCSN σ₁ (0: the σ_max rule, docs/math.md §10.1)")
-    t.add_argument("--sigma-min", type=positive_float, default=0.05, help="NCSN σ_L")
-    t.add_argument("--levels", type=positive_int, default=10, help="NCSN number of noise levels L")
-    t.add_argument("--schedule", choices=["linear", "cosine"], default="linear", help="DDPM β schedule")
-    t.add_argument("--timesteps", type=positive_int, default=1000, help="DDPM T")
-    t.add_argument("--ssm-projection", choices=["rademacher", "gaussian"], default="rademacher",
-                   help="sliced score matching: distribution of the projections v")
-    t.add_argument("--no-ssm-vr", action="store_true",
-                   help="sliced score matching without variance reduction (SSM instead of SSM-VR)")
-    t.add_argument("--ddpm-weighting", choices=["simple", "elbo"], default="simple",
-                   help="DDPM loss: L_simple (unweighted ε-MSE) or the ELBO's per-timestep weights")
-    t.add_argument("--ddpm-variance", choices=["beta", "beta_tilde"], default="beta",
-                   help="DDPM reverse variance σ_t² = β_t or β̃_t (used by ELBO weights and sampling)")
+    t.add_argument("--objective", choices=list(METHODS), default=DEFAULT_OBJECTIVE,
+                   help=f"training method (default {DEFAULT_OBJECTIVE}: multi-σ denoising score matching, "
+                        "whose model every sampler can use); " + "; ".join(f"{k}: {m.title}" for k, m in METHODS.items()))
+    schema.add_arguments(t, {k: m.Params for k, m in METHODS.items()})     # each method's parameters
     t.add_argument("--n-data", type=int, default=0,
                    help="train on a fixed set of N points drawn once from the density (0: fresh data every step); "
                         "the points are saved in the checkpoint for `evaluate --train-set`")
@@ -153,10 +141,7 @@ def cmd_train(a) -> None:
 
     density = load_density(a.density)
     cfg = ToyConfig(density=a.density, model=a.model, objective=a.objective, width=a.width, depth=a.depth,
-                    lr=a.lr, batch=a.batch, steps=a.steps, seed=a.seed, sigma=a.sigma, sigma_max=a.sigma_max,
-                    sigma_min=a.sigma_min, n_levels=a.levels, schedule=a.schedule, n_timesteps=a.timesteps,
-                    ssm_projection=a.ssm_projection, ssm_variance_reduced=not a.no_ssm_vr,
-                    ddpm_weighting=a.ddpm_weighting, ddpm_variance=a.ddpm_variance, n_data=a.n_data)
+                    lr=a.lr, batch=a.batch, steps=a.steps, seed=a.seed, n_data=a.n_data, **_method_settings(a))
     sigmas = noise_levels(cfg, density)
     cfg.sigma_max = float(sigmas[0])     # store the resolved σ₁ so sampling uses the same levels
     bar = tqdm(total=cfg.steps, desc=f"{cfg.objective} on {density.name or a.density}", unit="step", mininterval=0.5)
@@ -176,6 +161,16 @@ def cmd_train(a) -> None:
         extra["train_points"] = train_points.tolist()
     save_checkpoint(a.out, model, cfg, density, extra)
     print(f"saved {a.out} (final loss {np.mean(losses[-50:]):.4f})")
+
+
+def _method_settings(a) -> dict:
+    """The methods' parameters set on the command line, as ToyConfig keywords: a ToyConfig field by its
+    name, any other (a method's own, new parameter) in `extra`; unset ones keep ToyConfig's defaults."""
+    names = [s.name for m in METHODS.values() for s in schema.specs(m.Params) if s.cli]
+    values = schema.values_from_args(a, dict.fromkeys(names))
+    own = {f.name for f in fields(ToyConfig)}
+    return {**{k: v for k, v in values.items() if k in own},
+            "extra": {k: v for k, v in values.items() if k not in own}}
 
 
 def _score_source(a, exact: bool):
@@ -255,10 +250,10 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
     if sigmas is None:
         sigmas = noise_levels(cfg, density)
     gen = torch.Generator().manual_seed(seed)
-    name = sampler or natural_sampler(cfg)
+    method = method_for(cfg, density, sigmas)
+    name = sampler or method.natural_sampler
     sm = score_model(model, cfg, density, sigmas, stats_from_extra(ckpt_extra))
-    options = options or samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
-                                          n_timesteps=cfg.n_timesteps)
+    options = options or method.sampler_defaults(name)
     smp = samplers.build_sampler(name, sm, options)
     x = smp.run(initial_for(smp, n, smp.default_init, density.plot_bounds(), gen), gen).x
     ref, ref2 = density.sample(n, gen), density.sample(n, gen)
@@ -275,12 +270,12 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
         y = noised.sample(min(n, NLL_POINTS), gen)
         extra.update(nll_sigma=sm.sigma_min, nll_model=float(-pf_ode_log_density(sm, y).mean()),
                      nll_true=float(-noised.log_prob(y.double()).mean()))
-        if cfg.cond == "time":
+        if method.schedule() is not None:
             # the DDPM bound, on clean data: −ELBO ≥ NLL of p_data (the model's, so ≥ the true one too)
             x0 = density.sample(min(n, NLL_POINTS), gen)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                elbo = ddpm_elbo_nats(lambda x, t: model(x, t), ddpm_schedule(cfg), x0, cfg.ddpm_variance)
+                elbo = ddpm_elbo_nats(lambda x, t: model(x, t), method.schedule(), x0, cfg.ddpm_variance)
             extra.update(neg_elbo_nats=elbo["elbo_nats"], neg_elbo_decoder_variance=elbo["decoder_variance"],
                          nll_true_data=float(-density.log_prob(x0.double()).mean()))
     return {**extra,

@@ -117,15 +117,16 @@ class TrainWorker(QtCore.QThread):
 
     def _train(self):
         s = self.settings                       # a trainers.fitting.ToyConfig, as the CLI trains with
-        model, objective = fitting.build_model_and_objective(s, self.density)
+        model, method = fitting.build_model_and_method(s, self.density)
         if self.init_state is not None:
             model.load_state_dict(self.init_state)
         # fresh batches of the density, or (s.n_data = N) batches of a fixed set of N points drawn once
         sample_batch, _ = fitting.training_data(s, self.density)
-        steps = fitting.training_steps(model, objective, sample_batch, lr=s.lr, batch=s.batch, seed=s.seed,
+        steps = fitting.training_steps(model, method, sample_batch, lr=s.lr, batch=s.batch, seed=s.seed,
                                        decay_steps=s.steps if s.lr_decay else None)
         fisher_fn = fitting.fisher_metric(s, self.density, N_EVAL)
-        self.by_level = loss_by_level(s, self.density)      # fed every step here, sent with progress
+        bins = method.loss_bins()                           # the method's loss-per-level bins, or None
+        self.by_level = LossByLevel.from_bins(bins) if bins is not None else None   # fed every step here
         self.plateau = PlateauRule(self.patience_steps, bool(s.n_data), self.start_step)
 
         buf_steps, buf_losses = [], []
@@ -137,7 +138,7 @@ class TrainWorker(QtCore.QThread):
                 info = next(steps)
             except FloatingPointError:          # training_steps: the loss became nan or inf
                 self._flush(buf_steps, buf_losses, rate)
-                self.failed.emit(diverged_message(s, self.step + 1))
+                self.failed.emit(diverged_message(s, method, self.step + 1))
                 return
             if self._cancel.is_set():
                 break
@@ -198,23 +199,10 @@ class TrainWorker(QtCore.QThread):
         self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
 
 
-def loss_by_level(s, density) -> LossByLevel | None:
-    """Running loss per noise level for objectives with levels: log-spaced σ bins over the trained
-    range for NCSN, timestep bins (0-based t) for DDPM; None for the others."""
-    if s.objective == "ncsn":
-        sig = fitting.noise_levels(s, density)
-        lo, hi = float(sig.min()), float(sig.max())
-        return LossByLevel(lo, hi * 1.0001 if hi <= lo else hi, n_bins=20, log=True)
-    if s.objective == "ddpm":
-        return LossByLevel(-0.5, s.n_timesteps - 0.5, n_bins=min(25, s.n_timesteps), log=False)
-    return None
-
-
-def diverged_message(s, step: int) -> str:
-    """What to do when the loss became nan or inf, in the words of the Training tab's fields."""
+def diverged_message(s, method, step: int) -> str:
+    """What to do when the loss became nan or inf, in the words of the Training tab's fields (the
+    method's own advice, Method.divergence_advice, after the learning rate's)."""
     advice = f"lower the Learning rate (now {s.lr:g})"
-    if s.objective == "dsm":
-        advice += f" or raise DSM σ (now {s.sigma:g})"
-    elif s.objective == "ncsn":
-        advice += f" or raise σ_L (min) (now {s.sigma_min:g})"
+    if method.divergence_advice():
+        advice += f" or {method.divergence_advice()}"
     return f"Training diverged at step {step} (the loss became nan or inf): {advice}, then press Start."

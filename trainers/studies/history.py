@@ -27,13 +27,15 @@ class LossByLevel:
         self.log, self.decay = log, float(decay)
         a, b = (math.log(lo), math.log(hi)) if log else (lo, hi)
         self.edges = torch.linspace(a, b, n_bins + 1, dtype=torch.float64)
+        self.inner = self.edges[1:-1]                # on the log scale for log bins
+        self._centres: torch.Tensor | None = None
         self.mean = torch.full((n_bins,), float("nan"), dtype=torch.float64)
         self.count = torch.zeros(n_bins, dtype=torch.long)
 
     def update(self, levels: torch.Tensor, losses: torch.Tensor) -> None:
         v = levels.detach().double().flatten()
         v = v.log() if self.log else v
-        idx = torch.bucketize(v, self.edges[1:-1])                       # 0 … n_bins − 1, clamped at the ends
+        idx = torch.bucketize(v, self.inner)                             # 0 … n_bins − 1, clamped at the ends
         sums = torch.zeros_like(self.mean).index_add_(0, idx, losses.detach().double().flatten())
         counts = torch.zeros_like(self.count).index_add_(0, idx, torch.ones_like(idx))
         seen = counts > 0
@@ -42,7 +44,17 @@ class LossByLevel:
         self.mean[seen] = torch.where(torch.isnan(old), batch_mean, self.decay * old + (1 - self.decay) * batch_mean)
         self.count += counts
 
+    @classmethod
+    def from_bins(cls, bins, decay: float = 0.9) -> "LossByLevel":
+        """The bins of a training method's rule (trainers.methods.LossBins: inner edges on the level's
+        own scale, and centres)."""
+        h = cls(0.0, 1.0, n_bins=len(bins.centres), log=False, decay=decay)
+        h.inner, h._centres = bins.edges.double().cpu(), torch.tensor(bins.centres, dtype=torch.float64)
+        return h
+
     def centres(self) -> torch.Tensor:
+        if self._centres is not None:
+            return self._centres
         c = (self.edges[:-1] + self.edges[1:]) / 2
         return c.exp() if self.log else c
 
