@@ -10,9 +10,10 @@
                                       [--no-record] [--json]
     python -m trainers.image configs            # list the bundled configs
 
-Sampler options: --sampler {langevin,annealed,ddpm,ddim,pf-ode,pc} (default: the run's own, ddpm
-or annealed) --nfe N --eta H --solver {euler,heun} --snr R --sigma-max S --sigma-min S
---weights {ema,raw} (the checkpoint's EMA weights, the default, or its raw training weights).
+Sampler options: --sampler NAME (any registry sampler; default: the run's own, ddpm or annealed),
+one flag per sampler option, generated from the samplers' schemas (--nfe N, --eta H, --sigma-max S,
+…: see ``sample --help``), --weights {ema,raw} (the checkpoint's EMA weights, the default, or its
+raw training weights).
 
 ``evaluate`` reports a digit judge's figures (digits runs; MNIST runs: a small CNN fitted on the
 run's MNIST files, cached in the run folder), bits/dim on held-out images (DDPM runs), FID/IS where
@@ -36,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import positive_float, positive_int
+from ..cli import positive_int
 
 
 def _non_negative_int(text: str) -> int:
@@ -83,10 +84,10 @@ OUT_SUFFIXES = (".png", ".npy", ".npz")
 
 
 def _sampler_overrides(args) -> dict:
-    """The sampler options given on the command line (None: the run's default)."""
-    return {"nfe": args.nfe, "eta": args.eta, "solver": args.solver, "snr": args.snr,
-            "sigma_max": args.sigma_max, "sigma_min": args.sigma_min,
-            "precision": "fp32" if getattr(args, "fp32", False) else "auto"}
+    """The sampler options given on the command line (the others: the run's defaults) and the precision."""
+    from ..samplers import options_from_args
+
+    return {**options_from_args(args), "precision": "fp32" if getattr(args, "fp32", False) else "auto"}
 
 
 def _print_note(note: str) -> None:
@@ -156,23 +157,17 @@ def cmd_configs(args) -> int:
 
 
 def add_sampler_options(p: argparse.ArgumentParser) -> None:
-    from ..samplers import SAMPLERS
+    """--sampler, every registered sampler's options (trainers.samplers.add_sampler_arguments),
+    --weights and --fp32."""
+    from ..samplers import SAMPLERS, add_sampler_arguments
 
-    p.add_argument("--sampler", choices=list(SAMPLERS), default=None,
+    g = p.add_argument_group("sampler options", "each sampler reads its own; unset, they are the run's (its "
+                             "DDPM variance and clipping; annealed Langevin on an NCSN run: its ε, T, L and "
+                             "final step), else the sampler's defaults")
+    g.add_argument("--sampler", choices=list(SAMPLERS), default=None,
                    help="any registry sampler (every sampler works on every run); default: ddpm "
                         "for DDPM runs, annealed (Langevin) for NCSN runs")
-    p.add_argument("--nfe", type=positive_int, default=None,
-                   help="network evaluations per chain, instead of the sampler's default steps "
-                        "(DDIM's default is 50 steps)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0: deterministic)")
-    p.add_argument("--solver", choices=["euler", "heun"], default=None, help="PF-ODE solver (default heun)")
-    p.add_argument("--snr", type=positive_float, default=None,
-                   help="predictor-corrector signal-to-noise ratio r (default 0.16)")
-    p.add_argument("--sigma-max", type=positive_float, default=None,
-                   help="largest noise level σ (default: the model's trained range; beyond it the "
-                        "model extrapolates and a note says so)")
-    p.add_argument("--sigma-min", type=positive_float, default=None,
-                   help="smallest noise level σ (default: the model's trained range)")
+    add_sampler_arguments(g)
     p.add_argument("--weights", choices=["ema", "raw"], default="ema",
                    help="the checkpoint's EMA weights (default) or its raw training weights")
     p.add_argument("--fp32", action="store_true",
