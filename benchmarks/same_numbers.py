@@ -96,12 +96,14 @@ EXPERIMENTS = {  # key: (name, key=value overrides, flags); small versions of th
     "ebm-vs-score": ("ebm-vs-score", ["steps=60", "width=16", "batch=64", "seeds=2", "n_eval=200",
                                       "timing_steps=2", "timing_rounds=1"], []),
 }
+GUI_TRAIN = {"objective": "ncsn", "n_levels": 6, "width": 32}     # the Training tab's settings changed
+GUI_STEPS = 120
 GUI_PANELS = [("annealed", {"steps": 4, "n_levels": 5}), ("ddpm", {"steps": 20}), ("ddim", {"steps": 10}),
               ("pf-ode", {"steps": 10})]
 DROP = {"seconds", "train_seconds", "elapsed_s", "images_per_s", "eta_s", "path", "checkpoint", "samples", "grid",
         "chain", "run_dir", "run"}
 # Figures measured in seconds (and the verdict and text built on them) differ from run to run.
-TIMED = re.compile(r"per_second|speed_gain|ebm-vs-score/(holds|measured)$")
+TIMED = re.compile(r"per_second|speed_gain|seconds[^/]*$|ebm-vs-score/(holds|measured)$")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -268,12 +270,17 @@ def image_cases(work: Path, out: dict) -> None:
             npy = work / f"image-{method}-{key}.npy"
 
             def sample(sampler=sampler, options=options, run=run, npy=npy):
+                chain = npy.with_suffix(".npz")
                 msg = _json_line(_call(image, ["sample", "--run", str(run), "--n", "6", "--sampler", sampler,
-                                               *options, "--seed", "4", "--out", str(npy)]))
-                return {"printed": msg, "x": _array_stats(np.load(npy))}
+                                               *options, "--seed", "4", "--out", str(npy), "--chain", str(chain),
+                                               "--frames", "3"]))
+                with np.load(chain) as z:
+                    frames = {"frames": _array_stats(z["frames"]), "frame_steps": z["frame_steps"].tolist(),
+                              "labels": [str(v) for v in z["labels"]]}
+                return {"printed": msg, "x": _array_stats(np.load(npy)), "chain_npz": frames}
             _case(out, f"image/sample/{method}/{key}", sample)
-    _case(out, "image/evaluate/ddpm", lambda: _json_line(_call(image, [
-        "evaluate", "--run", str(work / "image-ddpm"), "--n", "16", "--bpd-n", "4", "--no-record", "--json"])))
+        _case(out, f"image/evaluate/{method}", lambda run=run: _json_line(_call(image, [
+            "evaluate", "--run", str(run), "--n", "16", "--bpd-n", "4", "--no-record", "--json"])))
 
 
 def experiment_cases(work: Path, out: dict) -> None:
@@ -284,35 +291,121 @@ def experiment_cases(work: Path, out: dict) -> None:
             cli, ["run", name, *params, *flags, "--json"])))
 
 
+def _wait(app, done, timeout_s: float = 120.0, what: str = "") -> None:
+    """Process Qt events until done() (a worker thread's results arrive as queued signals)."""
+    t0 = time.perf_counter()
+    while not done():
+        if time.perf_counter() - t0 > timeout_s:
+            raise RuntimeError(f"{what} did not finish in {timeout_s:.0f} s")
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def _samplers_tab(app, window, panels) -> dict:
+    sp = window.views["sampler"]
+    window.tabs.setCurrentWidget(sp)
+    for i, (name, source, options) in enumerate(panels):
+        sp.set_panel(i, name, source, **options)
+    if not sp.wait_for(sp.n_frames, 60):
+        raise RuntimeError("the Samplers tab did not finish its chains in 60 s")
+    sp.show_frame(sp.n_frames)
+    return {"n_frames": sp.n_frames, "metrics": sp.metrics_now(),
+            "x": [_array_stats(sp.frame_positions(i)) for i in range(len(panels))]}
+
+
 def gui_cases(work: Path, out: dict) -> None:
-    """The Samplers tab on the exact score of its default density: four panels run to the end, the
-    metrics it shows and the particles of the last frame (headless, offscreen Qt)."""
+    """The explorer headless (offscreen Qt), driven as its tests drive it: the Samplers tab on the exact
+    score of the default density; then in a second window a model trained by the Training tab (a fixed
+    step budget), and what the Score-field, Learned-density, History and Samplers tabs show for it.
+    Each tab is its own case, so a renamed widget crashes only that one."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6 import QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
 
-    def samplers_tab():
+    def window():
         from explorer.app import MainWindow
         from explorer.state import AppState
 
         state = AppState()
         state.sampler.n_particles, state.sampler.frames = 300, 10
-        window = MainWindow(state)
-        try:
-            sp = window.views["sampler"]
-            window.tabs.setCurrentWidget(sp)
-            for i, (name, options) in enumerate(GUI_PANELS):
-                sp.set_panel(i, name, "exact", **options)
-            if not sp.wait_for(sp.n_frames, 60):
-                raise RuntimeError("the Samplers tab did not finish its chains in 60 s")
-            sp.show_frame(sp.n_frames)
-            return {"n_frames": sp.n_frames, "metrics": sp.metrics_now(),
-                    "x": [_array_stats(sp.frame_positions(i)) for i in range(len(GUI_PANELS))]}
-        finally:
-            window.close()
+        w = MainWindow(state)
+        w.show()                  # tabs compute when shown, as for a person
+        app.processEvents()
+        return w
+
+    def close(w):
+        w.close()
+        app.processEvents()
+
+    w = None
+    try:
+        w = window()
+        _case(out, "gui/samplers", lambda: _samplers_tab(app, w, [(n, "exact", o) for n, o in GUI_PANELS]))
+    finally:
+        if w is not None:
+            close(w)
+    w = None
+    try:
+        w = window()
+
+        def training():
+            tv = w.views["training"]
+            w.tabs.setCurrentWidget(tv)
+            w.state.update_train(**GUI_TRAIN)
+            tv.plateau_on.setChecked(False)
+            tv.start(max_steps=GUI_STEPS)
+            _wait(app, lambda: not tv.is_running(), what="the Training tab")
+            _wait(app, lambda: w.state.model_step == GUI_STEPS, 10, "the Training tab's last weights")
+            steps, losses = tv.loss_history()
+            weights = [t.double() for t in w.state.model.state_dict().values()]
+            return {"steps": [int(steps[0]), int(steps[-1]), len(steps)], "loss_sum": float(np.sum(losses)),
+                    "loss_first": np.asarray(losses[:3], float).tolist(),
+                    "loss_last": np.asarray(losses[-3:], float).tolist(), "model_step": w.state.model_step,
+                    "weight_sum": float(sum(t.sum() for t in weights)),
+                    "weight_abs_sum": float(sum(t.abs().sum() for t in weights))}
+        _case(out, "gui/training", training)
+
+        def score_field():
+            sv = w.views["score"]
+            w.tabs.setCurrentWidget(sv)
             app.processEvents()
-    _case(out, "gui/samplers", samplers_tab)
+            sv.level.setValue(2)
+            app.processEvents()
+            return {"text": sv.show_vectors_at(1.0, 0.5), "level": sv.level_label.text(),
+                    "model_arrows": _array_stats(np.stack(sv.model_arrows.getData(), 1)),
+                    "true_arrows": _array_stats(np.stack(sv.true_arrows.getData(), 1))}
+        _case(out, "gui/score", score_field)
+
+        def learned():
+            view = w.views["learned"]
+            view.n_grid.setValue(16)
+            view.n_steps.setValue(10)
+            w.tabs.setCurrentWidget(view)
+            app.processEvents()
+            if view.result is None and not view.is_running():
+                view.compute()
+            _wait(app, lambda: view.result is not None, what="the Learned-density tab")
+            numbers = {k: v for k, v in view.numbers().items() if "seconds" not in k}
+            return {"numbers": numbers, "grids": {k: _array_stats(g) for k, g in view.grids().items()}}
+        _case(out, "gui/learned", learned)
+
+        def history():
+            view = w.views["history"]
+            view.n_grid.setValue(16)
+            view.n_particles.setValue(300)
+            w.tabs.setCurrentWidget(view)
+            if not view.settle(120):
+                raise RuntimeError(f"the History tab did not settle: {view.status.text()}")
+            return {"numbers": view.numbers(), "points": _array_stats(view.points.data()),
+                    "density": _array_stats(view.density_img.image)}
+        _case(out, "gui/history", history)
+        _case(out, "gui/samplers-model", lambda: _samplers_tab(app, w, [
+            ("annealed", "model", {"steps": 4, "n_levels": 5}), ("pf-ode", "model", {"steps": 10}),
+            ("pc", "model", {"steps": 6}), ("langevin", "exact", {"steps": 20})]))
+    finally:
+        if w is not None:
+            close(w)
 
 
 CASES = {"toy": toy_cases, "image": image_cases, "experiments": experiment_cases, "gui": gui_cases}
