@@ -1,6 +1,6 @@
 """Same numbers as before the #20 refactor: benchmarks/same_numbers.py runs small fixed-seed cases through
-the 2D CLI, the image CLI, the experiments CLI and the Samplers tab, and every number must equal the one
-tests/golden_numbers.json recorded from commit 62aaaab (relative tolerance 1e-6, absolute 1e-9).
+the 2D CLI, the image CLI, the experiments CLI and the explorer's tabs (headless), and every number must
+equal the one tests/golden_numbers.json recorded from commit 62aaaab (relative tolerance 1e-6, absolute 1e-9).
 
 A deliberate change of numbers rewrites the golden file, in the commit that changes them, with
     python benchmarks/same_numbers.py --write tests/golden_numbers.json
