@@ -99,3 +99,46 @@ def test_every_view_has_shutdown_and_closing_leaves_no_worker_running(window, qt
     assert training.worker is None and sampler.worker is None and not sampler.timer.isActive()
     for worker in (train_worker, chain_worker):
         assert not (shiboken6.isValid(worker) and worker.isRunning())
+
+
+def test_schema_rows_are_generated_from_the_fields_and_read_unset_as_none(qtbot):
+    from trainers import schema
+    from trainers.samplers import DDPMSampler
+
+    from explorer.views.parts.schema_form import SchemaRows, tooltip
+
+    holder = QtWidgets.QWidget()
+    qtbot.addWidget(holder)
+    layout = QtWidgets.QFormLayout(holder)
+    rows = SchemaRows(layout, DDPMSampler.Options, parent=holder)
+    specs = {s.name: s for s in schema.specs(DDPMSampler.Options)}
+    assert list(rows.widgets) == list(specs)
+    assert rows.values() == schema.gui_defaults(DDPMSampler.Options)            # the GUI start values
+    steps, variance = rows.widgets["steps"], rows.widgets["variance"]
+    assert steps.toolTip() == tooltip(specs["steps"]) and specs["steps"].tip in steps.toolTip()
+    assert layout.labelForField(variance).text() == specs["variance"].label
+    assert [variance.itemData(i) for i in range(variance.count())] == ["beta", "beta_tilde"]
+    rows.load({"steps": None, "variance": "beta_tilde", "clip_denoised": 1.0})
+    assert (steps.text(), rows.values()["steps"], rows.values()["variance"]) == (specs["steps"].unset, None, "beta_tilde")
+    assert rows.values()["clip_denoised"] == 1.0
+
+
+def test_the_sampler_panel_form_comes_from_each_samplers_schema(qtbot):
+    from trainers import schema
+    from trainers.samplers import SAMPLERS
+
+    from explorer.views.sampler_panel import PanelControls
+
+    c = PanelControls(0, (200, 100, 50))
+    qtbot.addWidget(c)
+    for name, cls in SAMPLERS.items():
+        c.set_as_user(name, "exact")
+        assert list(c.widgets) == list(cls.params)
+        assert c.panel()["options"] == schema.gui_defaults(cls.Options)           # switching: the GUI starts
+        for s in schema.specs(cls.Options):
+            assert s.tip in c.widgets[s.name].toolTip(), (name, s.name)
+    c.set_as_user("pc", "model", snr=0.3)
+    assert c.panel() == {"sampler": "pc", "source": "model",
+                         "options": {**schema.gui_defaults(SAMPLERS["pc"].Options), "snr": 0.3}}
+    with pytest.raises(ValueError, match="unknown pc option"):
+        c.set_as_user("pc", eta=0.5)

@@ -117,3 +117,105 @@ def test_exact_langevin_targets_the_low_end_of_the_sampling_range_whatever_the_o
         sampler = make_sampler("langevin", ToyConfig(objective=objective, sigma=1.0, sigma_max=5.0), None, d)
         assert sampler.sigma == sampler.model.sigma_min > 0
         torch.testing.assert_close(sampler.model.score(x, sampler.sigma), d.noised(sampler.sigma).score(x).float())
+
+
+# ------------------------------------------------------------------ the registry, the options schema, run()
+def test_sampler_options_take_any_samplers_field_and_refuse_unknown_names():
+    o = samplers.SamplerOptions(eta=0.5, n_levels=4)
+    assert (o.eta, o.n_levels, o.snr) == (0.5, 4, None)            # unset: None (the sampler's default)
+    with pytest.raises(ValueError, match=r"unknown sampler option\(s\) 'etta'; the options are steps, .*eta"):
+        samplers.SamplerOptions(etta=0.5)
+    with pytest.raises(ValueError, match="unknown sampler option"):
+        o.bogus = 1
+    assert samplers.SamplerOptions.from_dict({"eta": 0.2, "langevin_eps": 0.1}) == samplers.SamplerOptions(eta=0.2)
+    model = ExactScore(GAUSS, 0.05, 5.0)
+    s = samplers.build_sampler("ddim", model, o, steps=7)
+    assert (s.eta, s.n_steps) == (0.5, 7)
+    assert samplers.build_sampler("pc", model).snr == samplers.PCSampler.Options().snr == 0.16   # one default
+    with pytest.raises(ValueError, match=r"DDIM: eta \(η\) must lie in \[0, 1\], got 2"):
+        samplers.build_sampler("ddim", model, eta=2.0)
+    with pytest.raises(ValueError, match=r"steps must lie in \(0, "):
+        samplers.build_sampler("ddpm", model, steps=0)
+
+
+def test_each_sampler_states_its_own_rules():
+    o = samplers.resolve_options
+    assert [n for n, c in samplers.SAMPLERS.items() if c.default_init != "gaussian"] == ["langevin"]
+    assert samplers.SAMPLERS["ddim"].deterministic(o("ddim", {"eta": 0.0}))
+    assert not samplers.SAMPLERS["ddim"].deterministic(o("ddim", {"eta": 0.3}))
+    assert samplers.SAMPLERS["pf-ode"].deterministic(o("pf-ode"))
+    assert not any(samplers.SAMPLERS[n].deterministic(o(n)) for n in ("langevin", "annealed", "ddpm", "pc"))
+    assert samplers.SAMPLERS["pf-ode"].title_for(o("pf-ode", {"solver": "euler"})) == "PF-ODE (euler)"
+    assert set(samplers.SAMPLERS["pc"].params) == {"steps", "nfe", "sigma_max", "sigma_min", "snr", "corrector_steps"}
+
+
+def test_command_line_flags_are_generated_from_the_schemas():
+    import argparse
+
+    from trainers import schema
+
+    p = argparse.ArgumentParser()
+    names = samplers.add_sampler_arguments(p)
+    assert names == samplers.option_names()
+    eta = next(s for s in schema.specs(samplers.DDIMSampler.Options) if s.name == "eta")
+    help_text = " ".join(p.format_help().split())
+    assert "--corrector-steps" in help_text and " ".join(eta.tip.split()).rstrip(".") in help_text
+    args = p.parse_args(["--eta", "0.5", "--solver", "euler", "--final-denoise"])
+    assert samplers.options_from_args(args) == {"eta": 0.5, "solver": "euler", "final_denoise": True}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--eta", "2"])                              # out of the field's range
+
+
+def test_run_reports_each_step_and_stops_when_cancelled():
+    model = ExactScore(GAUSS, 0.05, 5.0)
+    sampler = samplers.build_sampler("annealed", model, n_levels=3, steps=2)
+    z = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    plain = sampler.run(z, torch.Generator().manual_seed(1)).x
+    seen = []
+    got = sampler.run(z, torch.Generator().manual_seed(1), progress=seen.append).x
+    assert torch.equal(got, plain)                                # watching changes nothing
+    assert [i["k"] for i in seen] == list(range(1, sampler.n_steps + 1))
+    assert [i["sigma"] for i in seen] == [sampler._sigf[k // 2] for k in range(6)]
+    assert seen[-1]["label"] == sampler.label(5) and seen[-1]["denoised"].shape == z.shape
+    asked = []
+    with pytest.raises(samplers.Cancelled, match=r"Annealed Langevin cancelled before step 4/6") as e:
+        sampler.run(z, torch.Generator().manual_seed(1), cancelled=lambda: asked.append(1) or len(asked) > 3)
+    assert e.value.step == 3
+
+
+def test_a_sampler_file_that_registers_itself_gets_its_flags_and_options():
+    import argparse
+    from dataclasses import dataclass
+
+    from trainers.schema import option
+
+    @samplers.register_sampler
+    class Drift(samplers.Sampler):
+        name, title = "drift-test", "Drift"
+
+        @dataclass
+        class Options:
+            steps: int = option(3, "Steps", "Steps.", lo=1, hi=100)
+            pull: float = option(0.5, "Pull", "How far each step pulls towards the origin.", lo=0.0, hi=1.0)
+
+        @classmethod
+        def from_options(cls, model, o):
+            s = cls()
+            s.model, s.n_steps, s.pull = model, o.steps, o.pull
+            return s
+
+        def plan(self, x, k, generator=None):
+            return samplers.StepOutput(x * (1 - self.pull))
+            yield                                                 # a plan with no score query
+
+    try:
+        assert "pull" in samplers.option_names() and samplers.SamplerOptions(pull=0.25).pull == 0.25
+        p = argparse.ArgumentParser()
+        samplers.add_sampler_arguments(p)
+        assert "--pull" in p.format_help() and "drift-test: How far each step pulls" in " ".join(p.format_help().split())
+        s = samplers.build_sampler("drift-test", ExactScore(GAUSS), samplers.SamplerOptions(pull=0.25, eta=0.1))
+        assert torch.equal(s.run(torch.ones(2, 2)).x, torch.full((2, 2), 0.75**3))
+        with pytest.raises(ValueError, match="already registered"):
+            samplers.register_sampler(type("Other", (Drift,), {"Options": Drift.Options}))
+    finally:
+        del samplers.SAMPLERS["drift-test"]
