@@ -226,8 +226,10 @@ def score_model(model: torch.nn.Module | None, cfg: ToyConfig, density: Gaussian
     the exact score of `density` over the same range (Method.score_model). A network carries the
     moments of its training data (`stats`, a checkpoint's; default: from cfg and `density`,
     data_stats), so samplers start from the matched Gaussian (docs/math.md §10.1)."""
-    if model is not None and stats is None:
-        stats = data_stats(cfg, density)
+    if model is not None:
+        model.eval()
+        if stats is None:
+            stats = data_stats(cfg, density)
     return method_for(cfg, density, sigmas).score_model(model, density, stats)
 
 
@@ -237,9 +239,8 @@ def make_sampler(name: str, cfg: ToyConfig, model: torch.nn.Module | None = None
     """Registry sampler `name` driven by the trained `model`, or by the exact score of `density` when
     model is None, with the method's sampler defaults unless `options` are given. Any model drives any
     sampler (trainers.score_models converts between them)."""
-    method = method_for(cfg, density, sigmas)
-    sm = method.score_model(model, density, data_stats(cfg, density) if model is not None else None)
-    return build_sampler(name, sm, options or method.sampler_defaults(name), **overrides)
+    sm = score_model(model, cfg, density, sigmas)
+    return build_sampler(name, sm, options or method_for(cfg, density, sigmas).sampler_defaults(name), **overrides)
 
 
 START_CHOICES = ("prior", "exact")

@@ -87,13 +87,13 @@ def bits_per_dim_report(cfg, model, images01: torch.Tensor, device="cpu", seed: 
     mapped to the run's data range) with the discretised decoder, in nats per image and in
     bits/dim; every term summed over all T timesteps, one draw of x_t per term (seeded).
     decoder_variance: "reference" (β̃₂, Ho et al.'s code) or "beta1" (β₁): metrics.ddpm_decoder_std."""
-    from .methods import image_ddpm_schedule
+    from .methods import image_method
 
     if cfg.method != "ddpm":
         raise ValueError("bits/dim needs a DDPM run (an ELBO); NCSN runs have none")
     lo, hi = cfg.data_range
     x = (images01.clamp(0, 1) * 255).round() / 255 * (hi - lo) + lo
-    sched = image_ddpm_schedule(cfg)
+    sched = image_method(cfg).schedule()
     std = metrics.ddpm_decoder_std(sched, decoder_variance)          # a bad name fails before any work
     parts = {"elbo_nats": 0.0, "prior_nats": 0.0, "diffusion_nats": 0.0, "decoder_nats": 0.0}
     device = torch.device(device)

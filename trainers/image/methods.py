@@ -1,74 +1,59 @@
-"""What differs between DDPM and NCSN, in one place: the loss, the score model, the sampler defaults,
-the initial noise.
+"""An image RunConfig bound to the training methods (trainers.methods: the same NCSN and DDPM classes
+the 2D explorer trains): its loss, score model, sampler defaults, initial noise and loss bins come
+from the method; this module holds only what is about images (the config's sections, previews,
+precision, clipping to the data range, and `generate`).
 
-The maths lives in the shared core (``trainers.objectives``, ``trainers.score_models``,
-``trainers.samplers``, ``trainers.schedules``), which is rank-agnostic; this module only binds it to
-a RunConfig. A run's network is wrapped as a ScoreModel, so every registry sampler (langevin,
-annealed, ddpm, ddim, pf-ode, pc) works on every run: a DDPM ε-network answers σ-queries at the
-fractional timestep t(σ), an NCSN σ-network answers ε-queries through σ_t = √((1−ᾱ_t)/ᾱ_t).
+A run's network is wrapped as a ScoreModel, so every registry sampler (langevin, annealed, ddpm, ddim,
+pf-ode, pc) works on every run: a DDPM ε-network answers σ-queries at the fractional timestep t(σ), an
+NCSN σ-network answers ε-queries through σ_t = √((1−ᾱ_t)/ᾱ_t).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from ..objectives import ddpm_loss, ncsn_loss
-from ..samplers import SAMPLERS, Sampler, SamplerOptions, build_sampler, prior_sample
-from ..schedules import DDPMSchedule, geometric_sigmas
-from ..score_models import ScoreModel, from_network
+from ..methods import METHODS, Method
+from ..samplers import SAMPLERS, Cancelled, Sampler, build_sampler
+from ..schedules import DDPMSchedule
+from ..score_models import ScoreModel
 from .config import ConfigError
 
 SAMPLER_NAMES = tuple(SAMPLERS)
 
-
-def image_ddpm_schedule(cfg) -> DDPMSchedule:
-    d = cfg.ddpm
-    if d.beta_schedule == "linear":
-        return DDPMSchedule.linear(d.T, d.beta_start, d.beta_end)
-    return DDPMSchedule.from_name(d.beta_schedule, d.T)
-
-
-def ncsn_sigmas(cfg) -> torch.Tensor:
-    n = cfg.ncsn
-    return geometric_sigmas(n.sigma_max, n.sigma_min, n.n_levels)
+# A method's parameters live in the RunConfig section of its name (cfg.ddpm, cfg.ncsn), some under
+# other names; a parameter the section lacks takes the value images train with (NCSN: on the L
+# levels only, as Song & Ermon).
+SECTION_NAMES = {"n_timesteps": "T", "schedule": "beta_schedule", "ddpm_weighting": "loss_weighting",
+                 "ddpm_variance": "sample_variance"}
+IMAGE_VALUES = {"ncsn_continuous": False}
+# Sampler settings a section holds for one sampler: annealed Langevin's ε, T per level, final step.
+SECTION_SAMPLING = {"annealed": {"eps": "eps", "steps": "steps_per_level", "final_denoise": "final_denoise"}}
+UNIFORM_START = {"ncsn": ("annealed",)}   # NCSN runs start annealed Langevin from U[0, 1] (Song & Ermon §5)
 
 
-@dataclass
-class Method:
-    name: str
-    terms: Callable           # (model, x, generator) -> (per-example loss terms, their t or σ)
-    default_sampler: str
-    level: str                # what ``terms`` returns as the noise level: "t" (DDPM) or "sigma" (NCSN)
-
-    def loss(self, model, x, generator) -> torch.Tensor:
-        """The scalar training loss (the mean of ``terms``: the same draws, the same value)."""
-        return self.terms(model, x, generator)[0].mean()
+def image_method(cfg, device=None) -> Method:
+    """cfg's method (METHODS[cfg.method]) with its section's parameters, its tensors on `device`: the
+    DDPM β schedule (a linear one with the section's β ends), the NCSN levels σ₁ > … > σ_L. Samplers
+    on its model clip x̂₀ to the data range and take the section's sampler settings."""
+    section = getattr(cfg, cfg.method)
+    cls = METHODS[cfg.method]
+    params = cls.params_from(lambda name, default: getattr(section, SECTION_NAMES.get(name, name),
+                                                           IMAGE_VALUES.get(name, default)))
+    schedule = None
+    if getattr(section, "beta_schedule", None) == "linear":
+        schedule = DDPMSchedule.linear(section.T, section.beta_start, section.beta_end)
+    sampling = {"*": {"clip_denoised": clip_bound(cfg)}}
+    for name, fields in SECTION_SAMPLING.items():
+        if all(hasattr(section, f) for f in fields.values()):
+            sampling[name] = {k: getattr(section, f) for k, f in fields.items()}
+    method = cls(params, schedule=schedule, sampling=sampling, uniform_start=UNIFORM_START.get(cfg.method, ()))
+    return method.to(device) if device is not None else method
 
 
 def make_method(cfg, device) -> Method:
-    if cfg.method == "ddpm":
-        schedule = image_ddpm_schedule(cfg).to(device)
-        w, v = cfg.ddpm.loss_weighting, cfg.ddpm.sample_variance
-        return Method("ddpm", lambda m, x, g: ddpm_loss(m, x, schedule, g, weighting=w, variance=v,
-                                                        per_example=True),
-                      default_sampler(cfg), "t")
-    sigmas = ncsn_sigmas(cfg).to(device)
-    return Method("ncsn", lambda m, x, g: ncsn_loss(m, x, sigmas, g, per_example=True),
-                  default_sampler(cfg), "sigma")
-
-
-def level_bins(cfg) -> tuple[torch.Tensor, list[float]]:
-    """(inner bin edges for ``torch.bucketize``, bin centres) of the loss-per-noise-level log:
-    DDPM: 20 equal bins of the timestep t in [0, T); NCSN: one bin per trained σ level
-    (edges at the geometric means of neighbouring levels), centred on the level."""
-    if cfg.method == "ddpm":
-        T, n = cfg.ddpm.T, min(20, cfg.ddpm.T)
-        edges = torch.linspace(0, T, n + 1, dtype=torch.float64)
-        return edges[1:-1], ((edges[:-1] + edges[1:]) / 2).tolist()
-    s = ncsn_sigmas(cfg).double().sort().values
-    return (s[:-1] * s[1:]).sqrt(), s.tolist()
+    """The run's training method, its tensors on the training device."""
+    return image_method(cfg, device)
 
 
 PREVIEW_STEPS_PER_LEVEL = 10     # annealed Langevin previews of NCSN runs: T per level at most this
@@ -80,17 +65,13 @@ def preview_sampler(cfg) -> tuple[str, int | None]:
     sampler for NCSN runs. A preview is a glance, not the run's result: annealed Langevin on an NCSN
     run with preview_nfe 0 takes at most PREVIEW_STEPS_PER_LEVEL steps per level (L·10 network
     evaluations instead of L·100 for the bundled configs; the grid's label says its NFE)."""
-    name = cfg.train.preview_sampler or ("ddim" if cfg.method == "ddpm" else default_sampler(cfg))
+    own = METHODS[cfg.method].natural_sampler
+    name = cfg.train.preview_sampler or ("ddim" if cfg.method == "ddpm" else own)
     nfe = cfg.train.preview_nfe or None
     if nfe is None and cfg.method == "ncsn" and name == "annealed":
         n = cfg.ncsn
         nfe = n.n_levels * min(PREVIEW_STEPS_PER_LEVEL, n.steps_per_level) + int(n.final_denoise)
     return name, nfe
-
-
-def default_sampler(cfg) -> str:
-    """The sampler a run was trained for: DDPM ancestral (DDPM runs), annealed Langevin (NCSN runs)."""
-    return "ddpm" if cfg.method == "ddpm" else "annealed"
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -126,16 +107,14 @@ def _device_of(model) -> torch.device:
 
 
 def score_model(cfg, model, precision: str = "fp32") -> ScoreModel:
-    """The run's network as a ScoreModel: the DDPM U-Net takes the (possibly fractional) timestep,
-    the NCSN U-Net takes σ and was trained on the config's L σ levels only (so samplers asking
-    between them, DDPM/DDIM/PF-ODE/PC, get a range note). The DDPM schedule lives on the network's
-    device (a sampler step then indexes it there, with no copy from the host); ``precision`` "bf16"
-    runs the network under bf16 autocast."""
+    """The run's network as a ScoreModel (Method.score_model): the DDPM U-Net takes the (possibly
+    fractional) timestep, the NCSN U-Net takes σ and was trained on the config's L σ levels only (so
+    samplers asking between them, DDPM/DDIM/PF-ODE/PC, get a range note). The method's tensors live
+    on the network's device (a sampler step then indexes the schedule there, with no copy from the
+    host); ``precision`` "bf16" runs the network under bf16 autocast."""
     device = _device_of(model)
     net = AutocastNet(model, device.type) if precision == "bf16" else model
-    if cfg.method == "ddpm":
-        return from_network(net, "time", schedule=image_ddpm_schedule(cfg).to(device))
-    return from_network(net, "sigma", sigmas=ncsn_sigmas(cfg), discrete=True)
+    return image_method(cfg, device).score_model(net)
 
 
 def clip_bound(cfg) -> float | None:
@@ -147,30 +126,20 @@ def clip_bound(cfg) -> float | None:
     return max(abs(lo), abs(hi))
 
 
-def sampler_options(cfg, name: str) -> SamplerOptions:
-    """Defaults from the run's config: the DDPM reverse variance and clipping; for annealed Langevin
-    on an NCSN run, the config's ε, T per level, L and final denoising step (σ range: the model's)."""
-    o = SamplerOptions(clip_denoised=clip_bound(cfg))
-    if cfg.method == "ddpm":
-        o.variance = cfg.ddpm.sample_variance
-    elif name == "annealed":
-        n = cfg.ncsn
-        o.eps, o.steps, o.n_levels, o.final_denoise = n.eps, n.steps_per_level, n.n_levels, n.final_denoise
-    return o
-
-
 def image_sampler(cfg, model, name: str | None = None, precision: str = "fp32",
                   **overrides) -> tuple[Sampler, ScoreModel]:
-    """(registry sampler `name`, the ScoreModel driving it) for a trained run. `overrides` are
-    SamplerOptions fields (nfe, eta, solver, snr, …); None values keep the defaults. Bad settings
-    raise ConfigError (exit status 2 on the command line). ``precision``: "fp32" or "bf16" (the
-    network under bf16 autocast; ``sampling_precision`` resolves "auto")."""
-    name = name or default_sampler(cfg)
+    """(registry sampler `name`, the ScoreModel driving it) for a trained run, from the method's
+    sampler defaults (Method.sampler_defaults). `overrides` are sampler options (nfe, eta, solver,
+    snr, …); None values keep the defaults. Bad settings raise ConfigError (exit status 2 on the
+    command line). ``precision``: "fp32" or "bf16" (the network under bf16 autocast;
+    ``sampling_precision`` resolves "auto")."""
+    method = image_method(cfg)
+    name = name or method.natural_sampler
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     sm = score_model(cfg, model, sampling_precision(cfg, _device_of(model), precision))
     try:
-        s = build_sampler(name, sm, sampler_options(cfg, name),
+        s = build_sampler(name, sm, method.sampler_defaults(name),
                           **{k: v for k, v in overrides.items() if v is not None})
     except (ValueError, TypeError) as e:
         raise ConfigError(f"sampler {name}: {e}") from e
@@ -179,11 +148,9 @@ def image_sampler(cfg, model, name: str | None = None, precision: str = "fp32",
 
 def initial_noise(cfg, sampler: Sampler, name: str, n: int, device, generator: torch.Generator) -> torch.Tensor:
     """The sampler's Gaussian prior, prior_std · z, except annealed Langevin on an NCSN run, which
-    starts from uniform noise on [0, 1] (Song & Ermon 2019, §5)."""
+    starts from uniform noise on [0, 1] (Method.initial_noise)."""
     shape = (n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    if cfg.method == "ncsn" and name == "annealed":
-        return torch.rand(shape, generator=generator, device=device)
-    return prior_sample(sampler, torch.randn(shape, generator=generator, device=device))
+    return image_method(cfg).initial_noise(sampler, name, shape, generator, device)
 
 
 class SamplingStopped(RuntimeError):
@@ -219,29 +186,25 @@ def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = No
     it). A step reads nothing back from the device except the divergence verdict, every
     ``check_every`` steps (a diverging chain still stops, naming its first bad step). ``probe`` (a
     ``hostreads.StepProbe``) counts the host reads of each sampler step under "sample"."""
-    name = sampler or default_sampler(cfg)
+    method = image_method(cfg)
+    name = sampler or method.natural_sampler
     s, sm = image_sampler(cfg, model, name, sampling_precision(cfg, device, precision), **overrides)
     s.check_every = max(1, int(check_every))
     g = torch.Generator(device=device).manual_seed(seed)
     every = max(1, s.n_steps // record_frames) if record_frames else 0
+    step_context = None if probe is None else (lambda: probe.step("sample"))
+    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     xs, frames, steps = [], [], []
     for start in range(0, n, batch_size):
-        x = initial_noise(cfg, s, name, min(batch_size, n - start), device, g)
-        chain, steps = ([x.cpu()], [0]) if every else ([], [])
-        for k in range(s.n_steps):          # Sampler.run's loop, with a stop check per step
-            if should_stop is not None and should_stop():
-                raise SamplingStopped(f"{name} sampling stopped at step {k}/{s.n_steps}")
-            if probe is None:
-                x = s.step(x, k, g).x
-            else:
-                with probe.step("sample"):
-                    x = s.step(x, k, g).x
-            if every and ((k + 1) % every == 0 or k + 1 == s.n_steps):
-                chain.append(x.cpu())
-                steps.append(k + 1)
-        xs.append(x)
+        x = method.initial_noise(s, name, (min(batch_size, n - start), *shape), g, device)
+        try:
+            out = s.run(x, g, record_every=every, cancelled=should_stop, step_context=step_context)
+        except Cancelled as e:
+            raise SamplingStopped(f"{name} sampling stopped at step {e.step}/{s.n_steps}") from None
+        xs.append(out.x)
+        steps = out.frame_steps
         if every:
-            frames.append(torch.stack(chain))
+            frames.append(out.frames.cpu())
     labels = [("initial noise" if k == 0 else s.label(k - 1)) for k in steps]
     return Generated(torch.cat(xs), torch.cat(frames, dim=1) if frames else None, steps, labels,
                      name, s.nfe, sm.range_note(s.sigmas_used()))

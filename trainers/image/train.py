@@ -40,7 +40,7 @@ from .config import ConfigError, RunConfig, from_dict, to_toml
 from .hostreads import NO_PROBE
 from .datasets import batch_stream, build_dataset, close_stream
 from .imageio import save_grid, to_unit
-from .methods import SamplingStopped, generate, level_bins, make_method, preview_sampler
+from .methods import SamplingStopped, generate, make_method, preview_sampler
 from .progress import ProgressLog
 from .runtime import (DistInfo, GracefulStop, all_reduce_mean, cpu_threads, distributed,
                       pick_device, step_seed, train_threads)
@@ -78,9 +78,9 @@ class LevelLoss:
     """Per-noise-level sums and counts of the per-example loss terms on the device (no sync per
     step); ``take()`` returns the means since the last call and starts over."""
 
-    def __init__(self, cfg: RunConfig, device):
-        edges, self.centres = level_bins(cfg)
-        self.edges = edges.to(device)
+    def __init__(self, method, device):
+        bins = method.loss_bins()                  # the method's rule (Method.loss_bins)
+        self.edges, self.centres = bins.edges.to(device), bins.centres
         self.sums = torch.zeros(len(self.centres), dtype=torch.float64, device=device)
         self.counts = torch.zeros_like(self.sums)
 
@@ -411,7 +411,7 @@ class _Run:
         core.model.train()
         loss_acc = torch.zeros((), device=device)
         n_acc = 0
-        levels = LevelLoss(cfg, device)
+        levels = LevelLoss(core.method, device)
         flip_gen = torch.Generator(device=device) if cfg.data.random_flip else None
         t_last = self.t0 = time.perf_counter()
         stop, probe = self.stop, self.probe
@@ -437,7 +437,7 @@ class _Run:
                                              "smaller train.lr or a larger train.warmup")
                 now = time.perf_counter()
                 self._log_line(step, mean_loss, n_acc, now - t_last, lr, gnorm,
-                               {"level": core.method.level, "at": levels.centres,
+                               {"level": core.method.level_name, "at": levels.centres,
                                 "loss": levels.take(dist_info)})
                 self.losses.append(mean_loss)
                 loss_acc.zero_()

@@ -112,6 +112,17 @@ class Method:
         self.sampling = sampling or {}
         self.uniform_start = tuple(uniform_start)
 
+    def to(self, device) -> "Method":
+        """Move the bound tensors (σ levels, DDPM schedule) to `device` (a training or sampling
+        device: a step then reads nothing from the host); returns self."""
+        sig = self.noise_levels()
+        if sig is not None:
+            self._sigmas = sig.to(device)
+        sched = self.schedule()
+        if sched is not None:
+            self._schedule = sched.to(device)
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
 
@@ -172,8 +183,6 @@ class Method:
             if density is None:
                 raise ValueError("the exact score needs a density")
             return self.exact_score(density)
-        if hasattr(net, "eval"):
-            net.eval()
         sm = self.network_score(net)
         if stats is not None:
             sm.with_data_stats(stats["mean"], stats.get("var"), stats.get("cov"))

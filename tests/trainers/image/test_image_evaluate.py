@@ -10,7 +10,7 @@ from trainers import metrics
 from trainers.image import evaluate, judge
 from trainers.image.__main__ import main
 from trainers.image.config import load_config
-from trainers.image.methods import image_ddpm_schedule
+from trainers.image.methods import image_method
 from trainers.image.unet import build_net
 
 TINY = ["model.ch=16", "model.ch_mult=1,2", "model.num_res_blocks=1", "model.attn_resolutions=4",
@@ -30,11 +30,11 @@ def test_bits_per_dim_of_an_untrained_ddpm_is_the_elbo_in_nats_over_d_ln2():
     # the same figure straight from the metric, batch by batch with the same seed (same draws of x_t)
     x = (images * 255).round() / 255 * 2 - 1
     torch.manual_seed(5)
-    direct = [metrics.ddpm_elbo_nats(model, image_ddpm_schedule(cfg), chunk, cfg.ddpm.sample_variance,
+    direct = [metrics.ddpm_elbo_nats(model, image_method(cfg).schedule(), chunk, cfg.ddpm.sample_variance,
                                      decoder="discretised")["elbo_nats"] * len(chunk) for chunk in x.split(5)]
     assert r["elbo_nats"] == pytest.approx(sum(direct) / 12, rel=1e-9)
     # the reference decoder variance (Ho et al.'s code): β̃₂ = β₂ (1 − ᾱ₁)/(1 − ᾱ₂)
-    betas = image_ddpm_schedule(cfg).betas.double()
+    betas = image_method(cfg).schedule().betas.double()
     beta_tilde_2 = float(betas[1] * betas[0] / (1 - (1 - betas[0]) * (1 - betas[1])))
     assert r["decoder_variance"] == "reference" and r["decoder_std"] == pytest.approx(math.sqrt(beta_tilde_2))
     # a discrete likelihood: each of the 64 pixels costs at most log 256 nats more than a perfect model

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from trainers.image import unet as unet_mod
 from trainers.image.config import ConfigError, from_dict, load_config
 from trainers.image.datasets import batch_stream, build_dataset
-from trainers.image.methods import (generate, image_sampler, ncsn_sigmas, sampler_options,
-                                    sampling_precision)
+from trainers.image.methods import generate, image_method, image_sampler, sampling_precision
 from trainers.image.train import TrainCore, train
 from trainers.image.unet import AttnBlock, Downsample, build_net
 
@@ -216,7 +215,7 @@ def test_ncsnv2_cifar10_is_ncsnv2s_recipe_beside_the_2019_one():
     assert (n.sigma_max, n.sigma_min, n.n_levels, n.steps_per_level, n.final_denoise) == (50.0, 0.01, 232, 5, True)
     assert (t.lr, t.beta1, t.warmup, t.grad_clip, t.ema_decay, t.batch_size) == (1e-4, 0.9, 0, 0.0, 0.999, 128)
     assert cfg.data.random_flip and cfg.data_range == (0.0, 1.0) and cfg.method == "ncsn"
-    s = ncsn_sigmas(cfg).double()
+    s = image_method(cfg).noise_levels().double()
     assert len(s) == 232 and float(s[0]) == pytest.approx(50) and float(s[-1]) == pytest.approx(0.01)
     ratios = s[1:] / s[:-1]                                # geometric: one ratio, (0.01/50)^(1/231)
     assert torch.allclose(ratios, torch.full_like(ratios, (0.01 / 50) ** (1 / 231)), rtol=1e-5)
@@ -225,6 +224,6 @@ def test_ncsnv2_cifar10_is_ncsnv2s_recipe_beside_the_2019_one():
     # the reference steps x + a s + √(2a) z with a = 6.2e-6 σᵢ²/σ_L²: Algorithm 1's αᵢ = 2a
     for i in (0, 100, 231):
         assert sampler.alpha(i) == pytest.approx(2 * 6.2e-6 * float(s[i]) ** 2 / 0.01 ** 2, rel=1e-5)
-    assert sampler_options(cfg, "annealed").eps == 1.24e-5
+    assert image_method(cfg).sampler_defaults("annealed").eps == 1.24e-5
     old = load_config("ncsn_cifar10").ncsn                 # the 2019 recipe is still there
     assert (old.sigma_max, old.n_levels, old.steps_per_level) == (1.0, 10, 100)

@@ -14,7 +14,7 @@ from trainers.image import progress as events
 from trainers.image.__main__ import main
 from trainers.image.checkpoints import load_latest
 from trainers.image.config import load_config, to_toml
-from trainers.image.methods import ncsn_sigmas
+from trainers.image.methods import image_method
 from trainers.image.train import ema_decay_at, train
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -76,7 +76,7 @@ def test_loss_per_noise_level_is_logged_every_interval(tmp_path, method):
     if method == "ddpm":
         assert at == [0.5 + i for i in range(10)]                    # T = 10: one bin per t
     else:
-        assert at == pytest.approx(sorted(ncsn_sigmas(cfg).tolist()))
+        assert at == pytest.approx(sorted(image_method(cfg).noise_levels().tolist()))
 
 
 def test_preview_grids_use_the_configured_sampler_and_say_so(tmp_path):
