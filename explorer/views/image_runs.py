@@ -20,6 +20,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 from trainers.image.config import available_configs, resume_refusal, run_config_name
 
 from .. import runs
@@ -252,7 +253,7 @@ class ImageRunsView(QtWidgets.QWidget):
             return False
         run_dir = self._run_folder(config)
         resume = self.resume.isChecked()
-        if resume and runs.checkpoint_steps(run_dir):
+        if resume and run_files.checkpoint_steps(run_dir):
             refusal = resume_refusal(run_dir, config, overrides, RESUME_HINT)
             if refusal:                              # the chosen config is not the run's: say so, start nothing
                 self.show_error(refusal)
@@ -360,7 +361,7 @@ class ImageRunsView(QtWidgets.QWidget):
         if not self.steps and self.progress.maximum() <= 1:
             self.progress.setFormat("no step run")    # not "step 0 / 1"
         if end.stopped:
-            ckpts = runs.checkpoint_steps(end.run_dir)
+            ckpts = run_files.checkpoint_steps(end.run_dir)
             self.resume.setChecked(bool(ckpts))
             self.state_label.setText(
                 f"Stopped at step {self.last_step}. " +
@@ -405,7 +406,7 @@ class ImageRunsView(QtWidgets.QWidget):
         self.stats["lr"].setText(f"{rec.get('lr', 0):.2e}")
         self.stats["eta_s"].setText(runs.format_seconds(rec.get("eta_s")))
         self.stats["elapsed_s"].setText(runs.format_seconds(rec.get("elapsed_s")))
-        level = runs.level_curve(rec)
+        level = run_files.level_curve(rec)
         if level is not None:
             self.show_level_loss(*level)
 
@@ -465,7 +466,7 @@ class ImageRunsView(QtWidgets.QWidget):
     def _update_live_item(self) -> None:
         """The live run's line in the run list: running, its step and last loss."""
         if self.is_running():
-            self.browser.show_live_summary(runs.RunSummary(
+            self.browser.show_live_summary(run_files.RunSummary(
                 "running", self.last_step, self.losses[-1] if self.losses else None))
 
     def update_overlays(self, selected: list[Path]) -> None:
@@ -478,7 +479,7 @@ class ImageRunsView(QtWidgets.QWidget):
             self.plot.removeItem(item)
             self.legend.removeItem(item)
         for path in want:
-            steps, losses = runs.loss_curve(runs.read_log(path))
+            steps, losses = run_files.loss_curve(run_files.read_log(path))
             item = self.overlays.get(str(path))
             if item is None:
                 colour = OVERLAY_COLOURS[len(self.overlays) % len(OVERLAY_COLOURS)]
@@ -493,7 +494,7 @@ class ImageRunsView(QtWidgets.QWidget):
         for key in list(self.level_overlays):
             self.level_plot.removeItem(self.level_overlays.pop(key))
         for path in want:
-            level = next((c for c in map(runs.level_curve, reversed(runs.read_log(path))) if c), None)
+            level = next((c for c in map(run_files.level_curve, reversed(run_files.read_log(path))) if c), None)
             if level is None:
                 continue
             kind, at, loss = level

@@ -6,7 +6,7 @@ that evaluates the checkpoints not rated yet, one child process after another.
 Conventions: x is the checkpoint step; y the judge's mean top-class probability of the samples
 (solid) and their share with probability > 0.9 (dashed), both in [0, 1]; the horizontal lines
 are the same figures for the real digits (green, what good looks like) and for noise (grey).
-One kind of evaluation is drawn at a time (sampler, NFE and weights: ``runs.eval_kind``); lines of
+One kind of evaluation is drawn at a time (sampler, NFE and weights: ``run_files.eval_kind``); lines of
 one step (other seeds) are averaged. Bits/dim (DDPM runs) has its own small plot when present.
 No maths here: the figures are the CLI's, read by ``explorer.runs``.
 """
@@ -20,6 +20,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 from .. import runs
 from ..workers import process
@@ -74,7 +75,7 @@ class QualityPanel(QtWidgets.QGroupBox):
         super().__init__("Quality per checkpoint", parent)
         self.run: Path | None = None          # the viewed run
         self.records: list[dict] = []         # its eval.jsonl lines
-        self.curves: runs.QualityCurves | None = None
+        self.curves: run_files.QualityCurves | None = None
         self.seen_key: tuple | None = None    # eval.jsonl's (mtime, size) when last read
         self.rating_run: Path | None = None   # the run being rated and its checkpoints in turn
         self.rating_steps: list[int] = []
@@ -172,14 +173,14 @@ class QualityPanel(QtWidgets.QGroupBox):
 
     def reload_if_changed(self) -> None:
         """Re-read eval.jsonl when it changed since the last read (the panel's poll)."""
-        if self.run is not None and runs.file_key(layout.eval_path(self.run)) != self.seen_key:
+        if self.run is not None and run_files.file_key(layout.eval_path(self.run)) != self.seen_key:
             self.reload()
 
     def reload(self) -> None:
         """Re-read the viewed run's eval.jsonl and redraw, keeping the chosen kind if present."""
-        self.seen_key = runs.file_key(layout.eval_path(self.run)) if self.run else None
-        self.records = runs.read_evals(self.run) if self.run else []
-        kinds = runs.eval_kinds(self.records)
+        self.seen_key = run_files.file_key(layout.eval_path(self.run)) if self.run else None
+        self.records = run_files.read_evals(self.run) if self.run else []
+        kinds = run_files.eval_kinds(self.records)
         keep = self.kind.currentData()
         self.kind.blockSignals(True)
         self.kind.clear()
@@ -192,7 +193,7 @@ class QualityPanel(QtWidgets.QGroupBox):
 
     def draw(self) -> None:
         kind = self.kind.currentData()
-        self.curves = runs.quality_curves(self.records, kind) if kind else None
+        self.curves = run_files.quality_curves(self.records, kind) if kind else None
         c = self.curves
         for fig, curve in self.sample_curves.items():
             curve.setData(c.steps if c else [], c.samples[fig] if c else [])
@@ -237,10 +238,10 @@ class QualityPanel(QtWidgets.QGroupBox):
             return False
         sampler = self.rate_with.currentData()
         nfe = runs.sampler_nfe(sampler)
-        steps = runs.unrated_steps(self.run, sampler, nfe)
+        steps = run_files.unrated_steps(self.run, sampler, nfe)
         if not steps:
             self.status.setText(f"Every checkpoint is rated already ({self.rate_with.currentText()})."
-                                if runs.checkpoint_steps(self.run) else "This run has no checkpoints yet.")
+                                if run_files.checkpoint_steps(self.run) else "This run has no checkpoints yet.")
             return False
         self.rating_run, self.rating_steps = self.run, steps
         self.rating_times, self._begun_at = [], None

@@ -18,6 +18,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 from .. import runs
 from . import common
@@ -86,8 +87,8 @@ class RunBrowser(QtWidgets.QGroupBox):
     def __init__(self, runs_root: str | Path | None = None,
                  parent: QtWidgets.QWidget | None = None):
         super().__init__("Samples", parent)
-        self.grids: list[runs.Grid] = []
-        self.chain: runs.ChainFrames | None = None
+        self.grids: list[run_files.Grid] = []
+        self.chain: run_files.ChainFrames | None = None
         self.chain_key: tuple | None = None       # (path, mtime) of the loaded chain
         self.live_run: Path | None = None         # the run the owner is training now
         self.sampling = False                     # the owner is drawing a grid
@@ -117,7 +118,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.side_by_side_btn = common.tip(QtWidgets.QPushButton("Newest grids side by side"),
                                            TIP["side_by_side"])
         self.side_by_side_btn.setEnabled(False)
-        self.compared: list[tuple[Path, runs.Grid]] = []    # (run, its newest grid) shown side by side
+        self.compared: list[tuple[Path, run_files.Grid]] = []    # (run, its newest grid) shown side by side
         self._lay_out()
         self._connect()
 
@@ -178,9 +179,9 @@ class RunBrowser(QtWidgets.QGroupBox):
         selected = {p.resolve() for p in self.selected_runs()}
         self.run_list.blockSignals(True)
         self.run_list.clear()
-        for path in runs.list_runs(self.runs_root()):
+        for path in run_files.list_runs(self.runs_root()):
             live = self.live_run is not None and path.resolve() == self.live_run.resolve()
-            summary = runs.run_summary(path, live=live)
+            summary = run_files.run_summary(path, live=live)
             item = QtWidgets.QListWidgetItem(f"{path.name} — {summary.text()}")
             item.setData(PATH_ROLE, str(path))
             item.setToolTip(f"{path}\n{summary.text()}")
@@ -211,7 +212,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         """The run being trained now (listed as running), or None."""
         self.live_run = Path(run) if run is not None else None
 
-    def show_live_summary(self, summary: runs.RunSummary) -> None:
+    def show_live_summary(self, summary: run_files.RunSummary) -> None:
         """Update the live run's line in the list (no re-reading of its folder)."""
         if self.live_run is None:
             return
@@ -235,7 +236,7 @@ class RunBrowser(QtWidgets.QGroupBox):
             self.shown_run = run
             self.viewedRunChanged.emit(run)
         current = self.grids[self.grid_slider.value()].path if keep_grid and self.grids else None
-        self.grids = runs.list_grids(run) if run else []
+        self.grids = run_files.list_grids(run) if run else []
         self._fill_checkpoints(run)
         paths = [g.path.resolve() for g in self.grids]
         want = select_grid or current
@@ -248,13 +249,13 @@ class RunBrowser(QtWidgets.QGroupBox):
         self._show_grid(max(0, index))
         self._enable_sampling()
 
-    def show_side_by_side(self) -> list[tuple[Path, runs.Grid]]:
+    def show_side_by_side(self) -> list[tuple[Path, run_files.Grid]]:
         """Show the newest grid of each selected run that has one, next to each other (list order)."""
         order = {p: i for i, p in enumerate(Path(self.run_list.item(i).data(PATH_ROLE))
                                             for i in range(self.run_list.count()))}
         self.compared = []
         for run in sorted(self.selected_runs(), key=lambda p: order.get(p, 0)):
-            grids = runs.list_grids(run)
+            grids = run_files.list_grids(run)
             if grids:
                 self.compared.append((run, grids[-1]))
         if not self.compared:
@@ -263,15 +264,15 @@ class RunBrowser(QtWidgets.QGroupBox):
         self._set_chain(None)
         self.grid_label.setText("newest grids: " + " | ".join(f"{run.name} ({g.label})"
                                                                for run, g in self.compared))
-        self._show_image(runs.side_by_side([runs.read_image(g.path) for _, g in self.compared]))
+        self._show_image(runs.side_by_side([run_files.read_image(g.path) for _, g in self.compared]))
         return self.compared
 
-    def shown_grid(self) -> runs.Grid | None:
+    def shown_grid(self) -> run_files.Grid | None:
         return self.grids[self.grid_slider.value()] if self.grids else None
 
     def _fill_checkpoints(self, run: Path | None) -> None:
         self.ckpt.clear()
-        for step in runs.checkpoint_steps(run) if run else []:
+        for step in run_files.checkpoint_steps(run) if run else []:
             self.ckpt.addItem(str(step), step)
         self.ckpt.setCurrentIndex(self.ckpt.count() - 1)
 
@@ -284,12 +285,12 @@ class RunBrowser(QtWidgets.QGroupBox):
         grid = self.grids[index]
         self.grid_label.setText(f"{grid.label}  ({index + 1}/{len(self.grids)})")
         self._set_chain(grid.chain)
-        self._show_image(runs.read_image(grid.path))
+        self._show_image(run_files.read_image(grid.path))
 
     def _set_chain(self, path: Path | None) -> None:
         key = (path, path.stat().st_mtime_ns) if path else None    # re-sampling rewrites it
         if key != self.chain_key:
-            self.chain = runs.load_chain(path) if path else None
+            self.chain = run_files.load_chain(path) if path else None
             self.chain_key = key
         n = len(self.chain.grids) if self.chain else 0
         self.chain_slider.blockSignals(True)
@@ -344,7 +345,7 @@ class RunBrowser(QtWidgets.QGroupBox):
             # a training grid (EMA): draw the raw counterpart at the nearest checkpoint as set up
             self.weights.setCurrentIndex(self.weights.findData("raw"))
             return self.sample_from_checkpoint()
-        other = runs.counterpart(grid)
+        other = run_files.counterpart(grid)
         if other.is_file():
             self.show_run(select_grid=other.resolve())
             return True

@@ -5,7 +5,7 @@ run followed live through its ``progress.jsonl``.
 ``sys.executable``, never a thread: torch's thread count is process-wide and a long run must not
 share the GUI's interpreter). ``ChildQueue`` runs several such processes one after another
 (the tab's "Rate checkpoints"). ``ImageRun`` is a training process plus a timer that tails
-``RUN_DIR/progress.jsonl`` (``explorer.runs.ProgressTail`` reads only the new bytes; the event
+``RUN_DIR/progress.jsonl`` (``explorer.run_files.ProgressTail`` reads only the new bytes; the event
 names are ``trainers.image.progress``'s). Both report through signals carrying data; no widget
 here.
 """
@@ -21,6 +21,7 @@ from PySide6 import QtCore
 
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 from .. import runs
 
@@ -244,7 +245,7 @@ class ImageRun(QtCore.QObject):
         super().__init__(parent)
         self.child = ChildProcess(self)
         self.run_dir: Path | None = None
-        self.tail: runs.ProgressTail | None = None
+        self.tail: run_files.ProgressTail | None = None
         self.failure: str | None = None      # the message of this process's ``failed`` event
         self.poll_timer = QtCore.QTimer(self, interval=poll_ms)
         self.poll_timer.timeout.connect(self.poll)
@@ -262,7 +263,7 @@ class ImageRun(QtCore.QObject):
     def follow(self, run_dir: Path, skip_existing: bool = False) -> None:
         """Read ``run_dir``'s progress log from now on (``poll`` reads it)."""
         self.run_dir = Path(run_dir)
-        self.tail = runs.ProgressTail(layout.progress_path(self.run_dir), skip_existing)
+        self.tail = run_files.ProgressTail(layout.progress_path(self.run_dir), skip_existing)
         self.failure = None
 
     def poll(self) -> None:

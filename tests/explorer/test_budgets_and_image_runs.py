@@ -12,6 +12,8 @@ import pytest
 from PySide6 import QtWidgets
 
 from explorer import runs
+from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 TINY = ("train.log_every=5 train.sample_every=0 train.ckpt_every=10 train.n_grid=16 "
         "train.batch_size=32 model.ch=16 ddpm.T=100 train.warmup=10 train.n_steps=100000")
@@ -101,7 +103,7 @@ def _start_long_run(tab, out):
 def _records(out):
     from trainers.image.progress import read_records
 
-    return read_records(out / runs.PROGRESS)
+    return read_records(out / layout.PROGRESS)
 
 
 def test_the_close_dialog_offers_keep_running_and_stop_with_checkpoint(window, monkeypatch):
@@ -117,7 +119,7 @@ def test_the_close_dialog_offers_keep_running_and_stop_with_checkpoint(window, m
 def test_closing_the_window_stops_the_image_run_with_a_checkpoint(window, qtbot, tmp_path, monkeypatch):
     tab, out = window.views["image_runs"], tmp_path / "stop"
     _start_long_run(tab, out)
-    qtbot.waitUntil(lambda: bool(runs.checkpoint_steps(out)), timeout=90_000)
+    qtbot.waitUntil(lambda: bool(run_files.checkpoint_steps(out)), timeout=90_000)
     monkeypatch.setattr(tab, "ask_close_choice", lambda: "cancel")
     assert not window.close() and window.isVisible() and tab.is_running()      # Cancel keeps all open
     monkeypatch.setattr(tab, "ask_close_choice", lambda: "stop")
@@ -125,7 +127,7 @@ def test_closing_the_window_stops_the_image_run_with_a_checkpoint(window, qtbot,
     assert not tab.is_running()
     recs = _records(out)
     assert recs[-1]["event"] == "stopped"
-    assert runs.checkpoint_steps(out)[-1] == recs[-1]["step"]          # nothing lost
+    assert run_files.checkpoint_steps(out)[-1] == recs[-1]["step"]          # nothing lost
 
 
 def test_closing_the_window_can_leave_the_image_run_training(window, qtbot, tmp_path, monkeypatch):
@@ -141,7 +143,7 @@ def test_closing_the_window_can_leave_the_image_run_training(window, qtbot, tmp_
     qtbot.waitUntil(lambda: max(r["step"] for r in _records(out) if "loss" in r) > step + 10, timeout=60_000)
     os.kill(pid, signal.SIGTERM)                        # the user stops it later: it checkpoints
     qtbot.waitUntil(lambda: _records(out)[-1].get("event") == "stopped", timeout=60_000)
-    assert runs.checkpoint_steps(out)[-1] == _records(out)[-1]["step"]
+    assert run_files.checkpoint_steps(out)[-1] == _records(out)[-1]["step"]
     try:
         os.waitpid(pid, 0)                              # reap it (it was forked by this process)
     except ChildProcessError:

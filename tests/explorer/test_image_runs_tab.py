@@ -16,6 +16,7 @@ from explorer import runs
 from explorer.workers import process
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 TINY = ("train.log_every=5 train.sample_every=30 train.ckpt_every=15 train.n_grid=16 "
         "train.batch_size=32 model.ch=16 ddpm.T=100 train.warmup=10")
@@ -99,10 +100,10 @@ def test_stop_mid_run_then_resume_continues_from_the_checkpoint(qtbot, tab, tmp_
     out = tmp_path / "runs" / "long"
     start_run(tab, out, TINY.replace("train.ckpt_every=15", "train.ckpt_every=10")
               + " train.n_steps=5000 train.sample_every=0")
-    qtbot.waitUntil(lambda: bool(runs.checkpoint_steps(out)), timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: bool(run_files.checkpoint_steps(out)), timeout=RUN_TIMEOUT_MS)
     tab.stop_btn.click()
     wait_finished(qtbot, tab)
-    ckpt = runs.checkpoint_steps(out)[-1]
+    ckpt = run_files.checkpoint_steps(out)[-1]
     assert "Stopped" in tab.state_label.text() and f"checkpoint {ckpt}" in tab.state_label.text()
     assert tab.resume.isChecked() and tab.error.isHidden()
 
@@ -114,12 +115,12 @@ def test_stop_mid_run_then_resume_continues_from_the_checkpoint(qtbot, tab, tmp_
     assert tab.steps[-1] == ckpt + 10 and tab.steps == sorted(set(tab.steps))
     assert any(ckpt < s < ckpt + 10 for s in tab.steps)        # logged after the resume
     # the trainer checkpointed the step it was stopped at, so nothing was lost
-    stopped = [json.loads(l) for l in (out / runs.PROGRESS).read_text().splitlines() if '"stopped"' in l]
+    stopped = [json.loads(l) for l in (out / layout.PROGRESS).read_text().splitlines() if '"stopped"' in l]
     assert stopped and stopped[-1]["step"] == ckpt
-    starts = [json.loads(l) for l in (out / runs.PROGRESS).read_text().splitlines()
+    starts = [json.loads(l) for l in (out / layout.PROGRESS).read_text().splitlines()
               if '"start"' in l]
     assert starts[-1]["resumed_from"] == ckpt
-    assert runs.checkpoint_steps(out)[-1] == ckpt + 10
+    assert run_files.checkpoint_steps(out)[-1] == ckpt + 10
 
 
 def test_closing_the_tab_stops_its_training_process(qtbot, tab, tmp_path):
@@ -242,15 +243,15 @@ def test_sampler_combo_lists_every_registry_sampler(tab, tmp_path):
 
 
 def test_drawn_grids_of_hyphenated_samplers_are_listed(tmp_path):
-    grid, _ = runs.drawn_paths(tmp_path, 15, "pf-ode")
+    grid, _ = layout.drawn_paths(tmp_path, 15, "pf-ode")
     grid.parent.mkdir()
     grid.write_bytes(b"")
-    [g] = runs.list_grids(tmp_path)
+    [g] = run_files.list_grids(tmp_path)
     assert g.label == "checkpoint 15, pf-ode sampler, EMA weights"
-    raw, _ = runs.drawn_paths(tmp_path, 15, "pf-ode", "raw")
+    raw, _ = layout.drawn_paths(tmp_path, 15, "pf-ode", "raw")
     raw.write_bytes(b"")
-    assert raw.name == "ckpt_00000015-pf-ode.raw.png" and runs.counterpart(g) == raw
-    assert [(g.weights, g.sampler, g.label) for g in runs.list_grids(tmp_path)][1] == \
+    assert raw.name == "ckpt_00000015-pf-ode.raw.png" and run_files.counterpart(g) == raw
+    assert [(g.weights, g.sampler, g.label) for g in run_files.list_grids(tmp_path)][1] == \
         ("raw", "pf-ode", "checkpoint 15, pf-ode sampler, raw weights")
     args = runs.sample_args(tmp_path, 15, 9, "pf-ode", weights="raw")
     assert args[args.index("--weights") + 1] == "raw" and args[args.index("--out") + 1] == str(raw)
@@ -258,8 +259,8 @@ def test_drawn_grids_of_hyphenated_samplers_are_listed(tmp_path):
 
 # ---------------------------------------------------------------------------- progress tail
 def test_progress_tail_reads_only_whole_new_lines(tmp_path):
-    path = tmp_path / runs.PROGRESS
-    tail = runs.ProgressTail(path)
+    path = tmp_path / layout.PROGRESS
+    tail = run_files.ProgressTail(path)
     assert tail.poll() == ([], False)                         # no file yet
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     assert tail.poll() == ([{"step": 1, "loss": 2.0}], False)
@@ -270,8 +271,8 @@ def test_progress_tail_reads_only_whole_new_lines(tmp_path):
 
 
 def test_progress_tail_starts_over_when_the_trainer_rewrites_the_file(tmp_path):
-    path = tmp_path / runs.PROGRESS
-    tail = runs.ProgressTail(path)
+    path = tmp_path / layout.PROGRESS
+    tail = run_files.ProgressTail(path)
     path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (5, 10, 15)))
     assert len(tail.poll()[0]) == 3
     tmp = tmp_path / "rewrite.tmp"                            # resume: atomic rewrite
@@ -302,9 +303,9 @@ def test_a_process_that_cannot_start_is_reported(qtbot, tab, tmp_path):
 
 
 def test_progress_tail_notices_a_rewrite_to_the_same_size(tmp_path):
-    path = tmp_path / runs.PROGRESS
+    path = tmp_path / layout.PROGRESS
     path.write_text('{"step": 5, "loss": 1.0}\n')
-    tail = runs.ProgressTail(path, skip_existing=True)          # a fresh run's stale log
+    tail = run_files.ProgressTail(path, skip_existing=True)          # a fresh run's stale log
     assert tail.poll() == ([], False)
     with open(path, "r+") as f:                                 # truncated and rewritten in place
         f.write('{"event": "start", "step": 0}\n{"step": 5, "loss": 2.0}\n')
@@ -355,10 +356,10 @@ def test_two_runs_are_overlaid_and_the_list_shows_status_step_and_loss(qtbot, ta
 
 def test_a_run_without_a_closing_event_is_running_or_interrupted(tmp_path):
     run = _fake_run(tmp_path, "r", [1.0], None)
-    assert runs.run_summary(run).status == "running"                  # written just now
+    assert run_files.run_summary(run).status == "running"                  # written just now
     import time
-    assert runs.run_summary(run, now=time.time() + 3600).status == "interrupted"
-    assert runs.run_summary(run, now=time.time() + 3600, live=True).status == "running"
+    assert run_files.run_summary(run, now=time.time() + 3600).status == "interrupted"
+    assert run_files.run_summary(run, now=time.time() + 3600, live=True).status == "running"
 
 
 def test_the_loss_per_level_plot_follows_the_log_lines(tab):

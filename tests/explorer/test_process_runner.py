@@ -10,6 +10,7 @@ from explorer import runs
 from explorer.workers import process
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 TINY = ("train.log_every=5 train.sample_every=0 train.ckpt_every=10 train.n_grid=16 "
         "train.batch_size=32 model.ch=16 ddpm.T=100 train.warmup=10").split()
@@ -62,7 +63,7 @@ def test_a_tiny_run_delivers_its_progress_records_then_a_clean_finish(qtbot, ima
     recs = seen.records()
     assert [r["step"] for r in recs if "loss" in r and "event" not in r] == [5, 10]
     assert recs[0]["event"] == events.START and recs[-1]["event"] == events.DONE
-    assert recs == runs.read_log(out)              # every record once, in file order
+    assert recs == run_files.read_log(out)              # every record once, in file order
     assert seen.ended() == process.RunExit(out, 0, False, "")
     assert not image_run.is_running()
 

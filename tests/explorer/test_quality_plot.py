@@ -12,6 +12,7 @@ import pytest
 from explorer import runs
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 RATE_TIMEOUT_MS = 240_000
 # ddpm_digits shrunk to seconds: checkpoints at steps 2 and 4
@@ -103,7 +104,7 @@ def test_the_plot_holds_the_numbers_of_eval_jsonl(qtbot, make_tab, tmp_path):
     qtbot.waitUntil(lambda: _data(q.sample_curves["mean_confidence"])[0] == [100, 200, 300, 400],
                     timeout=10_000)
     assert _data(q.sample_curves["mean_confidence"])[1][-1] == pytest.approx(0.90)
-    assert [r["step"] for r in runs.read_evals(run)] == [100, 200, 200, 300, 200, 400]
+    assert [r["step"] for r in run_files.read_evals(run)] == [100, 200, 200, 300, 200, 400]
 
 
 def test_a_run_without_evaluations_draws_nothing(make_tab, tmp_path):
@@ -130,7 +131,7 @@ def tiny_run(tmp_path_factory) -> Path:
 def test_rate_checkpoints_evaluates_each_checkpoint_once_and_plots_it(qtbot, make_tab, tiny_run):
     tab = make_tab(tiny_run.parent)
     q = tab.quality
-    assert runs.checkpoint_steps(tiny_run) == [2, 4] and runs.unrated_steps(tiny_run) == [2, 4]
+    assert run_files.checkpoint_steps(tiny_run) == [2, 4] and run_files.unrated_steps(tiny_run) == [2, 4]
     q.n_samples.setValue(20)
     q.bpd_n.setValue(4)
     said = []
@@ -145,7 +146,7 @@ def test_rate_checkpoints_evaluates_each_checkpoint_once_and_plots_it(qtbot, mak
     assert said[1].startswith(f"Rating checkpoint 2 of 2 (step 4) of tiny {fast}; about ")
     assert said[1].endswith(" left …") and len(said) == 2             # an estimate from the first
     assert q.status.text().startswith("Rated every checkpoint.")
-    recs = runs.read_evals(tiny_run)
+    recs = run_files.read_evals(tiny_run)
     assert [r["step"] for r in recs] == [2, 4]
     assert all(r["judge"] == "digits" and r["n_samples"] == 20 and r["weights"] == "ema"
                and r["sampler"] == runs.FAST_SAMPLER and r["nfe"] == runs.FAST_NFE for r in recs)
@@ -156,7 +157,7 @@ def test_rate_checkpoints_evaluates_each_checkpoint_once_and_plots_it(qtbot, mak
         sum(r["reference"]["mean_confidence"] for r in recs) / 2)
     assert _data(q.bpd_curve) == ([2, 4], [r["bits_per_dim"] for r in recs])
     assert "evaluate --run" in tab.log.toPlainText()
-    assert runs.unrated_steps(tiny_run) == [] and runs.unrated_steps(tiny_run, "ddpm") == [2, 4]
+    assert run_files.unrated_steps(tiny_run) == [] and run_files.unrated_steps(tiny_run, "ddpm") == [2, 4]
     assert not q.rate() and q.status.text() == f"Every checkpoint is rated already (DDIM {runs.FAST_NFE} steps (fast))."
 
 

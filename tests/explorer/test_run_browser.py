@@ -12,6 +12,7 @@ from explorer import runs
 from explorer.views.run_browser import PATH_ROLE, RunBrowser, SampleRequest
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
 
 
 def fake_run(root: Path, name: str, losses: list[float], end: str | None, message: str = "",
@@ -86,10 +87,10 @@ def test_the_live_run_is_listed_as_running_and_its_line_follows_the_owner(browse
     browser.set_live_run(run)
     browser.refresh()
     assert browser.run_list.item(0).text() == "live — running, step 10, loss 1"
-    browser.show_live_summary(runs.RunSummary("running", 20, 0.5))
+    browser.show_live_summary(run_files.RunSummary("running", 20, 0.5))
     assert browser.run_list.item(0).text() == "live — running, step 20, loss 0.5"
     browser.set_live_run(None)
-    browser.show_live_summary(runs.RunSummary("running", 30, 0.25))    # no live run: unchanged
+    browser.show_live_summary(run_files.RunSummary("running", 30, 0.25))    # no live run: unchanged
     assert browser.run_list.item(0).text() == "live — running, step 20, loss 0.5"
 
 
