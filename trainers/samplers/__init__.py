@@ -41,3 +41,10 @@ __all__ = ["BLOWUP_NORM", "Cancelled", "DivergenceError", "SampleResult", "Sampl
            "sampler_schemas", "exact_prior_sample", "initial_particles", "prior_sample", "start_from",
            "start_level", "LangevinSampler", "AnnealedLangevinSampler", "DDPMSampler", "DDIMSampler",
            "PFODESampler", "PCSampler", "TimestepSampler"]
+
+# ... then every other module of this folder, by name: a new sampler file registers itself with no edit here
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
+    _importlib.import_module(f"{__name__}.{_module}")
