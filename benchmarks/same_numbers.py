@@ -465,6 +465,12 @@ def differences(new: dict, old: dict) -> list[str]:
     return lines
 
 
+def below_tolerance(new: dict, old: dict) -> dict:
+    """{key: relative difference} of the numbers that differ, but by less than the tolerance."""
+    return {k: abs(new[k] - v) / max(abs(v), 1e-300) for k, v in old.items()
+            if k in new and new[k] != v and _same(new[k], v) and isinstance(v, (int, float))}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--write", help="write the numbers to this golden JSON file (atomically)")
@@ -487,6 +493,11 @@ def main(argv=None) -> int:
             old = {k: v for k, v in old.items() if k.split("/")[0] in a.only}
         diff = differences(result["numbers"], old)
         print("\n".join(diff) if diff else f"same: {len(old)} numbers ({result['meta']})")
+        near = below_tolerance(result["numbers"], old)
+        if near:
+            key, rel = max(near.items(), key=lambda kv: kv[1])
+            print(f"note: {len(near)} numbers are not bit-identical but within the tolerance "
+                  f"(largest relative difference {rel:.2g}, at {key})")
         return 1 if diff else 0
     if not a.write:
         print(json.dumps(result, indent=1, sort_keys=True))
