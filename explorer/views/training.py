@@ -1,31 +1,34 @@
 """Training tab: model/objective settings, start/pause/reset, live loss and Fisher-divergence curves.
 
+The objective combo lists the registered training methods (trainers.methods.METHODS); the "Method
+parameters" rows are the chosen method's Params schema (parts.schema_form), the others' hidden. A
+parameter ToyConfig has no field for goes to ToyConfig.extra.
+
 Training runs in `explorer.workers.training.TrainWorker` (a QThread). Changing the density or any setting
 that changes the network or the loss while training stops the worker, discards the weights and
 starts a fresh run (a loss curve never mixes two problems); lr and batch changes likewise restart.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import objectives
+from trainers import fitting
+from trainers.fitting import ToyConfig
+from trainers.methods import METHODS
 
 from ..state import build_network
 from ..workers.training import TrainWorker
 from . import axes, common
+from .parts.schema_form import SchemaRows
 
 TIP = {
     "model": "MLP: the network outputs the score vector s_θ(x) (for DDPM: the noise ε_θ).\n"
              "EBM: the network outputs an energy f_θ(x); the score is −∇ₓf_θ by autograd (Z_θ drops out).",
-    "objective": "esm: exact score matching E[½‖s‖² + tr ∇s] (trace = 2 backward passes).\n"
-                 "ssm: sliced score matching E[½‖s‖² + vᵀ∇s v], v Rademacher (variance-reduced form).\n"
-                 "dsm: denoising score matching at one σ; fits the score of p_σ = p * N(0, σ²I).\n"
-                 "ncsn: multi-σ DSM, λ(σ) = σ², s_θ(x, σ) = net(x, emb log σ)/σ (NCSNv2 scaling).\n"
-                 "ddpm: ε-prediction, L_simple = E‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖².",
     "width": "Hidden units per layer of the MLP (SiLU activations).",
     "depth": "Number of hidden layers.",
     "lr": "Adam learning rate.",
@@ -35,15 +38,6 @@ TIP = {
               "Off (0): a fresh batch of the density every step, i.e. unlimited data.\n"
               "With small N and long training the model learns the empirical optimal score and its samples "
               "copy the training points (Score field tab: overlay and memorisation meter).",
-    "sigma": "DSM noise std σ: the model learns ∇log p_σ, p_σ = p * N(0, σ²I).",
-    "sigma_max": "NCSN σ₁, the largest noise level. 'auto': the smallest σ at which the sampler's Gaussian "
-                 "start N(m, C + σ²I) is within KL 1e-5 nats of the noised density p_σ (docs/math.md §10.1), "
-                 "computed for the density the model is trained on.",
-    "sigma_min": "NCSN σ_L, the smallest noise level.",
-    "n_levels": "NCSN L: number of geometric noise levels σ₁ > … > σ_L.",
-    "schedule": "DDPM β schedule. linear: β from 1e-4 to 0.02 (rescaled by 1000/T for small T); "
-                "cosine: Nichol & Dhariwal.",
-    "n_timesteps": "DDPM T, the number of diffusion steps (0-based t in the code, t+1 in labels).",
     "budget": "Steps each Start trains at most (0: no limit). Start again for as many more.",
     "plateau": "Also stop when the Fisher divergence E‖s_θ − ∇log p‖² has not improved on its best "
                "by 1 % for this many steps. With a fixed dataset of N points it watches the training loss "
@@ -52,6 +46,7 @@ TIP = {
                   "active (both would share the CPU) and resumes when it ends.\n"
                   "Ticked: training goes on beside the image run.",
 }
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(ToyConfig)}
 DEFAULT_BUDGET = 20_000      # steps per Start
 DEFAULT_PATIENCE = 3_000     # steps without a 1 % better Fisher divergence
 MAX_N_DATA = 10_000          # fixed training sets above this are as good as fresh data here (and cost memory)
@@ -91,10 +86,9 @@ class TrainingView(QtWidgets.QWidget):
         box, form = common.form_group("Model and objective")
         self.model_kind = field("model", common.combo([("mlp", "MLP score net"), ("ebm", "EBM (energy, s = −∇f)")],
                                                       tooltip=TIP["model"]))
-        short = {"esm": "exact SM", "ssm": "sliced SM", "dsm": "denoising SM (one σ)", "ncsn": "NCSN multi-σ",
-                 "ddpm": "DDPM ε-prediction"}
         self.objective = field("objective", common.combo(
-            [(k, f"{k} — {short.get(k, o.label)}") for k, o in objectives.OBJECTIVES.items()], tooltip=TIP["objective"]))
+            [(k, f"{k} — {m.short or m.title}") for k, m in METHODS.items()],
+            tooltip="\n".join(m.tip or f"{k}: {m.title}" for k, m in METHODS.items())))
         self.width_ = field("width", common.spin(8, 1024, 8, 8, tooltip=TIP["width"]))
         self.depth = field("depth", common.spin(1, 8, 1, tooltip=TIP["depth"]))
         self.lr = field("lr", common.spin(1e-5, 1e-1, 1e-3, 1e-4, 5, TIP["lr"], log=True))
@@ -110,20 +104,21 @@ class TrainingView(QtWidgets.QWidget):
         form.addRow("Fixed dataset of N points", self.n_data)
         side.addWidget(box)
 
-        box, form = common.form_group("Noise")
-        self.sigma = field("sigma", common.spin(0.001, 20.0, 0.3, 0.05, 3, TIP["sigma"]))
-        self.sigma_max = field("sigma_max", common.spin(0.0, 50.0, 1.0, 0.5, 3, TIP["sigma_max"]))
-        self.sigma_max.setSpecialValueText("auto (prior rule)")
-        self.sigma_min = field("sigma_min", common.spin(0.001, 5.0, 0.01, 0.01, 3, TIP["sigma_min"]))
-        self.n_levels = field("n_levels", common.spin(1, 50, 1, tooltip=TIP["n_levels"]))
-        self.schedule = field("schedule", common.combo([("linear", "linear β"), ("cosine", "cosine")],
-                                                       tooltip=TIP["schedule"]))
-        self.n_timesteps = field("n_timesteps", common.spin(10, 1000, 10, 10, tooltip=TIP["n_timesteps"]))
-        for label, w in (("DSM σ", self.sigma), ("σ₁ (max)", self.sigma_max), ("σ_L (min)", self.sigma_min),
-                         ("Levels L", self.n_levels), ("β schedule", self.schedule), ("Timesteps T", self.n_timesteps)):
-            form.addRow(label, w)
+        # each method's parameters, from its Params schema; only the chosen method's rows are shown
+        box, form = common.form_group("Method parameters")
+        self.method_rows: dict[str, SchemaRows] = {}
+        for name, m in METHODS.items():
+            rows = self.method_rows[name] = SchemaRows(form, m.Params, parent=self)
+            rows.binding.changed.connect(lambda field_name, value, name=name: self._param_changed(name, field_name, value))
+        # NCSN's σ₁ = 0 is "by the prior rule" (ToyConfig keeps 0 for it)
+        sigma_max = self.method_rows["ncsn"].widgets.get("sigma_max") if "ncsn" in self.method_rows else None
+        if sigma_max is not None:
+            sigma_max.setSpecialValueText("auto (prior rule)")
+        self.no_params = QtWidgets.QLabel("(none)")
+        form.addRow(self.no_params)
         side.addWidget(box)
         self.settings_form.load(s)
+        self._load_method_rows()
 
         box, form = common.form_group("Run")
         self.start_btn = QtWidgets.QPushButton("Start")
@@ -198,25 +193,43 @@ class TrainingView(QtWidgets.QWidget):
         self._redraw_timer = QtCore.QTimer(self)
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.timeout.connect(self._redraw_loss)
-        self._show_noise_rows()
-        self._show_level_plot(s.objective)
+        self._show_method_rows()
+        self._show_level_plot(s)
 
     # ------------------------------------------------------------------ settings
     def _settings_from_widgets(self, *_):
         self.state.update_train(**self.settings_form.values())
 
-    def _show_noise_rows(self):
+    def _param_changed(self, method: str, name: str, value):
+        """A method parameter edited in its form: a ToyConfig field of that name, else extra[name]."""
+        if method != self.state.train.objective:
+            return
+        if name in _CONFIG_FIELDS:
+            self.state.update_train(**{name: value})
+        else:
+            self.state.update_train(extra={**self.state.train.extra, name: value})
+
+    def _load_method_rows(self):
+        """Show the settings' values in the chosen method's rows (its fields, else its extra values)."""
+        train = self.state.train
+        rows = self.method_rows.get(train.objective)
+        if rows is not None:
+            rows.load({s.name: getattr(train, s.name) if s.name in _CONFIG_FIELDS else train.extra.get(s.name, s.default)
+                       for s in rows.specs})
+
+    def _show_method_rows(self):
         obj = self.state.train.objective
-        show = {"sigma": obj == "dsm", "sigma_max": obj == "ncsn", "sigma_min": obj == "ncsn",
-                "n_levels": obj == "ncsn", "schedule": obj == "ddpm", "n_timesteps": obj == "ddpm"}
-        for key, on in show.items():
-            self.settings_form.widgets[key].setEnabled(on)
+        for name, rows in self.method_rows.items():
+            rows.set_visible(name == obj)
+        rows = self.method_rows.get(obj)
+        self.no_params.setVisible(rows is None or not rows.specs)
 
     def _on_settings_changed(self):
         self.settings_form.load(self.state.train)
-        self._show_noise_rows()
+        self._load_method_rows()
+        self._show_method_rows()
         if not self.is_running():
-            self._show_level_plot(self.state.train.objective)
+            self._show_level_plot(self.state.train)
         if self.is_running():
             self.restart("settings changed")
 
@@ -261,7 +274,7 @@ class TrainingView(QtWidgets.QWidget):
         w.finished.connect(self._on_finished)
         self._trained_density = s.density
         self._worker_settings = w.settings
-        self._show_level_plot(w.settings.objective)
+        self._show_level_plot(w.settings)
         self.failure = self.stop_reason = ""
         self.worker = w
         self._held = False
@@ -351,8 +364,7 @@ class TrainingView(QtWidgets.QWidget):
         if d.get("level_curve") is not None:
             x, y = d["level_curve"]
             self._level_x, self._level_y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-            if self._worker_settings.objective == "ddpm":
-                self._level_x = self._level_x + 1          # 0-based t in the code, t = 1 … T in labels
+            self._level_x = self._level_x + self._level_offset     # 0-based t in the code, t = 1 … T in labels
         if not self._redraw_timer.isActive():
             self._redraw_timer.start(100)     # at most ~10 curve redraws a second
         step = int(d["steps"][-1])
@@ -444,10 +456,12 @@ class TrainingView(QtWidgets.QWidget):
         running mean loss), the bins seen so far; empty for objectives without levels."""
         return self._level_x.copy(), self._level_y.copy()
 
-    def _show_level_plot(self, objective: str):
-        """Show the per-level plot (third row) for NCSN and DDPM, remove it for the others."""
+    def _show_level_plot(self, settings: ToyConfig):
+        """Show the per-level plot (third row) for a method with loss bins (NCSN, DDPM), remove it for
+        the others; its axis as the method's bins say (Method.loss_bins)."""
         shown = self.level_plot in self.plots.ci.items
-        want = objective in ("ncsn", "ddpm")
+        bins = fitting.method_for(settings).loss_bins()
+        want = bins is not None
         if want and not shown:
             self.plots.ci.addItem(self.level_plot, row=2, col=0)
             self.plots.ci.layout.setRowStretchFactor(0, 2)
@@ -455,10 +469,10 @@ class TrainingView(QtWidgets.QWidget):
             self.plots.ci.layout.setRowStretchFactor(2, 1)
         elif not want and shown:
             self.plots.ci.removeItem(self.level_plot)
+        self._level_offset = bins.offset if want else 0.0
         if want:
-            ncsn = objective == "ncsn"
-            self.level_plot.setLogMode(x=ncsn, y=False)
-            self.level_plot.setLabel("bottom", "noise level σ (log scale)" if ncsn else "timestep t (1 … T)")
+            self.level_plot.setLogMode(x=bins.log, y=False)
+            self.level_plot.setLabel("bottom", bins.axis)
 
     def export_target(self):
         return self.plots
