@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from .. import fitting
-from ..samplers import build_sampler
+from ..samplers import Cancelled, build_sampler
 from ..score_models import ClosedFormScore
 
 NEAR_FACTOR = 2.0     # c: a sample within c·σ_min of a training point counts as a copy (a 2D N(x_n, σ_min²I)
@@ -128,12 +128,16 @@ def measure(model: torch.nn.Module, cfg: fitting.ToyConfig, density, points: tor
     gen = torch.Generator().manual_seed(seed)
     x = fitting.initial_for(sampler, n, sampler.default_init, density.plot_bounds(), gen)
     every = max(1, sampler.n_steps // 50)
-    for k in range(sampler.n_steps):
-        if cancelled():
-            return None
-        x = sampler.step(x, k, gen).x.detach()
-        if progress and (k + 1) % every == 0:
-            progress((k + 1) / sampler.n_steps, f"{sampler.title}: step {k + 1}/{sampler.n_steps}")
+
+    def report(info: dict):
+        k = info["k"]
+        if progress and k % every == 0:
+            progress(k / sampler.n_steps, f"{sampler.title}: step {k}/{sampler.n_steps}")
+
+    try:
+        x = sampler.run(x, gen, progress=report, cancelled=cancelled).x
+    except Cancelled:
+        return None
     fresh = density.sample(n, gen)
     points = torch.as_tensor(points, dtype=torch.float32)
     return Measurement(x, fresh, points, sampler.title, score.sigma_min,

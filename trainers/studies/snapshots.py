@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import fitting
+from ..samplers import Cancelled
 from .learned_density import LearnedDensity, compute_learned_density
 from .score_field import score_field
 
@@ -83,12 +84,15 @@ def snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, b
     sampler = fitting.make_sampler(name, cfg, model, density, **SAMPLER_OVERRIDES.get(name, {}))
     gen = torch.Generator().manual_seed(seed)
     x = fitting.initial_for(sampler, n_particles, generator=gen)
-    for k in range(sampler.n_steps):
-        if cancelled():
-            return None
-        x = sampler.step(x, k, gen).x
-        if k % 20 == 0:
-            progress(DENSITY_DONE + (1 - DENSITY_DONE) * (k + 1) / sampler.n_steps, "samples")
+
+    def report(info: dict):
+        if (info["k"] - 1) % 20 == 0:          # after steps 1, 21, 41, …
+            progress(DENSITY_DONE + (1 - DENSITY_DONE) * info["k"] / sampler.n_steps, "samples")
+
+    try:
+        x = sampler.run(x, gen, progress=report, cancelled=cancelled).x
+    except Cancelled:
+        return None
     progress(1.0, "samples")
     return SnapshotPictures(
         step=int(step), bounds=tuple(bounds), level_label=level.label, points=field.points,
