@@ -1,9 +1,11 @@
 """Main window: one tab per view, menus, shortcuts, status bar, export and sessions.
 
-Tabs are registered in `MainWindow.VIEWS` (a class that takes the AppState); adding a tab (e.g.
-the image-trainer tab) is one entry there. A view may define `export_target()` (the widget an
-export grabs) and `title`; every view has `shutdown()`, which ends its threads, timers and processes
-when the window closes.
+Tabs are registered in `MainWindow.VIEWS` (key, a class that takes the AppState): Density, Training,
+Score field, Samplers, Sampler lab, Image runs, Experiments, Learned density and History; adding a tab
+is one entry there. A view draws and hands its computations to trainers (trainers.studies, the method
+and sampler registries) through the threads in explorer.workers. A view may define `export_target()`
+(the widget an export grabs) and `title`; every view has `shutdown()`, which ends its threads, timers
+and processes when the window closes.
 """
 from __future__ import annotations
 
