@@ -110,3 +110,56 @@ def test_stale_signals_from_a_retired_training_worker_are_ignored(window, qtbot,
     assert not any("stale" in m or "Training stopped" in m for m in messages), messages
     assert tv.worker is new and tv.is_running() and tv.start_btn.text() == "Pause"
     tv.stop()
+
+
+def test_the_objective_combo_and_method_rows_come_from_the_methods_registry(window):
+    from trainers.methods import METHODS
+
+    tv = window.views["training"]
+    combo = [tv.objective.itemData(i) for i in range(tv.objective.count())]
+    assert combo == list(METHODS)
+    assert tv.objective.itemText(combo.index("ncsn")) == "ncsn — " + METHODS["ncsn"].short
+    window.state.update_train(objective="ddpm")
+    rows = tv.method_rows["ddpm"]
+    assert [s.name for s in rows.specs] == ["schedule", "n_timesteps", "ddpm_weighting", "ddpm_variance"]
+    assert all(not tv.method_rows[n].layout.isRowVisible(w) for n in ("ncsn", "dsm")
+               for w in tv.method_rows[n].widgets.values())
+    assert all(rows.layout.isRowVisible(w) for w in rows.widgets.values())
+    rows.binding.set("n_timesteps", 300)                                  # as a user would
+    assert window.state.train.n_timesteps == 300
+    rows.binding.set("ddpm_weighting", "elbo")
+    assert window.state.train.ddpm_weighting == "elbo"
+    window.state.update_train(objective="esm")
+    assert tv.no_params.isVisibleTo(tv)
+
+
+def test_a_new_method_gets_a_combo_entry_and_its_own_rows(qtbot, state):
+    """A method registered in one place (a parameter ToyConfig lacks: kept in ToyConfig.extra)."""
+    from dataclasses import dataclass
+
+    from explorer.views.training import TrainingView
+    from trainers.methods import DSM, METHODS, register_method
+    from trainers.schema import option
+
+    @register_method
+    class WeightedDSM(DSM):
+        name, short = "wdsm", "weighted DSM"
+
+        @dataclass
+        class Params:
+            sigma: float = option(0.1, "DSM σ", "noise std σ", lo=0.001, hi=20.0)
+            weight_power: float = option(2.0, "Weight power p", "λ(σ) = σ^p", lo=0.0, hi=4.0, step=0.5)
+    try:
+        tv = TrainingView(state)
+        qtbot.addWidget(tv)
+        assert tv.objective.findData("wdsm") >= 0
+        tv.objective.setCurrentIndex(tv.objective.findData("wdsm"))
+        assert state.train.objective == "wdsm"
+        rows = tv.method_rows["wdsm"]
+        assert rows.binding.value("weight_power") == 2.0 and rows.binding.value("sigma") == state.train.sigma
+        rows.binding.set("weight_power", 1.0)
+        assert state.train.extra == {"weight_power": 1.0}
+        assert state.train.params().weight_power == 1.0
+        tv.stop()
+    finally:
+        del METHODS["wdsm"]

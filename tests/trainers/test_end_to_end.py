@@ -7,7 +7,7 @@ that of a second, independent exact sample of the same size, plus TOLERANCE. Bot
 import pytest
 import torch
 
-from trainers.fitting import initial_for, make_sampler, natural_sampler
+from trainers.fitting import initial_for, make_sampler, method_for
 from trainers.metrics import energy_distance
 
 N = 4000
@@ -20,7 +20,7 @@ TOLERANCE = 0.003      # in the units of the data (the densities span about ±4)
 def test_trained_model_samples_match_the_density(trained_toy, density_name, objective):
     cfg, model, density, losses = trained_toy(density_name, objective)
     assert sum(losses[-200:]) / 200 < sum(losses[:200]) / 200
-    name = natural_sampler(cfg)
+    name = method_for(cfg).natural_sampler
     sampler = make_sampler(name, cfg, model, density)
     g = torch.Generator().manual_seed(1)
     x0 = initial_for(sampler, N, "gaussian" if name == "ddpm" else "uniform", density.plot_bounds(), g)

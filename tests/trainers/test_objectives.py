@@ -1,4 +1,6 @@
-"""Score-matching objectives: closed forms, mutual agreement up to constants, and their optima."""
+"""Training methods (trainers.methods): the losses' closed forms, mutual agreement up to constants,
+their optima; the registry and what each method class says (levels, bins, score models, advice)."""
+import dataclasses
 import math
 
 import pytest
@@ -6,11 +8,11 @@ import torch
 from torch import nn
 
 from trainers.densities import preset
-from trainers.fitting import ToyConfig, train
+from trainers.fitting import ToyConfig, method_for, train
+from trainers.methods import METHODS, ddpm_elbo_weights, ddpm_loss, dsm_loss, esm_loss, method_class, ncsn_loss, \
+    ssm_loss
 from trainers.metrics import fisher_divergence
 from trainers.nets import EBM, EnergyMLP, ScoreMLP, build_model
-from trainers.objectives import OBJECTIVES, ddpm_elbo_weights, ddpm_loss, dsm_loss, esm_loss, make_objective, \
-    ncsn_loss, ssm_loss
 from trainers.schedules import DDPMSchedule, geometric_sigmas
 
 
@@ -212,12 +214,11 @@ def test_ebm_score_is_minus_energy_gradient_and_trains():
     # the score of an EBM is conservative: its Jacobian is symmetric
     J = torch.autograd.functional.jacobian(lambda y: ebm(y[None])[0], torch.tensor([0.3, -0.2]))
     torch.testing.assert_close(J, J.T, atol=1e-5, rtol=1e-5)
-    # every objective backpropagates through the EBM's autograd score
-    for name, spec in OBJECTIVES.items():
-        model = build_model("ebm", spec.cond, 16, 2, 100)
-        params = {"sigma": 0.3, "sigmas": geometric_sigmas(2, 0.1, 3), "schedule": DDPMSchedule.linear(100)}
-        obj = make_objective(name, **{k: params[k] for k in spec.needs})
-        loss = obj(model, torch.randn(32, 2), torch.Generator().manual_seed(0))
+    # every method's loss backpropagates through the EBM's autograd score
+    for name, cls in METHODS.items():
+        model = build_model("ebm", cls.cond, 16, 2, 100)
+        method = method_for(ToyConfig(objective=name, sigma=0.3, sigma_max=2, sigma_min=0.1, n_levels=3, n_timesteps=100))
+        loss = method.loss(model, torch.randn(32, 2), torch.Generator().manual_seed(0))
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         # the energy's output bias cannot change a score, so it alone may get no gradient
@@ -236,10 +237,121 @@ def test_conditioned_nets_depend_on_their_condition():
         ncsn(x)
 
 
-def test_make_objective_validates():
+def test_the_registry_names_each_method_once_and_checks_its_parameters():
+    assert list(METHODS)[:5] == ["esm", "ssm", "dsm", "ncsn", "ddpm"]
     with pytest.raises(ValueError, match="unknown objective"):
-        make_objective("nope")
-    with pytest.raises(ValueError, match="needs sigma"):
-        make_objective("dsm")
-    assert make_objective("ncsn", sigmas=torch.ones(2)).cond == "sigma"
-    assert math.isfinite(float(make_objective("esm")(ScoreMLP(16, 1), torch.randn(8, 2)).detach()))
+        method_class("nope")
+    with pytest.raises(ValueError, match="unknown objective"):
+        ToyConfig(objective="nope")
+    with pytest.raises(ValueError, match="sigma_min"):
+        ToyConfig(objective="ncsn", sigma_min=50.0)                 # outside NCSN's schema range
+    with pytest.raises(ValueError, match="schedule"):
+        ToyConfig(objective="ddpm", schedule="quadratic")
+    with pytest.raises(ValueError, match="no registered method"):
+        ToyConfig(extra={"not_a_parameter": 1})
+    assert ToyConfig(objective="ncsn").cond == "sigma" and ToyConfig(objective="ddpm").cond == "time"
+    assert math.isfinite(float(method_for(ToyConfig(objective="esm")).loss(ScoreMLP(16, 1), torch.randn(8, 2)).detach()))
+
+
+def test_toy_config_defaults_are_the_methods_parameter_defaults():
+    """ToyConfig keeps every built-in method's parameters flat: the same names and defaults."""
+    cfg = ToyConfig()
+    for name, cls in METHODS.items():
+        for f in dataclasses.fields(cls.Params):
+            assert getattr(cfg, f.name) == f.default, (name, f.name)
+
+
+def test_terms_average_to_the_loss_with_the_same_draws():
+    x = preset("two_gaussians").sample(64, torch.Generator().manual_seed(0))
+    for name, cls in METHODS.items():
+        cfg = ToyConfig(objective=name, sigma_max=3.0, n_levels=4, n_timesteps=50)
+        method, net = method_for(cfg), build_model("mlp", cls.cond, 16, 2, 50)
+        loss = method.loss(net, x, torch.Generator().manual_seed(1))
+        terms, levels = method.terms(net, x, torch.Generator().manual_seed(1))
+        torch.testing.assert_close(terms.mean(), loss)
+        bins = method.loss_bins()
+        assert (levels is None) == (bins is None), name
+        if levels is not None:
+            assert len(terms) == len(x) and len(levels) == len(x)
+            idx = bins.index(levels)
+            assert idx.min() >= 0 and idx.max() < len(bins.centres)
+
+
+def test_each_method_says_its_levels_target_and_advice():
+    d = preset("two_gaussians")
+    ncsn = method_for(ToyConfig(objective="ncsn", sigma_max=2.0, sigma_min=0.1, n_levels=3))
+    assert [round(lev.sigma, 4) for lev in ncsn.levels()] == [0.1, 0.4472, 2.0]       # least noisy first
+    assert ncsn.loss_bins().centres == pytest.approx([0.1, 0.4472, 2.0], rel=1e-4)
+    assert ncsn.natural_sampler == "annealed" and ncsn.sampler_defaults("annealed").n_levels == 3
+    assert ncsn.divergence_advice() == "raise σ_L (min) (now 0.1)"
+    ddpm = method_for(ToyConfig(objective="ddpm", n_timesteps=40))
+    assert [lev.t for lev in ddpm.levels()] == list(range(40)) and ddpm.natural_sampler == "ddpm"
+    assert ddpm.loss_bins().centres == pytest.approx([1.0 + 2 * i for i in range(20)])
+    torch.testing.assert_close(ddpm.target_density(d, 39).covariance(), torch.eye(2, dtype=torch.float64),
+                               atol=0.05, rtol=0)                                        # q(x_T): nearly N(0, I)
+    assert ddpm.divergence_advice() == ""
+    dsm = method_for(ToyConfig(objective="dsm", sigma=0.3))
+    assert dsm.levels()[0].sigma == 0.3 and dsm.evaluation_levels() == [0.3]
+    assert dsm.target_density(d, 0.0).covariance().trace() == pytest.approx(d.noised(0.3).covariance().trace())
+    assert dsm.divergence_advice() == "raise DSM σ (now 0.3)" and dsm.loss_bins() is None
+    esm = method_for(ToyConfig(objective="esm"))
+    assert esm.target_density(d, 0.0) is d and esm.levels()[0].label == "σ = 0 (the data density)"
+
+
+def test_the_score_field_of_a_method_is_its_score_models():
+    """Method.score_field: the network through its ScoreModel; for DDPM −ε_θ/√(1−ᾱ_t) at timestep t."""
+    torch.manual_seed(0)
+    x = torch.randn(50, 2)
+    ddpm = method_for(ToyConfig(objective="ddpm", n_timesteps=30))
+    net = build_model("mlp", "time", 16, 2, 30).eval()
+    sch = ddpm.schedule()
+    t = torch.full((50,), 7, dtype=torch.long)
+    with torch.no_grad():
+        expected = -net(x, t) / sch.sqrt_one_minus_alpha_bars[7]
+    torch.testing.assert_close(ddpm.score_field(ddpm.score_model(net), 7)(x), expected, rtol=1e-5, atol=1e-5)
+    dsm = method_for(ToyConfig(objective="dsm", sigma=0.2))
+    net = build_model("mlp", None, 16, 2).eval()
+    sm = dsm.score_model(net)
+    assert sm.sigma_min == sm.sigma_max == 0.2
+    with torch.no_grad():
+        torch.testing.assert_close(dsm.score_field(sm, 0.2)(x), net(x))
+
+
+@pytest.fixture
+def weighted_dsm():
+    """A new method declared in one place (as a new file would): DSM at a fixed σ with the weight
+    λ = σ^p and its own parameter p, which ToyConfig has no field for."""
+    from dataclasses import dataclass
+
+    from trainers.methods import DSM, register_method
+    from trainers.schema import option
+
+    @register_method
+    class WeightedDSM(DSM):
+        name, title, short = "wdsm", "DSM with weight σ^p", "weighted DSM"
+
+        @dataclass
+        class Params:
+            sigma: float = option(0.1, "DSM σ", "noise std σ", lo=0.001, hi=20.0)
+            weight_power: float = option(2.0, "Weight power p", "λ(σ) = σ^p", lo=0.0, hi=4.0)
+
+        def loss(self, net, x, generator=None):
+            return self.params.sigma ** self.params.weight_power * dsm_loss(net, x, self.params.sigma, generator)
+    yield WeightedDSM
+    del METHODS["wdsm"]
+
+
+def test_a_method_declared_in_one_place_trains_from_the_cli_and_keeps_its_parameter(weighted_dsm, tmp_path):
+    from trainers import toy
+    from trainers.fitting import load_checkpoint
+
+    out = tmp_path / "w.pt"
+    assert toy.main(["train", "--density", "two_gaussians", "--objective", "wdsm", "--weight-power", "1.5",
+                     "--sigma", "0.4", "--steps", "20", "--batch", "64", "--width", "16", "--out", str(out)]) == 0
+    _, cfg, _, _ = load_checkpoint(out)
+    assert cfg.objective == "wdsm" and cfg.extra == {"weight_power": 1.5} and cfg.sigma == 0.4
+    method = method_for(cfg)
+    assert isinstance(method, weighted_dsm) and method.params.weight_power == 1.5
+    with pytest.raises(ValueError, match="weight_power"):
+        ToyConfig(objective="wdsm", extra={"weight_power": 9.0})
+    assert toy.main(["evaluate", "--ckpt", str(out), "--density", "two_gaussians", "--n", "64", "--json"]) == 0

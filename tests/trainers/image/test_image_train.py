@@ -128,3 +128,24 @@ def test_evaluate_without_fid_library_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(evaluate.importlib.util, "find_spec", lambda name: None)
     backend, why = evaluate.fid_backend()
     assert backend is None and "torch-fidelity" in why
+
+
+def test_an_image_run_binds_to_the_same_method_classes_as_the_2d_explorer():
+    from trainers.image.methods import image_method
+    from trainers.methods import DDPM, NCSN
+    from trainers.schedules import DDPMSchedule, geometric_sigmas
+
+    cfg = tiny("ncsn", **{"ncsn.sigma_max": 2.0, "ncsn.n_levels": 5, "ncsn.eps": 3e-5, "ncsn.steps_per_level": 7})
+    m = image_method(cfg)
+    assert type(m) is NCSN and not m.params.ncsn_continuous                  # images: the L levels only
+    torch.testing.assert_close(m.noise_levels(), geometric_sigmas(2.0, cfg.ncsn.sigma_min, 5))
+    o = m.sampler_defaults("annealed")
+    assert (o.eps, o.steps, o.n_levels, o.final_denoise, o.clip_denoised) == (3e-5, 7, 5, cfg.ncsn.final_denoise, 1.0)
+    assert m.sampler_defaults("langevin").eps is None                        # the section's ε is annealed's
+    assert m.natural_sampler == "annealed" and m.uniform_start == ("annealed",)
+    assert m.score_model(lambda x, c: x).levels is not None                  # trained on its levels only
+    cfg = tiny("ddpm", **{"ddpm.T": 50, "ddpm.beta_end": 0.05, "ddpm.loss_weighting": "elbo"})
+    m = image_method(cfg)
+    assert type(m) is DDPM and m.params.ddpm_weighting == "elbo" and m.level_name == "t"
+    torch.testing.assert_close(m.schedule().betas, DDPMSchedule.linear(50, cfg.ddpm.beta_start, 0.05).betas)
+    assert m.sampler_defaults("ddpm").variance == cfg.ddpm.sample_variance and m.uniform_start == ()
