@@ -16,10 +16,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from trainers import fitting
 from trainers import grid
 from trainers.studies import memorisation
-from trainers.studies.score_field import empirical_field, error_map, score_field
+from trainers.studies.score_field import Level, empirical_field, error_map, levels, score_field, training_points
 
 from ..workers.job import JobWorker
 from . import axes, common
@@ -38,7 +37,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self._levels: list[fitting.Level] = []
+        self._levels: list[Level] = []
         self._grid = None            # (points (n*n,2) ndarray, true (n*n,2), learned or None)
         self.empirical: np.ndarray | None = None    # empirical optimal score on the grid, when overlaid
         self.worker: JobWorker | None = None
@@ -182,14 +181,14 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         return self.state.model_settings or self.state.train
 
     def _on_model(self):
-        levels = fitting.levels_of(self._settings(), density=self.state.model_density or self.state.density)
-        if [lv.label for lv in levels] != [lv.label for lv in self._levels]:
+        stops = levels(self._settings(), density=self.state.model_density or self.state.density)
+        if [lv.label for lv in stops] != [lv.label for lv in self._levels]:
             old = self.level.value()
-            self._levels = levels
+            self._levels = stops
             self.level.blockSignals(True)
-            self.level.setRange(0, len(levels) - 1)
-            self.level.setValue(min(old, len(levels) - 1))
-            self.level.setEnabled(len(levels) > 1)
+            self.level.setRange(0, len(stops) - 1)
+            self.level.setValue(min(old, len(stops) - 1))
+            self.level.setEnabled(len(stops) > 1)
             self.level.blockSignals(False)
         if not self.is_running():
             self._idle()
@@ -208,7 +207,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         if self._dirty:
             self.recompute()
 
-    def current_level(self) -> fitting.Level:
+    def current_level(self) -> Level:
         return self._levels[self.level.value()]
 
     def set_level(self, i: int):
@@ -332,7 +331,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         s = self.state
         for cfg, density in ((s.model_settings, s.model_density), (s.train, s.density)):
             if cfg is not None and cfg.n_data:
-                return fitting.training_data(cfg, density or s.density)[1]
+                return training_points(cfg, density or s.density)
         return None
 
     def _compute_empirical(self, settings, lev, pts):

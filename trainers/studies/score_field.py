@@ -18,6 +18,20 @@ from .. import grid
 from . import memorisation
 
 
+Level = fitting.Level      # one noise level a model has a score for (label, σ or t)
+
+
+def levels(cfg: fitting.ToyConfig, density=None) -> list[Level]:
+    """The levels a model trained with cfg (on `density`: an automatic σ₁ is its) has a score for,
+    least noisy first: the slider's stops."""
+    return fitting.levels_of(cfg, density=density)
+
+
+def training_points(cfg: fitting.ToyConfig, density) -> torch.Tensor | None:
+    """The fixed training set cfg draws from `density` ((N, 2)), None when it trains on fresh data."""
+    return fitting.training_data(cfg, density)[1]
+
+
 @dataclass
 class ScoreField:
     """Both fields at one level on the arrow grid."""
