@@ -35,8 +35,8 @@ from typing import Callable
 import torch
 
 from ..densities import GaussianMixture, preset
-from ..fitting import (ToyConfig, build_model_and_objective, ddpm_schedule, initial_for, make_sampler,
-                      natural_sampler, score_model, train, training_data, training_steps)
+from ..fitting import (ToyConfig, build_model_and_method, build_network, initial_for, make_sampler, method_for,
+                      score_model, train, training_data, training_steps)
 from ..metrics import (ddpm_elbo_nats, energy_distance, fisher_divergence, mean_pairwise_distance,
                       mode_weight_error, mode_weights)
 from ..samplers import SamplerOptions, build_sampler, initial_particles
@@ -241,7 +241,7 @@ def _net(cfg: ToyConfig, density: GaussianMixture, control: bool, progress: Prog
          label: str = "training"):
     """cfg's trained network, or with control its untrained initial network (same seed, no step taken)."""
     if control:
-        model, _ = build_model_and_objective(cfg, density)
+        model = build_network(cfg)
         return model.eval()
     return _train(cfg, density, progress, lo, hi, label)[0]
 
@@ -492,7 +492,7 @@ def _ddpm_forward_reverse(p, seed, control, progress):
     d = _density(p["density"])
     cfg = ToyConfig(density=p["density"], objective="ddpm", steps=p["steps"], width=p["width"], batch=p["batch"],
                     seed=seed, n_timesteps=p["n_timesteps"])
-    sched = ddpm_schedule(cfg)
+    sched = method_for(cfg).schedule()
     g = torch.Generator().manual_seed(seed + 3)
     figures = {}
     ts = sorted({min(sched.T - 1, max(0, round(f * sched.T) - 1)) for f in (0.001, 0.1, 0.25, 0.5, 0.75, 1.0)})
@@ -549,7 +549,7 @@ def _ebm_vs_score(p, seed, control, progress):
     for i, kind in enumerate(("mlp", "ebm")):
         cfg = cfgs[kind] = ToyConfig(density=p["density"], model=kind, objective="dsm", sigma=p["sigma"],
                                      steps=p["steps"], width=p["width"], batch=p["batch"], seed=seed)
-        untrained, _ = build_model_and_objective(cfg, d)
+        untrained = build_network(cfg)
         untrained.eval()
         figures[f"fisher_untrained_{kind}"] = fisher_divergence(_score_fn(untrained), target, x)
         model = _net(cfg, d, control, progress, i * 0.4, (i + 1) * 0.4, f"DSM, {kind}")
@@ -578,9 +578,9 @@ def _judge_ebm(S, p):
 
 def _steps_per_second(cfg: ToyConfig, density: GaussianMixture, n: int) -> float:
     """Adam steps per second of cfg's model and objective (after a few warm-up steps)."""
-    model, objective = build_model_and_objective(cfg, density)
+    model, method = build_model_and_method(cfg, density)
     sample_batch, _ = training_data(cfg, density)
-    steps = training_steps(model, objective, sample_batch, cfg.lr, cfg.batch, cfg.seed)
+    steps = training_steps(model, method, sample_batch, cfg.lr, cfg.batch, cfg.seed)
     for _ in range(5):
         next(steps)
     start = time.perf_counter()
@@ -647,7 +647,7 @@ def _one_model(p, seed, control, progress):
     for i, (objective, others) in enumerate(ONE_MODEL_PLANS):
         cfg = ToyConfig(objective=objective, **common)
         model = _net(cfg, d, control, progress, i * 0.4, i * 0.4 + 0.25, objective.upper())
-        own = natural_sampler(cfg)
+        own = method_for(cfg).natural_sampler
         for name in (own, *others):
             progress(i * 0.4 + 0.3, f"{objective.upper()} model, {name} sampler")
             opts = {"nfe": p["nfe"]} if name in ("ddpm", "ddim") and name != own else {}

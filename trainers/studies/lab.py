@@ -223,7 +223,8 @@ def null_distribution(density, n: int, seeds: int = 1, seed: int = 0, null_draws
 
 def default_options(samplers, cfg: fitting.ToyConfig) -> dict:
     """{name: options} for run_lab: each sampler's command-line defaults for a model trained with cfg."""
-    return {name: fitting.default_options(name, cfg) for name in samplers}
+    method = fitting.method_for(cfg)
+    return {name: method.sampler_defaults(name) for name in samplers}
 
 
 def run_lab(density, model: ScoreModel | None, exact: ScoreModel, samplers=LAB_SAMPLERS, nfes=NFE_GRID,

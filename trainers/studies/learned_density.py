@@ -133,7 +133,8 @@ def of_model(model, cfg: fitting.ToyConfig, trained_on, density, bounds, n_grid:
     """compute_learned_density for a network trained with cfg on `trained_on` (its own σ range and data
     moments), against the drawn `density`; a DDPM model's −ELBO beside it. None if cancelled."""
     sm = fitting.score_model(model, cfg, trained_on)
-    ddpm = (model, fitting.ddpm_schedule(cfg)) if cfg.cond == "time" else None
+    schedule = fitting.method_for(cfg).schedule()
+    ddpm = (model, schedule) if schedule is not None else None
     return compute_learned_density(sm, density, bounds, n_grid=n_grid, n_steps=n_steps, n_samples=n_samples,
                                    ddpm=ddpm, progress=progress, cancelled=cancelled)
 

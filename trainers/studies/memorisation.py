@@ -89,15 +89,13 @@ def empirical_score_at(cfg: fitting.ToyConfig, points: torch.Tensor, level: floa
     0-based t) of the marginal (1/N) Σ_n N(√ᾱ_t x_n, (1−ᾱ_t) I), i.e. p̂ at σ = √(1−ᾱ_t) around √ᾱ_t x_n.
     None for ESM/SSM: at σ = 0 the score of N points is undefined."""
     points = torch.as_tensor(points, dtype=torch.float32)
-    if cfg.cond == "time":
-        alpha_bar = float(fitting.ddpm_schedule(cfg).alpha_bars[int(level)])
+    method = fitting.method_for(cfg)
+    if method.schedule() is not None:
+        alpha_bar = float(method.schedule().alpha_bars[int(level)])
         scaled, sigma = points * math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
         return lambda y: empirical_score(y, scaled, sigma)
-    if cfg.objective == "dsm":
-        return lambda y: empirical_score(y, points, cfg.sigma)
-    if cfg.cond == "sigma":
-        return lambda y: empirical_score(y, points, float(level))
-    return None
+    sigma = float(level) if method.cond == "sigma" else method.fixed_level()    # DSM: its σ; ESM/SSM: 0
+    return (lambda y: empirical_score(y, points, sigma)) if sigma > 0 else None
 
 
 @dataclass
@@ -115,16 +113,17 @@ class Measurement:
 def measure(model: torch.nn.Module, cfg: fitting.ToyConfig, density, points: torch.Tensor, n: int = 1000,
             seed: int = 0, c: float = NEAR_FACTOR, progress: Callable[[float, str], None] | None = None,
             cancelled: Callable[[], bool] = lambda: False) -> Measurement | None:
-    """The meter for a trained model: n samples of its natural sampler (fitting.natural_sampler with the
+    """The meter for a trained model: n samples of its natural sampler (Method.natural_sampler with the
     CLI's default options, as `toy evaluate --train-set`) and n fresh samples of `density`, compared with
     the training `points` at threshold c·σ_min (σ_min: the model's smallest level). None if cancelled()."""
     if points is None or len(points) == 0:
         raise ValueError("no training set to compare with: train with a fixed dataset of N points")
-    name = fitting.natural_sampler(cfg)
+    method = fitting.method_for(cfg, density)
+    name = method.natural_sampler
     score = fitting.score_model(model, cfg, density)
     if not score.sigma_min > 0:
         raise ValueError("the meter needs a smallest noise level σ_min > 0 (ESM/SSM models have none)")
-    sampler = build_sampler(name, score, fitting.default_options(name, cfg))
+    sampler = build_sampler(name, score, method.sampler_defaults(name))
     gen = torch.Generator().manual_seed(seed)
     x = fitting.initial_for(sampler, n, sampler.default_init, density.plot_bounds(), gen)
     every = max(1, sampler.n_steps // 50)

@@ -61,7 +61,7 @@ def snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, b
     t0 = time.perf_counter()
     model.eval()
     # (a) the score field at the least-noisy level
-    level = fitting.levels_of(cfg)[0]
+    level = fitting.method_for(cfg).levels()[0]
     field = score_field(model, cfg, density, level.value, bounds, n_arrows)
     fisher, _ = fitting.fisher_metric(cfg, density)(model)
     progress(FIELD_DONE, "score field")
@@ -80,7 +80,7 @@ def snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, b
         note = (f"{cfg.objective} trains at a single noise level: the PF-ODE needs a score at every level "
                 "(NCSN or DDPM)")
     # (c) fresh samples from the model's own sampler
-    name = fitting.natural_sampler(cfg)
+    name = fitting.method_for(cfg).natural_sampler
     sampler = fitting.make_sampler(name, cfg, model, density, **SAMPLER_OVERRIDES.get(name, {}))
     gen = torch.Generator().manual_seed(seed)
     x = fitting.initial_for(sampler, n_particles, generator=gen)
