@@ -6,6 +6,7 @@ it, and run the quality-vs-steps lab.
     python -m trainers.toy sample --score exact --density two_moons --sampler pf-ode --out s.npy
     python -m trainers.toy evaluate --ckpt run.pt --density eight_gaussians --json
     python -m trainers.toy lab --ckpt run.pt --density eight_gaussians --json
+    python -m trainers.toy order --density two_gaussians --sigma-min 0.05 --nfe 10,20,40,80
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .densities import DensityError, load_density
 from .fitting import (CheckpointError, StepInfo, ToyConfig, fisher_per_level, initial_for, load_checkpoint,
                       method_for, noise_levels, save_checkpoint, score_model, sigmas_from_extra,
                       stats_from_extra, train, training_data)
+from .studies.convergence import ORDER_NFES, ORDER_SOLVERS, format_order_table, run_order_study
 from .studies.lab import NFE_GRID, NULL_DRAWS, format_table, run_lab
 from .likelihood import pf_ode_log_density
 from .studies.memorisation import memorisation_report
@@ -133,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also run the model from exact draws of p_σmax (source model·exact-start)")
     lab.add_argument("--csv", help="also write the table as CSV (atomically)")
     lab.add_argument("--json", action="store_true", help="print one JSON object")
+
+    o = sub.add_parser("order", help="order of convergence of the deterministic solvers: per-particle distance to a "
+                                     "converged solve from the same start against NFE, fitted log-log slope")
+    o.add_argument("--ckpt", help="trained checkpoint (without it: the exact score of --density)")
+    o.add_argument("--density", help="preset or JSON (default: the checkpoint's density)")
+    o.add_argument("--solvers", default=",".join(ORDER_SOLVERS), help="comma-separated, of " + ", ".join(
+        f"{k} ({v[0]}{''.join(f' {a}={b}' for a, b in v[1].items())})" for k, v in ORDER_SOLVERS.items()))
+    o.add_argument("--nfe", default=",".join(map(str, ORDER_NFES)), help="comma-separated NFE budgets")
+    o.add_argument("--sigma-max", type=positive_float, help="largest σ (default: the model's)")
+    o.add_argument("--sigma-min", type=positive_float, help="smallest σ before the last step to 0 (default: the model's)")
+    o.add_argument("--grid", choices=["karras", "geometric"], default=None, help="σ grid of every solver (default karras)")
+    o.add_argument("--n", type=positive_int, default=500)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seeds", type=positive_int, default=3)
+    o.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -359,6 +376,26 @@ def cmd_lab(a) -> None:
         print(f"({result.seconds:.1f} s)")
 
 
+def cmd_order(a) -> None:
+    if a.ckpt:
+        model, cfg, ckpt_density, extra = load_checkpoint(a.ckpt)
+        density = load_density(a.density) if a.density else ckpt_density
+        sigmas = sigmas_from_extra(extra)
+        if sigmas is None:
+            if density is None:
+                raise DensityError("this checkpoint holds no density: pass --density")
+            sigmas = noise_levels(cfg, density)
+        sm = score_model(model, cfg, density, sigmas, stats_from_extra(extra))
+    elif a.density:
+        sm = ExactScore(load_density(a.density))
+    else:
+        raise ValueError("give --ckpt, or --density for the exact score")
+    options = {"sigma_max": a.sigma_max, "sigma_min": a.sigma_min, "grid": a.grid}
+    names = [s.strip() for s in a.solvers.split(",") if s.strip()]
+    result = run_order_study(sm, names, _int_list(a.nfe), n=a.n, seeds=a.seeds, seed=a.seed, options=options)
+    print(json.dumps(result.to_dict()) if a.json else format_order_table(result))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sample" and out_problem(args.out):       # before any work, as the image CLI does
@@ -367,7 +404,8 @@ def main(argv=None) -> int:
     # Small 2D nets gain nothing from intra-op threads and lose a lot when cores are shared.
     torch.set_num_threads(1)
     try:
-        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "lab": cmd_lab}[args.command](args)
+        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "lab": cmd_lab,
+         "order": cmd_order}[args.command](args)
     except (DensityError, CheckpointError, samplers.DivergenceError, FloatingPointError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
