@@ -40,7 +40,10 @@ def reply(capsys) -> tuple[dict, str]:
 @pytest.mark.parametrize("method, sampler", [("ddpm", "ddim"), ("ncsn", "ddpm"), ("ncsn", "ddim"),
                                              ("ddpm", "annealed"), ("ddpm", "pf-ode"), ("ncsn", "pf-ode"),
                                              ("ddpm", "langevin"), ("ncsn", "langevin"),
-                                             ("ddpm", "pc"), ("ncsn", "pc")])
+                                             ("ddpm", "pc"), ("ncsn", "pc"),
+                                             ("ddpm", "dpmpp-2m"), ("ncsn", "dpmpp-2m"), ("ddpm", "dpmpp-3m"),
+                                             ("ncsn", "unipc"), ("ddpm", "unipc"), ("ddpm", "edm"), ("ncsn", "edm"),
+                                             ("ddpm", "euler-a"), ("ncsn", "euler-a")])
 def test_any_sampler_on_any_run_gives_finite_samples(runs, tmp_path, capsys, method, sampler):
     out = tmp_path / "x.npy"
     assert sample(runs[method], out, "--sampler", sampler, "--nfe", "5") == 0
