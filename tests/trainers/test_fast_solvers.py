@@ -195,3 +195,113 @@ def test_euler_ancestral_matches_diffusers_with_the_same_noise(exact):
     ours = run_ours(EulerAncestralSampler(exact, levels), y0.clone(), torch.Generator().manual_seed(3))
     gaps = [float((a - b).abs().max()) / math.sqrt(1 + s ** 2) for a, b, s in zip(ours, states, levels.tolist()[1:])]
     assert max(gaps) < TOL
+
+
+# ---------------------------------------------------------------- order of convergence
+
+def smooth():
+    """Two wide components: the exact score is smooth down to σ_min = 0.05."""
+    return GaussianMixture([0.6, 0.4], [[-1.0, 0.3], [1.0, -0.2]], [[[0.6, 0.1], [0.1, 0.4]], [[0.5, 0.0], [0.0, 0.7]]])
+
+
+@pytest.fixture(scope="module")
+def order_study():
+    from trainers.studies.convergence import run_order_study
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)          # a module fixture runs before the per-test one_torch_thread
+    try:
+        return run_order_study(ExactScore(smooth(), sigma_min=0.05), ("euler", "heun", "dpmpp-2m", "dpmpp-3m",
+                                                                        "unipc"), nfes=(10, 20, 40, 80), n=100, seeds=2)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_measured_orders_are_the_solvers_orders(order_study):
+    slopes = {c.label: c.slope for c in order_study.curves}
+    for c in order_study.curves:
+        assert len(c.fitted) == 4, c              # every budget is well above the reference's own error
+        assert abs(c.slope + c.nominal) < 0.3, slopes
+    assert order_study.reference_error < 1e-5
+
+
+def test_the_converged_solve_is_dopri5(order_study):
+    """The study's reference (3M, 2048 steps) against an adaptive dopri5 at rtol 1e-8 from the same start."""
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    from trainers.studies.convergence import converged_solve
+    model = ExactScore(smooth(), sigma_min=0.05)
+    probe = build_sampler("dpmpp-2m", model, steps=2)
+    smax, smin = float(probe.sigmas[0]), 0.05
+    y0 = samplers.prior_sample(probe, start(32, 4).double())
+
+    def f(sigma, y):                                   # dy/dσ = (y − D(y, σ))/σ = −σ s(y, σ)
+        return -float(sigma) * model.score(y, float(sigma))
+    y = torchdiffeq.odeint(f, y0, torch.tensor([smax, smin], dtype=torch.float64), method="dopri5",
+                           rtol=1e-8, atol=1e-10)[-1]
+    truth = y + smin ** 2 * model.score(y, smin)
+    assert float((converged_solve(model, y0, smax, smin) - truth).norm(dim=1).max()) < 1e-5
+
+
+def test_log_log_slope_and_order_table(order_study):
+    from trainers.studies.convergence import format_order_table, log_log_slope
+    assert log_log_slope([10, 20, 40], [1.0, 0.25, 0.0625]) == pytest.approx(-2.0)
+    text = format_order_table(order_study)
+    assert "dpmpp-3m" in text and "slope" in text and order_study.to_dict()["curves"][0]["label"] == "euler"
+
+
+# ---------------------------------------------------------------- chains, restarts, CLIs
+
+@pytest.mark.parametrize("name", ["dpmpp-2m", "dpmpp-3m", "unipc"])
+def test_chains_sharing_one_sampler_keep_their_own_history(exact, name):
+    s = build_sampler(name, exact, steps=8)
+    a, b = s.prior_std * start(16, 1), s.prior_std * start(16, 2)
+    alone_a, alone_b = s.run(a.clone()).x, s.run(b.clone()).x
+    chains = [ChainState(s, a.clone()), ChainState(s, b.clone())]
+    for target in range(1, 9):                        # stepped together, one step at a time, as the GUI does
+        assert advance_together(chains, [target, target])
+    assert torch.equal(chains[0].x, alone_a) and torch.equal(chains[1].x, alone_b)
+    assert chains[0].nfe == s.nfe == 8
+
+
+def test_a_restarted_chain_warms_up_again_and_an_equal_state_resumes(exact):
+    s = build_sampler("dpmpp-3m", exact, steps=8)
+    y = s.prior_std * start(8, 3)
+    outs = []
+    for k in range(4):
+        out = s.step(y, k)
+        outs.append(out)
+        y = out.x
+    assert [o.label.split("order ")[1][0] for o in outs] == ["1", "2", "3", "3"]
+    assert s.step(y.clone(), 4).label.endswith("order 3)")          # an equal state (a copy) resumes
+    assert s.step(y + 1e-3, 4).label.endswith("order 1)")           # a state it never handed out: afresh
+
+
+def test_the_toy_cli_samples_with_the_new_solvers_and_runs_the_order_study(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from trainers.toy import main
+    path = smooth().save(tmp_path / "d.json")
+    for name in NEW:
+        assert main(["sample", "--score", "exact", "--density", str(path), "--sampler", name, "--nfe", "10",
+                     "--n", "50", "--out", str(tmp_path / "x.npy")]) == 0
+        assert np.isfinite(np.load(tmp_path / "x.npy")).all()
+        assert "network evaluations" in capsys.readouterr().out
+    assert main(["sample", "--score", "exact", "--density", str(path), "--sampler", "pf-ode", "--grid", "time",
+                 "--n", "5", "--out", str(tmp_path / "x.npy")]) == 1
+    assert "grid" in capsys.readouterr().err
+    assert main(["order", "--density", str(path), "--solvers", "euler,dpmpp-2m", "--nfe", "4,8", "--n", "20",
+                 "--seeds", "1", "--sigma-min", "0.1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [c["label"] for c in result["curves"]] == ["euler", "dpmpp-2m"] and result["sigma_min"] == pytest.approx(0.1)
+
+
+def test_new_samplers_are_registered_with_forms_and_flags():
+    from trainers import schema
+    for name in NEW:
+        cls = samplers.SAMPLERS[name]
+        assert schema.specs(cls.Options) and cls.title and cls.description
+    assert samplers.SAMPLERS["dpmpp-2m"].deterministic(samplers.resolve_options("dpmpp-2m"))
+    assert not samplers.SAMPLERS["euler-a"].deterministic(samplers.resolve_options("euler-a"))
+    with pytest.raises(ValueError, match="order"):
+        build_sampler("unipc", ExactScore(density()), order=4)
