@@ -178,7 +178,7 @@ def bench_lab(n: int = 2000) -> dict:
 
     state = make_state(100)
     trained, exact, cfg = score_models(state)
-    options = {name: fitting.default_options(name, cfg) for name in LAB_SAMPLERS}
+    options = {name: fitting.method_for(cfg).sampler_defaults(name) for name in LAB_SAMPLERS}
     t0 = time.perf_counter()
     result = run_lab(state.density, trained, exact, LAB_SAMPLERS, NFE_GRID, options, n=n)
     return {"seconds": time.perf_counter() - t0, "rows": len(result.rows), "n": n, "samplers": len(LAB_SAMPLERS),

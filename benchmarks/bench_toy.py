@@ -18,16 +18,16 @@ from torch import nn
 
 from trainers import samplers
 from trainers.densities import preset
-from trainers.fitting import ToyConfig, build_model_and_objective, score_model, training_steps
+from trainers.fitting import ToyConfig, build_model_and_method, build_network, score_model, training_steps
 from trainers.score_models import ExactScore
 
 
 def ours(density):
-    """Our path: ToyConfig → model + Objective → the shared training_steps generator."""
+    """Our path: ToyConfig → model + its training method → the shared training_steps generator."""
     cfg = ToyConfig(objective="dsm", sigma=0.1, width=128, depth=3, batch=512)
-    model, objective = build_model_and_objective(cfg, density)
+    model, method = build_model_and_method(cfg, density)
     gen = torch.Generator().manual_seed(0)
-    it = training_steps(model, objective, lambda n: density.sample(n, gen), cfg.lr, cfg.batch)
+    it = training_steps(model, method, lambda n: density.sample(n, gen), cfg.lr, cfg.batch)
     return lambda: next(it)
 
 
@@ -98,7 +98,7 @@ def main() -> None:
     models = {}
     for objective in ("dsm", "ncsn", "ddpm"):
         cfg = ToyConfig(objective=objective, sigma_max=8.0)
-        models[objective] = score_model(build_model_and_objective(cfg, density)[0], cfg, density)
+        models[objective] = score_model(build_network(cfg), cfg, density)
     exact = ExactScore(density, 0.05, 8.0)
     # every registry sampler at 100 evaluations, on the model its family was trained with, and on the exact score
     plan = [("langevin", "dsm"), ("annealed", "ncsn"), ("ddpm", "ddpm"), ("ddim", "ddpm"), ("pf-ode", "ddpm"),

@@ -20,12 +20,12 @@ def run():
     density = densities.preset(densities.DEFAULT_DENSITY)
     cfg = default_train_config()
     cfg.width, cfg.n_timesteps = 64, 50
-    model, objective = fitting.build_model_and_objective(cfg, density)
+    model, method = fitting.build_model_and_method(cfg, density)
     gen = torch.Generator().manual_seed(1)
     states = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    for info in fitting.training_steps(model, objective, lambda n: density.sample(n, gen), lr=cfg.lr,
+    for info in fitting.training_steps(model, method, lambda n: density.sample(n, gen), lr=cfg.lr,
                                        batch=cfg.batch, seed=0):
         if info.step in STEPS:
             states[info.step] = {k: v.detach().clone() for k, v in model.state_dict().items()}

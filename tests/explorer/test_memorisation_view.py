@@ -97,7 +97,7 @@ def test_empirical_overlay_is_the_exact_score_of_the_noised_training_set(window,
         pts, field = view.empirical_field()
         y = torch.from_numpy(pts).float()
         if objective == "ddpm":
-            truth = dirac.ddpm_marginal(float(fitting.ddpm_schedule(state.train).alpha_bars[int(lev.value)]))
+            truth = dirac.ddpm_marginal(float(fitting.method_for(state.train).schedule().alpha_bars[int(lev.value)]))
         else:
             truth = dirac.noised(lev.value)
         exact = truth.score(y.double(), exact=True)

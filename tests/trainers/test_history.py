@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainers.densities import preset
-from trainers.fitting import ToyConfig, build_model_and_objective, training_data, training_steps
+from trainers.fitting import ToyConfig, build_model_and_method, training_data, training_steps
 from trainers.studies.history import LossByLevel, SnapshotHistory
 
 
@@ -42,8 +42,8 @@ def test_snapshots_keep_a_cap_the_first_and_the_newest():
 def test_training_steps_report_per_example_terms_whose_mean_is_the_loss(objective):
     cfg = ToyConfig(objective=objective, width=16, depth=1, batch=64, n_timesteps=50, sigma_max=5.0)
     d = preset("two_moons")
-    model, obj = build_model_and_objective(cfg, d)
-    info = next(training_steps(model, obj, training_data(cfg, d)[0], batch=64))
+    model, method = build_model_and_method(cfg, d)
+    info = next(training_steps(model, method, training_data(cfg, d)[0], batch=64))
     assert info.levels.shape == (64,) and info.level_losses.shape == (64,)
     assert float(info.level_losses.mean()) == pytest.approx(info.loss, rel=1e-6)
     if objective == "ncsn":

@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from trainers.objectives import ddpm_elbo_weights
+from trainers.methods import ddpm_elbo_weights
 from trainers.samplers import DDIMSampler, DDPMSampler
 from trainers.schedules import DDPMSchedule
 from trainers.score_models import ScoreFunction

@@ -5,7 +5,7 @@ import torch
 
 from trainers import samplers
 from trainers.densities import GaussianMixture, preset
-from trainers.fitting import ToyConfig, initial_for, make_sampler, natural_sampler
+from trainers.fitting import ToyConfig, initial_for, make_sampler, method_for
 from trainers.metrics import energy_distance
 from trainers.nets import ScoreMLP
 from trainers.schedules import DDPMSchedule, karras_sigmas, sigma_grid, spaced_timesteps
@@ -194,17 +194,17 @@ def test_a_model_drives_the_other_family_s_samplers_as_well_as_its_own(trained_t
     """NCSN → DDPM and DDIM; DDPM → annealed Langevin and the PF-ODE: energy distance (4000 points)
     within 2× (plus 0.003) that of the model's own default sampler."""
     cfg, model, d, _ = trained_toy("eight_gaussians", objective)
-    own = _quality(d, cfg, model, natural_sampler(cfg))
+    own = _quality(d, cfg, model, method_for(cfg).natural_sampler)
     for name, overrides in others:
         ed = _quality(d, cfg, model, name, **overrides)
-        print(f"{objective} model: own {natural_sampler(cfg)} {own:.4f}, {name} {ed:.4f}")
+        print(f"{objective} model: own {method_for(cfg).natural_sampler} {own:.4f}, {name} {ed:.4f}")
         assert ed <= 2 * own + 0.003, (name, ed, own)
 
 
 def test_an_ncsn_model_trained_on_discrete_levels_is_flagged_between_them():
     cfg = ToyConfig(objective="ncsn", sigma_max=5.0, sigma_min=0.05, n_levels=4, ncsn_continuous=False)
-    from trainers.fitting import build_model_and_objective, score_model
-    model, _ = build_model_and_objective(cfg)
+    from trainers.fitting import build_network, score_model
+    model = build_network(cfg)
     sm = score_model(model, cfg)
     on_levels = samplers.build_sampler("annealed", sm, n_levels=4, steps=1)
     assert sm.range_note(on_levels.sigmas_used()) == ""
