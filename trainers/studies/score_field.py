@@ -24,7 +24,7 @@ Level = fitting.Level      # one noise level a model has a score for (label, σ 
 def levels(cfg: fitting.ToyConfig, density=None) -> list[Level]:
     """The levels a model trained with cfg (on `density`: an automatic σ₁ is its) has a score for,
     least noisy first: the slider's stops."""
-    return fitting.levels_of(cfg, density=density)
+    return fitting.method_for(cfg, density).levels()
 
 
 def training_points(cfg: fitting.ToyConfig, density) -> torch.Tensor | None:
@@ -53,18 +53,24 @@ class ScoreField:
 def score_field(model, cfg: fitting.ToyConfig, density, level: float, bounds, n: int) -> ScoreField:
     """The true and (with a model trained with cfg) the learned score at `level` on an n × n grid over bounds."""
     pts = grid.grid_points(bounds, n)
-    target = fitting.target_density_at(cfg, density, level)
+    target = fitting.method_for(cfg).target_density(density, level)
     true = grid.field_on_grid(target.score, pts.double())
-    learned = None if model is None else grid.field_on_grid(fitting.model_score_at(model, cfg, level), pts)
+    learned = None if model is None else grid.field_on_grid(_learned(model, cfg, level), pts)
     return ScoreField(points=pts.numpy().astype(np.float64), true=true, learned=learned,
                       cell=(bounds[1] - bounds[0]) / n, target=target, grid_points=pts)
+
+
+def _learned(model, cfg: fitting.ToyConfig, level: float):
+    """x ↦ the network's score at `level`, through its ScoreModel (Method.score_field)."""
+    method = fitting.method_for(cfg)
+    return method.score_field(method.score_model(model), level)
 
 
 def error_map(model, cfg: fitting.ToyConfig, target, level: float, bounds, n: int, weighted: bool = False) -> np.ndarray:
     """‖s_θ − ∇log p‖ on an n × n grid (row 0 = ymin); weighted: times p(x)/max p (where the error counts
     for the Fisher divergence)."""
     fine = grid.grid_points(bounds, n)
-    err = np.linalg.norm(grid.field_on_grid(fitting.model_score_at(model, cfg, level), fine)
+    err = np.linalg.norm(grid.field_on_grid(_learned(model, cfg, level), fine)
                          - grid.field_on_grid(target.score, fine.double()), axis=1).reshape(n, n)
     if weighted:
         p = grid.density_image(target, bounds, n)
