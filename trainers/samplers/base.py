@@ -65,7 +65,7 @@ class Sampler:
     `from_options`, and writes `plan` (one step) and `sigmas_used`."""
     name: ClassVar[str] = "sampler"          # registry key ("ddim")
     title = "Sampler"                        # display name ("DDIM"; an instance may refine it)
-    space: ClassVar[str] = "ve"              # "ve" (moves y) or "vp" (moves x_t = √ᾱ y)
+    space: ClassVar[str] = "ve"              # "ve" (moves y), "vp" (moves x_t = √ᾱ y) or "flow" (x_t = (1−t) y)
     convention: ClassVar[str] = ""           # the update, in one line
     description: ClassVar[str] = ""
     default_init: ClassVar[str] = "gaussian"  # the start: "gaussian" (the prior) or "uniform" (over a box)

@@ -29,7 +29,11 @@ def initial_particles(n: int, kind: str = "gaussian", bounds=None, generator: to
 
 def start_level(sampler: Sampler) -> tuple[float, float]:
     """(σ₀, c): the chain starts at the VE level σ₀ of its first step, in coordinates x = c·y
-    (c = √ᾱ of the first timestep for the VP samplers DDPM/DDIM, 1 for the VE ones)."""
+    (c = √ᾱ of the first timestep for the VP samplers DDPM/DDIM, 1 for the VE ones, 1 − t₀ for the flow
+    ODE, whose x_t = (1 − t) y at σ = t/(1 − t))."""
+    if sampler.space == "flow":
+        t0 = float(sampler.ts[0])
+        return t0 / (1 - t0), 1 - t0
     if sampler.space == "vp":
         ab0 = float(sampler._ab[0])
         return math.sqrt((1 - ab0) / ab0), math.sqrt(ab0)
