@@ -8,6 +8,11 @@ noise keeps it a mixture, so the "true" score of any noised density is exact and
 
 Parameters are stored as float64 tensors; `log_prob`/`score` return the dtype of `x`.
 
+Classes: a component may carry a class label (an int, `"label"` in the JSON, with the class names in a
+top-level `"classes"` list); a mixture without labels is one class. `conditional(c)` is p(x|c), the
+class's components with their weights renormalised (a mixture again, so its noised versions and exact
+scores come for free); `class_weights()` are p(c) = Σ_{k in c} w_k; `class_posterior(x)` is p(c|x).
+
 Evaluation is three dense matrix products (docs of `GaussianMixture`): with y = x − c (c the centre
 of the means) and features φ(y) = (y₀², y₀y₁, y₁², y₀, y₁), all K log-terms are one (N×5)·(5×K)
 product computed in float64 (the expanded quadratic cancels badly in float32 for narrow components);
@@ -135,8 +140,36 @@ def _validate(weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> None:
         raise DensityError("all component weights are zero")
 
 
+def _check_labels(labels, classes, k: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """(labels as a long tensor (K,), class names) from the optional `labels` (K ints) and `classes`
+    (names); no labels: every component in class 0; labels without names: "class 0", "class 1", …"""
+    names: tuple[str, ...] = ()
+    if classes is not None:
+        if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) and c.strip() for c in classes):
+            raise DensityError(f"\"classes\" must be a list of non-empty names, got {classes!r}")
+        names = tuple(classes)
+        if len(set(names)) != len(names):
+            raise DensityError(f"\"classes\" names a class twice: {list(names)}")
+    if labels is None:
+        return torch.zeros(k, dtype=torch.long), names
+    labels = list(labels) if not isinstance(labels, (np.ndarray, torch.Tensor)) else labels.tolist()
+    if len(labels) != k:
+        raise DensityError(f"{len(labels)} labels for {k} components")
+    for i, lab in enumerate(labels):
+        if isinstance(lab, bool) or not isinstance(lab, (int, np.integer)):
+            raise DensityError(f"component {i}: label {lab!r} is not an integer class index")
+        if lab < 0 or (names and lab >= len(names)):
+            known = f"the classes 0…{len(names) - 1} ({', '.join(names)})" if names else "non-negative indices"
+            raise DensityError(f"component {i}: label {lab} is outside {known}")
+    out = torch.tensor([int(v) for v in labels], dtype=torch.long)
+    if not names:
+        names = tuple(f"class {i}" for i in range(int(out.max()) + 1))
+    return out, names
+
+
 class GaussianMixture:
-    """A 2D Gaussian mixture. Weights are normalised on construction; bounds = (xmin, xmax, ymin, ymax).
+    """A 2D Gaussian mixture. Weights are normalised on construction; bounds = (xmin, xmax, ymin, ymax);
+    optional per-component class `labels` (ints) and class names `classes` (module docstring).
 
     Precomputed once (float64): precisions P_k = (a, b; b, d), log-normalisers, and with the centre
     c and m_k = μ_k − c the tables
@@ -145,11 +178,13 @@ class GaussianMixture:
         S_k = (a, b, d, (P m)₀, (P m)₁)            (score = −(Σ r_k P_k) y + Σ r_k P_k m_k).
     """
 
-    def __init__(self, weights, means, covs, name: str = "", bounds: Sequence[float] | None = None):
+    def __init__(self, weights, means, covs, name: str = "", bounds: Sequence[float] | None = None,
+                 labels=None, classes: Sequence[str] | None = None):
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
         m = np.asarray(means, dtype=np.float64)
         c = np.asarray(covs, dtype=np.float64)
         _validate(w, m, c)
+        self.labels, self.classes = _check_labels(labels, classes, len(w))
         self.weights = torch.from_numpy(w / w.sum())
         self.means = torch.from_numpy(m.copy())
         self.covs = torch.from_numpy(c.copy())
@@ -183,10 +218,54 @@ class GaussianMixture:
         self._S = torch.from_numpy(np.stack([a, b, d, pm0, pm1], 1))                      # (K, 5)
         self._cache: dict = {}
 
-    # ----------------------------------------------------------------- evaluation
+    # ----------------------------------------------------------------- classes
     @property
     def n_components(self) -> int:
         return len(self.weights)
+
+    @property
+    def labelled(self) -> bool:
+        """Do the components carry classes (JSON "classes"/"label")? Unlabelled: one class."""
+        return bool(self.classes)
+
+    @property
+    def n_classes(self) -> int:
+        return max(1, len(self.classes))
+
+    def class_index(self, c) -> int:
+        """A class given by index or name, as an index (DensityError naming the classes otherwise)."""
+        if isinstance(c, str) and c in self.classes:
+            return self.classes.index(c)
+        if isinstance(c, str) and c.lstrip("-").isdigit():
+            c = int(c)
+        if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < self.n_classes:
+            return int(c)
+        names = ", ".join(f"{i} ({n})" for i, n in enumerate(self.classes)) or "0 (the only class)"
+        raise DensityError(f"no class {c!r} in {self.name or 'this density'}; its classes are {names}")
+
+    def class_weights(self) -> torch.Tensor:
+        """p(c) = Σ_{k: label_k = c} w_k, float64 (n_classes,)."""
+        return torch.zeros(self.n_classes, dtype=torch.float64).index_add_(0, self.labels, self.weights)
+
+    def conditional(self, c) -> "GaussianMixture":
+        """p(x|c): the components of class c (index or name), weights renormalised to sum to 1.
+        It keeps the class names (its labels are all c), the bounds, and is named "<name>|<class>"."""
+        i = self.class_index(c)
+        keep = (self.labels == i).numpy()
+        if not keep.any() or float(self.weights[keep].sum()) <= 0:
+            raise DensityError(f"class {i} ({self.classes[i] if self.classes else 'all'}) has no component with weight")
+        label = self.classes[i] if self.classes else str(i)
+        return GaussianMixture(self.weights.numpy()[keep], self.means.numpy()[keep], self.covs.numpy()[keep],
+                               name=f"{self.name}|{label}", bounds=self.bounds,
+                               labels=self.labels.numpy()[keep] if self.labelled else None,
+                               classes=self.classes or None)
+
+    def class_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """p(c|x) = Σ_{k in c} r_k(x), shape (N, n_classes), in x's dtype (float32 for other dtypes)."""
+        r = self.responsibilities(x)
+        return torch.zeros(len(r), self.n_classes, dtype=r.dtype).index_add_(1, self.labels, r)
+
+    # ----------------------------------------------------------------- evaluation
 
     def _score_table(self, dtype) -> torch.Tensor:
         if dtype not in self._cache:
@@ -253,11 +332,15 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n float32 samples, drawn with `generator` (reproducible for a fixed seed)."""
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n float32 samples, their classes (n,) long): the same draws as `sample` with the same generator."""
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         chol = torch.linalg.cholesky(self.covs)
         z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
         x = self.means[idx] + torch.einsum("nij,nj->ni", chol[idx], z)
-        return x.float()
+        return x.float(), self.labels[idx]
 
     def mean(self) -> torch.Tensor:
         """E[x] = Σ w_k μ_k, float64 (2,)."""
@@ -275,6 +358,7 @@ class GaussianMixture:
         new = object.__new__(GaussianMixture)
         new.weights, new.means, new.covs = self.weights, means, covs
         new.name, new.bounds = self.name, self.bounds
+        new.labels, new.classes = self.labels, self.classes
         new._build_tables()
         return new
 
@@ -304,6 +388,10 @@ class GaussianMixture:
         d = {"kind": "gmm", "components": [
             {"weight": float(w), "mean": m.tolist(), "cov": c.tolist()}
             for w, m, c in zip(self.weights.numpy(), self.means.numpy(), self.covs.numpy())]}
+        if self.labelled:
+            d["classes"] = list(self.classes)
+            for comp, lab in zip(d["components"], self.labels.tolist()):
+                comp["label"] = lab
         if self.name:
             d["name"] = self.name
         if self.bounds is not None:
@@ -321,7 +409,7 @@ class GaussianMixture:
             raise DensityError("\"components\" must be a list of {weight, mean, cov} objects")
         if len(comps) > MAX_COMPONENTS:
             raise DensityError(f"the mixture has {len(comps)} components; at most {MAX_COMPONENTS} are allowed")
-        w, m, c = [], [], []
+        w, m, c, labels = [], [], [], []
         for i, comp in enumerate(comps):
             try:
                 wi = float(comp["weight"])
@@ -333,8 +421,14 @@ class GaussianMixture:
                 raise DensityError(f"component {i}: mean must be [x, y] and cov [[a, b], [b, c]]; "
                                    f"got shapes {mi.shape} and {ci.shape}")
             w.append(wi), m.append(mi), c.append(ci)
+            labels.append(comp.get("label"))
+        missing = [i for i, lab in enumerate(labels) if lab is None]
+        if missing and len(missing) < len(labels):
+            raise DensityError(f"component {missing[0]}: no \"label\" while other components have one "
+                               "(label every component, or none for a one-class density)")
         return cls(np.array(w), np.array(m).reshape(-1, 2), np.array(c).reshape(-1, 2, 2),
-                   name=str(d.get("name", "")), bounds=d.get("bounds"))
+                   name=str(d.get("name", "")), bounds=d.get("bounds"),
+                   labels=None if missing else labels, classes=d.get("classes"))
 
     def save(self, path) -> Path:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
@@ -450,6 +544,46 @@ def _preset_swiss_roll():
     return _along_curve(pts, 0.2, "swiss_roll", (-6, 6, -6, 6), np.sqrt(1 + t**2))
 
 
+def _preset_three_classes():
+    """Three classes of unequal weight (0.5, 0.3, 0.2), two components each with unequal weights,
+    off-centre, "left"'s and "bottom"'s inner components close enough to overlap at moderate noise."""
+    means = np.array([[-1.0, 0.5], [1.0, 2.0],        # left
+                      [2.5, 1.5], [3.5, -1.0],        # right
+                      [1.5, -1.5], [0.0, -0.5]])      # bottom
+    weights = np.array([0.3, 0.2, 0.2, 0.1, 0.15, 0.05])
+    covs = _iso(6, 0.35 ** 2)
+    covs[1] = [[0.6 ** 2, 0.1], [0.1, 0.25 ** 2]]
+    covs[3] = [[0.25 ** 2, 0.0], [0.0, 0.6 ** 2]]
+    return GaussianMixture(weights, means, covs, "three_classes", (-3.5, 6.5, -4.5, 5.5),
+                           labels=[0, 0, 1, 1, 2, 2], classes=["left", "right", "bottom"])
+
+
+def tree_mixture(depth: int = 5, seed: int = 2, per_branch: int = 6) -> GaussianMixture:
+    """Two classes ("A", "B") of tree-shaped mixtures, in the spirit of the 2D toy of Karras et al.
+    2024 (NVlabs/edm2 toy_example.py), our own construction: each branch is `per_branch` thin
+    components along a segment, branching in two at each of `depth` levels with the length shrinking
+    by 0.8 and the weight halving per level, so the tips hold little mass (the modes CFG drops)."""
+    rnd = np.random.default_rng(seed)
+    w, m, c, lab = [], [], [], []
+
+    def branch(cls, level, pos, angle):
+        if level >= depth:
+            return
+        u = np.array([np.cos(angle), np.sin(angle)])
+        length = 1.2 * 0.8 ** level * (1 + 0.15 * rnd.standard_normal())
+        width = 0.08 * 0.8 ** level
+        cov = np.outer(u, u) * (0.5 * length / per_branch) ** 2 + (np.eye(2) - np.outer(u, u)) * width ** 2
+        for t in np.linspace(0.08, 0.92, per_branch):
+            w.append(length * 0.5 ** level), m.append(pos + u * length * t), c.append(cov), lab.append(cls)
+        for sign in (1, -1):
+            branch(cls, level + 1, pos + u * length, angle + sign * 0.7 ** level * (1 + 0.15 * rnd.standard_normal()))
+
+    branch(0, 0, np.array([0.0, 0.0]), np.pi / 4)
+    branch(1, 0, np.array([0.0, 0.0]), 5 * np.pi / 4)
+    return GaussianMixture(np.array(w), np.array(m), np.array(c), "tree", (-4, 4, -4, 4),
+                           labels=lab, classes=["A", "B"])
+
+
 _PRESETS = {
     "two_gaussians": _preset_two_gaussians,
     "eight_gaussians": _preset_eight_gaussians,
@@ -458,6 +592,8 @@ _PRESETS = {
     "spiral": _preset_spiral,
     "checkerboard": _preset_checkerboard,
     "swiss_roll": _preset_swiss_roll,
+    "three_classes": _preset_three_classes,
+    "tree": tree_mixture,
 }
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 DEFAULT_DENSITY = "eight_gaussians"
