@@ -337,35 +337,3 @@ def sigmas_from_extra(extra: dict) -> torch.Tensor | None:
     return torch.tensor(s, dtype=torch.float32) if s else None
 
 
-
-# ------------------------------------------------------------------ transitional (issue #20)
-# Callers switch to the method (method_for(cfg).levels(), .target_density, .score_field,
-# .sampler_defaults, .natural_sampler, .schedule(); build_model_and_method). Delete each once
-# `grep -rn <name> trainers explorer tests benchmarks` finds no caller.
-def levels_of(cfg: ToyConfig, sigmas: torch.Tensor | None = None, density: GaussianMixture | None = None):
-    return method_for(cfg, density, sigmas).levels()
-
-
-def target_density_at(cfg: ToyConfig, density: GaussianMixture, level: float):
-    return method_for(cfg).target_density(density, level)
-
-
-def model_score_at(model, cfg: ToyConfig, level: float):
-    method = method_for(cfg)
-    return method.score_field(method.score_model(model), level)
-
-
-def default_options(name: str, cfg: ToyConfig) -> SamplerOptions:
-    return method_for(cfg).sampler_defaults(name)
-
-
-def natural_sampler(cfg: ToyConfig) -> str:
-    return method_class(cfg.objective).natural_sampler
-
-
-def ddpm_schedule(cfg: ToyConfig):
-    return method_for(cfg).schedule()
-
-
-def build_model_and_objective(cfg: ToyConfig, density: GaussianMixture | None = None, sigmas=None):
-    return build_model_and_method(cfg, density, sigmas)
