@@ -7,6 +7,7 @@
 - `EBM(EnergyMLP(...))`     an energy f_θ(x[, c]); its score is −∇ₓ f_θ by autograd (docs/math.md §1).
 
 All take `forward(x, c=None)` with x of shape (N, 2) and c of shape (N,) (σ values or timesteps).
+A training method's `cond` (trainers.methods) says which condition its network takes.
 """
 from __future__ import annotations
 

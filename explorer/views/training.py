@@ -171,7 +171,7 @@ class TrainingView(QtWidgets.QWidget):
         self.fisher_plot.showGrid(x=True, y=True, alpha=0.3)
         self.fisher_curve = self.fisher_plot.plot(pen=pg.mkPen(255, 150, 60, width=2), symbol="o", symbolSize=4,
                                                   symbolBrush=(255, 150, 60))
-        # loss per noise level (objectives with levels only): in the layout's third row while shown
+        # loss per noise level (methods with loss bins only): in the layout's third row while shown
         self.level_plot = pg.PlotItem(title="Loss per noise level (running mean)", axisItems=axes.items())
         self.level_plot.showGrid(x=True, y=True, alpha=0.3)
         self.level_plot.setLabel("left", "loss")
@@ -453,7 +453,7 @@ class TrainingView(QtWidgets.QWidget):
     # ------------------------------------------------------------------ loss per noise level
     def level_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The per-level curve as shown: (σ at each bin centre for NCSN, or timestep 1 … T for DDPM;
-        running mean loss), the bins seen so far; empty for objectives without levels."""
+        running mean loss), the bins seen so far; empty for methods without loss bins."""
         return self._level_x.copy(), self._level_y.copy()
 
     def _show_level_plot(self, settings: ToyConfig):
