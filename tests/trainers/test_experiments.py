@@ -24,12 +24,14 @@ SMALL = {
     "few-steps": {"null_reps": 20},
     "one-model": {"null_reps": 20},
     "memorisation": {"n_data": 10, "steps": 2000, "fresh_steps": 1000, "n": 200},
+    "dpmpp-lower-order-final": {"seeds": 3, "n": 1000, "null_reps": 20},
 }
 
 
 def test_registry_lists_every_experiment_with_claim_expectation_control_and_defaults():
     expected = {"score-wrong-without-data", "ssm-needs-noise", "langevin-mode-weights", "noise-levels-fix-both",
-                "ddpm-forward-reverse", "ebm-vs-score", "few-steps", "one-model", "memorisation"}
+                "ddpm-forward-reverse", "ebm-vs-score", "few-steps", "one-model", "memorisation",
+                "dpmpp-lower-order-final"}
     assert set(experiments.EXPERIMENTS) == expected == set(SMALL)
     for e in experiments.EXPERIMENTS.values():
         assert e.title and e.claim and e.expected and e.criterion and e.control and e.defaults
