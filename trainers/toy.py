@@ -7,6 +7,7 @@ it, and run the quality-vs-steps lab.
     python -m trainers.toy evaluate --ckpt run.pt --density eight_gaussians --json
     python -m trainers.toy lab --ckpt run.pt --density eight_gaussians --json
     python -m trainers.toy order --density two_gaussians --sigma-min 0.05 --nfe 10,20,40,80
+    python -m trainers.toy reflow --ckpt fm.pt --out fm_reflow.pt --steps 2000 --pairs 10000 --nfe 100
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .studies.convergence import ORDER_NFES, ORDER_SOLVERS, format_order_table, 
 from .studies.lab import NFE_GRID, NULL_DRAWS, format_table, run_lab
 from .likelihood import pf_ode_log_density
 from .studies.memorisation import memorisation_report
+from .studies.reflow import REFLOW_NFE, REFLOW_PAIRS, REFLOW_STEPS, path_straightness, reflow
 from .metrics import ddpm_elbo_nats, energy_distance, mode_weight_error
 from .methods import METHODS
 from .score_models import ExactScore
@@ -150,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--seeds", type=positive_int, default=3)
     o.add_argument("--json", action="store_true", help="print one JSON object")
+
+    r = sub.add_parser("reflow", help="rectified flow: pairs (z, ODE(z)) from a flow-matching model's own flow ODE, "
+                                      "then a model trained on them (starting from its weights)")
+    r.add_argument("--ckpt", required=True, help="a flow-matching checkpoint (train --objective fm)")
+    r.add_argument("--out", required=True, help="the reflowed checkpoint (.pt), written atomically")
+    r.add_argument("--steps", type=positive_int, default=REFLOW_STEPS, help=f"training steps (default {REFLOW_STEPS})")
+    r.add_argument("--pairs", type=positive_int, default=REFLOW_PAIRS,
+                   help=f"coupled pairs drawn with the model's ODE (default {REFLOW_PAIRS})")
+    r.add_argument("--nfe", type=positive_int, default=REFLOW_NFE,
+                   help=f"network evaluations of each pair's ODE (Heun; default {REFLOW_NFE})")
+    r.add_argument("--seed", type=int, default=None, help="default: the checkpoint's seed")
     return p
 
 
@@ -295,6 +308,8 @@ def evaluate(ckpt: str, density_spec: str, n: int = 2000, seed: int = 0, sampler
                 elbo = ddpm_elbo_nats(lambda x, t: model(x, t), method.schedule(), x0, cfg.ddpm_variance)
             extra.update(neg_elbo_nats=elbo["elbo_nats"], neg_elbo_decoder_variance=elbo["decoder_variance"],
                          nll_true_data=float(-density.log_prob(x0.double()).mean()))
+    if method.natural_sampler == "flow":       # a flow model: how straight its own ODE paths are (Liu et al.)
+        extra.update(path_straightness(sm, min(n, 1000), seed=seed))
     return {**extra,
         "objective": cfg.objective, "model": cfg.model, "sampler": name, "n": n, "nfe": smp.nfe,
         "note": sm.range_note(smp.sigmas_used()),
@@ -396,6 +411,19 @@ def cmd_order(a) -> None:
     print(json.dumps(result.to_dict()) if a.json else format_order_table(result))
 
 
+def cmd_reflow(a) -> None:
+    model, cfg, density, extra = load_checkpoint(a.ckpt)
+    start = time.perf_counter()
+    net, new_cfg, info = reflow(model, cfg, density, a.steps, a.pairs, a.nfe, a.seed, stats=stats_from_extra(extra))
+    rounds = int(extra.get("reflow", {}).get("rounds", 0)) + 1
+    keep = {k: extra[k] for k in ("sigmas", "data_stats", "train_points") if k in extra}
+    save_checkpoint(a.out, net, new_cfg, density, {**keep, "final_loss": info["final_loss"],
+                                                     "train_seconds": time.perf_counter() - start,
+                                                     "reflow": {**info, "rounds": rounds, "from": str(a.ckpt)}})
+    print(f"saved {a.out} (reflow round {rounds}: {a.pairs} pairs at {a.nfe} NFE, {a.steps} steps, "
+          f"final loss {info['final_loss']:.4f})")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sample" and out_problem(args.out):       # before any work, as the image CLI does
@@ -405,7 +433,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     try:
         {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "lab": cmd_lab,
-         "order": cmd_order}[args.command](args)
+         "order": cmd_order, "reflow": cmd_reflow}[args.command](args)
     except (DensityError, CheckpointError, samplers.DivergenceError, FloatingPointError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
