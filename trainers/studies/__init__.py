@@ -8,7 +8,9 @@ pictures — what the explorer's tabs and the headless CLIs show. Plain torch, n
 - ``learned_density``: the PF-ODE log-density and NLL of a model (Learned-density tab);
 - ``score_field``: learned vs true score at one level, the error map (Score-field and History tabs);
 - ``snapshots``: one weight snapshot pictured three ways (History tab);
-- ``chains``: the Samplers tab's chain set-up (score models, shared starts, metrics).
+- ``chains``: the Samplers tab's chain set-up (score models, shared starts, metrics);
+- ``convergence``: the deterministic solvers' order of convergence (``toy order``);
+- ``reflow``: straightness of a flow model's ODE paths, and reflow (``toy reflow``).
 
 A long study takes ``progress(fraction, what)`` and ``cancelled()`` and returns None when cancelled, so the
 explorer runs it in one ``explorer.workers.job.JobWorker``. Import the module you need; this package
