@@ -106,3 +106,17 @@ def test_tilted_sampler_matches_its_density():
     se = a.std(0) / math.sqrt(len(a))
     assert ((a.mean(0) - is_mean).abs() < 4 * se + 0.01).all()
     assert (is_mean - cond.mean()).norm() > 0.03        # and the tilt did move the mean
+
+
+def test_guidance_study_reports_distances_per_sampler_and_w():
+    from trainers.studies.guidance import format_table, run_guidance_study
+    d = _density()
+    r = run_guidance_study(d, "y", ws=(0.0, 4.0), samplers=("ddpm", "ddim"), n=600, seeds=2, null_draws=4,
+                           options={"ddpm": {"n_timesteps": 200}}, grid=300)
+    assert len(r.rows) == 4 and set(r.threshold_tilted) == {0.0, 4.0}
+    for name in ("ddpm", "ddim"):
+        r0, r4 = r.row(name, 0.0), r.row(name, 4.0)
+        assert r0.to_conditional < 0.02 and len(r0.per_seed["to_tilted"]) == 2
+        assert r4.to_tilted > 5 * r.threshold_tilted[4.0]          # exact CFG at w = 4 misses p_w
+        assert r4.class_share >= r0.class_share - 1e-9            # guidance keeps the class
+    assert "ED to tilted" in format_table(r)
