@@ -37,6 +37,7 @@ import torch
 from ..densities import GaussianMixture, preset
 from ..fitting import (ToyConfig, build_model_and_method, build_network, initial_for, make_sampler, method_for,
                       score_model, train, training_data, training_steps)
+from ..methods import method_class
 from ..metrics import (ddpm_elbo_nats, energy_distance, fisher_divergence, mean_pairwise_distance,
                       mode_weight_error, mode_weights)
 from ..samplers import SamplerOptions, build_sampler, initial_particles
@@ -659,7 +660,7 @@ def _one_model(p, seed, control, progress):
 def _judge_one_model(S, p):
     parts, holds = [], True
     for objective, others in ONE_MODEL_PLANS:
-        own = "annealed" if objective == "ncsn" else "ddpm"
+        own = method_class(objective).natural_sampler
         for name in (own, *others):
             ok = _reached(S, f"{objective}_{name}", p["reach_share"])
             holds = holds and ok
