@@ -61,10 +61,12 @@ def reflow_pairs(sm: ScoreModel, n: int, nfe: int = REFLOW_NFE, seed: int = 0,
 def reflow(model: torch.nn.Module, cfg: fitting.ToyConfig, density: GaussianMixture | None,
            steps: int = REFLOW_STEPS, pairs: int = REFLOW_PAIRS, nfe: int = REFLOW_NFE, seed: int | None = None,
            progress: Callable[[float, str], None] | None = None, cancelled: Callable[[], bool] | None = None,
-           stats: dict | None = None):
+           stats: dict | None = None, shuffle: bool = False):
     """One reflow round: pairs from flow-matching `model`'s ODE, then B (A's weights to start, cfg's
     learning rate, batch and cosine decay over `steps`) trained on them. Returns (B, its config,
-    {"pairs", "nfe", "steps", "final_loss"}). Raises samplers.Cancelled when `cancelled()` says so."""
+    {"pairs", "nfe", "steps", "final_loss"}). Raises samplers.Cancelled when `cancelled()` says so.
+    shuffle: the negative control — the z of the pairs reordered at random, so B sees the same endpoints
+    and noise but an independent coupling (plain flow matching on A's samples)."""
     if cfg.objective != "fm":
         raise ValueError(f"reflow needs a flow-matching model (objective fm), not {cfg.objective}")
     progress = progress or (lambda f, what: None)
@@ -72,6 +74,9 @@ def reflow(model: torch.nn.Module, cfg: fitting.ToyConfig, density: GaussianMixt
     sm = fitting.score_model(model, cfg, density, stats=stats)
     progress(0.0, "pairs")
     data = reflow_pairs(sm, pairs, nfe, seed + 1000, cancelled)
+    if shuffle:
+        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + 3000))
+        data = torch.stack([data[:, 0], data[perm, 1]], dim=1)
     new_cfg = replace(cfg, steps=steps, extra=dict(cfg.extra))
     net = copy.deepcopy(model)
     method = fitting.method_for(new_cfg, density)
