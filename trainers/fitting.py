@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 
 from .atomic import CheckpointError, atomic_torch_save  # noqa: F401  (re-exported for the CLI)
+from .conditional import ClassBound, labelled_training_data
 from .densities import DEFAULT_DENSITY, GaussianMixture
 from .methods import METHODS, Level, Method, method_class  # noqa: F401  (Level: re-exported for the views)
 from .nets import build_model
@@ -50,6 +51,8 @@ class ToyConfig:
     ssm_variance_reduced: bool = True
     lr_decay: bool = True               # cosine decay of the learning rate to 0 over `steps` (CLI/tests)
     n_data: int = 0                     # 0: a fresh batch of the density every step; N: N points drawn once
+    n_classes: int = 0                  # > 0: a class-conditional network over the density's classes (trainers.conditional)
+    p_uncond: float = 0.1               # conditional training: the probability a label is dropped to the null class
     # The fields above from `sigma` to `ssm_variance_reduced` are the built-in methods' parameters (each
     # method's Params names them). A method whose parameter has no field here keeps it in `extra`
     # ({name: value}), so a new method file needs no edit here.
@@ -62,6 +65,10 @@ class ToyConfig:
         for name in ("width", "depth", "batch", "n_levels", "n_timesteps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.n_classes < 0 or not 0 <= self.p_uncond < 1:
+            raise ValueError("n_classes must be 0 or more and p_uncond in [0, 1)")
+        if self.n_classes and method.cond is None:
+            raise ValueError(f"a class-conditional model needs a method with noise levels; {self.objective} has none")
         if self.n_data < 0:
             raise ValueError("n_data must be 0 (fresh data every step) or a positive number of points")
         if not (self.lr > 0 and self.sigma > 0 and self.sigma_min > 0):
@@ -122,7 +129,7 @@ def build_network(cfg: ToyConfig) -> torch.nn.Module:
     caller's global RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
+        return build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps, cfg.n_classes)
 
 
 def build_model_and_method(cfg: ToyConfig, density: GaussianMixture | None = None,
@@ -154,7 +161,10 @@ def training_steps(model: torch.nn.Module, method: Method, sample_batch: Callabl
     step = start_step
     while True:
         x = sample_batch(batch)
-        terms, levels = method.terms(model, x, gen)
+        net = model
+        if isinstance(x, tuple):      # (points, labels after dropout): a class-conditional batch
+            x, net = x[0], ClassBound(model, x[1])
+        terms, levels = method.terms(net, x, gen)
         loss = terms.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {float(loss.detach())} at step {step + 1}; "
@@ -175,6 +185,8 @@ def training_data(cfg: ToyConfig, density: GaussianMixture):
     """(sample_batch(n), training points or None). With cfg.n_data = N, a fixed training set of N points
     is drawn once (seed cfg.seed + 2) and batches resample it; otherwise every batch is fresh."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    if cfg.n_classes:
+        return labelled_training_data(cfg, density, gen)
     if not cfg.n_data:
         return (lambda n: density.sample(n, gen)), None
     points = density.sample(cfg.n_data, torch.Generator().manual_seed(cfg.seed + 2))
@@ -322,7 +334,7 @@ def load_checkpoint(path):
     if ckpt.get("version", 0) > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} was written by a newer version (format {ckpt['version']})")
     cfg = ToyConfig.from_dict(ckpt["config"])
-    model = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps)
+    model = build_model(cfg.model, cfg.cond, cfg.width, cfg.depth, cfg.n_timesteps, cfg.n_classes)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     density = GaussianMixture.from_dict(ckpt["density"]) if ckpt.get("density") else None

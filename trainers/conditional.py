@@ -1,0 +1,93 @@
+"""Class-conditional 2D models (issue #22): one network gives s(x|c) and s(x).
+
+Training (`ToyConfig.n_classes` > 0, any method with noise levels: ncsn, ddpm, …): each batch is drawn
+with its classes (`GaussianMixture.sample_labelled`), and each label is replaced by the null class
+(index n_classes) with probability `p_uncond` (label dropout, Ho & Salimans 2022), from a generator of
+its own (seed cfg.seed + 3), so the method's loss sees the same points and noise as unconditional
+training would. `ClassBound(net, label)` is the network with its label bound: what the method's loss
+and the ScoreModel wrappers call as net(x, σ or t).
+
+Sampling: `class_score(net, cfg, density, c)` is s(x|c) as a ScoreModel (c None: s(x), the null class),
+`guided_score(…, c, w)` CFG's (1 + w) s(x|c) − w s(x) (trainers.guidance), `exact_guided` the same with
+the exact scores over the method's range, and `auto_guided` autoguidance with a weaker network.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ClassBound(nn.Module):
+    """net(x, c) with the class `label` bound (an int, a (N,) tensor of labels, or None: the null class)."""
+
+    def __init__(self, net: nn.Module, label):
+        super().__init__()
+        self.net, self.label, self.cond = net, label, getattr(net, "cond", None)
+        if hasattr(net, "infer") and (label is None or isinstance(label, int)):
+            self.infer = lambda batches: net.infer(batches, label=label)
+
+    def forward(self, x: torch.Tensor, c=None) -> torch.Tensor:
+        return self.net(x, c, label=self.label)
+
+
+def drop_labels(labels: torch.Tensor, n_classes: int, p_uncond: float, generator: torch.Generator) -> torch.Tensor:
+    """Each label replaced by the null class n_classes with probability p_uncond."""
+    drop = torch.rand(len(labels), generator=generator) < p_uncond
+    return torch.where(drop, torch.full_like(labels, n_classes), labels)
+
+
+def labelled_training_data(cfg, density, gen: torch.Generator):
+    """fitting.training_data for a class-conditional config: (sample_batch(n) → (points, labels after
+    dropout), the fixed training points or None). The points are the draws unconditional training makes."""
+    if density.n_classes != cfg.n_classes:
+        raise ValueError(f"the model has {cfg.n_classes} classes but the density {density.name or ''} has "
+                         f"{density.n_classes}")
+    drop_gen = torch.Generator().manual_seed(cfg.seed + 3)
+    if not cfg.n_data:
+        def batch(n):
+            x, y = density.sample_labelled(n, gen)
+            return x, drop_labels(y, cfg.n_classes, cfg.p_uncond, drop_gen)
+        return batch, None
+    points, labels = density.sample_labelled(cfg.n_data, torch.Generator().manual_seed(cfg.seed + 2))
+
+    def fixed(n):
+        idx = torch.randint(len(points), (n,), generator=gen)
+        return points[idx], drop_labels(labels[idx], cfg.n_classes, cfg.p_uncond, drop_gen)
+    return fixed, points
+
+
+def _stats(density) -> dict:
+    m, c = density.mean(), density.covariance()
+    return {"mean": m.tolist(), "var": float(torch.diagonal(c).mean()), "cov": c.tolist()}
+
+
+def class_score(net, cfg, density, c=None, sigmas=None):
+    """s(x|c) of a class-conditional network as a ScoreModel (c: index or name; None: s(x), the null
+    class), over the method's σ range; its start is matched to the class's (or the density's) moments."""
+    from .fitting import score_model
+    if not getattr(net, "n_classes", 0):
+        raise ValueError("this network is not class-conditional (train with --conditional)")
+    label = None if c is None else density.class_index(c)
+    target = density if label is None else density.conditional(label)
+    return score_model(ClassBound(net, label), cfg, density, sigmas, _stats(target))
+
+
+def guided_score(net, cfg, density, c, w: float, sigmas=None):
+    """CFG on one class-conditional network: (1 + w) s(x|c) − w s(x)."""
+    from .guidance import cfg as cfg_guidance
+    return cfg_guidance(class_score(net, cfg, density, c, sigmas), class_score(net, cfg, density, None, sigmas), w)
+
+
+def exact_guided(cfg, density, c, w: float, sigmas=None):
+    """CFG with the exact scores of p(x|c) and p(x), over the method's range (its schedule, its σ levels)."""
+    from .fitting import noise_levels, score_model
+    from .guidance import cfg as cfg_guidance
+    sigmas = sigmas if sigmas is not None else noise_levels(cfg, density)
+    return cfg_guidance(score_model(None, cfg, density.conditional(c), sigmas),
+                        score_model(None, cfg, density, sigmas), w)
+
+
+def auto_guided(good, bad, w: float):
+    """Autoguidance of two ScoreModels (e.g. class_score of a network and of an earlier checkpoint)."""
+    from .guidance import autoguidance
+    return autoguidance(good, bad, w)
