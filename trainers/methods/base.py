@@ -22,9 +22,17 @@ import torch
 from .. import schema
 from ..samplers import SamplerOptions, prior_sample
 from ..schedules import DDPMSchedule
-from ..score_models import ExactScore, ScoreModel, from_network
+from ..score_models import ExactScore, Query, ScoreModel, from_network
 
 METHODS: dict[str, type["Method"]] = {}
+
+
+def answer(sm: ScoreModel, query: Query) -> torch.Tensor:
+    """sm's answer to one query through the network's own forward pass, as training evaluates it (not
+    the folded inference pass the samplers take, which agrees only up to float rounding), so a score
+    field or Fisher divergence is bit-identical to calling the network."""
+    with torch.enable_grad():
+        return sm.evaluate_with_grad([query])[0].detach()
 
 
 def register_method(cls: type["Method"]) -> type["Method"]:
@@ -202,7 +210,7 @@ class Method:
 
     def score_field(self, sm: ScoreModel, level: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """x ↦ the model's score at `level` (of target_density(…, level)), through the ScoreModel."""
-        return lambda x: sm.score(x, float(level))
+        return lambda x: answer(sm, Query.score(x, float(level)))
 
     # ------------------------------------------------------------------ sampling
     def sampler_defaults(self, name: str) -> SamplerOptions:

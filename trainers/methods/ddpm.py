@@ -7,8 +7,8 @@ import torch
 
 from ..schedules import DDPMSchedule
 from ..schema import option
-from ..score_models import ExactScore, from_network
-from .base import Level, LossBins, Method, randn_like, register_method, sum_dims
+from ..score_models import ExactScore, Query, from_network
+from .base import Level, LossBins, Method, answer, randn_like, register_method, sum_dims
 
 
 def ddpm_elbo_weights(schedule: DDPMSchedule, variance: str = "beta") -> torch.Tensor:
@@ -100,7 +100,8 @@ class DDPM(Method):
         sch, t = self.schedule(), int(level)
 
         def field(x):
-            return sch.eps_to_score(sm.eps(x, t, sch), torch.full((len(x),), t, dtype=torch.long, device=x.device))
+            return sch.eps_to_score(answer(sm, Query.eps(x, t, sch)),
+                                    torch.full((len(x),), t, dtype=torch.long, device=x.device))
         return field
 
     def own_sampler_defaults(self, name):
