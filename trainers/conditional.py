@@ -91,3 +91,59 @@ def auto_guided(good, bad, w: float):
     """Autoguidance of two ScoreModels (e.g. class_score of a network and of an earlier checkpoint)."""
     from .guidance import autoguidance
     return autoguidance(good, bad, w)
+
+
+GUIDE_CHOICES = ("cfg", "auto")
+
+
+def _load(path, density):
+    """(network, cfg, density, σ levels, data stats) of a 2D checkpoint (the CLI's reading of it)."""
+    from .fitting import load_checkpoint, noise_levels, sigmas_from_extra, stats_from_extra
+    net, cfg, ckpt_density, extra = load_checkpoint(path)
+    density = density or ckpt_density
+    sigmas = sigmas_from_extra(extra)
+    if sigmas is None:
+        sigmas = noise_levels(cfg, density)
+    return net, cfg, density, sigmas, stats_from_extra(extra)
+
+
+def sampling_score(ckpt, density, exact: bool, c=None, w: float = 0.0, guide: str = "cfg", bad_ckpt=None):
+    """The score model `sample --class C --guidance W [--guide auto --bad-ckpt B]` drives a sampler with:
+
+    - guide "cfg" (c required): (1 + w) s(x|c) − w s(x) from the conditional checkpoint `ckpt`, or from
+      the exact scores (exact, or no ckpt) over the checkpoint's range (else the exact score's own);
+    - guide "auto": s_good + w (s_good − s_bad) with the good model `ckpt` and the bad `bad_ckpt`
+      (each at class c when given and conditional)."""
+    from .fitting import score_model
+    from .guidance import autoguidance, exact_cfg
+    if guide not in GUIDE_CHOICES:
+        raise ValueError(f"unknown --guide {guide!r}; choose one of {', '.join(GUIDE_CHOICES)}")
+    if guide == "auto":
+        if exact or not ckpt or not bad_ckpt:
+            raise ValueError("autoguidance needs a trained model: --ckpt GOOD.pt --bad-ckpt BAD.pt (not --score exact)")
+        models = []
+        for path in (ckpt, bad_ckpt):
+            net, cfg, dens, sigmas, stats = _load(path, density)
+            if c is not None and getattr(net, "n_classes", 0):
+                models.append(class_score(net, cfg, dens, c, sigmas))
+            elif c is not None:
+                raise ValueError(f"{path} is not class-conditional, so it has no class {c!r} (train with --conditional)")
+            else:
+                models.append(score_model(net, cfg, dens, sigmas, stats))
+        return autoguidance(models[0], models[1], w)
+    if bad_ckpt:
+        raise ValueError("--bad-ckpt is for --guide auto")
+    if c is None:
+        raise ValueError("classifier-free guidance needs --class K (an index or a class name)")
+    if not ckpt:
+        if density is None:
+            raise ValueError("give --ckpt, or --score exact with --density D")
+        return exact_cfg(density, c, w)
+    net, cfg, density, sigmas, _ = _load(ckpt, density)
+    if density is None:
+        raise ValueError("this checkpoint holds no density, so the exact score needs --density")
+    if exact:
+        return exact_guided(cfg, density, density.class_index(c), w, sigmas)
+    if not getattr(net, "n_classes", 0):
+        raise ValueError(f"{ckpt} is not class-conditional (train with --conditional), so it cannot guide by class")
+    return guided_score(net, cfg, density, c, w, sigmas)

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=positive_int, default=512)
     t.add_argument("--lr", type=positive_float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--conditional", action="store_true",
+                   help="class-conditional on the density's classes (\"label\"s in its JSON), with label dropout to "
+                        "a null class so one network gives s(x|c) and s(x) (methods with noise levels: ncsn, ddpm, …)")
+    t.add_argument("--p-uncond", type=float, default=0.1, help="--conditional: probability of dropping a label (default 0.1)")
     t.add_argument("--out", required=True, help="checkpoint path (.pt), written atomically")
 
     s = sub.add_parser("sample", help="sample with any sampler, from a trained model or the exact score")
@@ -100,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the sampler's own: " + "".join(f"{v.default_init} for {k}, " for k, v in
                                                                    samplers.SAMPLERS.items() if v.default_init != "gaussian")
                         + "gaussian for the others)")
+    g = s.add_argument_group("guidance", "classifier-free guidance (1 + w) s(x|c) − w s(x): w = 0 is the "
+                             "conditional model, w = −1 the unconditional one, the 'guidance scale' is 1 + w; "
+                             "autoguidance s_good + w (s_good − s_bad) with a weaker checkpoint")
+    g.add_argument("--class", dest="cls", help="class index or name (a conditional --ckpt, or --score exact)")
+    g.add_argument("--guidance", type=float, default=0.0, help="guidance weight w (default 0)")
+    g.add_argument("--guide", choices=["cfg", "auto"], default="cfg", help="cfg (default) or auto (needs --bad-ckpt)")
+    g.add_argument("--bad-ckpt", help="the weaker model of autoguidance (a smaller or earlier checkpoint)")
     s.add_argument("--start", choices=["prior", "exact"], default="prior",
                    help="the Gaussian start: prior = N(m, C + σ_max² I), matched to p_σmax in mean and covariance "
                         "(docs/math.md §10.1); exact = exact draws of p_σmax (exact score only: no prior mismatch)")
@@ -170,7 +181,10 @@ def cmd_train(a) -> None:
     from tqdm import tqdm
 
     density = load_density(a.density)
+    if a.conditional and not density.labelled:
+        raise DensityError(f"{a.density} has no classes: give its components \"label\"s (or a preset with classes)")
     cfg = ToyConfig(density=a.density, model=a.model, objective=a.objective, width=a.width, depth=a.depth,
+                    n_classes=density.n_classes if a.conditional else 0, p_uncond=a.p_uncond,
                     lr=a.lr, batch=a.batch, steps=a.steps, seed=a.seed, n_data=a.n_data, **_method_settings(a))
     sigmas = noise_levels(cfg, density)
     cfg.sigma_max = float(sigmas[0])     # store the resolved σ₁ so sampling uses the same levels
@@ -257,6 +271,12 @@ def save_samples(x: np.ndarray, path: str) -> None:
 
 def cmd_sample(a) -> None:
     sm, density, cfg = _score_source(a, a.exact or a.score == "exact")
+    if a.cls is not None or a.guide == "auto" or a.bad_ckpt:
+        from .conditional import sampling_score
+        sm = sampling_score(a.ckpt, load_density(a.density) if a.density else None, a.exact or a.score == "exact",
+                            a.cls, a.guidance, a.guide, a.bad_ckpt)
+    elif a.guidance:
+        raise ValueError("--guidance needs --class K (classifier-free guidance) or --guide auto --bad-ckpt B.pt")
     sampler = samplers.build_sampler(a.sampler, sm, _options(a, cfg))
     _note(sm, sampler)
     gen = torch.Generator().manual_seed(a.seed)
