@@ -25,13 +25,18 @@ SMALL = {
     "one-model": {"null_reps": 20},
     "memorisation": {"n_data": 10, "steps": 2000, "fresh_steps": 1000, "n": 200},
     "dpmpp-lower-order-final": {"seeds": 3, "n": 1000, "null_reps": 20},
+    # flow matching (trainers/studies/flow_experiments.py): the FM models are shared between the three
+    "fm-same-map": {"steps": 300, "width": 64, "batch": 128, "n": 300, "nfe": 50, "ode_steps": 100},
+    "reflow-straightens": {"steps": 300, "width": 64, "batch": 128, "n": 300, "nfe": 50, "null_reps": 10,
+                           "reflow_steps": 300, "pairs": 2000, "pair_nfe": 20},
+    "ot-straightens": {"steps": 300, "width": 64, "batch": 128, "n": 300, "nfe": 50, "null_reps": 10},
 }
 
 
 def test_registry_lists_every_experiment_with_claim_expectation_control_and_defaults():
     expected = {"score-wrong-without-data", "ssm-needs-noise", "langevin-mode-weights", "noise-levels-fix-both",
                 "ddpm-forward-reverse", "ebm-vs-score", "few-steps", "one-model", "memorisation",
-                "dpmpp-lower-order-final"}
+                "dpmpp-lower-order-final", "fm-same-map", "reflow-straightens", "ot-straightens"}
     assert set(experiments.EXPERIMENTS) == expected == set(SMALL)
     for e in experiments.EXPERIMENTS.values():
         assert e.title and e.claim and e.expected and e.criterion and e.control and e.defaults

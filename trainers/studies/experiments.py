@@ -916,6 +916,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         {"with_lof_excess": "with lower_order_final", "without_lof_excess": "without",
          "to_zero_excess": "ending at σ = 0", "difference": "without − with", "last_step_ratio": "last h / previous h"}),
 ]}
+from . import flow_experiments  # noqa: E402,F401  (registers fm-same-map, reflow-straightens, ot-straightens)
 
 
 def get(name: str) -> Experiment:
