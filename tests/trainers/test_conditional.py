@@ -1,0 +1,101 @@
+"""Class-conditional training (label dropout, one network for s(x|c) and s(x)) and the CLI's guidance flags."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainers import samplers, toy
+from trainers.conditional import ClassBound, class_score, guided_score, sampling_score
+from trainers.densities import GaussianMixture, preset
+from trainers.fitting import ToyConfig, build_network, initial_for, train, training_data
+from trainers.guidance import Guided
+from trainers.metrics import mode_weights
+
+
+def _held_out():
+    # a labelled density no preset or other test uses: 2 classes, the first with unequal weights
+    return GaussianMixture([0.45, 0.15, 0.4], [[-2.0, 1.5], [-2.0, -1.5], [2.0, 0.0]],
+                           np.tile(np.eye(2) * 0.15, (3, 1, 1)), name="held_out", labels=[0, 0, 1],
+                           classes=["west", "east"])
+
+
+def test_label_dropout_rate_and_the_same_points_as_unconditional_training():
+    d, n = _held_out(), 20_000
+    cfg = ToyConfig(objective="ncsn", n_classes=2, p_uncond=0.3)
+    x, y = training_data(cfg, d)[0](n)
+    share = float((y == 2).double().mean())
+    assert abs(share - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n)
+    kept = y < 2
+    assert abs(float((y[kept] == 0).double().mean()) - 0.6) < 4 * math.sqrt(0.6 * 0.4 / int(kept.sum()))
+    plain = training_data(ToyConfig(objective="ncsn"), d)[0](n)
+    assert torch.equal(x, plain)                     # the labels do not change the points drawn
+    fixed_x, _ = training_data(ToyConfig(objective="ncsn", n_classes=2, n_data=50), d)[0](8)
+    assert fixed_x.shape == (8, 2)
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="noise levels"):
+        ToyConfig(objective="dsm", n_classes=2)
+    with pytest.raises(ValueError, match="p_uncond"):
+        ToyConfig(objective="ncsn", n_classes=2, p_uncond=1.0)
+    with pytest.raises(ValueError, match="has 2 classes but the density three_classes has 3"):
+        training_data(ToyConfig(objective="ncsn", n_classes=2), preset("three_classes"))
+
+
+@pytest.mark.parametrize("objective", ["ncsn", "ddpm"])
+def test_one_network_gives_class_and_null_scores_and_the_fast_path_agrees(objective):
+    d = _held_out()
+    cfg = ToyConfig(objective=objective, n_classes=2, width=32, depth=2, n_timesteps=50, sigma_max=4.0)
+    net = build_network(cfg).eval()
+    x = torch.randn(64, 2)
+    for c in (0, 1, None):
+        sm = class_score(net, cfg, d, c)
+        fast = sm.score(x, 0.5)                                      # net.infer with the class folded in
+        slow = sm.score_with_grad(x, 0.5).detach()                   # forward with the class embedding
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    a, b = class_score(net, cfg, d, 0).score(x, 0.5), class_score(net, cfg, d, None).score(x, 0.5)
+    assert not torch.allclose(a, b)                                  # the class embedding matters
+    g = guided_score(net, cfg, d, "west", 2.0)
+    torch.testing.assert_close(g.score(x, 0.5), 3 * a - 2 * b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not class-conditional"):
+        class_score(build_network(ToyConfig(objective=objective)), cfg, d, 0)
+
+
+def test_cli_trains_conditionally_and_samples_guided(tmp_path):
+    ck, bad = tmp_path / "c.pt", tmp_path / "bad.pt"
+    for path, steps in ((ck, "60"), (bad, "5")):
+        assert toy.main(["train", "--density", "three_classes", "--objective", "ddpm", "--conditional", "--steps", steps,
+                         "--width", "16", "--depth", "1", "--timesteps", "40", "--batch", "64", "--out", str(path)]) == 0
+    for extra in (["--class", "right", "--guidance", "2"], ["--score", "exact", "--class", "1", "--guidance", "3"],
+                  ["--class", "0", "--guide", "auto", "--bad-ckpt", str(bad), "--guidance", "1"]):
+        out = tmp_path / "s.npy"
+        assert toy.main(["sample", "--ckpt", str(ck), "--sampler", "ddim", "--nfe", "5", "--n", "50",
+                         "--out", str(out)] + extra) == 0
+        assert np.isfinite(np.load(out)).all()
+    assert toy.main(["sample", "--score", "exact", "--density", "three_classes", "--class", "bottom", "--guidance", "1",
+                     "--sampler", "pf-ode", "--nfe", "6", "--n", "20", "--out", str(tmp_path / "e.npy")]) == 0
+    assert isinstance(sampling_score(str(ck), None, False, "left", 1.0), Guided)
+    for argv in (["--guidance", "1"], ["--class", "9"], ["--guide", "auto", "--class", "0"]):
+        assert toy.main(["sample", "--ckpt", str(ck), "--sampler", "ddim", "--out", str(tmp_path / "x.npy")] + argv) != 0
+    assert toy.main(["train", "--density", "two_moons", "--conditional", "--steps", "1", "--out", str(tmp_path / "m.pt")]) != 0
+
+
+@pytest.mark.slow
+def test_a_conditional_model_at_w0_samples_each_class_with_its_within_class_weights():
+    """On a labelled density no other test uses: DDIM on the trained conditional model at w = 0 puts the
+    class's samples on its components with the renormalised weights (0.75 / 0.25 for "west"), and the
+    exact conditional score does so to sampling noise."""
+    d = _held_out()
+    cfg = ToyConfig(density="held_out", objective="ncsn", n_classes=2, width=64, depth=3, steps=1500, batch=256)
+    net, _ = train(cfg, d)
+    west = d.conditional("west")
+    n = 2000
+    for sm, tol in ((class_score(net, cfg, d, "west"), 0.06), (sampling_score(None, d, True, "west", 0.0), None)):
+        sampler = samplers.build_sampler("ddim", sm, nfe=50)
+        gen = torch.Generator().manual_seed(0)
+        x = sampler.run(initial_for(sampler, n, "gaussian", None, gen), gen).x
+        w = mode_weights(x, west)
+        se = math.sqrt(0.75 * 0.25 / n)
+        assert abs(float(w[0]) - 0.75) < (tol if tol else 4 * se + 0.01), w
+        assert float((d.class_posterior(x.double()).argmax(1) == 0).double().mean()) > 0.97
