@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -177,3 +179,23 @@ def test_the_fm_method_trains_and_its_model_drives_every_sampler():
         assert torch.isfinite(s.run(torch.randn(20, 2)).x).all(), name
     with pytest.raises(ValueError, match="coupling"):
         ToyConfig(objective="fm", extra={"coupling": "sinkhorn"})
+
+
+def test_velocity_field_study_exact_against_learned():
+    """The Score-field tab's velocity view: a perfect velocity model's field and error map match the exact
+    one; an NCSN model's velocity goes through the score conversion and is refused at t = 1."""
+    from trainers.studies.velocity_field import model_t_range, velocity_error_map, velocity_field
+    cfg = ToyConfig(objective="fm")
+    bounds = MIX.plot_bounds()
+    f = velocity_field(PerfectVelocityNet(), cfg, MIX, 0.4, bounds, 12)
+    assert f.true.shape == (144, 2) and f.mean_squared_error < 1e-8
+    assert velocity_error_map(PerfectVelocityNet(), cfg, MIX, 0.4, bounds, 8).max() < 1e-3
+    assert velocity_field(None, cfg, MIX, 1.0, bounds, 4).learned is None
+    assert model_t_range(cfg) == (0.0, 1.0)
+    from trainers.nets import build_model
+    ncsn = ToyConfig(objective="ncsn")
+    net = build_model("mlp", "sigma", 16, 1)
+    assert model_t_range(ncsn)[1] < 1
+    assert np.isfinite(velocity_field(net, ncsn, MIX, 0.5, bounds, 4).learned).all()
+    with pytest.raises(ValueError, match="t in"):
+        velocity_field(net, ncsn, MIX, 1.0, bounds, 4)
