@@ -145,6 +145,19 @@ class TiltedTarget:
         y = torch.from_numpy(ys)[row] + u[:, 1] * self.cell[1]
         return torch.stack([x, y], 1).float()
 
+    def mean(self) -> torch.Tensor:
+        """E_{p_w}[x] on the grid, float64 (2,)."""
+        return (self.mass.flatten()[:, None] * self._centres()).sum(0)
+
+    def covariance(self) -> torch.Tensor:
+        """Cov_{p_w}[x] on the grid (cell-centre second moments plus the uniform jitter's h²/12), float64 (2, 2)."""
+        pts, m = self._centres() - self.mean(), self.mass.flatten()[:, None]
+        jitter = torch.diag(torch.tensor([self.cell[0] ** 2, self.cell[1] ** 2], dtype=torch.float64)) / 12
+        return (m * pts).T @ pts + jitter
+
+    def _centres(self) -> torch.Tensor:
+        return grid_points(self.bounds, self.n).double()
+
     def edge_mass(self) -> float:
         """The probability of the grid's outer ring of cells: near 0 when the box holds p_w."""
         m = self.mass
