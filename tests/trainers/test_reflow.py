@@ -76,3 +76,14 @@ def test_cli_reflow_and_straightness_in_evaluate(fm_model, tmp_path, capsys):
     capsys.readouterr()
     assert toy.main(["reflow", "--ckpt", str(n), "--out", str(tmp_path / "x.pt")]) == 1
     assert "flow-matching" in capsys.readouterr().err
+
+
+def test_reflow_round_reports_before_and_after_and_returns_none_when_cancelled(fm_model):
+    from trainers.studies.reflow import reflow_round
+    model, cfg, d = fm_model
+    seen = []
+    r = reflow_round(model, cfg, d, steps=100, pairs=500, nfe=10, n_eval=200, progress=lambda f, w: seen.append(f))
+    assert r.cfg.objective == "fm" and r.info["steps"] == 100 and seen[-1] == 1.0
+    assert r.straightness_after["straightness"] < r.straightness_before["straightness"]
+    assert r.one_step_after < r.one_step_before
+    assert reflow_round(model, cfg, d, steps=100, pairs=500, nfe=10, cancelled=lambda: True) is None

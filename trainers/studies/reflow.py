@@ -5,7 +5,7 @@ experiments and the explorer's Reflow button."""
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -98,3 +98,44 @@ def reflow(model: torch.nn.Module, cfg: fitting.ToyConfig, density: GaussianMixt
     net.eval()
     tail = losses[-50:]
     return net, new_cfg, {"pairs": pairs, "nfe": nfe, "steps": steps, "final_loss": sum(tail) / len(tail)}
+
+
+@dataclass
+class ReflowRound:
+    """One reflow round as the explorer's Reflow button reports it: the new network and config, and the
+    straightness (mean ± SE over the same paths) and 1-step Euler energy distance before and after."""
+    model: torch.nn.Module
+    cfg: fitting.ToyConfig
+    info: dict
+    straightness_before: dict
+    straightness_after: dict
+    one_step_before: float
+    one_step_after: float
+
+
+def reflow_round(model, cfg: fitting.ToyConfig, density: GaussianMixture, steps: int = REFLOW_STEPS,
+                 pairs: int = REFLOW_PAIRS, nfe: int = REFLOW_NFE, n_eval: int = 1000,
+                 progress: Callable[[float, str], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> ReflowRound | None:
+    """`reflow` with the figures before and after (the same z, seed 0): the job of the explorer's Reflow
+    button (trainers.studies' JobWorker convention: None when cancelled)."""
+    from ..metrics import energy_distance
+    progress = progress or (lambda f, what: None)
+    z = torch.randn(n_eval, 2, generator=torch.Generator().manual_seed(0))
+    ref = density.sample(n_eval, torch.Generator().manual_seed(1))
+
+    def figures(net, c):
+        sm = fitting.score_model(net, c, density)
+        s = straightness(*flow_paths(sm, z, STRAIGHTNESS_NFE))
+        one = energy_distance(flow_paths(sm, z, 1)[0][-1], ref)
+        return {"straightness": float(s.mean()), "straightness_se": float(s.std() / len(s) ** 0.5)}, one
+
+    try:
+        before, one_before = figures(model, cfg)
+        net, new_cfg, info = reflow(model, cfg, density, steps, pairs, nfe,
+                                    progress=lambda f, what: progress(0.05 + 0.9 * f, what), cancelled=cancelled)
+        after, one_after = figures(net, new_cfg)
+    except Cancelled:
+        return None
+    progress(1.0, "done")
+    return ReflowRound(net, new_cfg, info, before, after, one_before, one_after)
