@@ -193,13 +193,15 @@ def main(argv=None) -> int:
     r.add_argument("params", nargs="*", help="key=value overrides")
     r.add_argument("--control", action="store_true")
     r.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
+    a, rest = p.parse_known_args(argv)          # key=value after --control land in `rest`
+    if rest and (a.cmd != "run" or not all("=" in kv for kv in rest)):
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     if a.cmd == "list":
         for e in GUIDANCE_EXPERIMENTS.values():
             print(f"{e.name}\n  {e.title}\n  claim: {e.claim}\n  control: {e.control}\n")
         return 0
     try:
-        overrides = dict(kv.split("=", 1) for kv in a.params)
+        overrides = dict(kv.split("=", 1) for kv in a.params + rest)
         res = GUIDANCE_EXPERIMENTS[a.name].run(overrides, control=a.control)
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
