@@ -91,7 +91,7 @@ def plot(path: Path, main: LabResult, origin: LabResult, model: LabResult | None
     import pyqtgraph as pg
     from PySide6 import QtCore, QtWidgets
 
-    from explorer.views import axes
+    from explorer.views.parts import axes
 
     QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     pg.setConfigOptions(background="w", foreground="k", antialias=True)

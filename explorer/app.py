@@ -153,7 +153,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ status
     @QtCore.Slot(str)
     def _on_status(self, msg: str):
-        from .views.common import fit_status        # elided beside the permanent texts, in full as a tooltip
+        from .views.parts.common import fit_status        # elided beside the permanent texts, in full as a tooltip
 
         self.statusBar().showMessage(fit_status(self.statusBar(), msg, (self.sampler_status, self.train_status)),
                                      10000)

@@ -23,7 +23,7 @@ from trainers import densities
 from trainers import fitting
 from trainers import grid
 
-from . import common
+from .parts import common
 
 HEAT_N = 160        # the heat map's grid; the contours are traced on it too (trainers.grid.contour_lines)
 SYNC_PAIRS = 3_000_000   # full recomputations up to this many (pixel, component) pairs run inline (~10 ms)

@@ -29,7 +29,7 @@ from trainers.studies.experiments import (EXPERIMENTS, Experiment, ExperimentRes
                                           short_label)
 
 from ..workers.job import JobWorker
-from . import axes, common
+from .parts import axes, common
 
 HOLDS_STYLE = "background:#1e7b34; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"
 FAILS_STYLE = "background:#b3261e; color:white; border-radius:6px; padding:6px 12px; font-size:20px; font-weight:bold"

@@ -20,8 +20,8 @@ from trainers.studies import snapshots
 from trainers.studies.snapshots import SnapshotPictures
 
 from ..workers.job import JobWorker
-from . import axes, common
-from .stale import StaleModelBanner
+from .parts import axes, common
+from .parts.stale_banner import StaleModelBanner
 
 SHOWN_NATS = 10.0          # the log p map shows the top 10 nats (lower: one colour)
 DEBOUNCE_MS = 150          # a slider drag starts one job when it rests, not one per value

@@ -25,9 +25,9 @@ from trainers.image.config import available_configs, resume_refusal, run_config_
 
 from .. import runs
 from ..workers import process
-from . import axes, common
-from .quality_plot import QualityPanel
-from .run_browser import RunBrowser, SampleRequest
+from .parts import axes, common
+from .parts.quality_plot import QualityPanel
+from .parts.run_browser import RunBrowser, SampleRequest
 
 LOSS_PEN = pg.mkPen(255, 120, 60, width=2)
 LEVEL_PEN = pg.mkPen(90, 180, 255, width=2)

@@ -24,8 +24,8 @@ from trainers.studies.lab import EXACT, EXACT_START, MODEL, NFE_GRID
 from trainers.samplers import SAMPLERS
 
 from ..workers.job import JobWorker
-from . import axes, common
-from .stale import StaleModelBanner
+from .parts import axes, common
+from .parts.stale_banner import StaleModelBanner
 from .sampler import score_models
 
 PALETTE = [(255, 200, 40), (80, 220, 255), (255, 90, 200), (120, 255, 120), (255, 130, 60), (190, 150, 255)]

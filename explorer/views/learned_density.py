@@ -23,8 +23,8 @@ from trainers.studies import learned_density
 from trainers.studies.learned_density import LearnedDensity
 
 from ..workers.job import JobWorker
-from . import axes, common
-from .stale import StaleModelBanner
+from .parts import axes, common
+from .parts.stale_banner import StaleModelBanner
 
 DIFF_CMAP = pg.colormap.get("CET-D1")
 SHOWN_NATS = 12.0          # the shared log p scale shows the top 12 nats (lower: one colour)

@@ -25,9 +25,9 @@ from trainers.studies.chains import ChainSpec
 
 from ..workers.chains import ChainWorker
 from ..state import MAX_PANELS
-from . import common
-from .sampler_panel import PanelControls
-from .stale import StaleModelBanner
+from .parts import common
+from .parts.sampler_panel import PanelControls
+from .parts.stale_banner import StaleModelBanner
 
 COLORS = [(255, 200, 40, 170), (80, 220, 255, 170), (255, 90, 200, 170), (120, 255, 120, 170)]
 TRAIL_PEN = pg.mkPen(255, 255, 255, 150, width=1.0)

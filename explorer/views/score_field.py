@@ -21,8 +21,8 @@ from trainers.studies import memorisation
 from trainers.studies.score_field import Level, empirical_field, error_map, levels, score_field, training_points
 
 from ..workers.job import JobWorker
-from . import axes, common
-from .stale import StaleModelBanner
+from .parts import axes, common
+from .parts.stale_banner import StaleModelBanner
 
 ERROR_N = 80
 CONTOUR_N = 64

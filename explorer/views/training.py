@@ -23,7 +23,7 @@ from trainers.methods import METHODS
 
 from ..state import build_network
 from ..workers.training import TrainWorker
-from . import axes, common
+from .parts import axes, common
 from .parts.schema_form import SchemaRows
 
 TIP = {

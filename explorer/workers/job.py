@@ -1,4 +1,4 @@
-"""The QThread behind every one-shot study of a tab (views.common.JobTab): one call of a Qt-free function of
+"""The QThread behind every one-shot study of a tab (views.parts.common.JobTab): one call of a Qt-free function of
 trainers.studies that takes `progress(fraction, what)` and `cancelled()` callbacks and returns its result,
 or None when it saw the cancel. The outcome arrives by exactly one of three signals: done(result),
 cancelled() or failed(message); an exception in the job becomes failed, never a crash of the GUI, and so

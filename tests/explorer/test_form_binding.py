@@ -9,7 +9,7 @@ import pytest
 import shiboken6
 from PySide6 import QtWidgets
 
-from explorer.views import common
+from explorer.views.parts import common
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_the_sampler_panel_form_comes_from_each_samplers_schema(qtbot):
     from trainers import schema
     from trainers.samplers import SAMPLERS
 
-    from explorer.views.sampler_panel import PanelControls
+    from explorer.views.parts.sampler_panel import PanelControls
 
     c = PanelControls(0, (200, 100, 50))
     qtbot.addWidget(c)

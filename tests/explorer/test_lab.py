@@ -70,7 +70,7 @@ def test_a_small_lab_runs_to_completion_and_exports_matching_csv(window, qtbot, 
 def test_the_lab_s_axes_and_table_headers_are_readable_at_1400_by_860(window, qtbot):
     """Log axes label major ticks only (no "1 0.9 0.8 0.7" piles, no "x0.001" rescaling); every table
     header fits its column, the columns fit the table, and each header has a tooltip saying what it is."""
-    from explorer.views import axes
+    from explorer.views.parts import axes
 
     window.resize(1400, 860)
     lab = window.views["lab"]

@@ -1,4 +1,4 @@
-"""Readable axes (explorer.views.axes) and no clipped text at the default window sizes (issue 25,
+"""Readable axes (explorer.views.parts.axes) and no clipped text at the default window sizes (issue 25,
 items 7 and 8)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui
 
-from explorer.views import axes
+from explorer.views.parts import axes
 
 
 def _parse(label: str) -> float:
@@ -188,7 +188,7 @@ def test_quality_plot_x_range_covers_the_checkpoints(qtbot, tmp_path):
     and the x axis labels reach past 250 (the issue saw labels up to ≈ 225: a clipped plot)."""
     import json
 
-    from explorer.views.quality_plot import QualityPanel
+    from explorer.views.parts.quality_plot import QualityPanel
     from trainers.image import run_layout as layout
 
     run = tmp_path / "run"

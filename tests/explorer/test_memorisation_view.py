@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.views.common import process_events_until
+from explorer.views.parts.common import process_events_until
 from trainers import densities
 from trainers import fitting
 from trainers.studies import memorisation

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from explorer import runs
-from explorer.views.run_browser import PATH_ROLE, RunBrowser, SampleRequest
+from explorer.views.parts.run_browser import PATH_ROLE, RunBrowser, SampleRequest
 from trainers.image import progress as events
 from trainers.image import run_layout as layout
 from trainers.image import runs as run_files

@@ -18,7 +18,7 @@ from PySide6 import QtWidgets
 
 from trainers import schema
 
-from .. import common
+from . import common
 
 _INT_SPAN, _FLOAT_SPAN = 10**9, 1e9     # spin-box limits for a field without lo / hi
 

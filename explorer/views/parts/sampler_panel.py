@@ -10,7 +10,7 @@ from trainers import schema
 from trainers.samplers import SAMPLERS
 
 from . import common
-from .parts.schema_form import SchemaRows
+from .schema_form import SchemaRows
 
 
 def _tip(cls) -> str:

@@ -22,8 +22,8 @@ from PySide6 import QtCore, QtWidgets
 from trainers.image import run_layout as layout
 from trainers.image import runs as run_files
 
-from .. import runs
-from ..workers import process
+from ... import runs
+from ...workers import process
 from . import axes, common
 
 POLL_MS = 1000                  # eval.jsonl change check (one stat) for the viewed run

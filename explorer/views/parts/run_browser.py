@@ -20,7 +20,7 @@ from PySide6 import QtCore, QtWidgets
 from trainers.image import run_layout as layout
 from trainers.image import runs as run_files
 
-from .. import runs
+from ... import runs
 from . import common
 
 PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole     # a run list item's run folder (str)
