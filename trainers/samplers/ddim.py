@@ -5,17 +5,16 @@ import math
 from dataclasses import dataclass
 
 from ..schedules import DDPMSchedule, spaced_timesteps
-from ..schema import option
 from ..score_models import Query, ScoreModel
 from .base import StepOutput, noise
-from .levels import (clip_option, n_timesteps_option, nfe_option, sigma_max_option, sigma_min_option, step_count,
-                     steps_option, vp_schedule)
+from .levels import (EtaNoise, clip_option, eta_option, n_timesteps_option, nfe_option, sigma_max_option,
+                     sigma_min_option, step_count, steps_option, vp_schedule)
 from .registry import register_sampler
 from .timesteps import TimestepSampler
 
 
 @register_sampler
-class DDIMSampler(TimestepSampler):
+class DDIMSampler(EtaNoise, TimestepSampler):
     """DDIM (Song, Meng & Ermon 2021, eq. 12) over the timesteps τ:
     x̂₀ = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t, σ_η² = η² (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'}),
     x_{t'} = √ᾱ_{t'} x̂₀ + √(1−ᾱ_{t'}−σ_η²) ε + σ_η z. η = 0: deterministic; η = 1 over all
@@ -32,8 +31,8 @@ class DDIMSampler(TimestepSampler):
         nfe: int | None = nfe_option()
         sigma_max: float | None = sigma_max_option()
         sigma_min: float | None = sigma_min_option()
-        eta: float = option(0.0, "η", "DDIM η: σ_η² = η² (1−ᾱ')/(1−ᾱ) (1 − ᾱ/ᾱ'). η = 0 deterministic (flow "
-                            "lines), η = 1 DDPM-like.", lo=0.0, hi=1.0, step=0.1, decimals=2)
+        eta: float = eta_option(0.0, "DDIM η: σ_η² = η² (1−ᾱ')/(1−ᾱ) (1 − ᾱ/ᾱ'). η = 0 deterministic (flow "
+                                "lines), η = 1 DDPM-like.")
         clip_denoised: float | None = clip_option()
         n_timesteps: int = n_timesteps_option()
 
@@ -43,20 +42,10 @@ class DDIMSampler(TimestepSampler):
         n = step_count(o, lambda nfe: nfe)
         return cls(model, sched, spaced_timesteps(sched.T, n), o.eta, o.clip_denoised)
 
-    @classmethod
-    def deterministic(cls, o):
-        return not o.eta
-
-    @classmethod
-    def title_for(cls, o):
-        return f"{cls.title} η={o.eta:g}"
-
     def __init__(self, model: ScoreModel, schedule: DDPMSchedule, timesteps=None, eta: float = 0.0,
                  clip_denoised: float | None = None):
-        if not 0 <= eta <= 1:
-            raise ValueError(f"DDIM needs 0 ≤ η ≤ 1, got {eta}")
+        self.eta = self.check_eta(eta)
         super().__init__(model, schedule, timesteps, clip_denoised)
-        self.eta = float(eta)
         self._sig2 = eta**2 * (1 - self._ab_next) / (1 - self._ab) * (1 - self._ab / self._ab_next)
         self._sig2f = self._sig2.tolist()
 

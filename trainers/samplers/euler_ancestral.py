@@ -4,17 +4,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..schema import option
 from ..score_models import Query
 from .base import StepOutput, noise
-from .levels import (clip_option, n_timesteps_option, nfe_option, sigma_max_option, sigma_min_option, step_count,
-                     steps_option)
+from .levels import (EtaNoise, clip_option, eta_option, n_timesteps_option, nfe_option, sigma_max_option,
+                     sigma_min_option, step_count, steps_option)
 from .multistep import GridSolver, denoised, grid_option, rho_option, solver_levels
 from .registry import register_sampler
 
 
 @register_sampler
-class EulerAncestralSampler(GridSolver):
+class EulerAncestralSampler(EtaNoise, GridSolver):
     """Each step from σ to σ' splits σ'² = σ_down² + σ_up², σ_up = min(σ', η σ'√(σ² − σ'²)/σ): an Euler
     step of the PF-ODE to σ_down, y ← y + (σ_down − σ)(y − D(y, σ))/σ, then fresh noise σ_up z (the DDPM
     ancestral step in VE form; η = 0 is the Euler PF-ODE). The step to σ' = 0 returns D. One
@@ -33,8 +32,8 @@ class EulerAncestralSampler(GridSolver):
         sigma_min: float | None = sigma_min_option()
         grid: str = grid_option()
         rho: float = rho_option()
-        eta: float = option(1.0, "η", "Ancestral noise: σ_up = η σ'√(σ² − σ'²)/σ (1: the ancestral step, 0: "
-                            "the Euler PF-ODE).", lo=0.0, hi=1.0, step=0.1, decimals=2)
+        eta: float = eta_option(1.0, "Ancestral noise: σ_up = η σ'√(σ² − σ'²)/σ (1: the ancestral step, 0: "
+                                "the Euler PF-ODE).")
         clip_denoised: float | None = clip_option()
         n_timesteps: int = n_timesteps_option()
 
@@ -43,19 +42,9 @@ class EulerAncestralSampler(GridSolver):
         n = step_count(o, lambda nfe: nfe)
         return cls(model, solver_levels(model, o, n), o.eta, o.clip_denoised)
 
-    @classmethod
-    def deterministic(cls, o):
-        return not o.eta
-
-    @classmethod
-    def title_for(cls, o):
-        return f"{cls.title} η={o.eta:g}"
-
     def __init__(self, model, sigmas, eta: float = 1.0, clip_denoised: float | None = None):
         super().__init__(model, sigmas, clip_denoised)
-        if not 0 <= eta <= 1:
-            raise ValueError(f"Euler ancestral needs 0 ≤ η ≤ 1, got {eta}")
-        self.eta = float(eta)
+        self.eta = self.check_eta(eta)
 
     def plan(self, x, k, generator=None):
         s0, s1 = self._sigf[k], self._sigf[k + 1]

@@ -1,7 +1,8 @@
 """What several samplers derive from their options, written once: the σ range, the VP schedule of a
-non-ε model, the step count from an NFE budget; and the option fields they share (`steps_option`,
-`nfe_option`, `sigma_max_option`, `sigma_min_option`, `n_timesteps_option`, `clip_option`), so each
-shared field has one label, range and tooltip."""
+non-ε model, the step count from an NFE budget; the option fields they share (`steps_option`,
+`nfe_option`, `sigma_max_option`, `sigma_min_option`, `n_timesteps_option`, `clip_option`, `eta_option`), so
+each shared field has one label, range and tooltip; and `EtaNoise`, the rules of a sampler whose η scales
+its fresh noise."""
 from __future__ import annotations
 
 from typing import Callable
@@ -45,6 +46,29 @@ def n_timesteps_option():
 def clip_option():
     return option(None, "Clip x̂₀", "Clip the denoised estimate x̂₀ to [−c, c] (images; default: off).",
                   lo=0.0, hi=100.0, step=0.5, decimals=2, unset="off")
+
+
+def eta_option(default: float, tip: str):
+    """`eta`: the scale of a step's fresh noise in [0, 1] (what η = 1 means is each sampler's tip)."""
+    return option(default, "η", tip, lo=0.0, hi=1.0, step=0.1, decimals=2)
+
+
+class EtaNoise:
+    """Mixed into a sampler whose `eta` option scales its fresh noise: η = 0 draws none (a flow), the
+    title names η, and the constructor checks 0 ≤ η ≤ 1 (`check_eta`)."""
+
+    @classmethod
+    def deterministic(cls, o):
+        return not o.eta
+
+    @classmethod
+    def title_for(cls, o):
+        return f"{cls.title} η={o.eta:g}"
+
+    def check_eta(self, eta: float) -> float:
+        if not 0 <= eta <= 1:
+            raise ValueError(f"{self.title} needs 0 ≤ η ≤ 1, got {eta}")
+        return float(eta)
 
 
 def sigma_range(model: ScoreModel, o) -> tuple[float, float]:
