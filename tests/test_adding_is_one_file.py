@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = Path(__file__).resolve().parent / "one_file"
 DENSITY = "two_gaussians"          # off-centre (its mean is not 0), so a sampler must follow the score
@@ -150,6 +148,7 @@ def test_the_repository_itself_has_neither():
     assert not (REPO / "trainers" / "methods" / "weighted_dsm.py").exists()
 
 
+@pytest.mark.slow
 def test_method_appears_on_the_command_line(cli):
     text = cli["train_help"]["out"]
     assert cli["train_help"]["code"] == 0
@@ -165,6 +164,7 @@ def test_method_appears_on_the_command_line(cli):
     assert cli["from_ckpt"]["code"] == 0, cli["from_ckpt"]["err"]
 
 
+@pytest.mark.slow
 def test_sampler_appears_on_both_command_lines(cli):
     for key in ("sample_help", "image_help"):
         text = cli[key]["out"]
@@ -175,6 +175,7 @@ def test_sampler_appears_on_both_command_lines(cli):
     assert "Reverse SDE (Euler–Maruyama)" in cli["em"]["out"] and "10 network evaluations" in cli["em"]["out"]
 
 
+@pytest.mark.slow
 def test_sampler_numbers(cli):
     """Euler–Maruyama on the reverse VE SDE is pc's predictor: with no corrector, the same samples from
     the same generator, bit for bit; its own option changes them; in the lab it matches pc too, and
@@ -193,6 +194,7 @@ def test_sampler_numbers(cli):
         assert fine["energy_distance"] < coarse["energy_distance"] / 4
 
 
+@pytest.mark.slow
 def test_both_appear_in_the_gui_forms(gui):
     assert "weighted-dsm" in gui["objectives"]
     assert "weighted-dsm — weighted DSM (one σ)" in gui["objective_texts"]
@@ -207,3 +209,16 @@ def test_both_appear_in_the_gui_forms(gui):
     assert gui["scale_row_shown"] and gui["convention"] == "y ← y + Δσ² s(y, σ) + r √Δσ² z"
     assert gui["panel"]["sampler"] == "reverse-sde" and gui["panel"]["source"] == "exact"
     assert gui["panel"]["options"]["noise_scale"] == 0.5 and gui["panel"]["options"]["steps"] == 100
+
+
+def test_the_walk_through_shows_the_files_as_they_are():
+    """docs/adding.md quotes the two example files: every line of its python blocks (comments aside)
+    is in one of them, so the walk-through cannot drift from what the test above proves."""
+    doc = (REPO / "docs" / "adding.md").read_text()
+    blocks = doc.split("```python")[1:]
+    assert len(blocks) == 2
+    files = [(EXAMPLES / f).read_text() for f in ("weighted_dsm.py", "reverse_sde_em.py")]
+    for block, text in zip(blocks, files):
+        lines = [ln.split("  #")[0].rstrip() for ln in block.split("```")[0].splitlines()]
+        missing = [ln for ln in lines if ln.strip() and not ln.strip().startswith("#") and ln not in text]
+        assert missing == [], missing
