@@ -14,6 +14,7 @@ The score model for w is `guided(w)`: by default exact CFG (trainers.guidance.ex
 conditional network's guided model can be passed instead.
 
     python -m trainers.studies.guidance --density three_classes --class 1 --w 0,1,4 --json
+    python -m trainers.studies.guidance --ckpt cond.pt --class 1 --w 0,1,4      # a conditional model's CFG
 """
 from __future__ import annotations
 
@@ -175,7 +176,9 @@ def format_table(r: GuidanceResult) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainers.studies.guidance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--density", default="three_classes", help="a labelled preset or density JSON")
+    p.add_argument("--density", help="a labelled preset or density JSON (default three_classes, or the checkpoint's)")
+    p.add_argument("--ckpt", help="a class-conditional checkpoint: its CFG instead of the exact scores' "
+                   "(the density defaults to the checkpoint's)")
     p.add_argument("--class", dest="cls", default="0", help="class index or name")
     p.add_argument("--w", default=",".join(f"{w:g}" for w in GUIDANCE_WS), help="comma-separated guidance weights")
     p.add_argument("--samplers", default=",".join(GUIDANCE_SAMPLERS))
@@ -187,8 +190,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     try:
         ws = [float(v) for v in a.w.split(",") if v.strip()]
-        r = run_guidance_study(load_density(a.density), a.cls, ws, [s for s in a.samplers.split(",") if s],
-                               n=a.n, seeds=a.seeds, seed=a.seed)
+        density, guided = load_density(a.density) if a.density else None, None
+        if a.ckpt:
+            from ..conditional import sampling_score
+            from ..fitting import load_checkpoint
+            density = density or load_checkpoint(a.ckpt)[2]
+            guided = lambda w: sampling_score(a.ckpt, density, False, a.cls, w)     # noqa: E731
+        r = run_guidance_study(density or load_density("three_classes"), a.cls, ws,
+                               [s for s in a.samplers.split(",") if s], guided=guided, n=a.n, seeds=a.seeds, seed=a.seed)
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
