@@ -35,8 +35,7 @@ from .densities import GaussianMixture
 from .score_models import ScoreModel, _bcast
 
 T_SCALE = 1000.0     # a velocity network's time input is 1000·t (nets.py's sinusoidal "time" embedding)
-T_MAX = 0.999        # a flow-matching model's sampling range starts here (σ = 999): x_t ≈ z to 1e-3
-SIGMA_MAX = T_MAX / (1 - T_MAX)
+T_MAX = 0.999        # the flow ODE of a flow-matching model starts here (σ = 999): x_t ≈ z to 1e-3
 
 
 def sigma_of_t(t):
@@ -94,12 +93,13 @@ def score_from_velocity(y: torch.Tensor, sigma, v: torch.Tensor) -> torch.Tensor
 class VelocityScoreModel(ScoreModel):
     """A velocity network v_θ(x_t, T_SCALE·t) as a ScoreModel: asked for s(y, σ), it evaluates the net at
     x = y/(1 + σ), t = σ/(1 + σ) and converts (score_from_velocity); asked for ε at a DDPM timestep,
-    ε = −σ s. Trained on every t ∈ [0, 1], so valid at every σ > 0; its default sampling range is
-    [sigma_min, SIGMA_MAX] (t up to T_MAX)."""
+    ε = −σ s. Trained on every t ∈ [0, 1], so valid at every σ > 0. Its default σ range is the binding's
+    (that of the other methods' samplers); the flow ODE starts at `flow_t_max` = T_MAX instead (x_t ≈ z)."""
     kind = "flow-matching"
     description = "velocity network (flow matching)"
+    flow_t_max = T_MAX
 
-    def __init__(self, net: Callable, sigma_min: float, sigma_max: float = SIGMA_MAX):
+    def __init__(self, net: Callable, sigma_min: float, sigma_max: float):
         super().__init__(sigma_min, sigma_max, valid=(0.0, math.inf))
         self.net = net
 

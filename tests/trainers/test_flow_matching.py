@@ -12,7 +12,7 @@ import torch
 
 from trainers.densities import GaussianMixture
 from trainers.fitting import ToyConfig, method_for
-from trainers.flows import (T_SCALE, VelocityScoreModel, coupling_cost, exact_velocity, flow_marginal,
+from trainers.flows import (T_MAX, T_SCALE, VelocityScoreModel, coupling_cost, exact_velocity, flow_marginal,
                             linear_path, ot_pair, score_from_velocity, sigma_of_t, velocity_from_score)
 from trainers.methods.flow_matching import fm_loss
 from trainers.samplers import build_sampler
@@ -83,7 +83,7 @@ class PerfectVelocityNet(torch.nn.Module):
 
 
 def test_velocity_score_model_answers_sigma_and_eps_queries_as_the_exact_score():
-    sm, exact = VelocityScoreModel(PerfectVelocityNet(), 0.05), ExactScore(MIX)
+    sm, exact = VelocityScoreModel(PerfectVelocityNet(), 0.05, 10.0), ExactScore(MIX)
     y = MIX.noised(1.0).sample(100, torch.Generator().manual_seed(3))
     for sigma in (0.1, 1.0, 5.0):
         torch.testing.assert_close(sm.score(y, sigma), exact.score(y, sigma), rtol=2e-3, atol=2e-3)
@@ -173,6 +173,12 @@ def test_the_fm_method_trains_and_its_model_drives_every_sampler():
     assert len(losses) == 30 and all(map(lambda v: v == v, losses))
     sm = score_model(model, cfg, MIX)
     assert isinstance(sm, VelocityScoreModel)
+    # the flow ODE starts at t = T_MAX (x ≈ z), the model and its exact score alike; other samplers use the
+    # binding's σ range, as on any other method's model
+    exact = score_model(None, cfg, MIX)
+    for m in (sm, exact):
+        assert build_sampler("flow", m).ts[0] == pytest.approx(T_MAX)
+        assert build_sampler("pf-ode", m).sigmas[0] == pytest.approx(float(method_for(cfg, MIX).noise_levels()[0]))
     for name in ("flow", "pf-ode", "ddim", "annealed", "ddpm"):
         s = build_sampler(name, sm, method_for(cfg, MIX).sampler_defaults(name), steps=5)
         assert torch.isfinite(s.run(torch.randn(20, 2)).x).all(), name

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..flows import SIGMA_MAX, T_SCALE, VelocityScoreModel, linear_path, ot_pair
+from ..flows import T_MAX, T_SCALE, VelocityScoreModel, linear_path, ot_pair
 from ..schema import option
 from ..score_models import ExactScore
 from .base import Level, LossBins, Method, randn_like, register_method, sum_dims
@@ -72,10 +72,15 @@ class FlowMatching(Method):
         return density.noised(float(level))
 
     def network_score(self, net):
-        return VelocityScoreModel(net, min(self._level_values()), SIGMA_MAX)
+        sig = self._level_values()
+        return VelocityScoreModel(net, min(sig), max(sig))
 
     def exact_score(self, density):
-        return ExactScore(density, min(self._level_values()), SIGMA_MAX)
+        """Over the same σ range as the network's, and its flow ODE starts at the same t = T_MAX."""
+        sig = self._level_values()
+        sm = ExactScore(density, min(sig), max(sig))
+        sm.flow_t_max = T_MAX
+        return sm
 
     def loss_bins(self):
         """10 equal bins of the flow time t ∈ [0, 1]."""

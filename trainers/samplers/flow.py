@@ -19,7 +19,8 @@ SOLVERS = {"euler": "Euler", "heun": "Heun (2 NFE/step)", "midpoint": "midpoint 
 @register_sampler
 class FlowSampler(Sampler):
     """The flow ODE dx/dt = v(x, t) on x_t = (1 − t) x₀ + t z, over a uniform grid t₀ = T > … > t_n = 0,
-    T = σ_max/(1 + σ_max) (a flow-matching model: T = 0.999). Driven by any ScoreModel: it asks for
+    T = σ_max/(1 + σ_max) (a flow-matching model and its exact score: `flow_t_max` = 0.999, unless σ_max
+    is given). Driven by any ScoreModel: it asks for
     s(y, σ) at y = x/(1 − t), σ = t/(1 − t) and uses v = −y − σ(1 + σ) s (trainers.flows), so the exact
     score gives the exact velocity. "euler": x ← x + (t' − t) v(x, t). "heun": an Euler trial, then the
     average of both slopes, except on the step to t' = 0, which is Euler (2 NFE per step, 1 on the
@@ -42,7 +43,8 @@ class FlowSampler(Sampler):
 
     @classmethod
     def from_options(cls, model, o):
-        t_max = t_of_sigma(o.sigma_max if o.sigma_max is not None else model.sigma_max)
+        own = getattr(model, "flow_t_max", None)       # a flow-matching model's (and its exact score's): T_MAX
+        t_max = t_of_sigma(o.sigma_max) if o.sigma_max is not None else own or t_of_sigma(model.sigma_max)
         per_nfe = {"euler": lambda nfe: nfe, "heun": lambda nfe: (nfe + 1) // 2,
                    "midpoint": lambda nfe: nfe // 2}[o.solver]
         n = step_count(o, per_nfe)
