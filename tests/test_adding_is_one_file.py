@@ -109,6 +109,20 @@ r.update({"panel_samplers": names, "panel_tip": panel.sampler.toolTip(),
           "scale_row_shown": panel.form.isRowVisible(scale), "panel": panel.panel(), "convention": panel.conv.text()})
 lab = LabView(state)
 r["lab_samplers"] = list(lab.sampler_boxes)
+
+# the Samplers tab's path for that panel: its study sets the chain up, the stepper's advance_together runs it
+import torch
+from trainers import densities, fitting
+from trainers.samplers import ChainState, advance_together
+from trainers.studies import chains
+density = densities.preset("two_gaussians")
+_, exact = chains.score_models(None, fitting.ToyConfig(), density, density)
+setup = chains.set_up_chains([panel.panel()], None, exact, 400, "gaussian", None, 0, density)
+chain = ChainState(setup.specs[0].sampler, setup.starts[0].float().clone(), torch.Generator().manual_seed(1))
+advance_together([chain], [chain.sampler.n_steps])
+r.update({"chain_title": setup.specs[0].title, "chain_steps": chain.k, "chain_error": chain.error,
+          "chain_flowing": setup.flowing[0], "chain_metrics": setup.metric_fn(chain.x.numpy()),
+          "start_metrics": setup.metric_fn(setup.starts[0].float().numpy())})
 print(json.dumps(r))
 """
 
@@ -209,6 +223,11 @@ def test_both_appear_in_the_gui_forms(gui):
     assert gui["scale_row_shown"] and gui["convention"] == "y ← y + Δσ² s(y, σ) + r √Δσ² z"
     assert gui["panel"]["sampler"] == "reverse-sde" and gui["panel"]["source"] == "exact"
     assert gui["panel"]["options"]["noise_scale"] == 0.5 and gui["panel"]["options"]["steps"] == 100
+    # the panel runs: 100 steps on the exact score, titled with its own option, far closer to the density
+    # than its start (r = 0.5 is a cold chain: not the density itself)
+    assert gui["chain_title"] == "Reverse SDE (Euler–Maruyama), r = 0.5 — exact score"
+    assert gui["chain_steps"] == 100 and not gui["chain_error"] and not gui["chain_flowing"]
+    assert gui["chain_metrics"]["energy_distance"] < gui["start_metrics"]["energy_distance"] / 4
 
 
 def test_the_walk_through_shows_the_files_as_they_are():
