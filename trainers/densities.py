@@ -617,11 +617,13 @@ def load_density(spec: str) -> GaussianMixture:
 
 @dataclass(frozen=True)
 class Stroke:
-    """A brush stroke in data coordinates. `width` is the brush diameter; erase strokes remove components."""
+    """A brush stroke in data coordinates. `width` is the brush diameter; erase strokes remove components.
+    `label`: the class of the painted components (None: an unlabelled stroke, class 0 in a labelled mixture)."""
     points: np.ndarray
     width: float
     strength: float = 1.0
     erase: bool = False
+    label: int | None = None
 
 
 def _resample_polyline(points: np.ndarray, spacing: float) -> np.ndarray:
@@ -652,15 +654,19 @@ def from_strokes(strokes: Iterable[Stroke], name: str = "drawn", bounds=None,
     means = np.zeros((0, 2))
     weights = np.zeros(0)
     stds = np.zeros(0)
+    labels = np.zeros(0, dtype=int)
+    strokes = list(strokes)
+    labelled = any(st.label is not None for st in strokes)
     for st in strokes:
         pts = np.asarray(st.points, dtype=np.float64).reshape(-1, 2)
         if len(pts) == 0 or not np.all(np.isfinite(pts)) or not st.width > 0:
             raise DensityError("a stroke needs at least one finite point and a positive width")
         if st.erase:
             keep = kept_by_eraser(means, st)
-            means, weights, stds = means[keep], weights[keep], stds[keep]
+            means, weights, stds, labels = means[keep], weights[keep], stds[keep], labels[keep]
             continue
         path = _resample_polyline(pts, st.width / 4)
+        labels = np.concatenate([labels, np.full(len(path), st.label or 0)])
         means = np.concatenate([means, path])
         weights = np.concatenate([weights, np.full(len(path), float(st.strength))])
         stds = np.concatenate([stds, np.full(len(path), st.width / 4)])
@@ -669,9 +675,18 @@ def from_strokes(strokes: Iterable[Stroke], name: str = "drawn", bounds=None,
     if len(means) > max_components:
         keep = np.linspace(0, len(means) - 1, max_components).round().astype(int)
         scale = len(means) / max_components
-        means, weights, stds = means[keep], weights[keep] * scale, stds[keep]
+        means, weights, stds, labels = means[keep], weights[keep] * scale, stds[keep], labels[keep]
     covs = stds[:, None, None] ** 2 * np.eye(2)[None]
-    return GaussianMixture(weights, means, covs, name=name, bounds=bounds)
+    return GaussianMixture(weights, means, covs, name=name, bounds=bounds, labels=labels if labelled else None,
+                           classes=brush_classes(int(labels.max()) + 1) if labelled else None)
+
+
+BRUSH_CLASSES = ("red", "blue", "green", "orange")     # the Density tab's brush classes, by colour
+
+
+def brush_classes(n: int) -> list[str]:
+    """The first n brush class names (at least one; "class K" beyond the named colours)."""
+    return [BRUSH_CLASSES[i] if i < len(BRUSH_CLASSES) else f"class {i}" for i in range(max(1, n))]
 
 
 def from_points(points, bandwidth: float, name: str = "points", bounds=None,

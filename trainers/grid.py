@@ -18,7 +18,7 @@ import contourpy
 import numpy as np
 import torch
 
-from .densities import DensityError, GaussianMixture, Stroke, from_strokes, kept_by_eraser
+from .densities import DensityError, GaussianMixture, Stroke, brush_classes, from_strokes, kept_by_eraser
 
 Bounds = tuple[float, float, float, float]
 
@@ -146,13 +146,25 @@ def paint(density: GaussianMixture | None, mass: float, stroke: Stroke,
     new_mass = float(stroke.strength) * new.n_components
     if density is None or mass <= 0:
         return GaussianMixture(new.weights.numpy(), new.means.numpy(), new.covs.numpy(),
-                               name="drawn", bounds=bounds), new_mass
+                               name="drawn", bounds=bounds, **_classes_of(None, new, stroke)), new_mass
     w = np.concatenate([density.weights.numpy() * mass, new.weights.numpy() * new_mass])
     m = np.concatenate([density.means.numpy(), new.means.numpy()])
     c = np.concatenate([density.covs.numpy(), new.covs.numpy()])
-    out = GaussianMixture(w, m, c, name="drawn", bounds=bounds)
+    out = GaussianMixture(w, m, c, name="drawn", bounds=bounds, **_classes_of(density, new, stroke))
     out.edit = Edit(weakref.ref(density), added=np.arange(density.n_components, out.n_components))
     return out, mass + new_mass
+
+
+def _classes_of(density: GaussianMixture | None, new: GaussianMixture, stroke: Stroke) -> dict:
+    """labels/classes of `density` + the stroke's components: unlabelled unless either carries classes
+    (an unlabelled side is class 0; the brush names classes by colour, densities.brush_classes)."""
+    if stroke.label is None and (density is None or not density.labelled):
+        return {}
+    old = density.labels.numpy() if density is not None else np.zeros(0, dtype=int)
+    labels = np.concatenate([old, np.full(new.n_components, stroke.label or 0)])
+    names = list(density.classes) if density is not None and density.labelled else []
+    names += brush_classes(int(labels.max()) + 1)[len(names):]
+    return {"labels": labels, "classes": names}
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,8 @@ def erase(density: GaussianMixture | None, mass: float, stroke: Stroke) -> tuple
     w = density.weights.numpy()
     kept_mass = mass * float(w[keep].sum())
     out = GaussianMixture(w[keep], means[keep], density.covs.numpy()[keep],
-                          name=density.name, bounds=density.bounds)
+                          name=density.name, bounds=density.bounds,
+                          labels=density.labels.numpy()[keep] if density.labelled else None,
+                          classes=density.classes or None)
     out.edit = Edit(weakref.ref(density), removed=np.flatnonzero(~keep))
     return out, kept_mass

@@ -105,3 +105,18 @@ def test_class_presets(name, n_classes):
     w = d.class_weights()
     assert float(w.sum()) == pytest.approx(1.0) and all(float(v) > 0.1 for v in w)
     assert float(d.mean().norm()) > 0.05 or name == "tree"        # three_classes is off-centre
+
+
+def test_brush_strokes_carry_their_class_through_paint_and_erase():
+    from trainers import grid
+    from trainers.densities import Stroke, from_strokes
+    plain = Stroke(np.array([[0.0, 0.0], [1.0, 0.0]]), 0.5)
+    blue = Stroke(np.array([[0.0, 2.0], [1.0, 2.0]]), 0.5, label=1)
+    d, mass = grid.paint(None, 0.0, plain)
+    assert not d.labelled                                      # unlabelled strokes: as before
+    d2, mass2 = grid.paint(d, mass, blue)
+    assert d2.classes == ("red", "blue") and d2.labels.tolist() == [0] * d.n_components + [1] * (d2.n_components - d.n_components)
+    torch.testing.assert_close(d2.class_weights(), torch.tensor([0.5, 0.5], dtype=torch.float64))
+    d3, _ = grid.erase(d2, mass2, Stroke(np.array([[0.0, 0.0], [1.0, 0.0]]), 0.6, erase=True))
+    assert d3.classes == ("red", "blue") and set(d3.labels.tolist()) == {1}
+    assert from_strokes([plain, blue]).classes == ("red", "blue")
