@@ -28,11 +28,10 @@ METHODS: dict[str, type["Method"]] = {}
 
 
 def answer(sm: ScoreModel, query: Query) -> torch.Tensor:
-    """sm's answer to one query through the network's own forward pass, as training evaluates it (not
-    the folded inference pass the samplers take, which agrees only up to float rounding), so a score
-    field or Fisher divergence is bit-identical to calling the network."""
-    with torch.enable_grad():
-        return sm.evaluate_with_grad([query])[0].detach()
+    """sm's answer to one query, without autograd: the ScoreModel's own evaluation (for a 2D network its
+    folded inference pass, as the samplers take; it agrees with the training forward pass to float
+    rounding)."""
+    return sm.evaluate([query])[0]
 
 
 def register_method(cls: type["Method"]) -> type["Method"]:
