@@ -147,3 +147,30 @@ def sampling_score(ckpt, density, exact: bool, c=None, w: float = 0.0, guide: st
     if not getattr(net, "n_classes", 0):
         raise ValueError(f"{ckpt} is not class-conditional (train with --conditional), so it cannot guide by class")
     return guided_score(net, cfg, density, c, w, sigmas)
+
+
+def for_class(sm, density, c):
+    """The class-c version of a ScoreModel: an ExactScore of `density` → the exact score of p(x|c) over
+    the same range (and schedule); a class-conditional network's model → a copy with class c bound
+    (its start matched to p(x|c)). ValueError for an unconditional network."""
+    import copy
+
+    from .score_models import ExactScore
+    c = density.class_index(c)
+    cond = density.conditional(c)
+    if isinstance(sm, ExactScore):
+        return ExactScore(cond, sm.sigma_min, sm.sigma_max, getattr(sm, "schedule", None))
+    net = getattr(sm, "net", None)
+    if not getattr(net, "n_classes", 0):
+        raise ValueError("the model is not class-conditional (train it with 'Conditional on class')")
+    out = copy.copy(sm)
+    out.net = ClassBound(net, c)
+    out.extrapolated = []
+    return out.with_data_stats(cond.mean(), cov=cond.covariance())
+
+
+def guide(sm, density, c, w: float):
+    """CFG of any ScoreModel `sm` of `density` (exact or a conditional network, answering the null class
+    itself): (1 + w) s(x|c) − w s(x)."""
+    from .guidance import cfg as cfg_guidance
+    return cfg_guidance(for_class(sm, density, c), sm, w)

@@ -99,3 +99,20 @@ def test_a_conditional_model_at_w0_samples_each_class_with_its_within_class_weig
         se = math.sqrt(0.75 * 0.25 / n)
         assert abs(float(w[0]) - 0.75) < (tol if tol else 4 * se + 0.01), w
         assert float((d.class_posterior(x.double()).argmax(1) == 0).double().mean()) > 0.97
+
+
+def test_samplers_tab_panels_take_a_class_and_a_weight():
+    from trainers.score_models import ExactScore
+    from trainers.studies.chains import chain_spec
+    d = preset("three_classes")
+    exact = ExactScore(d)
+    spec = chain_spec({"sampler": "ddim", "source": "exact", "options": {}, "class": "right", "guidance": 2.0}, None, exact)
+    assert isinstance(spec.sampler.model, Guided) and "class right, w = 2" in spec.title
+    plain = chain_spec({"sampler": "ddim", "source": "exact", "options": {}}, None, exact)
+    assert plain.sampler.model is exact
+    # an unconditional network cannot guide by class: the exact score stands in, and the panel says why
+    cfg = ToyConfig(objective="ncsn", width=16, depth=1)
+    from trainers.fitting import score_model
+    trained = score_model(build_network(cfg), cfg, d)
+    spec = chain_spec({"sampler": "ddim", "source": "model", "options": {}, "class": 0, "guidance": 1.0}, trained, exact)
+    assert "not class-conditional" in spec.note and isinstance(spec.sampler.model, Guided)

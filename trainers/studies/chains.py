@@ -3,7 +3,8 @@ and the sample metrics shown under each panel. Plain torch, no Qt; the chain ste
 (explorer.workers.chains) advances what `set_up_chains` returns, frame by frame.
 
 A panel is a dict {"sampler": registry name, "source": "model" | "exact", "options": {...}} (the app
-state's sampler settings). Every panel starts from the same z (matched Gaussian or uniform over the view),
+state's sampler settings), optionally with "class" (index or name of a class of the density; absent or
+None: unconditional) and "guidance" (the CFG weight w, trainers.guidance; 0: the conditional model). Every panel starts from the same z (matched Gaussian or uniform over the view),
 mapped to its sampler's start (trainers.samplers.start_from); exact starts share one seed, so panels that
 start at the same σ₀ share their particles. Metrics compare a fixed subset of N_METRIC particles with
 N_REF true samples (seed 7).
@@ -65,9 +66,19 @@ def chain_spec(panel: dict, trained, exact) -> ChainSpec:
     opts = samplers.SamplerOptions.from_dict(panel["options"])
     title = info.title_for(samplers.resolve_options(info.name, opts))
     note = ""
+    if panel.get("class") is not None:          # classifier-free guidance on the panel's class
+        from ..conditional import guide
+        density, c, w = exact.density, panel["class"], float(panel.get("guidance") or 0.0)
+        title += f" · class {density.classes[density.class_index(c)] if density.labelled else c}, w = {w:g}"
+        exact = guide(exact, density, c, w)
+        if trained is not None and panel["source"] == "model":
+            try:
+                trained = guide(trained, density, c, w)
+            except ValueError as e:
+                trained, note = None, f"{e}: the exact score is used"
     if panel["source"] == "model":
         if trained is None:
-            note = "no trained model yet: the exact score is used"
+            note = note or "no trained model yet: the exact score is used"
         else:
             try:
                 sampler = samplers.build_sampler(info.name, trained, opts)
