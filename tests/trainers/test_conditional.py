@@ -116,3 +116,19 @@ def test_samplers_tab_panels_take_a_class_and_a_weight():
     trained = score_model(build_network(cfg), cfg, d)
     spec = chain_spec({"sampler": "ddim", "source": "model", "options": {}, "class": 0, "guidance": 1.0}, trained, exact)
     assert "not class-conditional" in spec.note and isinstance(spec.sampler.model, Guided)
+
+
+@pytest.mark.parametrize("objective", ["ncsn", "ddpm"])
+def test_score_field_tab_guided_field(objective):
+    from trainers.studies.score_field import guided_field, levels
+    d = preset("three_classes")
+    cfg = ToyConfig(objective=objective, n_classes=3, width=16, depth=1, n_timesteps=50, sigma_max=4.0)
+    net = build_network(cfg).eval()
+    pts = torch.randn(30, 2)
+    level = levels(cfg, d)[2].value
+    f = guided_field(net, cfg, d, "right", 2.0, level, pts)
+    np.testing.assert_allclose(f.guided, 3 * f.conditional - 2 * f.unconditional)
+    assert f.learned is not None and f.learned.shape == (30, 2) and not np.allclose(f.conditional, f.unconditional)
+    plain = guided_field(build_network(ToyConfig(objective=objective, n_timesteps=50)), ToyConfig(objective=objective, n_timesteps=50),
+                         d, 1, 1.0, level, pts)
+    assert plain.learned is None and "not class-conditional" in plain.note

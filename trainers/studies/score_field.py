@@ -84,3 +84,31 @@ def empirical_field(cfg: fitting.ToyConfig, training_points: torch.Tensor, level
     where the score of N points is undefined."""
     fn = memorisation.empirical_score_at(cfg, training_points, level)
     return None if fn is None else grid.field_on_grid(fn, points)
+
+
+@dataclass
+class GuidedField:
+    """Classifier-free guidance of class c at weight w at one level, on the arrow grid (issue #22)."""
+    conditional: np.ndarray          # (n², 2) exact ∇log p_level(x|c)
+    unconditional: np.ndarray        # (n², 2) exact ∇log p_level(x)
+    guided: np.ndarray               # (n², 2) exact (1 + w)·conditional − w·unconditional
+    learned: np.ndarray | None       # (n², 2) a class-conditional model's CFG at w; None otherwise
+    note: str = ""                   # why there is no learned guided field, if there is none
+
+
+def guided_field(model, cfg: fitting.ToyConfig, density, c, w: float, level: float,
+                 points: torch.Tensor) -> GuidedField:
+    """The exact conditional, unconditional and guided scores of class c (index or name) at `level` on
+    `points`, and a class-conditional model's guided score (trainers.conditional.guide)."""
+    from ..conditional import guide
+    method = fitting.method_for(cfg)
+    cond = grid.field_on_grid(method.target_density(density.conditional(c), level).score, points.double())
+    uncond = grid.field_on_grid(method.target_density(density, level).score, points.double())
+    learned, note = None, ""
+    if model is not None:
+        try:
+            learned = grid.field_on_grid(method.score_field(guide(method.score_model(model), density, c, w), level),
+                                         points)
+        except ValueError as e:
+            note = str(e)
+    return GuidedField(cond, uncond, (1 + w) * cond - w * uncond, learned, note)
