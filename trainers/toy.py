@@ -59,10 +59,12 @@ def _sampler_arguments(p, required: bool) -> None:
 
 
 def _options(a, cfg: ToyConfig | None) -> samplers.SamplerOptions:
-    """The checkpoint's sampler settings (its DDPM variance, L and T), then the flags the user set."""
-    base = samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels,
-                                   n_timesteps=cfg.n_timesteps) if cfg else samplers.SamplerOptions()
-    return base.updated(**samplers.options_from_args(a))
+    """The checkpoint's method's settings for --sampler (default: its own sampler; its DDPM variance, L and
+    T), then the flags the user set."""
+    if cfg is None:
+        return samplers.SamplerOptions().updated(**samplers.options_from_args(a))
+    method = method_for(cfg)
+    return method.sampler_defaults(a.sampler or method.natural_sampler).updated(**samplers.options_from_args(a))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,15 +393,17 @@ def cmd_lab(a) -> None:
             sigmas = noise_levels(cfg, density)
         model_sm = score_model(model, cfg, density, sigmas, stats_from_extra(extra))     # its data's moments: its start
         exact_sm = score_model(None, cfg, density, sigmas)
-        options = samplers.SamplerOptions(variance=cfg.ddpm_variance, n_levels=cfg.n_levels, n_timesteps=cfg.n_timesteps)
+        defaults = method_for(cfg, density, sigmas).sampler_defaults        # the method's L, T and variance
     else:
         if not a.density:
             raise ValueError("give --ckpt, or --density for an exact-score-only lab")
         density = load_density(a.density)
-        model_sm, exact_sm, options = None, ExactScore(density), samplers.SamplerOptions()
-    options = options.updated(**samplers.options_from_args(a, skip=("steps", "nfe")))
+        model_sm, exact_sm = None, ExactScore(density)
+        defaults = lambda name: samplers.SamplerOptions()          # noqa: E731
+    flags = samplers.options_from_args(a, skip=("steps", "nfe"))
     names = [s.strip() for s in a.samplers.split(",") if s.strip()]
-    result = run_lab(density, model_sm, exact_sm, names, _int_list(a.nfe), {s: options for s in names},
+    options = {s: defaults(s).updated(**flags) for s in names}
+    result = run_lab(density, model_sm, exact_sm, names, _int_list(a.nfe), options,
                      n=a.n, seed=a.seed, seeds=a.seeds, null_draws=a.null_draws,
                      model_exact_start=a.model_exact_start)
     if a.csv:
