@@ -130,10 +130,7 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
         if s.model is None or s.model_settings is None:
             return ("No trained model yet: train one on the Training tab (NCSN or DDPM), then come back "
                     "and press Compute.")
-        if s.model_settings.cond not in ("sigma", "time"):
-            return (f"The model was trained with {s.model_settings.objective} at a single noise level: the "
-                    "PF-ODE needs a score at every level, so train an NCSN or DDPM model for this tab.")
-        return ""
+        return learned_density.model_problem(s.model_settings)
 
     def _on_model_changed(self):
         self._model_version += 1

@@ -355,9 +355,9 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         """Why the meter cannot run now ("" when it can)."""
         if self.state.model is None:
             return "Train a model first (Training tab)."
-        if self.state.model_settings.objective in ("esm", "ssm"):
-            return ("The meter counts samples within c·σ_min of a training point, and an ESM/SSM model has no "
-                    "noise level (σ_min = 0): train with dsm, ncsn or ddpm to measure memorisation.")
+        problem = memorisation.model_problem(self.state.model_settings)
+        if problem:
+            return problem
         if self.training_points() is None:
             return ("No training set to compare with: set 'Fixed dataset of N points' on the Training tab "
                     "(a model trained on fresh data is then compared with those points).")

@@ -359,3 +359,17 @@ def test_a_method_declared_in_one_place_trains_from_the_cli_and_keeps_its_parame
     with pytest.raises(ValueError, match="weight_power"):
         ToyConfig(objective="wdsm", extra={"weight_power": 9.0})
     assert toy.main(["evaluate", "--ckpt", str(out), "--density", "two_gaussians", "--n", "64", "--json"]) == 0
+
+
+def test_a_method_says_whether_it_has_levels_and_fits_a_noised_density():
+    """has_levels: a score at every level (the PF-ODE's likelihood, the History tab's learned density);
+    noised: a level above σ = 0 (the memorisation meter). The studies ask these, not the method's name."""
+    from trainers.studies import learned_density, memorisation
+
+    for name, levels, noised in (("esm", False, False), ("ssm", False, False), ("dsm", False, True),
+                                 ("ncsn", True, True), ("ddpm", True, True)):
+        cfg = ToyConfig(objective=name)
+        m = method_for(cfg)
+        assert (m.has_levels, m.noised) == (levels, noised), name
+        assert (learned_density.model_problem(cfg) == "") == levels, name
+        assert (memorisation.model_problem(cfg) == "") == noised, name

@@ -169,6 +169,17 @@ class Method:
         """The one σ an unconditioned network is fitted at (0: the data density itself)."""
         return 0.0
 
+    @property
+    def has_levels(self) -> bool:
+        """Is the network conditioned on a noise level (σ or t), so it has a score at every level (what
+        a PF-ODE likelihood needs)?"""
+        return self.cond is not None
+
+    @property
+    def noised(self) -> bool:
+        """Does the model fit a noised density (a level above σ = 0; ESM and SSM fit the data itself)?"""
+        return self.has_levels or self.fixed_level() > 0
+
     def levels(self) -> list[Level]:
         """The noise levels the model has a score for, least noisy first."""
         return [Level("σ = 0 (the data density)")]

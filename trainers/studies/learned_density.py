@@ -139,6 +139,14 @@ def of_model(model, cfg: fitting.ToyConfig, trained_on, density, bounds, n_grid:
                                    ddpm=ddpm, progress=progress, cancelled=cancelled)
 
 
+def model_problem(cfg: fitting.ToyConfig) -> str:
+    """Why a model trained with cfg has no learned density ('' when it has a score at every level)."""
+    if fitting.method_for(cfg).has_levels:
+        return ""
+    return (f"The model was trained with {cfg.objective} at a single noise level: the PF-ODE needs a score at "
+            "every level, so train an NCSN or DDPM model for this tab.")
+
+
 def problem(result: LearnedDensity) -> str:
     """Why a finished result is reported as a failure ('' when its NLLs are finite)."""
     if math.isfinite(result.model_nll) and math.isfinite(result.true_nll):

@@ -83,6 +83,15 @@ def memorisation_report(samples: torch.Tensor, train_points: torch.Tensor, fresh
     }
 
 
+def model_problem(cfg: fitting.ToyConfig) -> str:
+    """Why the meter cannot measure a model trained with cfg ('' when it can): it counts samples within
+    c·σ_min of a training point, so the model needs a noise level above 0."""
+    if fitting.method_for(cfg).noised:
+        return ""
+    return ("The meter counts samples within c·σ_min of a training point, and an ESM/SSM model has no "
+            "noise level (σ_min = 0): train with dsm, ncsn or ddpm to measure memorisation.")
+
+
 def empirical_score_at(cfg: fitting.ToyConfig, points: torch.Tensor, level: float):
     """fn(y) -> the empirical optimal score at one noise level of a model trained with cfg (`level` as in
     fitting.Level.value): of p̂_σ for NCSN (σ = level) and DSM (σ = cfg.sigma); for DDPM (level = the

@@ -61,7 +61,8 @@ def snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, b
     t0 = time.perf_counter()
     model.eval()
     # (a) the score field at the least-noisy level
-    level = fitting.method_for(cfg).levels()[0]
+    method = fitting.method_for(cfg)
+    level = method.levels()[0]
     field = score_field(model, cfg, density, level.value, bounds, n_arrows)
     fisher, _ = fitting.fisher_metric(cfg, density)(model)
     progress(FIELD_DONE, "score field")
@@ -69,7 +70,7 @@ def snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, b
         return None
     # (b) the learned density by the PF-ODE
     learned, note = None, ""
-    if cfg.cond in ("sigma", "time"):
+    if method.has_levels:
         learned = compute_learned_density(
             fitting.score_model(model, cfg, density), density, bounds, n_grid=n_grid, n_steps=n_steps,
             n_samples=n_nll, seed=seed, cancelled=cancelled,
@@ -80,7 +81,7 @@ def snapshot_pictures(model: torch.nn.Module, cfg: fitting.ToyConfig, density, b
         note = (f"{cfg.objective} trains at a single noise level: the PF-ODE needs a score at every level "
                 "(NCSN or DDPM)")
     # (c) fresh samples from the model's own sampler
-    name = fitting.method_for(cfg).natural_sampler
+    name = method.natural_sampler
     sampler = fitting.make_sampler(name, cfg, model, density, **SAMPLER_OVERRIDES.get(name, {}))
     gen = torch.Generator().manual_seed(seed)
     x = fitting.initial_for(sampler, n_particles, generator=gen)
