@@ -82,6 +82,13 @@ def _cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Te
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
 
 
+def posterior_mean_coefs(beta: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor):
+    """(c₀, c_t) of the posterior mean μ̃ = c₀ x₀ + c_t x_t of q(x_{t'} | x_t, x₀), from ᾱ_t = `ab` to
+    ᾱ_{t'} = `ab_prev` with β = 1 − ᾱ_t/ᾱ_{t'}: c₀ = √ᾱ_{t'} β/(1−ᾱ_t), c_t = √(1−β)(1−ᾱ_{t'})/(1−ᾱ_t)
+    (Ho et al. eq. 7 for consecutive t' = t − 1; a respaced step otherwise). Tensors, elementwise."""
+    return ab_prev.sqrt() * beta / (1 - ab), (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
+
+
 @dataclass
 class DDPMSchedule:
     betas: torch.Tensor
@@ -103,13 +110,14 @@ class DDPMSchedule:
         a = 1 - b
         ab = torch.cumprod(a, 0)
         ab_prev = torch.cat([torch.ones(1, dtype=b.dtype), ab[:-1]])
+        coef_x0, coef_xt = posterior_mean_coefs(b, ab, ab_prev)
         f = lambda v: v.float()  # noqa: E731
         return cls(
             betas=f(b), alphas=f(a), alpha_bars=f(ab), alpha_bars_prev=f(ab_prev),
             sqrt_alpha_bars=f(ab.sqrt()), sqrt_one_minus_alpha_bars=f((1 - ab).sqrt()),
             posterior_variance=f((1 - ab_prev) / (1 - ab) * b),
-            posterior_mean_coef_x0=f(ab_prev.sqrt() * b / (1 - ab)),
-            posterior_mean_coef_xt=f(a.sqrt() * (1 - ab_prev) / (1 - ab)),
+            posterior_mean_coef_x0=f(coef_x0),
+            posterior_mean_coef_xt=f(coef_xt),
             kind=kind)
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..schedules import DDPMSchedule, VARIANCES, check_variance, spaced_timesteps
+from ..schedules import DDPMSchedule, VARIANCES, check_variance, posterior_mean_coefs, spaced_timesteps
 from ..schema import option
 from ..score_models import Query, ScoreModel
 from .base import StepOutput, noise
@@ -58,13 +58,14 @@ class DDPMSampler(TimestepSampler):
         self._beta = 1 - self._ab / self._ab_next
         self._var = self._beta if variance == "beta" else (1 - self._ab_next) / (1 - self._ab) * self._beta
         self._betaf, self._varf = self._beta.tolist(), self._var.tolist()
+        self._c0f, self._ctf = (c.tolist() for c in posterior_mean_coefs(self._beta, self._ab, self._ab_next))
 
     def plan(self, x, k, generator=None):
         eps = yield Query.eps(x, self.timesteps[k], self.schedule)
-        ab, ab_next, beta = self._abf[k], self._ab_nextf[k], self._betaf[k]
+        ab, beta = self._abf[k], self._betaf[k]
         x0 = self._x0(x, eps, k)
         if self.clip is not None:
-            mean = (math.sqrt(ab_next) * beta * x0 + math.sqrt(1 - beta) * (1 - ab_next) * x) / (1 - ab)
+            mean = self._c0f[k] * x0 + self._ctf[k] * x          # μ̃(x_t, x̂₀)
         else:
             mean = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(1 - beta)
         x = mean + math.sqrt(self._varf[k]) * noise(x, generator) if k < self.n_steps - 1 else mean
