@@ -32,10 +32,15 @@ import numpy as np
 import torch
 
 from .densities import GaussianMixture
-from .score_models import ScoreModel, _bcast
+from .score_models import ScoreModel
 
 T_SCALE = 1000.0     # a velocity network's time input is 1000·t (nets.py's sinusoidal "time" embedding)
 T_MAX = 0.999        # the flow ODE of a flow-matching model starts here (σ = 999): x_t ≈ z to 1e-3
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(N,) → (N, 1, …, 1) so it broadcasts against x (points or images)."""
+    return v.reshape(len(x), *([1] * (x.ndim - 1))).to(x.dtype)
 
 
 def sigma_of_t(t):
