@@ -132,3 +132,12 @@ def test_score_field_tab_guided_field(objective):
     plain = guided_field(build_network(ToyConfig(objective=objective, n_timesteps=50)), ToyConfig(objective=objective, n_timesteps=50),
                          d, 1, 1.0, level, pts)
     assert plain.learned is None and "not class-conditional" in plain.note
+
+
+def test_a_panel_whose_class_the_density_lacks_runs_unguided_and_says_so():
+    from trainers.score_models import ExactScore
+    from trainers.studies.chains import chain_spec
+    for d, c in ((preset("two_gaussians"), 0), (preset("three_classes"), 5)):
+        spec = chain_spec({"sampler": "ddim", "source": "exact", "options": {}, "class": c, "guidance": 1.0},
+                          None, ExactScore(d))
+        assert not isinstance(spec.sampler.model, Guided) and "no class" in spec.note

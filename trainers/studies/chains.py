@@ -66,10 +66,13 @@ def chain_spec(panel: dict, trained, exact) -> ChainSpec:
     opts = samplers.SamplerOptions.from_dict(panel["options"])
     title = info.title_for(samplers.resolve_options(info.name, opts))
     note = ""
-    if panel.get("class") is not None:          # classifier-free guidance on the panel's class
+    density, c = getattr(exact, "density", None), panel.get("class")
+    if c is not None and not (density is not None and density.labelled and _has_class(density, c)):
+        note, c = f"the density has no class {c}: unguided", None
+    if c is not None:                            # classifier-free guidance on the panel's class
         from ..conditional import guide
-        density, c, w = exact.density, panel["class"], float(panel.get("guidance") or 0.0)
-        title += f" · class {density.classes[density.class_index(c)] if density.labelled else c}, w = {w:g}"
+        w = float(panel.get("guidance") or 0.0)
+        title += f" · class {density.classes[density.class_index(c)]}, w = {w:g}"
         exact = guide(exact, density, c, w)
         if trained is not None and panel["source"] == "model":
             try:
@@ -82,11 +85,19 @@ def chain_spec(panel: dict, trained, exact) -> ChainSpec:
         else:
             try:
                 sampler = samplers.build_sampler(info.name, trained, opts)
-                return ChainSpec(sampler, f"{title} — {trained.kind} model", "",
+                return ChainSpec(sampler, f"{title} — {trained.kind} model", note,
                                  trained.range_note(sampler.sigmas_used()))
             except ValueError as e:
                 note = f"the model cannot drive it ({e}): the exact score is used"
     return ChainSpec(samplers.build_sampler(info.name, exact, opts), f"{title} — exact score", note)
+
+
+def _has_class(density, c) -> bool:
+    try:
+        density.conditional(c)
+        return True
+    except ValueError:
+        return False
 
 
 def reference_samples(density, n: int = N_REF) -> torch.Tensor:
