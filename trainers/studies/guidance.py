@@ -65,6 +65,7 @@ class GuidanceResult:
     threshold_tilted: dict          # {w: threshold of the tilted target at w}
     threshold_conditional: float
     exact_spread: dict              # {w: mean pairwise distance of exact tilted draws}, {"conditional": …}
+    tilted_to_conditional: dict = field(default_factory=dict)   # {w: mean ED of exact tilted draws to p(x|c)'s}
     rows: list[GuidanceRow] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -106,6 +107,7 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
     null_t: dict[float, list[list[float]]] = {w: [] for w in ws}
     null_c: list[list[float]] = []
     exact_spread: dict = {w: [] for w in ws}
+    tilt_gap: dict = {w: [] for w in ws}
     total, done = seeds * len(ws) * len(samplers), 0
     for k, s in enumerate(streams):
         gen = torch.Generator().manual_seed(s)
@@ -118,6 +120,7 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
             ref_t = targets[w].sample(n, gen)
             ref_t_self = mean_pairwise_distance(ref_t)
             exact_spread[w].append(ref_t_self)
+            tilt_gap[w].append(energy_distance(ref_t, ref_c, ref_c_self))
             null_t[w].append(_pool(targets[w], ref_t, ref_t_self, n, null_draws, gen))
             model = guided(w)
             for name in samplers:
@@ -141,7 +144,8 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
         threshold_tilted={w: quantile_of_means(null_t[w], quantile, seed=seed) for w in ws},
         threshold_conditional=quantile_of_means(null_c, quantile, seed=seed),
         exact_spread={**{w: sum(v) / len(v) for w, v in exact_spread.items()},
-                      "conditional": mean_pairwise_distance(cond.sample(n, torch.Generator().manual_seed(seed)))})
+                      "conditional": mean_pairwise_distance(cond.sample(n, torch.Generator().manual_seed(seed)))},
+        tilted_to_conditional={w: sum(v) / len(v) for w, v in tilt_gap.items()})
     for name in samplers:
         for w in ws:
             cell = per[(name, w)]
@@ -162,6 +166,8 @@ def format_table(r: GuidanceResult) -> str:
              f"threshold (the {r.quantile:.0%} quantile of exact samples' K-seed mean): "
              f"p(x|c) {r.threshold_conditional:.4f}, tilted "
              + ", ".join(f"w={w:g}: {t:.4f}" for w, t in r.threshold_tilted.items()),
+             "the tilted target's own distance to p(x|c): "
+             + ", ".join(f"w={w:g}: {t:.4f}" for w, t in r.tilted_to_conditional.items()),
              f"{'sampler':<8} {'w':>5} {'NFE':>5}  {'ED to tilted':>18}  {'ED to p(x|c)':>18}  "
              f"{'class':>6} {'spread':>7} {'modeTV':>7}"]
     for row in r.rows:
