@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..schedules import DDPMSchedule
+from ..schedules import VARIANCES, DDPMSchedule, check_variance
 from ..schema import option
 from ..score_models import ExactScore, Query, from_network
 from .base import Level, LossBins, Method, answer, randn_like, register_method, sum_dims
@@ -14,11 +14,9 @@ from .base import Level, LossBins, Method, answer, randn_like, register_method, 
 def ddpm_elbo_weights(schedule: DDPMSchedule, variance: str = "beta") -> torch.Tensor:
     """λ_t = β_t² / (2σ_t² α_t (1−ᾱ_t)) of L_{t−1} (Ho et al. eq. 12). With σ_t² = β̃_t the first step's
     β̃ is 0, so it takes β̃ of the second step (the clipping of the reference code)."""
-    var = schedule.betas if variance == "beta" else schedule.posterior_variance.clone()
+    var = schedule.betas if check_variance(variance) == "beta" else schedule.posterior_variance.clone()
     if variance == "beta_tilde" and schedule.T > 1:
         var[0] = var[1]
-    elif variance not in ("beta", "beta_tilde"):
-        raise ValueError(f"unknown reverse variance {variance!r}; choose beta or beta_tilde")
     return schedule.betas**2 / (2 * var * schedule.alphas * (1 - schedule.alpha_bars))
 
 
@@ -61,7 +59,7 @@ class DDPM(Method):
         ddpm_weighting: str = option("simple", "Loss weighting", "DDPM loss: L_simple (unweighted ε-MSE) or the "
                                      "ELBO's per-timestep weights.", choices=("simple", "elbo"))
         ddpm_variance: str = option("beta", "Reverse variance", "DDPM reverse variance σ_t² = β_t or β̃_t (used "
-                                    "by the ELBO weights and sampling).", choices=("beta", "beta_tilde"))
+                                    "by the ELBO weights and sampling).", choices=VARIANCES)
 
     def schedule(self) -> DDPMSchedule:
         """The binding's schedule, else the one the parameters name (made once)."""
