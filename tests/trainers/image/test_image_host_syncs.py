@@ -156,6 +156,7 @@ def test_gpu_check_tiny_runs_on_the_cpu_and_writes_its_json(tmp_path):
     r = json.loads(out.read_text())
     assert r["tiny"] and r["all_sync_counts_zero"] is True and not r["skipped"]
     assert {"train", "sample", "targets", "dpm_solver", "device"} <= set(r)
+    assert r["dpm_solver"] == "present"                 # DPM-Solver++ 2M is registered as "dpmpp-2m"
     variants = {(t["config"], t["precision"], t["channels_last"]) for t in r["train"]}
     assert {("ddpm_cifar10", "fp32", False), ("ddpm_cifar10", "bf16", True),
             ("ncsnv2_cifar10", "bf16", False)} <= variants
