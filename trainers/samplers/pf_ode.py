@@ -10,6 +10,7 @@ from ..schema import option
 from ..score_models import Query, ScoreModel
 from .base import Sampler, StepOutput
 from .levels import nfe_option, sigma_max_option, sigma_min_option, sigma_range, step_count, steps_option
+from .multistep import rho_option
 from .registry import register_sampler
 
 SOLVERS = {"heun": "Heun (2 NFE/step)", "euler": "Euler"}
@@ -42,8 +43,7 @@ class PFODESampler(Sampler):
         grid: str = option("karras", "σ grid", "σ levels of the ODE: Karras et al.'s σᵢ = (σ_max^{1/ρ} + "
                            "i/(n−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, or geometric.",
                            choices=[(g, GRID_TEXT.get(g, g)) for g in GRIDS])
-        rho: float = option(7.0, "ρ", "Karras grid ρ (larger: denser near σ_min; 7 in the paper).",
-                            lo=1.0, hi=100.0, step=0.5, decimals=1)
+        rho: float = rho_option()
 
     @classmethod
     def from_options(cls, model, o):
