@@ -120,3 +120,14 @@ def test_guidance_study_reports_distances_per_sampler_and_w():
         assert r4.to_tilted > 5 * r.threshold_tilted[4.0]          # exact CFG at w = 4 misses p_w
         assert r4.class_share >= r0.class_share - 1e-9            # guidance keeps the class
     assert "ED to tilted" in format_table(r)
+
+
+def test_guidance_study_with_a_model_and_cancel():
+    from trainers.studies.guidance import run_guidance_study
+    d = _density()
+    exact = ExactScore(d)
+    r = run_guidance_study(d, 1, ws=(1.0,), samplers=("ddim",), n=200, seeds=2, null_draws=2, grid=200, model=exact)
+    again = run_guidance_study(d, 1, ws=(1.0,), samplers=("ddim",), n=200, seeds=2, null_draws=2, grid=200)
+    assert r.row("ddim", 1.0).to_tilted == pytest.approx(again.row("ddim", 1.0).to_tilted, rel=1e-4)
+    assert run_guidance_study(d, 1, ws=(1.0,), samplers=("ddim",), n=200, seeds=2, null_draws=2, grid=200,
+                              cancelled=lambda: True) is None

@@ -10,8 +10,9 @@ distance is below it (the lab's rule). Beside the distances each row reports the
 fraction of samples whose most probable class under p is c), the spread (mean pairwise distance:
 diversity) and the mode-weight TV against p(x|c) (metrics.mode_weight_error).
 
-The score model for w is `guided(w)`: by default exact CFG (trainers.guidance.exact_cfg); a trained
-conditional network's guided model can be passed instead.
+The score model for w is `guided(w)`: by default exact CFG (trainers.guidance.exact_cfg); or CFG of a
+given `model` of the density (trainers.conditional.guide: an ExactScore over its range, or a
+class-conditional network's ScoreModel); or any builder passed as `guided`.
 
     python -m trainers.studies.guidance --density three_classes --class 1 --w 0,1,4 --json
     python -m trainers.studies.guidance --ckpt cond.pt --class 1 --w 0,1,4      # a conditional model's CFG
@@ -89,8 +90,11 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
                        guided: Callable[[float], ScoreModel] | None = None, options: dict | None = None,
                        n: int = 2000, seeds: int = 3, seed: int = 0, null_draws: int = 10,
                        quantile: float = QUANTILE, grid: int = 512,
-                       progress: Callable[[float, str], None] | None = None) -> GuidanceResult:
-    """Every (seed, w, sampler) run (module docstring). options: {sampler: dict of its options}."""
+                       progress: Callable[[float, str], None] | None = None,
+                       cancelled: Callable[[], bool] = lambda: False,
+                       model: ScoreModel | None = None) -> GuidanceResult | None:
+    """Every (seed, w, sampler) run (module docstring). options: {sampler: dict of its options}.
+    Returns None when `cancelled()` says yes (asked before each run)."""
     start = time.perf_counter()
     unknown = [s for s in samplers if s not in SAMPLERS]
     if unknown:
@@ -99,6 +103,9 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
         raise ValueError(f"the study needs seeds ≥ 2, n ≥ 2 and null_draws ≥ 1 (got {seeds}, {n}, {null_draws})")
     ci = density.class_index(c)
     cond = density.conditional(ci)
+    if guided is None and model is not None:
+        from ..conditional import guide
+        guided = lambda w: guide(model, density, ci, w)          # noqa: E731
     guided = guided or (lambda w: exact_cfg(density, ci, w))
     options = options or {}
     targets = {w: TiltedTarget(density, ci, w, n=grid) for w in ws}
@@ -122,9 +129,11 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
             exact_spread[w].append(ref_t_self)
             tilt_gap[w].append(energy_distance(ref_t, ref_c, ref_c_self))
             null_t[w].append(_pool(targets[w], ref_t, ref_t_self, n, null_draws, gen))
-            model = guided(w)
+            guided_model = guided(w)
             for name in samplers:
-                sampler = build_sampler(name, model, options.get(name))
+                if cancelled():
+                    return None
+                sampler = build_sampler(name, guided_model, options.get(name))
                 x0 = prior_sample(sampler, z.clone()) if sampler.default_init == "gaussian" else \
                     initial_particles(n, "uniform", density.plot_bounds(), torch.Generator().manual_seed(noise_seed))
                 x = sampler.run(x0, torch.Generator().manual_seed(noise_seed)).x
