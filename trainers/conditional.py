@@ -39,18 +39,21 @@ def drop_labels(labels: torch.Tensor, n_classes: int, p_uncond: float, generator
 def labelled_training_data(cfg, density, gen: torch.Generator):
     """fitting.training_data for a class-conditional config: (sample_batch(n) → (points, labels after
     dropout), the fixed training points or None). The points are the draws unconditional training makes."""
-    if density.n_classes != cfg.n_classes:
-        raise ValueError(f"the model has {cfg.n_classes} classes but the density {density.name or ''} has "
-                         f"{density.n_classes}")
+    def check():     # at the first batch: the fixed points alone (a view drawing them) need no match
+        if density.n_classes != cfg.n_classes:
+            raise ValueError(f"the model has {cfg.n_classes} classes but the density {density.name or ''} has "
+                             f"{density.n_classes}")
     drop_gen = torch.Generator().manual_seed(cfg.seed + 3)
     if not cfg.n_data:
         def batch(n):
+            check()
             x, y = density.sample_labelled(n, gen)
             return x, drop_labels(y, cfg.n_classes, cfg.p_uncond, drop_gen)
         return batch, None
     points, labels = density.sample_labelled(cfg.n_data, torch.Generator().manual_seed(cfg.seed + 2))
 
     def fixed(n):
+        check()
         idx = torch.randint(len(points), (n,), generator=gen)
         return points[idx], drop_labels(labels[idx], cfg.n_classes, cfg.p_uncond, drop_gen)
     return fixed, points

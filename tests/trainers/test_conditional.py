@@ -40,7 +40,7 @@ def test_config_checks():
     with pytest.raises(ValueError, match="p_uncond"):
         ToyConfig(objective="ncsn", n_classes=2, p_uncond=1.0)
     with pytest.raises(ValueError, match="has 2 classes but the density three_classes has 3"):
-        training_data(ToyConfig(objective="ncsn", n_classes=2), preset("three_classes"))
+        training_data(ToyConfig(objective="ncsn", n_classes=2), preset("three_classes"))[0](4)
 
 
 @pytest.mark.parametrize("objective", ["ncsn", "ddpm"])
