@@ -1039,4 +1039,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # the imported module's main: experiments registered from other modules (flow_experiments) went into
+    # trainers.studies.experiments.EXPERIMENTS, not into this __main__ copy's
+    from trainers.studies.experiments import main as _main
+    sys.exit(_main())
