@@ -143,7 +143,7 @@ class LearnedDensityView(common.JobTab, QtWidgets.QWidget):
             self.model_note.setText(problem)
             return
         ms = self.state.model_settings
-        kind = {"ncsn": "NCSN", "ddpm": "DDPM"}.get(ms.objective, ms.objective)
+        kind = ms.objective.upper()           # the method's registry name: NCSN, DDPM, FM
         stale = self.result is not None and self.is_stale()
         self.model_note.setText(f"{kind} {ms.model.upper()} at step {self.state.model_step}"
                                 + ("; the maps are from an earlier model or density: Compute to update"
