@@ -1,7 +1,7 @@
 """Image-run configuration: TOML files read into dataclasses (never exec'd).
 
-A config is one TOML file with a top-level ``method`` ("ddpm" or "ncsn") and the sections
-``[data]``, ``[model]``, ``[ddpm]``, ``[ncsn]``, ``[train]`` and ``[sample]``; any field left out
+A config is one TOML file with a top-level ``method`` ("ddpm", "ncsn" or "fm") and the sections
+``[data]``, ``[model]``, ``[ddpm]``, ``[ncsn]``, ``[fm]``, ``[train]`` and ``[sample]``; any field left out
 keeps the dataclass default below. Command-line overrides are ``section.field=value`` (or just
 ``field=value`` when the name is unique across sections); the value is parsed by the field's
 declared type, so ``train.lr=abc`` is an error that names the field and the expected type.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "assets" / "configs"
 
-METHODS = ("ddpm", "ncsn")
+METHODS = ("ddpm", "ncsn", "fm")
 DATASETS = ("digits", "mnist", "cifar10", "celeba", "folder")
 
 
@@ -76,6 +76,13 @@ class NCSNConfig:
 
 
 @dataclass
+class FMConfig:
+    # flow matching on x_t = (1 − t) x₀ + t z (trainers.methods.flow_matching; the DDPM U-Net fed 1000·t):
+    # "independent" pairs, or "ot" (each minibatch paired by its exact optimal-transport plan)
+    coupling: str = "independent"
+
+
+@dataclass
 class TrainConfig:
     n_steps: int = 2000
     batch_size: int = 128            # global batch (split across DDP ranks)
@@ -125,13 +132,14 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     ncsn: NCSNConfig = field(default_factory=NCSNConfig)
+    fm: FMConfig = field(default_factory=FMConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     # -- derived ------------------------------------------------------------------------------
     @property
     def data_range(self) -> tuple[float, float]:
-        scale = self.data.scale or ("minus_one_one" if self.method == "ddpm" else "zero_one")
+        scale = self.data.scale or ("zero_one" if self.method == "ncsn" else "minus_one_one")
         return (-1.0, 1.0) if scale == "minus_one_one" else (0.0, 1.0)
 
     def to_dict(self) -> dict:
@@ -164,6 +172,8 @@ class RunConfig:
             raise ConfigError("ddpm.sample_variance must be 'beta' or 'beta_tilde'")
         if self.train.precision not in ("bf16", "fp16", "fp32"):
             raise ConfigError("train.precision must be 'bf16', 'fp16' or 'fp32'")
+        if self.fm.coupling not in ("independent", "ot"):
+            raise ConfigError("fm.coupling must be 'independent' or 'ot'")
         if not (self.ncsn.sigma_max > self.ncsn.sigma_min > 0):
             raise ConfigError("ncsn needs sigma_max > sigma_min > 0")
         if self.train.batch_size < 1 or self.train.n_steps < 0:

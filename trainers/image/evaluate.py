@@ -214,7 +214,9 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
     if cfg.method != "ddpm":
         report["bits_per_dim"] = None
         report["bits_per_dim_message"] = ("bits/dim not available for NCSN runs: a noise-conditional "
-                                          "score network defines no ELBO (DDPM runs only)")
+                                          "score network defines no ELBO (DDPM runs only)") if cfg.method == "ncsn" \
+            else ("bits/dim not available for flow-matching runs: a velocity network defines no ELBO here "
+                  "(DDPM runs only)")
     elif bpd_n > 0:
         images, source = heldout_images(cfg.data, data_dir, bpd_n, seed)
         t0 = time.perf_counter()

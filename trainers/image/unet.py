@@ -260,7 +260,7 @@ def build_net(cfg) -> nn.Module:
                   dropout=m.dropout, resolution=cfg.data.image_size,
                   resamp_with_conv=m.resamp_with_conv,
                   downsample_pad=getattr(m, "downsample_pad", "symmetric"))
-    return DDPMNet(**kwargs) if cfg.method == "ddpm" else NCSNNet(**kwargs)
+    return NCSNNet(**kwargs) if cfg.method == "ncsn" else DDPMNet(**kwargs)     # fm: the DDPM U-Net fed 1000·t
 
 
 def count_params(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..flows import T_MAX, T_SCALE, VelocityScoreModel, linear_path, ot_pair
+from ..schedules import sigma_grid
 from ..schema import option
 from ..score_models import ExactScore
 from .base import Level, LossBins, Method, randn_like, register_method, sum_dims
@@ -59,8 +60,12 @@ class FlowMatching(Method):
         return fm_loss(net, x, generator, self.params.coupling, per_example=True)
 
     def _level_values(self) -> list[float]:
+        """The binding's σ levels (2D: the config's range), else (images) EDM's range 80 … 0.002, geometric:
+        the σ range the other samplers run over on a velocity model (the flow ODE starts at t = 0.999)."""
         sig = self.noise_levels()
-        return [0.05] if sig is None else [float(s) for s in sig]
+        if sig is None:
+            sig = sigma_grid("geometric", 80.0, 0.002, 10)
+        return [float(s) for s in sig]
 
     def levels(self):
         return [Level(f"t = {s / (1 + s):.3g}  (σ = {s:.3g})", sigma=s) for s in reversed(self._level_values())]
