@@ -103,7 +103,7 @@ def empirical_score_at(cfg: fitting.ToyConfig, points: torch.Tensor, level: floa
         alpha_bar = float(method.schedule().alpha_bars[int(level)])
         scaled, sigma = points * math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
         return lambda y: empirical_score(y, scaled, sigma)
-    sigma = float(level) if method.cond == "sigma" else method.fixed_level()    # DSM: its σ; ESM/SSM: 0
+    sigma = float(level) if method.has_levels else method.fixed_level()    # NCSN, FM: the level; DSM: its σ; ESM/SSM: 0
     return (lambda y: empirical_score(y, points, sigma)) if sigma > 0 else None
 
 
