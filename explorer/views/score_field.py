@@ -19,6 +19,7 @@ from PySide6 import QtCore, QtWidgets
 from trainers import grid
 from trainers.studies import memorisation
 from trainers.studies.score_field import Level, empirical_field, error_map, levels, score_field, training_points
+from trainers.studies.velocity_field import model_t_range, velocity_error_map, velocity_field
 
 from ..workers.job import JobWorker
 from .parts import axes, common
@@ -69,6 +70,13 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.error_mode = common.combo([("off", "off"), ("plain", "‖s_θ − ∇log p‖"), ("weighted", "p(x)·‖s_θ − ∇log p‖")],
                                   "plain", "Heat map of the score error; weighted by p(x) shows where the error matters "
                                   "for the Fisher divergence (errors far from the data are invisible to it).")
+        self.field_kind = common.combo(
+            [("score", "score ∇log p_σ"), ("velocity", "velocity v(x, t) of the flow")], "score",
+            "score: the noise-conditional score at the slider's noise level.\nvelocity: the velocity of the linear "
+            "path x_t = (1−t)x₀ + t z at flow time t (t = 0 data, t = 1 noise): the exact v = E[z − x₀ | x_t] of "
+            "the density (white) and the model's (red) — a flow-matching network's own, any other model's through "
+            "v = −(x + t∇log p_t)/(1−t) (docs/math.md §13).")
+        form.addRow("Field", self.field_kind)
         form.addRow("Grid", self.grid_n)
         form.addRow(self.show_true)
         form.addRow(self.show_model)
@@ -119,6 +127,19 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         form.addRow(self.level)
         form.addRow(self.level_label)
         side.addWidget(box)
+        self.level_box = box
+        box, form = common.form_group("Flow time")
+        self.flow_t = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.flow_t.setRange(0, 100)
+        self.flow_t.setValue(50)
+        self.flow_t.setToolTip("Flow time t of the velocity field: t = 0 is the data, t = 1 the noise N(0, I) "
+                               "(a score model's velocity stops short of t = 1, where σ = t/(1−t) is infinite).")
+        self.flow_t_label = QtWidgets.QLabel()
+        form.addRow(self.flow_t)
+        form.addRow(self.flow_t_label)
+        side.addWidget(box)
+        self.flow_box = box
+        box.setVisible(False)
         self.hover = QtWidgets.QLabel("Hover over the plot to read both vectors.")
         self.hover.setWordWrap(True)
         self.hover.setTextFormat(QtCore.Qt.TextFormat.RichText)
@@ -167,6 +188,8 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.error_mode.currentIndexChanged.connect(self.recompute)
         self.grid_n.valueChanged.connect(self.recompute)
         self.level.valueChanged.connect(self.recompute)
+        self.flow_t.valueChanged.connect(self.recompute)
+        self.field_kind.currentIndexChanged.connect(self._on_field_kind)
         state.densityChanged.connect(self.refresh)
         state.densityChanged.connect(self._forget_measurement)
         state.densityChanged.connect(self._on_model)         # an automatic σ₁ follows the density
@@ -213,8 +236,58 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
     def set_level(self, i: int):
         self.level.setValue(i)
 
+    def velocity_mode(self) -> bool:
+        return self.field_kind.currentData() == "velocity"
+
+    def _on_field_kind(self, *_):
+        velocity = self.velocity_mode()
+        self.level_box.setVisible(not velocity)
+        self.flow_box.setVisible(velocity)
+        self.show_true.setText("Exact velocity v (white)" if velocity else "True score ∇log p (white)")
+        self.show_model.setText("Learned velocity v_θ (red)" if velocity else "Learned score s_θ (red)")
+        self.recompute()
+
+    def flow_time(self) -> float:
+        """The slider's t, kept within the flow times the current model has a velocity at."""
+        return min(self.flow_t.value() / 100, model_t_range(self._settings())[1])
+
+    def _recompute_velocity(self):
+        """The velocity view: exact and learned v at the slider's flow time, its error map and p_t's contours."""
+        s, settings, bounds = self.state, self._settings(), self.state.bounds
+        t = self.flow_time()
+        field = velocity_field(s.model, settings, s.density, t, bounds, self.grid_n.value())
+        self._grid = (field.points, field.true, field.learned, field.cell)
+        self.empirical = None
+        self.training_points_item.setData(pos=np.zeros((0, 2)))
+        self.flow_t_label.setText(f"t = {t:.2f}  (σ = t/(1−t) = {t / (1 - t):.3g})" if t < 1 else "t = 1 (the noise)")
+        mode = self.error_mode.currentData()
+        title = f"Velocity field at t = {t:.2f}"
+        if field.learned is not None and mode != "off":
+            err = velocity_error_map(s.model, settings, s.density, t, bounds, ERROR_N, weighted=mode == "weighted")
+            hi = float(np.quantile(err, 0.99)) or 1.0
+            common.set_heat(self.err_img, err, bounds, (0.0, hi))
+            self.colorbar.setLevels((0.0, hi))
+            self.err_img.setVisible(True)
+            self.colorbar.setVisible(True)
+            title += " — heat: " + ("p_t(x)·‖v_θ − v‖ (scaled)" if mode == "weighted" else "‖v_θ − v‖")
+        else:
+            self.err_img.setVisible(False)
+            self.colorbar.setVisible(False)
+        self.plot.setTitle(title)
+        self._draw_contours(field.target, bounds)
+        if field.learned is not None:
+            self.summary.setText(f"Mean ‖v_θ − v‖² over the grid: {field.mean_squared_error:.4g} "
+                                 f"(model step {s.model_step})")
+        else:
+            self.summary.setText("No trained model yet: only the exact velocity is drawn. Train on the Training tab.")
+        common.square_plot(self.plot, bounds)
+        self._draw()
+
     def recompute(self, *_):
         self._dirty = False
+        if self.velocity_mode():
+            self._recompute_velocity()
+            return
         s = self.state
         lev = self.current_level()
         settings = self._settings()
@@ -311,10 +384,11 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         i = int(np.argmin(((pts - [x, y]) ** 2).sum(1)))
         self.marker.setData([pts[i, 0]], [pts[i, 1]])
         t = true[i]
-        txt = f"at ({pts[i, 0]:.2f}, {pts[i, 1]:.2f}):<br>true ∇log p = ({t[0]:.3g}, {t[1]:.3g})"
+        true_name, model_name = ("exact v", "learned v_θ") if self.velocity_mode() else ("true ∇log p", "learned s_θ")
+        txt = f"at ({pts[i, 0]:.2f}, {pts[i, 1]:.2f}):<br>{true_name} = ({t[0]:.3g}, {t[1]:.3g})"
         if learned is not None:
             m = learned[i]
-            txt += (f"<br><span style='color:#e54'>learned s_θ = ({m[0]:.3g}, {m[1]:.3g})</span>"
+            txt += (f"<br><span style='color:#e54'>{model_name} = ({m[0]:.3g}, {m[1]:.3g})</span>"
                     f"<br>‖difference‖ = {np.linalg.norm(m - t):.3g}")
         if self.empirical is not None and self.show_empirical.isChecked():
             e = self.empirical[i]

@@ -10,6 +10,7 @@ starts a fresh run (a loss curve never mixes two problems); lr and batch changes
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -20,8 +21,10 @@ from PySide6 import QtCore, QtWidgets
 from trainers import fitting
 from trainers.fitting import ToyConfig
 from trainers.methods import METHODS
+from trainers.studies import reflow as reflow_study
 
 from ..state import build_network
+from ..workers.job import JobWorker
 from ..workers.training import TrainWorker
 from .parts import axes, common
 from .parts.schema_form import SchemaRows
@@ -125,9 +128,19 @@ class TrainingView(QtWidgets.QWidget):
         self.start_btn.setToolTip("Start training (Ctrl+Return); while running: pause / resume.")
         self.reset_btn = QtWidgets.QPushButton("Reset")
         self.reset_btn.setToolTip("Stop, forget the weights and clear the curves.")
+        self.reflow_btn = QtWidgets.QPushButton("Reflow")
+        self.reflow_btn.setToolTip(
+            "Rectified flow, one round (flow-matching models): draw pairs (z, ODE(z)) with the current model's own "
+            "flow ODE and train on that fixed coupling, starting from its weights, in a worker thread; the new "
+            "model replaces the current one. Straightness and the 1-step energy distance before and after are "
+            "shown below (trainers.studies.reflow; the CLI: python -m trainers.toy reflow).")
+        self.reflow_worker: JobWorker | None = None
+        self.reflow_steps, self.reflow_pairs, self.reflow_nfe = (reflow_study.REFLOW_STEPS, reflow_study.REFLOW_PAIRS,
+                                                                 reflow_study.REFLOW_NFE)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.start_btn)
         row.addWidget(self.reset_btn)
+        row.addWidget(self.reflow_btn)
         form.addRow(row)
         self.budget = common.spin(0, 10_000_000, DEFAULT_BUDGET, 1000, tooltip=TIP["budget"])
         self.budget.setSpecialValueText("no limit")
@@ -184,6 +197,10 @@ class TrainingView(QtWidgets.QWidget):
 
         self.start_btn.clicked.connect(self.toggle)
         self.reset_btn.clicked.connect(self.reset)
+        self.reflow_btn.clicked.connect(self.reflow)
+        state.modelChanged.connect(self._update_reflow_btn)
+        self.runningChanged.connect(self._update_reflow_btn)
+        self._update_reflow_btn()
         self.log_y.toggled.connect(self._redraw_loss)
         self.keep_during_image.toggled.connect(lambda _: self._apply_image_run_hold())
         self.plateau_on.toggled.connect(self.patience.setEnabled)
@@ -301,6 +318,68 @@ class TrainingView(QtWidgets.QWidget):
         self.start()
         self.state.status.emit(f"{why.capitalize()}: training restarted from scratch")
 
+    # ------------------------------------------------------------------ reflow (flow matching)
+    def reflow_problem(self) -> str:
+        """Why a reflow round cannot start now ('' when it can)."""
+        s = self.state
+        if s.model is None or s.model_settings is None or s.model_settings.objective != "fm":
+            return "Reflow needs a flow-matching model (objective fm)."
+        if self.is_running():
+            return "Pause or stop training first."
+        if self.reflow_worker is not None and self.reflow_worker.isRunning():
+            return "A reflow round is running."
+        return ""
+
+    def _update_reflow_btn(self, *_):
+        problem = self.reflow_problem()
+        self.reflow_btn.setEnabled(not problem)
+        self.reflow_btn.setToolTip(self.reflow_btn.toolTip().split("\n\n")[0] + (f"\n\n{problem}" if problem else ""))
+
+    def reflow(self) -> bool:
+        """One reflow round of the current model in a worker (trainers.studies.reflow.reflow_round)."""
+        problem = self.reflow_problem()
+        if problem:
+            self.info.setText(problem)
+            return False
+        s = self.state
+        w = JobWorker(reflow_study.reflow_round,
+                      dict(model=copy.deepcopy(s.model), cfg=copy.deepcopy(s.model_settings),   # training may go on
+                           density=s.model_density or s.density, steps=self.reflow_steps, pairs=self.reflow_pairs,
+                           nfe=self.reflow_nfe), "reflow", parent=self)
+        w.progress.connect(self._on_reflow_progress)
+        w.done.connect(self._on_reflow_done)
+        w.failed.connect(self._on_reflow_failed)
+        self.reflow_worker = w
+        self._reflow_from = (s.model_step, s.model_density or s.density)
+        w.start()
+        self._update_reflow_btn()
+        self.info.setText("Reflow: drawing pairs with the model's flow ODE…")
+        return True
+
+    @QtCore.Slot(float, str)
+    def _on_reflow_progress(self, frac: float, what: str):
+        if self.sender() is self.reflow_worker:
+            self.info.setText(f"Reflow: {what} ({frac:.0%})")
+
+    @QtCore.Slot(object)
+    def _on_reflow_done(self, r):
+        if self.sender() is not self.reflow_worker:
+            return
+        step, density = self._reflow_from
+        self.state.set_model(r.model, r.cfg, step + r.info["steps"], density=density)
+        b, a = r.straightness_before, r.straightness_after
+        self.info.setText(f"Reflow round done ({r.info['pairs']} pairs at {r.info['nfe']} NFE, {r.info['steps']} "
+                          f"steps): straightness {b['straightness']:.3g} → {a['straightness']:.3g}; 1-step energy "
+                          f"distance {r.one_step_before:.3g} → {r.one_step_after:.3g}.")
+        self.state.status.emit("Reflow round done")
+        self._update_reflow_btn()
+
+    @QtCore.Slot(str)
+    def _on_reflow_failed(self, msg: str):
+        if self.sender() is self.reflow_worker:
+            self.info.setText(f"<span style='color:#c33'>{msg}</span>")
+            self._update_reflow_btn()
+
     def reset(self):
         self.stop()
         self.state.set_model(None, None)
@@ -316,9 +395,13 @@ class TrainingView(QtWidgets.QWidget):
                           else "Restored session (no model)")
 
     def shutdown(self):
-        """End training and the redraw timer (the window is closing)."""
+        """End training, a reflow round and the redraw timer (the window is closing)."""
         self._redraw_timer.stop()
         self.stop()
+        if self.reflow_worker is not None:
+            common.retire_worker(self.reflow_worker, (self.reflow_worker.progress, self.reflow_worker.done,
+                                                      self.reflow_worker.failed))
+            self.reflow_worker = None
 
     def closeEvent(self, ev):
         self.shutdown()
