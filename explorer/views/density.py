@@ -25,6 +25,7 @@ from trainers import grid
 
 from .parts import common
 
+CLASS_COLOURS = ((235, 70, 70), (70, 130, 255), (70, 205, 95), (255, 165, 40))   # densities.BRUSH_CLASSES
 HEAT_N = 160        # the heat map's grid; the contours are traced on it too (trainers.grid.contour_lines)
 SYNC_PAIRS = 3_000_000   # full recomputations up to this many (pixel, component) pairs run inline (~10 ms)
 CONTOUR_PEN = pg.mkPen(255, 255, 255, 150, width=1)
@@ -224,6 +225,13 @@ class DensityView(QtWidgets.QWidget):
                                "strength 2 paints twice as dense as a preset mode.")
         form.addRow("Size", self.size)
         form.addRow("Strength", self.strength)
+        self.brush_class = common.combo([(-1, "none (unlabelled)")] + [(i, name) for i, name in
+                                        enumerate(densities.BRUSH_CLASSES)], -1,
+                                        "The class of what the brush paints (issue #22): its components carry that "
+                                        "label, so the density becomes a labelled mixture p(x) = Σ_c p(c) p(x|c) for "
+                                        "conditional training and guidance. none: unlabelled strokes (class 0 once "
+                                        "another class is painted).")
+        form.addRow("Class", self.brush_class)
         side.addWidget(box)
 
         box, form = common.form_group("Edit")
@@ -287,11 +295,18 @@ class DensityView(QtWidgets.QWidget):
         state.trainSettingsChanged.connect(self.show_training_points)
         state.densityChanged.connect(self.show_training_points)
         self.show_training_points()
+        # a labelled density's components as dots in their class colours (issue #22)
+        self.class_dots = pg.ScatterPlotItem(size=5, pen=None)
+        self.class_dots.setZValue(7)
+        self.canvas.addItem(self.class_dots)
+        state.densityChanged.connect(self.show_classes)
+        self.show_classes()
 
     # ------------------------------------------------------------------ actions
     def _on_stroke(self, pts: np.ndarray):
+        label = self.brush_class.currentData()
         stroke = densities.Stroke(points=pts, width=self.size.value(), strength=self.strength.value(),
-                          erase=self.erase_btn.isChecked())
+                          erase=self.erase_btn.isChecked(), label=None if label is None or label < 0 else label)
         if self._cleared and not stroke.erase:
             # first stroke after Clear: it *is* the density
             try:
@@ -391,6 +406,17 @@ class DensityView(QtWidgets.QWidget):
                 i = self.preset.count() - 1
             self.preset.setItemText(i, label)
         self.preset.setCurrentIndex(i)
+
+    def show_classes(self):
+        """Dots at the components' means in their class colours (the brush's), for a labelled density."""
+        d = self.state.density
+        if not d.labelled:
+            self.class_dots.setData(pos=np.zeros((0, 2)))
+            self.class_dots.setVisible(False)
+            return
+        brushes = [pg.mkBrush(*CLASS_COLOURS[int(k) % len(CLASS_COLOURS)], 220) for k in d.labels.tolist()]
+        self.class_dots.setData(pos=d.means.numpy(), brush=brushes)
+        self.class_dots.setVisible(True)
 
     def show_training_points(self):
         """Draw the fixed training set of the Training tab's settings (fitting.training_data); none for N = 0."""

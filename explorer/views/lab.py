@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from trainers.atomic import atomic_write_text
+from trainers.studies import guidance as guidance_study
 from trainers.studies import lab
 from trainers.studies.lab import EXACT, EXACT_START, MODEL, NFE_GRID
 from trainers.samplers import SAMPLERS
@@ -127,6 +128,23 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         row.addWidget(self.png_btn)
         form.addRow(row)
         side.addWidget(box)
+        # the w axis (issue #22): what CFG samples per sampler, against the tilted target and p(x|c)
+        box, form = common.form_group("Guidance: w axis")
+        self.guide_class = common.combo([], None, "The class c of classifier-free guidance (the density's labels).")
+        self.guide_ws = QtWidgets.QLineEdit("0, 1, 4")
+        self.guide_ws.setToolTip("Guidance weights w, comma-separated (0: the conditional score; scale = 1 + w).")
+        self.guide_source = common.combo([("exact", "exact score"), ("model", "trained model")], "exact",
+                                         "exact: CFG of the exact scores; model: CFG of a class-conditional model "
+                                         "(Training tab: 'Conditional on class').")
+        self.guide_btn = QtWidgets.QPushButton("Run w axis")
+        self.guide_btn.setToolTip("For each chosen sampler (its default steps) and each w: the energy distance of the "
+                                  "guided samples to the tilted target p(x|c)^{1+w} p(x)^{−w} (drawn exactly on a grid) "
+                                  "and to p(x|c), over the seeds (trainers.studies.guidance).")
+        form.addRow("Class", self.guide_class)
+        form.addRow("w values", self.guide_ws)
+        form.addRow("Score", self.guide_source)
+        form.addRow(self.guide_btn)
+        side.addWidget(box)
         explain = QtWidgets.QLabel(EXPLAIN)
         explain.setWordWrap(True)
         side.addWidget(explain)
@@ -182,8 +200,18 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.table.setToolTip("The smallest NFE at which each source's mean energy distance over the seeds is below "
                               "the threshold; '—': not within the NFE tried. Hover a header for its source.")
         right.addWidget(self.table, 1)
+        self.guide_text = QtWidgets.QPlainTextEdit()
+        self.guide_text.setReadOnly(True)
+        self.guide_text.setToolTip("The w axis: per sampler and w, the energy distance to the tilted target and to "
+                                   "p(x|c) (mean ± sd over the seeds; * = at or below the exact-sample threshold).")
+        self.guide_text.setFont(pg.QtGui.QFont("monospace"))
+        self.guide_text.setVisible(False)
+        right.addWidget(self.guide_text, 1)
 
         self.run_btn.clicked.connect(self.run)
+        self.guide_btn.clicked.connect(self.run_guidance)
+        state.densityChanged.connect(self._update_classes)
+        self._update_classes()
         self.cancel_btn.clicked.connect(self.cancel)
         self.csv_btn.clicked.connect(lambda: self.export_csv())
         self.png_btn.clicked.connect(lambda: self.export_png())
@@ -213,7 +241,42 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.cancel_btn.setEnabled(True)
         w.start()
 
+    def _update_classes(self):
+        names = list(self.state.density.classes)
+        self.guide_class.clear()
+        for i, name in enumerate(names):
+            self.guide_class.addItem(f"{i}: {name}", i)
+        self.guide_btn.setEnabled(bool(names))
+
+    def run_guidance(self):
+        """The w axis on the chosen samplers (trainers.studies.guidance.run_guidance_study)."""
+        if self.is_running():
+            return
+        samplers = self.chosen()[0]
+        try:
+            ws = [float(v) for v in self.guide_ws.text().replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            self.status.setText(f"w values: give numbers separated by commas, not {self.guide_ws.text()!r}.")
+            return
+        if not samplers or not ws or self.guide_class.currentData() is None:
+            self.status.setText("Choose a labelled density's class, at least one sampler and one w.")
+            return
+        self.stop_worker()
+        trained, exact, _ = score_models(self.state)
+        model = trained if self.guide_source.currentData() == "model" and trained is not None else exact
+        w = JobWorker(guidance_study.run_guidance_study,
+                      dict(density=self.state.density, c=self.guide_class.currentData(), ws=ws, samplers=list(samplers),
+                           model=model, n=self.n.value(), seeds=self.seeds.value()), "guidance w axis", parent=self)
+        self._attach(w)
+        self.status.setText("Running the w axis on the " + ("trained model…" if model is trained else "exact score…"))
+        self.run_btn.setEnabled(False)
+        self.guide_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        w.start()
+
     def _idle(self):
+        if hasattr(self, "guide_btn"):
+            self.guide_btn.setEnabled(bool(self.state.density.classes))
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 
@@ -228,6 +291,11 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         if not common.from_current_worker(self):
             return
         self._idle()
+        if isinstance(result, guidance_study.GuidanceResult):
+            self.guide_text.setPlainText(guidance_study.format_table(result))
+            self.guide_text.setVisible(True)
+            self.status.setText(f"w axis done ({result.seconds:.0f} s).")
+            return
         self.show_result(result)
 
     def run_demo(self, timeout_s: float = 120.0):

@@ -264,6 +264,8 @@ class SamplerView(QtWidgets.QWidget):
         if img is None:
             img = grid.density_image(s.density, s.bounds, HEAT_N)
         self._heat_shown = (s.density, tuple(s.bounds), img)
+        for c in self.controls:
+            c.set_classes(list(s.density.classes))       # the panels' class choice (guidance)
         xs = np.linspace(s.bounds[0], s.bounds[1], 200)
         truth = grid.marginal_x(s.density, xs)
         for p in self.panels:

@@ -1,7 +1,8 @@
 """The settings of one Samplers-tab panel: a registry sampler, a score source, and the rows of that
 sampler's own options, generated from its `Options` schema (parts.schema_form); switching sampler
 shows its rows and hides the others'. A panel's settings are a plain dict (state.panel):
-{"sampler", "source", "options": {field: value}}."""
+{"sampler", "source", "options": {field: value}}, with "class" (an index of the density's classes) and
+"guidance" (the CFG weight w) when the panel guides on a class (trainers.studies.chains)."""
 from __future__ import annotations
 
 from PySide6 import QtCore, QtWidgets
@@ -40,6 +41,19 @@ class PanelControls(QtWidgets.QGroupBox):
         self.form.addRow("Sampler", self.sampler)
         self.form.addRow(self.conv)
         self.form.addRow("Score", self.source)
+        self.guide_form = common.FormBinding(self)       # "class" (−1: none) and "guidance" (issue #22)
+        self.cls = self.guide_form.add("class", common.combo([(-1, "none")], -1,
+            "Classifier-free guidance on a class of the density (its components' labels; the brush's colours): the "
+            "sampler runs on (1 + w) s(x|c) − w s(x), with the exact scores or a class-conditional model.\n"
+            "none: the unconditional score. (The panel's metrics still compare with the whole density.)"))
+        self.guidance = self.guide_form.add("guidance", common.spin(
+            -1.0, 20.0, 0.0, 0.5, 2, "Guidance weight w: 0 = the conditional score s(x|c), −1 = the unconditional "
+            "s(x); the 'guidance scale' of diffusers is 1 + w."))
+        self.form.addRow("Class", self.cls)
+        self.form.addRow("Guidance w", self.guidance)
+        self._wanted_class = -1              # a loaded panel's class, kept until the density has it
+        self.guide_form.changed.connect(self._on_guide)
+        self.set_classes([])
         self.rows: dict[str, SchemaRows] = {}          # each sampler's option rows, by registry name
         for name, cls in SAMPLERS.items():
             rows = self.rows[name] = SchemaRows(self.form, cls.Options, parent=self)
@@ -57,6 +71,9 @@ class PanelControls(QtWidgets.QGroupBox):
         """Show `panel` (no `changed` signal); options it does not set show the sampler's defaults."""
         name = panel["sampler"]
         self.choice.load({"sampler": name, "source": panel.get("source", "model")})
+        cls = panel.get("class")
+        self._wanted_class = -1 if cls is None else int(cls)
+        self.guide_form.load({"class": self._wanted_class, "guidance": float(panel.get("guidance") or 0.0)})
         defaults = {s.name: s.default for s in schema.specs(SAMPLERS[name].Options)}
         self.rows[name].load({**defaults, **panel.get("options", {})})
         self._show_fields()
@@ -64,7 +81,30 @@ class PanelControls(QtWidgets.QGroupBox):
     def panel(self) -> dict:
         """The panel as shown: sampler, source and its sampler's options."""
         choice = self.choice.values()
-        return {**choice, "options": self.rows[choice["sampler"]].values()}
+        out = {**choice, "options": self.rows[choice["sampler"]].values()}
+        cls = self.cls.currentData()
+        if cls is not None and cls >= 0:
+            out.update({"class": int(cls), "guidance": float(self.guidance.value())})
+        return out
+
+    def set_classes(self, names) -> None:
+        """The density's class names (none: an unlabelled density; the class rows are disabled)."""
+        keep = self._wanted_class
+        self.cls.blockSignals(True)
+        self.cls.clear()
+        self.cls.addItem("none", -1)
+        for i, name in enumerate(names):
+            self.cls.addItem(f"{i}: {name}", i)
+        self.cls.setCurrentIndex(max(0, self.cls.findData(keep)))
+        self.cls.blockSignals(False)
+        self.cls.setEnabled(bool(names))
+        self.guidance.setEnabled(bool(names) and self.cls.currentData() >= 0)
+
+    def _on_guide(self, name: str, value):
+        if name == "class":
+            self._wanted_class = int(value)
+        self.guidance.setEnabled(self.cls.isEnabled() and self.cls.currentData() >= 0)
+        self.changed.emit()
 
     def set_as_user(self, sampler: str, source: str = "model", **options):
         """Choose `sampler` and `source`, then set `options`, as a person would (`changed` each time)."""
