@@ -18,7 +18,8 @@ from PySide6 import QtCore, QtWidgets
 
 from trainers import grid
 from trainers.studies import memorisation
-from trainers.studies.score_field import Level, empirical_field, error_map, levels, score_field, training_points
+from trainers.studies.score_field import (Level, empirical_field, error_map, guided_field, levels, score_field,
+                                         training_points)
 from trainers.studies.velocity_field import model_t_range, velocity_error_map, velocity_field
 
 from ..workers.job import JobWorker
@@ -28,6 +29,8 @@ from .parts.stale_banner import StaleModelBanner
 ERROR_N = 80
 CONTOUR_N = 64
 EMPIRICAL_PEN = pg.mkPen(90, 230, 120, 230, width=1.5)
+CONDITIONAL_PEN = pg.mkPen(80, 200, 255, 200, width=1)      # exact ∇log p(x|c) beside the guided field
+UNCONDITIONAL_PEN = pg.mkPen(150, 150, 150, 170, width=1)   # exact ∇log p(x)
 METER_SAMPLES = 1000          # samples the memorisation meter draws (and fresh data points beside them)
 METER_SEED = 0
 
@@ -83,6 +86,23 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         form.addRow("Arrows", self.arrow_mode)
         form.addRow("Error map", self.error_mode)
         side.addWidget(box)
+
+        box, form = common.form_group("Guidance")
+        self.guide_class = common.combo([(-1, "none")], -1,
+            "Classifier-free guidance on a class of the density (its components' labels): white becomes the exact "
+            "guided score (1 + w)∇log p(x|c) − w∇log p(x) at the slider's level, red a class-conditional model's "
+            "(1 + w)s_θ(x|c) − w s_θ(x); cyan and grey show the exact conditional and unconditional scores.")
+        self.guide_w = common.spin(-1.0, 20.0, 0.0, 0.5, 2, "Guidance weight w: 0 = the conditional score, −1 = the "
+                                   "unconditional one; the 'guidance scale' of diffusers is 1 + w.")
+        self.show_parts = QtWidgets.QCheckBox("Also ∇log p(x|c) (cyan) and ∇log p(x) (grey)")
+        self.show_parts.setChecked(True)
+        self.show_parts.setToolTip("Draw the exact conditional score ∇log p(x|c) (cyan) and unconditional score "
+                                   "∇log p(x) (grey) beside the guided field (white).")
+        form.addRow("Class", self.guide_class)
+        form.addRow("w", self.guide_w)
+        form.addRow(self.show_parts)
+        side.addWidget(box)
+        self._guided = None              # the last GuidedField (None: no class chosen)
 
         box, form = common.form_group("Finite data and memorisation")
         self.show_empirical = QtWidgets.QCheckBox("Empirical optimal score (green)")
@@ -163,6 +183,11 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.plot.addItem(self.true_arrows)
         self.plot.addItem(self.model_arrows)
         self.plot.addItem(self.empirical_arrows)
+        self.conditional_arrows = pg.PlotDataItem(connect="pairs", pen=CONDITIONAL_PEN)
+        self.unconditional_arrows = pg.PlotDataItem(connect="pairs", pen=UNCONDITIONAL_PEN)
+        for item in (self.conditional_arrows, self.unconditional_arrows):
+            item.setZValue(4)
+            self.plot.addItem(item)
         self.meter_samples_item = common.PointsItem(color=(255, 170, 40), size=3, alpha=200)
         self.meter_samples_item.setZValue(3)
         self.plot.addItem(self.meter_samples_item)
@@ -188,6 +213,11 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.error_mode.currentIndexChanged.connect(self.recompute)
         self.grid_n.valueChanged.connect(self.recompute)
         self.level.valueChanged.connect(self.recompute)
+        self.guide_class.currentIndexChanged.connect(self.recompute)
+        self.guide_w.valueChanged.connect(self.recompute)
+        self.show_parts.toggled.connect(self._draw)
+        state.densityChanged.connect(self._update_classes)
+        self._update_classes()
         self.flow_t.valueChanged.connect(self.recompute)
         self.field_kind.currentIndexChanged.connect(self._on_field_kind)
         state.densityChanged.connect(self.refresh)
@@ -229,6 +259,20 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         super().showEvent(ev)
         if self._dirty:
             self.recompute()
+
+    def _update_classes(self):
+        """The class choice follows the density's classes (disabled for an unlabelled density)."""
+        names = list(self.state.density.classes)
+        keep = self.guide_class.currentData()
+        self.guide_class.blockSignals(True)
+        self.guide_class.clear()
+        self.guide_class.addItem("none", -1)
+        for i, name in enumerate(names):
+            self.guide_class.addItem(f"{i}: {name}", i)
+        self.guide_class.setCurrentIndex(max(0, self.guide_class.findData(keep)))
+        self.guide_class.blockSignals(False)
+        self.guide_class.setEnabled(bool(names))
+        self.guide_w.setEnabled(bool(names))
 
     def current_level(self) -> Level:
         return self._levels[self.level.value()]
@@ -285,6 +329,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
 
     def recompute(self, *_):
         self._dirty = False
+        self._guided = None
         if self.velocity_mode():
             self._recompute_velocity()
             return
@@ -293,13 +338,18 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         settings = self._settings()
         bounds = s.bounds
         field = score_field(s.model, settings, s.density, lev.value, bounds, self.grid_n.value())
-        target, learned = field.target, field.learned
-        self._grid = (field.points, field.true, learned, field.cell)
+        target, learned, true = field.target, field.learned, field.true
+        c = self.guide_class.currentData()
+        if c is not None and c >= 0:
+            self._guided = guided_field(s.model, settings, s.density, c, self.guide_w.value(), lev.value,
+                                        field.grid_points)
+            true, learned = self._guided.guided, self._guided.learned
+        self._grid = (field.points, true, learned, field.cell)
         self.level_label.setText(lev.label)
         self._compute_empirical(settings, lev, field.grid_points)
 
         # error heat map on a finer grid
-        mode = self.error_mode.currentData()
+        mode = self.error_mode.currentData() if self._guided is None else "off"
         if learned is not None and mode != "off":
             err = error_map(s.model, settings, target, lev.value, bounds, ERROR_N, weighted=mode == "weighted")
             hi = float(np.quantile(err, 0.99)) or 1.0
@@ -318,6 +368,11 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
             self.summary.setText(f"Mean ‖s_θ − ∇log p‖² over the grid: {fd:.4g} (model step {s.model_step})")
         else:
             self.summary.setText("No trained model yet: only the true score is drawn. Train on the Training tab.")
+        if self._guided is not None:
+            w = self.guide_w.value()
+            self.summary.setText(f"Guided on class {c} ({s.density.classes[c]}), w = {w:g}: white = exact "
+                                 f"(1 + w)∇log p(x|c) − w∇log p(x), red = the model's "
+                                 + ("CFG." if learned is not None else f"— none: {self._guided.note}."))
         if self.show_empirical.isChecked() and self.show_empirical.isEnabled() and self.empirical is None:
             self.summary.setText(self.summary.text() + "<br>No empirical optimal score at σ = 0 (ESM/SSM): "
                                  "the score of N points is undefined there.")
@@ -349,7 +404,10 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         pts, true, learned, cell = self._grid
         unit = self.arrow_mode.currentData() == "unit"
         empirical = self.empirical if self.show_empirical.isChecked() else None
-        fields = [f for f in (true, learned, empirical) if f is not None]
+        parts = self._guided is not None and self.show_parts.isChecked()
+        cond = self._guided.conditional if parts else None
+        uncond = self._guided.unconditional if parts else None
+        fields = [f for f in (true, learned, empirical, cond, uncond) if f is not None]
         scale = grid.shared_arrow_scale(fields, cell)
 
         def vec(f):
@@ -362,7 +420,9 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
 
         for item, f, on in ((self.true_arrows, true, self.show_true.isChecked()),
                             (self.model_arrows, learned, self.show_model.isChecked()),
-                            (self.empirical_arrows, empirical, empirical is not None)):
+                            (self.empirical_arrows, empirical, empirical is not None),
+                            (self.conditional_arrows, cond, cond is not None),
+                            (self.unconditional_arrows, uncond, uncond is not None)):
             if f is None or not on:
                 item.setData([], [])
                 continue

@@ -105,6 +105,19 @@ class TrainingView(QtWidgets.QWidget):
         self.n_data = field("n_data", common.spin(0, MAX_N_DATA, 0, 10, tooltip=TIP["n_data"]))
         self.n_data.setSpecialValueText("off (fresh samples)")
         form.addRow("Fixed dataset of N points", self.n_data)
+        # class-conditional training (issue #22): ToyConfig.n_classes follows the density while ticked
+        self.conditional = QtWidgets.QCheckBox("Conditional on class")
+        self.conditional.setToolTip(
+            "Train s_θ(x|c) on the density's classes (its components' labels; the brush's colours), with a class "
+            "embedding and label dropout to a null class, so one network gives s(x|c) and s(x) for classifier-free "
+            "guidance (Score field and Samplers tabs). Methods with noise levels only (ncsn, ddpm, …).")
+        self.conditional.setChecked(s.n_classes > 0)
+        self.p_uncond = field("p_uncond", common.spin(0.0, 0.95, 0.1, 0.05, 2,
+                              "Label dropout: the probability that a training example's class is replaced by the "
+                              "null class (the unconditional score s(x)); 0.1 as in Ho & Salimans."))
+        form.addRow(self.conditional)
+        form.addRow("Label dropout p_uncond", self.p_uncond)
+        self.p_uncond.setEnabled(s.n_classes > 0)
         side.addWidget(box)
 
         # each method's parameters, from its Params schema; only the chosen method's rows are shown
@@ -205,6 +218,7 @@ class TrainingView(QtWidgets.QWidget):
         self.keep_during_image.toggled.connect(lambda _: self._apply_image_run_hold())
         self.plateau_on.toggled.connect(self.patience.setEnabled)
         self.settings_form.changed.connect(self._settings_from_widgets)
+        self.conditional.toggled.connect(self._sync_conditional)
         state.trainSettingsChanged.connect(self._on_settings_changed)
         state.densityChanged.connect(self._on_density_changed)
         self._redraw_timer = QtCore.QTimer(self)
@@ -242,6 +256,7 @@ class TrainingView(QtWidgets.QWidget):
         self.no_params.setVisible(rows is None or not rows.specs)
 
     def _on_settings_changed(self):
+        self._sync_conditional()
         self.settings_form.load(self.state.train)
         self._load_method_rows()
         self._show_method_rows()
@@ -250,7 +265,15 @@ class TrainingView(QtWidgets.QWidget):
         if self.is_running():
             self.restart("settings changed")
 
+    def _sync_conditional(self, *_):
+        """n_classes = the density's number of classes while 'Conditional on class' is ticked and the method
+        has noise levels, else 0."""
+        on = self.conditional.isChecked() and METHODS[self.state.train.objective].cond is not None
+        self.p_uncond.setEnabled(on)
+        self.state.update_train(n_classes=self.state.density.n_classes if on else 0)
+
     def _on_density_changed(self):
+        self._sync_conditional()
         if self.is_running():
             self.restart("density changed")
 
