@@ -141,3 +141,18 @@ def test_a_panel_whose_class_the_density_lacks_runs_unguided_and_says_so():
         spec = chain_spec({"sampler": "ddim", "source": "exact", "options": {}, "class": c, "guidance": 1.0},
                           None, ExactScore(d))
         assert not isinstance(spec.sampler.model, Guided) and "no class" in spec.note
+
+
+def test_flow_matching_trains_conditionally_too():
+    """Flow matching (a method with a time level) takes the class embedding and label dropout with no
+    edit of its own: its loss calls the network the training loop binds the labels to."""
+    d = preset("three_classes")
+    cfg = ToyConfig(objective="fm", n_classes=3, width=32, depth=2, steps=30, batch=64)
+    net, losses = train(cfg, d)
+    x = torch.randn(16, 2)
+    a, b = (class_score(net, cfg, d, c).score(x, 0.5) for c in (0, 1))
+    assert not torch.allclose(a, b)
+    g = guided_score(net, cfg, d, 1, 2.0)
+    sampler = samplers.build_sampler("flow", g, nfe=10)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.isfinite(sampler.run(initial_for(sampler, 50, "gaussian", None, gen), gen).x).all()
