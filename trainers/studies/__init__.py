@@ -10,7 +10,10 @@ pictures — what the explorer's tabs and the headless CLIs show. Plain torch, n
 - ``snapshots``: one weight snapshot pictured three ways (History tab);
 - ``chains``: the Samplers tab's chain set-up (score models, shared starts, metrics);
 - ``convergence``: the deterministic solvers' order of convergence (``toy order``);
-- ``reflow``: straightness of a flow model's ODE paths, and reflow (``toy reflow``).
+- ``reflow``: straightness of a flow model's ODE paths, and reflow (``toy reflow``);
+- ``guidance``: what classifier-free guidance samples per sampler and w, against the tilted target and
+  p(x|c) (Lab tab's w axis, ``python -m trainers.studies.guidance``);
+- ``guidance_experiments``: the guidance experiments (``python -m trainers.studies.guidance_experiments``).
 
 A long study takes ``progress(fraction, what)`` and ``cancelled()`` and returns None when cancelled, so the
 explorer runs it in one ``explorer.workers.job.JobWorker``. Import the module you need; this package
