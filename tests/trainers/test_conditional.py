@@ -156,3 +156,23 @@ def test_flow_matching_trains_conditionally_too():
     sampler = samplers.build_sampler("flow", g, nfe=10)
     gen = torch.Generator().manual_seed(0)
     assert torch.isfinite(sampler.run(initial_for(sampler, 50, "gaussian", None, gen), gen).x).all()
+
+
+def test_a_panel_autoguides_the_model_with_a_snapshot():
+    from trainers.fitting import score_model
+    from trainers.score_models import ExactScore
+    from trainers.studies.chains import chain_spec, snapshot_model
+    d = preset("three_classes")
+    cfg = ToyConfig(objective="ncsn", n_classes=3, width=16, depth=1, sigma_max=4.0)
+    good, bad = build_network(cfg).eval(), build_network(ToyConfig(objective="ncsn", n_classes=3, width=16, depth=1,
+                                                                    sigma_max=4.0, seed=1)).eval()
+    trained, weak = score_model(good, cfg, d), snapshot_model(bad, cfg, d)
+    panel = {"sampler": "ddim", "source": "model", "options": {}, "guide": "auto", "guidance": 1.5}
+    spec = chain_spec(panel, trained, ExactScore(d), weak)
+    assert isinstance(spec.sampler.model, Guided) and spec.sampler.model.guide == "auto" and "autoguidance" in spec.title
+    x = torch.randn(8, 2)
+    torch.testing.assert_close(spec.sampler.model.score(x, 0.5), 2.5 * trained.score(x, 0.5) - 1.5 * weak.score(x, 0.5))
+    spec = chain_spec({**panel, "class": 1}, trained, ExactScore(d), weak)
+    assert "class right" in spec.title
+    spec = chain_spec(panel, trained, ExactScore(d), None)
+    assert "unguided" in spec.note and not isinstance(spec.sampler.model, Guided)

@@ -4,7 +4,9 @@ and the sample metrics shown under each panel. Plain torch, no Qt; the chain ste
 
 A panel is a dict {"sampler": registry name, "source": "model" | "exact", "options": {...}} (the app
 state's sampler settings), optionally with "class" (index or name of a class of the density; absent or
-None: unconditional) and "guidance" (the CFG weight w, trainers.guidance; 0: the conditional model). Every panel starts from the same z (matched Gaussian or uniform over the view),
+None: unconditional) and "guidance" (the CFG weight w, trainers.guidance; 0: the conditional model), and
+"guide": "auto" for autoguidance of the trained model by a weaker one (`bad`, e.g. a History snapshot):
+s_good + w (s_good − s_bad), at the panel's class when it has one. Every panel starts from the same z (matched Gaussian or uniform over the view),
 mapped to its sampler's start (trainers.samplers.start_from); exact starts share one seed, so panels that
 start at the same σ₀ share their particles. Metrics compare a fixed subset of N_METRIC particles with
 N_REF true samples (seed 7).
@@ -54,13 +56,20 @@ def score_models(model, cfg: fitting.ToyConfig, trained_on, density):
     return trained, fitting.score_model(None, cfg, density, sigmas)
 
 
+def snapshot_model(net, cfg: fitting.ToyConfig, trained_on):
+    """A History snapshot's network as a ScoreModel over the same range as `score_models`' model (the bad
+    model of autoguidance)."""
+    return fitting.score_model(net, cfg, trained_on, fitting.noise_levels(cfg, trained_on))
+
+
 def deterministic(panel: dict) -> bool:
     """Does the panel's sampler follow a deterministic path (flow lines)?"""
     return samplers.SAMPLERS[panel["sampler"]].deterministic(samplers.resolve_options(panel["sampler"], panel["options"]))
 
 
-def chain_spec(panel: dict, trained, exact) -> ChainSpec:
+def chain_spec(panel: dict, trained, exact, bad=None) -> ChainSpec:
     """The panel's chain: with the model where it can serve, else the exact score and a note saying why.
+    `bad`: the weaker model of autoguidance (a ScoreModel), for a panel with "guide": "auto".
     A bad option raises ValueError."""
     info = samplers.SAMPLERS[panel["sampler"]]
     opts = samplers.SamplerOptions.from_dict(panel["options"])
@@ -69,6 +78,20 @@ def chain_spec(panel: dict, trained, exact) -> ChainSpec:
     density, c = getattr(exact, "density", None), panel.get("class")
     if c is not None and not (density is not None and density.labelled and _has_class(density, c)):
         note, c = f"the density has no class {c}: unguided", None
+    if panel.get("guide") == "auto":             # autoguidance: the model guided by a weaker one
+        from ..conditional import for_class
+        from ..guidance import autoguidance
+        w = float(panel.get("guidance") or 0.0)
+        if panel["source"] != "model" or trained is None or bad is None:
+            note = "autoguidance needs the trained model and a weaker one (a History snapshot): unguided"
+        else:
+            try:
+                good, weak = (trained, bad) if c is None else (for_class(trained, density, c), for_class(bad, density, c))
+                trained = autoguidance(good, weak, w)
+                title += f" · autoguidance{'' if c is None else f' class {density.classes[density.class_index(c)]}'}, w = {w:g}"
+            except ValueError as e:
+                note = f"{e}: unguided"
+        c = None
     if c is not None:                            # classifier-free guidance on the panel's class
         from ..conditional import guide
         w = float(panel.get("guidance") or 0.0)
@@ -119,11 +142,11 @@ def chain_metrics(xy: np.ndarray, idx: torch.Tensor, ref: torch.Tensor, ref_self
 
 
 def set_up_chains(panels: list[dict], trained, exact, n_particles: int, init: str, bounds, seed: int,
-                  density, reference: torch.Tensor | None = None) -> ChainSetup:
+                  density, reference: torch.Tensor | None = None, bad=None) -> ChainSetup:
     """The chains of `panels` from one z: init "gaussian" (matched Gaussian), "exact" (exact draws of
     p_σmax where a panel uses the exact score) or "uniform" (over bounds). `reference`: reference_samples
     of `density`, when the caller keeps them. Raises ValueError for a panel that cannot run."""
-    specs = [chain_spec(p, trained, exact) for p in panels]
+    specs = [chain_spec(p, trained, exact, bad) for p in panels]
     gen = torch.Generator().manual_seed(seed)
     z = samplers.initial_particles(n_particles, "uniform" if init == "uniform" else "gaussian", bounds, gen)
     starts = [samplers.start_from(sp.sampler, z, init, torch.Generator().manual_seed(seed + 1)) for sp in specs]
