@@ -307,6 +307,19 @@ class SamplerView(QtWidgets.QWidget):
         self.worker = None
         common.retire_worker(w, (w.framesReady, w.chainFailed, w.failed))
 
+    def _bad_model(self, panels):
+        """Autoguidance's weaker model: the History snapshot the first 'autoguidance' panel names (None when
+        no panel asks for one or there is no such snapshot; the panel then says so)."""
+        auto = [p for p in panels if p.get("guide") == "auto"]
+        if not auto:
+            return None
+        s = self.state
+        try:
+            _, net = s.snapshot_network(min(int(auto[0].get("bad_snapshot", 0)), len(s.history) - 1))
+        except (LookupError, IndexError, ValueError):
+            return None
+        return chains.snapshot_model(net, s.history_settings, s.history_density or s.density)
+
     def restart(self, *_):
         """New chains from the shared initial particles (the model is frozen as of now)."""
         self.stop_worker()
@@ -315,7 +328,8 @@ class SamplerView(QtWidgets.QWidget):
         trained, exact, _ = score_models(s)
         try:
             setup = chains.set_up_chains(ss.panels[:ss.n_panels], trained, exact, ss.n_particles, ss.init,
-                                         s.bounds, ss.seed, s.density, self._reference())
+                                         s.bounds, ss.seed, s.density, self._reference(),
+                                         bad=self._bad_model(ss.panels[:ss.n_panels]))
         except ValueError as e:
             self.note.setText(f"<span style='color:#c33'>{e}</span>")
             return

@@ -85,3 +85,23 @@ def test_a_labelled_density_shows_its_classes_in_colour(window):
     assert dv.class_dots.isVisible() and len(dv.class_dots.data) == 6
     window.state.set_density(densities.preset("two_gaussians"))
     assert not dv.class_dots.isVisible()
+
+
+def test_a_panel_autoguides_the_model_with_a_history_snapshot(window, qtbot):
+    tv, sp = window.views["training"], window.views["sampler"]
+    _labelled(window)
+    window.state.update_train(objective="ddpm")
+    tv.conditional.setChecked(True)
+    tv.start(max_steps=200)
+    qtbot.waitUntil(lambda: not tv.is_running() and tv.start_btn.text() == "Start", timeout=60000)
+    assert window.state.model is not None and len(window.state.history) >= 1
+    window.tabs.setCurrentWidget(sp)
+    sp.follow_density()
+    c = sp.controls[1]                                   # the DDPM panel, on the model
+    c.guide_kind.setCurrentIndex(c.guide_kind.findData("auto"))
+    c.cls.setCurrentIndex(c.cls.findData(1))
+    c.guidance.setValue(1.0)
+    assert window.state.sampler.panels[1]["guide"] == "auto"
+    sp.run_to_end()
+    qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=60000)
+    assert "autoguidance class right, w = 1" in sp.worker.chains[1].spec.title

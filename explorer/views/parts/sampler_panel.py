@@ -49,7 +49,16 @@ class PanelControls(QtWidgets.QGroupBox):
         self.guidance = self.guide_form.add("guidance", common.spin(
             -1.0, 20.0, 0.0, 0.5, 2, "Guidance weight w: 0 = the conditional score s(x|c), −1 = the unconditional "
             "s(x); the 'guidance scale' of diffusers is 1 + w."))
+        self.guide_kind = self.guide_form.add("guide", common.combo(
+            [("cfg", "classifier-free (class)"), ("auto", "autoguidance (snapshot)")], "cfg",
+            "classifier-free: (1 + w) s(x|c) − w s(x) on the chosen class.\nautoguidance (Karras et al. 2024): the "
+            "trained model guided by a weaker one, a History snapshot: s_good + w (s_good − s_bad), at the class "
+            "if one is chosen."))
+        self.bad_snapshot = self.guide_form.add("bad_snapshot", common.spin(
+            0, 9999, 0, 1, tooltip="Autoguidance's bad model: History snapshot number (0 = the earliest kept)."))
         self.form.addRow("Class", self.cls)
+        self.form.addRow("Guide", self.guide_kind)
+        self.form.addRow("Bad snapshot", self.bad_snapshot)
         self.form.addRow("Guidance w", self.guidance)
         self._wanted_class = -1              # a loaded panel's class, kept until the density has it
         self.guide_form.changed.connect(self._on_guide)
@@ -73,7 +82,9 @@ class PanelControls(QtWidgets.QGroupBox):
         self.choice.load({"sampler": name, "source": panel.get("source", "model")})
         cls = panel.get("class")
         self._wanted_class = -1 if cls is None else int(cls)
-        self.guide_form.load({"class": self._wanted_class, "guidance": float(panel.get("guidance") or 0.0)})
+        self.guide_form.load({"class": self._wanted_class, "guidance": float(panel.get("guidance") or 0.0),
+                              "guide": panel.get("guide", "cfg"), "bad_snapshot": int(panel.get("bad_snapshot", 0))})
+        self._enable_guide()
         defaults = {s.name: s.default for s in schema.specs(SAMPLERS[name].Options)}
         self.rows[name].load({**defaults, **panel.get("options", {})})
         self._show_fields()
@@ -85,7 +96,15 @@ class PanelControls(QtWidgets.QGroupBox):
         cls = self.cls.currentData()
         if cls is not None and cls >= 0:
             out.update({"class": int(cls), "guidance": float(self.guidance.value())})
+        if self.guide_kind.currentData() == "auto":
+            out.update({"guide": "auto", "bad_snapshot": int(self.bad_snapshot.value()),
+                        "guidance": float(self.guidance.value())})
         return out
+
+    def _enable_guide(self):
+        auto = self.guide_kind.currentData() == "auto"
+        self.bad_snapshot.setEnabled(auto)
+        self.guidance.setEnabled(auto or (self.cls.isEnabled() and (self.cls.currentData() or -1) >= 0))
 
     def set_classes(self, names) -> None:
         """The density's class names (none: an unlabelled density; the class rows are disabled)."""
@@ -98,12 +117,12 @@ class PanelControls(QtWidgets.QGroupBox):
         self.cls.setCurrentIndex(max(0, self.cls.findData(keep)))
         self.cls.blockSignals(False)
         self.cls.setEnabled(bool(names))
-        self.guidance.setEnabled(bool(names) and self.cls.currentData() >= 0)
+        self._enable_guide()
 
     def _on_guide(self, name: str, value):
         if name == "class":
             self._wanted_class = int(value)
-        self.guidance.setEnabled(self.cls.isEnabled() and self.cls.currentData() >= 0)
+        self._enable_guide()
         self.changed.emit()
 
     def set_as_user(self, sampler: str, source: str = "model", **options):
