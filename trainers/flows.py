@@ -1,4 +1,5 @@
-"""Flow matching on the linear path, and the one place velocities and scores convert (docs/math.md §13).
+"""Flow matching on the linear path, and the one place velocities and scores convert (docs/math.md,
+"Flow matching and rectified flow").
 
 Convention: t ∈ [0, 1], t = 0 is the data and t = 1 the noise,
 

@@ -78,7 +78,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
             "score: the noise-conditional score at the slider's noise level.\nvelocity: the velocity of the linear "
             "path x_t = (1−t)x₀ + t z at flow time t (t = 0 data, t = 1 noise): the exact v = E[z − x₀ | x_t] of "
             "the density (white) and the model's (red) — a flow-matching network's own, any other model's through "
-            "v = −(x + t∇log p_t)/(1−t) (docs/math.md §13).")
+            "v = −(x + t∇log p_t)/(1−t) (docs/math.md, 'Flow matching and rectified flow').")
         form.addRow("Field", self.field_kind)
         form.addRow("Grid", self.grid_n)
         form.addRow(self.show_true)

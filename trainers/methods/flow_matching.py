@@ -1,5 +1,6 @@
 """Flow matching on the linear path, Lipman et al. 2023 / Liu et al. 2023 (rectified flow), with
-independent or minibatch optimal-transport coupling (Tong et al. 2024); docs/math.md §13.
+independent or minibatch optimal-transport coupling (Tong et al. 2024); docs/math.md, "Flow matching
+and rectified flow".
 Paths, the exact velocity and the velocity ↔ score conversion live in trainers/flows.py."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The flow ODE of the linear path, dx/dt = v(x, t) from t = T to 0 (flow matching, rectified flow;
-docs/math.md §13), Euler, Heun or midpoint."""
+docs/math.md, "Flow matching and rectified flow"), Euler, Heun or midpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass

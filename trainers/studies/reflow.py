@@ -1,7 +1,7 @@
 """Rectified flow (Liu et al. 2023): the straightness of a model's own flow-ODE paths, and reflow —
 pairs (z, ODE_A(z)) drawn with model A's flow ODE, then model B trained on that fixed coupling
-(docs/math.md §13). Used by `python -m trainers.toy reflow` and `evaluate` (straightness), the
-experiments and the explorer's Reflow button."""
+(docs/math.md, "Flow matching and rectified flow"). Used by `python -m trainers.toy reflow` and
+`evaluate` (straightness), the experiments and the explorer's Reflow button."""
 from __future__ import annotations
 
 import copy
