@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainers import samplers, toy
-from trainers.conditional import ClassBound, class_score, guided_score, sampling_score
+from trainers.conditional import class_score, guided_score, sampling_score
 from trainers.densities import GaussianMixture, preset
 from trainers.fitting import ToyConfig, build_network, initial_for, train, training_data
 from trainers.guidance import Guided

@@ -26,7 +26,7 @@ from ..guidance import TiltedTarget, autoguidance, exact_cfg
 from ..conditional import class_score, guided_score
 from ..metrics import mean_pairwise_distance, mode_weight_error, mode_weights
 from ..samplers import build_sampler
-from .experiments import Experiment, _Reference, _train, format_value
+from .experiments import Experiment, _Reference, _train
 
 
 def _run(model, sampler: str, n: int, seed: int, nfe: int | None = None) -> torch.Tensor:
