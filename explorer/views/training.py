@@ -489,7 +489,8 @@ class TrainingView(QtWidgets.QWidget):
         # A log axis labels only powers of ten: show whole decades so it always has tick labels.
         lo, hi = math.floor(math.log10(min(self._fisher))), math.ceil(math.log10(max(self._fisher)))
         self.fisher_plot.setYRange(lo, max(hi, lo + 1), padding=0)
-        self.fisher_plot.setTitle(f"Fisher divergence vs exact score at {d['label']}: {d['fisher']:.4g}")
+        self.fisher_plot.setTitle(f"Fisher divergence vs exact score at {d['label']}: {d['fisher']:.4g}"
+                                  + (f"; straightness of the flow {d['straightness']:.3g}" if "straightness" in d else ""))
 
     @QtCore.Slot(object)
     def _on_snapshot(self, d):

@@ -20,6 +20,7 @@ from PySide6 import QtCore
 from trainers import densities
 from trainers import fitting
 from trainers.studies.history import LossByLevel
+from trainers.studies.reflow import live_straightness
 
 PROGRESS_EVERY_S = 0.05
 SNAPSHOT_EVERY_S = 0.15
@@ -192,11 +193,12 @@ class TrainWorker(QtCore.QThread):
         model.eval()
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         fisher, label = fisher_fn(model)
+        extra = live_straightness(model, self.settings, self.density)     # flow models: {"straightness": …}
         model.train()
         if self.plateau is not None:
             self.plateau.update(self.step, fisher=fisher)
         self.snapshot.emit({"step": self.step, "state": state})
-        self.metric.emit({"step": self.step, "fisher": fisher, "label": label})
+        self.metric.emit({"step": self.step, "fisher": fisher, "label": label, **extra})
 
 
 def diverged_message(s, method, step: int) -> str:

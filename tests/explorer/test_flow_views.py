@@ -42,3 +42,16 @@ def test_reflow_button_runs_one_round_and_replaces_the_model(fm_window, qtbot):
     fm_window.state.update_train(objective="ncsn")
     fm_window.state.set_model(None, None)
     assert not tv.reflow_btn.isEnabled()
+
+
+def test_training_a_flow_model_shows_its_straightness_live(window, qtbot):
+    tv = window.views["training"]
+    window.state.update_train(objective="fm", width=32, depth=2)
+    tv.start()
+    qtbot.waitUntil(lambda: len(tv._fisher) >= 1, timeout=30000)
+    tv.stop()
+    assert "straightness of the flow" in tv.fisher_plot.titleLabel.text
+    from trainers.studies.reflow import live_straightness
+    from trainers.fitting import ToyConfig
+    from trainers.nets import build_model
+    assert live_straightness(build_model("mlp", "sigma", 16, 1), ToyConfig(objective="ncsn"), window.state.density) == {}

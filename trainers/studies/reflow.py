@@ -139,3 +139,20 @@ def reflow_round(model, cfg: fitting.ToyConfig, density: GaussianMixture, steps:
         return None
     progress(1.0, "done")
     return ReflowRound(net, new_cfg, info, before, after, one_before, one_after)
+
+
+LIVE_PATHS, LIVE_NFE = 300, 20
+
+
+def live_straightness(model, cfg: fitting.ToyConfig, density: GaussianMixture) -> dict:
+    """{"straightness": …} of a flow model's own paths (LIVE_PATHS fixed z, LIVE_NFE Euler steps: cheap
+    enough for the Training tab's curve while it trains); {} for a method the flow ODE is not native to."""
+    if fitting.method_for(cfg).natural_sampler != "flow":
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        sm = fitting.score_model(model, cfg, density)
+        return {"straightness": path_straightness(sm, LIVE_PATHS, LIVE_NFE)["straightness"]}
+    finally:
+        model.train(was_training)
