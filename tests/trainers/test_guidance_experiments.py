@@ -1,7 +1,8 @@
 """The guidance experiments hold, and their negative controls do not."""
 import pytest
 
-from trainers.studies.guidance_experiments import GUIDANCE_EXPERIMENTS, main
+from trainers.studies.experiments import EXPERIMENTS, main
+from trainers.studies.guidance_experiments import GUIDANCE_EXPERIMENTS
 
 
 def test_guidance_trades_diversity_for_class_fidelity_and_its_control_does_not():
@@ -33,6 +34,7 @@ def test_autoguidance_keeps_the_modes_cfg_drops_and_its_control_does_not():
     assert not e.run(small, control=True).holds
 
 
-def test_the_command_line_lists_and_refuses_unknown_parameters(capsys):
+def test_they_are_in_the_one_registry_and_its_command_line(capsys):
+    assert all(EXPERIMENTS[name] is e for name, e in GUIDANCE_EXPERIMENTS.items())
     assert main(["list"]) == 0 and "autoguidance-modes" in capsys.readouterr().out
     assert main(["run", "guidance-diversity", "nonsense=1"]) == 2

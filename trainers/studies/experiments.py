@@ -916,7 +916,20 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         {"with_lof_excess": "with lower_order_final", "without_lof_excess": "without",
          "to_zero_excess": "ending at σ = 0", "difference": "without − with", "last_step_ratio": "last h / previous h"}),
 ]}
-from . import flow_experiments  # noqa: E402,F401  (registers fm-same-map, reflow-straightens, ot-straightens)
+
+
+def _import_experiment_files() -> None:
+    """Every `*_experiments.py` module of this folder adds its experiments to EXPERIMENTS when imported
+    (flow_experiments, guidance_experiments, …): a new experiment file needs no other edit."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if m.name.endswith("_experiments"):
+            importlib.import_module(f"{__package__}.{m.name}")
+
+
+_import_experiment_files()
 
 
 def get(name: str) -> Experiment:

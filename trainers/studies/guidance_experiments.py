@@ -8,15 +8,12 @@ body, judge on means with t·SE margins, a negative control that must come out "
   edm2's toy), autoguidance with a weaker network keeps the class's mode weights and its distance to
   p(x|c) closer than CFG at the same w.
 
-They live in `GUIDANCE_EXPERIMENTS` (not yet in experiments.EXPERIMENTS, whose list is a golden number);
-`python -m trainers.studies.guidance_experiments run NAME [--control] [key=value …]`.
+Importing this module adds them to experiments.EXPERIMENTS (trainers.studies.experiments imports every
+`*_experiments` module of its folder): `python -m trainers.studies.experiments run NAME [--control] [key=value …]`.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 
 import torch
 
@@ -26,7 +23,7 @@ from ..guidance import TiltedTarget, autoguidance, exact_cfg
 from ..conditional import class_score, guided_score
 from ..metrics import mean_pairwise_distance, mode_weight_error, mode_weights
 from ..samplers import build_sampler
-from .experiments import Experiment, _Reference, _train
+from .experiments import EXPERIMENTS, Experiment, _Reference, _train
 
 
 def _run(model, sampler: str, n: int, seed: int, nfe: int | None = None) -> torch.Tensor:
@@ -184,34 +181,5 @@ GUIDANCE_EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
 ]}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainers.studies.guidance_experiments")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list")
-    r = sub.add_parser("run")
-    r.add_argument("name", choices=list(GUIDANCE_EXPERIMENTS))
-    r.add_argument("params", nargs="*", help="key=value overrides")
-    r.add_argument("--control", action="store_true")
-    r.add_argument("--json", action="store_true")
-    a, rest = p.parse_known_args(argv)          # key=value after --control land in `rest`
-    if rest and (a.cmd != "run" or not all("=" in kv for kv in rest)):
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
-    if a.cmd == "list":
-        for e in GUIDANCE_EXPERIMENTS.values():
-            print(f"{e.name}\n  {e.title}\n  claim: {e.claim}\n  control: {e.control}\n")
-        return 0
-    try:
-        overrides = dict(kv.split("=", 1) for kv in a.params + rest)
-        res = GUIDANCE_EXPERIMENTS[a.name].run(overrides, control=a.control)
-    except ValueError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    if a.json:
-        print(json.dumps(res.to_dict()))
-    else:
-        print(f"{res.name}: {'HOLDS' if res.holds else 'does not hold'} ({res.seconds:.0f} s)\n{res.measured}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+for _e in GUIDANCE_EXPERIMENTS.values():      # in the one registry: the CLI, the Experiments tab
+    EXPERIMENTS.setdefault(_e.name, _e)
