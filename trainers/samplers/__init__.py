@@ -11,6 +11,11 @@ each class's docstring states its convention):
 - pf_ode.py     dy/dσ = −σ s(y, σ), Euler or Heun on a σ grid ending at 0 (Song et al. 2021; Karras et al. 2022, Alg. 1)
 - pc.py         reverse-diffusion predictor + M Langevin corrector steps at signal-to-noise ratio r
                 (Song et al. 2021, Alg. 2, VE)
+- dpmpp_2m.py, dpmpp_3m.py   DPM-Solver++ 2M / 3M: multistep in log-SNR with the data prediction (Lu et al. 2022)
+- unipc.py      UniPC bh2: predictor UniP and the corrector UniC that reuses the next evaluation (Zhao et al. 2023)
+- edm.py        Karras et al. 2022, Alg. 2: churn (S_churn, S_tmin, S_tmax, S_noise), then a Heun step
+- euler_ancestral.py  Euler ancestral (k-diffusion's sample_euler_ancestral)   (fast solvers: multistep.py, §13)
+- flow.py       the flow ODE of the linear path dx/dt = v(x, t), Euler / Heun / midpoint (flow matching)
 
 "ddpm" and "ddim" move x in VP coordinates (timesteps.py); the others move y in VE coordinates (y = x/√ᾱ).
 
