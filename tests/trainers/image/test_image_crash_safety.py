@@ -89,7 +89,7 @@ def test_a_run_killed_at_random_moments_resumes_to_the_same_end(tmp_path):
 
 
 def test_readers_skip_a_torn_last_line(tmp_path):
-    from explorer.runs import ProgressTail
+    from trainers.image.runs import ProgressTail
 
     log = tmp_path / "progress.jsonl"
     log.write_text(json.dumps({"event": "start", "step": 0}) + "\n" + json.dumps({"step": 1, "loss": 0.5})
