@@ -35,9 +35,10 @@ import numpy as np
 # rtol 1e-5 accepts float rounding but not a change of formula, seed or RNG draw order, which moves the
 # numbers by far more (~1e-3 and up). atol 1e-9 keeps numbers that should be 0 exactly zero.
 RTOL, ATOL = 1e-5, 1e-9
-# Listings (text blocks separated by blank lines) compared as "every old block is still there, unchanged":
-# an experiment added on purpose is not a difference, a changed or lost one is.
-LISTINGS = ("experiments/list",)
+# Listings compared as "every old entry is still there, unchanged": an experiment or a config added on
+# purpose is not a difference, a changed or lost one is. {key: what separates entries}: the experiments'
+# blocks are separated by blank lines, the configs are one a line.
+LISTINGS = {"experiments/list": "\n\n", "image/configs": "\n"}
 
 # An off-centre, anisotropic mixture of three unequal components (all away from the origin).
 DENSITY = {"kind": "gmm", "name": "golden_tilted", "components": [
@@ -452,16 +453,17 @@ def _same(a, b) -> bool:
     return abs(a - b) <= ATOL + RTOL * abs(b)
 
 
-def _blocks(listing: str) -> list[str]:
-    return [b.strip("\n") for b in listing.split("\n\n") if b.strip()]
+def _blocks(listing: str, sep: str = "\n\n") -> list[str]:
+    return [b.strip("\n") for b in listing.split(sep) if b.strip()]
 
 
 def _listing_differences(key: str, new, old) -> list[str]:
     """One line per block of the old listing that the new one lacks or changed (added blocks are fine)."""
     if not isinstance(new, str) or not isinstance(old, str):
         return [] if _same(new, old) else [f"{key}: old {old!r} new {new!r}"]
-    kept = set(_blocks(new))
-    return [f"{key}: old entry {b.splitlines()[0]!r} missing or changed" for b in _blocks(old) if b not in kept]
+    sep = LISTINGS.get(key, "\n\n")
+    kept = set(_blocks(new, sep))
+    return [f"{key}: old entry {b.splitlines()[0]!r} missing or changed" for b in _blocks(old, sep) if b not in kept]
 
 
 def differences(new: dict, old: dict) -> list[str]:

@@ -43,12 +43,17 @@ def test_the_differences_catch_a_changed_a_missing_and_a_crashed_number():
 
 
 def test_a_listing_may_grow_but_keeps_every_old_entry_unchanged():
-    key = same_numbers.LISTINGS[0]
+    key = "experiments/list"
     old = {key: "a\n  claim: x\n\nb\n  claim: y\n\n"}
     assert same_numbers.differences({key: "a\n  claim: x\n\nb\n  claim: y\n\nc\n  claim: z\n\n"}, old) == []
     assert same_numbers.differences({key: "a\n  claim: x\n\nb\n  claim: y2\n\n"}, old) == [
         f"{key}: old entry 'b' missing or changed"]
     assert same_numbers.differences({key: "b\n  claim: y\n\n"}, old) == [f"{key}: old entry 'a' missing or changed"]
+    configs = {"image/configs": "ddpm_digits  ddpm\nncsn_digits  ncsn\n"}      # one entry a line
+    assert same_numbers.differences({"image/configs": "ddpm_digits  ddpm\nfm_digits  fm\nncsn_digits  ncsn\n"},
+                                    configs) == []
+    assert same_numbers.differences({"image/configs": "ddpm_digits  ddpm\n"}, configs) == [
+        "image/configs: old entry 'ncsn_digits  ncsn' missing or changed"]
 
 
 @pytest.mark.slow
