@@ -2,7 +2,8 @@
 TorchCFM's ConditionalFlowMatcher (path, target and loss) and its exact OT plan (POT's ot.emd, which
 TorchCFM's ExactOptimalTransportConditionalFlowMatcher samples from). TorchCFM puts the data at t = 1:
 t_cfm = 1 − t, x0_cfm = z (noise), x1_cfm = x₀ (data), u_cfm = −(z − x₀). Skipped where the packages
-are absent (pip install pot torchcfm)."""
+are absent (pip install pot torchcfm). facebookresearch's `flow_matching` (in the test extras, so CI runs
+it): its AffineProbPath with the CondOT scheduler puts the data at t = 1 the same way."""
 from __future__ import annotations
 
 import pytest
@@ -34,6 +35,18 @@ def test_path_target_and_loss_agree_with_torchcfm():
     _, xt, ut = matcher.sample_location_and_conditional_flow(z, x0, 1 - t_ours)
     theirs = torch.mean((-net(xt, T_SCALE * t_ours) - ut) ** 2)          # TorchCFM's loss: mean over elements
     torch.testing.assert_close(ours, theirs * x0.shape[1], rtol=1e-12, atol=1e-12)
+
+
+def test_path_and_target_agree_with_facebookresearch_flow_matching():
+    fm_path = pytest.importorskip("flow_matching.path")
+    from flow_matching.path.scheduler import CondOTScheduler
+    x0, z = _batch(seed=3)
+    t = torch.rand(len(x0), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    theirs = fm_path.AffineProbPath(scheduler=CondOTScheduler()).sample(x_0=z, x_1=x0, t=1 - t)
+    torch.testing.assert_close(linear_path(x0, z, t), theirs.x_t, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(z - x0, -theirs.dx_t, rtol=1e-12, atol=1e-12)   # d/dt' = −d/dt, t' = 1 − t
+    # the check can fail: the path at t instead of 1 − t is another point
+    assert not torch.allclose(linear_path(x0, z, 1 - t), theirs.x_t)
 
 
 def test_minibatch_ot_is_pots_exact_plan():
