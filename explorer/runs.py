@@ -14,7 +14,7 @@ import numpy as np
 
 from trainers.image.run_layout import drawn_paths
 from trainers.image.runs import checkpoint_steps
-from trainers.samplers import SAMPLERS
+from trainers.samplers import SAMPLERS, sampler_class
 
 
 # ------------------------------------------------------------------------------ command lines
@@ -69,8 +69,8 @@ def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0
     """``sample`` arguments; sampler "" is the run's default (ddpm / annealed), else any registry
     sampler (``trainers.samplers.SAMPLERS``); frames > 0 also records the chain; weights "ema"
     (the default) or "raw". The seed is the CLI's default, so EMA and raw grids start alike."""
-    if sampler and sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler:
+        sampler_class(sampler)                 # ValueError naming an unknown one and the choices
     grid, chain = drawn_paths(run, step, sampler or "default", weights)
     args = ["sample", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--out", str(grid)]
     if sampler:

@@ -29,7 +29,7 @@ from .base import BLOWUP_NORM, Cancelled, DivergenceError, SampleResult, Sampler
 from .chains import ChainState, advance_together
 from .levels import vp_schedule
 from .registry import (SAMPLERS, SamplerOptions, add_sampler_arguments, build_sampler, option_names,
-                       options_from_args, register_sampler, resolve_options, sampler_schemas)
+                       options_from_args, register_sampler, resolve_options, sampler_class, sampler_schemas)
 from .starts import exact_prior_sample, initial_particles, prior_sample, start_from, start_level
 # every sampler module registers its class on import, in this order (the CLI's and the GUI's order)
 from .langevin import LangevinSampler
@@ -43,7 +43,7 @@ from .timesteps import TimestepSampler
 __all__ = ["BLOWUP_NORM", "Cancelled", "DivergenceError", "SampleResult", "Sampler", "StepOutput", "ChainState",
            "advance_together", "vp_schedule", "SAMPLERS", "SamplerOptions", "add_sampler_arguments",
            "build_sampler", "option_names", "options_from_args", "register_sampler", "resolve_options",
-           "sampler_schemas", "exact_prior_sample", "initial_particles", "prior_sample", "start_from",
+           "sampler_class", "sampler_schemas", "exact_prior_sample", "initial_particles", "prior_sample", "start_from",
            "start_level", "LangevinSampler", "AnnealedLangevinSampler", "DDPMSampler", "DDIMSampler",
            "PFODESampler", "PCSampler", "TimestepSampler"]
 

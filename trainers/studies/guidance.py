@@ -32,7 +32,7 @@ import torch
 from ..densities import GaussianMixture, load_density
 from ..guidance import TiltedTarget, exact_cfg
 from ..metrics import energy_distance, mean_pairwise_distance, mode_weight_error
-from ..samplers import SAMPLERS, build_sampler, initial_particles, prior_sample
+from ..samplers import SAMPLERS, build_sampler, initial_particles, prior_sample, sampler_class
 from ..score_models import ScoreModel
 from .lab import QUANTILE, quantile_of_means, seed_streams
 
@@ -96,9 +96,8 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
     """Every (seed, w, sampler) run (module docstring). options: {sampler: dict of its options}.
     Returns None when `cancelled()` says yes (asked before each run)."""
     start = time.perf_counter()
-    unknown = [s for s in samplers if s not in SAMPLERS]
-    if unknown:
-        raise ValueError(f"unknown sampler(s) {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    for s in samplers:
+        sampler_class(s)                       # ValueError naming an unknown one and the choices
     if seeds < 2 or n < 2 or null_draws < 1:
         raise ValueError(f"the study needs seeds ≥ 2, n ≥ 2 and null_draws ≥ 1 (got {seeds}, {n}, {null_draws})")
     ci = density.class_index(c)

@@ -39,7 +39,7 @@ import torch
 from .. import fitting
 from ..metrics import energy_distance, mean_pairwise_distance, mode_weight_error
 from ..samplers import (SAMPLERS, ChainState, SamplerOptions, advance_together, build_sampler, exact_prior_sample,
-                       prior_sample)
+                       prior_sample, sampler_class)
 from ..score_models import ScoreModel
 
 NFE_GRID = (5, 10, 20, 50, 100, 200, 1000)
@@ -237,9 +237,8 @@ def run_lab(density, model: ScoreModel | None, exact: ScoreModel, samplers=LAB_S
     range (and schedule). Chains step together (one batched evaluation per score model and round).
     Returns None if cancelled."""
     start = time.perf_counter()
-    unknown = [s for s in samplers if s not in SAMPLERS]
-    if unknown:
-        raise ValueError(f"unknown sampler(s) {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    for s in samplers:
+        sampler_class(s)                       # ValueError naming an unknown one and the choices
     if seeds < 1 or null_draws < 1 or n < 2:
         raise ValueError(f"the lab needs seeds ≥ 1, null_draws ≥ 1 and n ≥ 2 (got {seeds}, {null_draws}, {n})")
     if not 0 < quantile < 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtWidgets
 
 from trainers import schema
-from trainers.samplers import SAMPLERS
+from trainers.samplers import SAMPLERS, sampler_class
 
 from . import common
 from .schema_form import SchemaRows
@@ -127,9 +127,7 @@ class PanelControls(QtWidgets.QGroupBox):
 
     def set_as_user(self, sampler: str, source: str = "model", **options):
         """Choose `sampler` and `source`, then set `options`, as a person would (`changed` each time)."""
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        unknown = set(options) - set(SAMPLERS[sampler].params)
+        unknown = set(options) - set(sampler_class(sampler).params)
         if unknown:
             raise ValueError(f"unknown {sampler} option(s) {', '.join(sorted(unknown))}; "
                              f"its options are {', '.join(SAMPLERS[sampler].params)}")
