@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..methods import METHODS, Method
-from ..samplers import SAMPLERS, Cancelled, Sampler, build_sampler
+from ..samplers import SAMPLERS, Cancelled, Sampler, build_sampler, sampler_class
 from ..schedules import DDPMSchedule
 from ..score_models import ScoreModel
 from .config import ConfigError
@@ -135,8 +135,10 @@ def image_sampler(cfg, model, name: str | None = None, precision: str = "fp32",
     ``sampling_precision`` resolves "auto")."""
     method = image_method(cfg)
     name = name or method.natural_sampler
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    try:
+        sampler_class(name)             # the registry's check and message
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     sm = score_model(cfg, model, sampling_precision(cfg, _device_of(model), precision))
     try:
         s = build_sampler(name, sm, method.sampler_defaults(name),
