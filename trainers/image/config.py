@@ -50,6 +50,10 @@ class ModelConfig:
     # stride-2 conv padding: "symmetric" (1 pixel each side; the default, older runs) or "tf_same"
     # (the reference TF code's "SAME": 0 before, 1 after; trainers/image/unet.py Downsample)
     downsample_pad: str = "symmetric"
+    # > 0: a class-conditional U-Net (issue #22): a learned class embedding (n_classes + 1 rows, the
+    # last the null class) added to the time embedding, so one network gives s(x|c) and s(x);
+    # the dataset must carry labels 0 … n_classes − 1 (digits, MNIST). 0: unconditional.
+    n_classes: int = 0
 
 
 @dataclass
@@ -93,6 +97,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: int = 5000               # linear learning-rate warm-up steps
     grad_clip: float = 1.0           # global grad-norm clip; 0 disables
+    # class-conditional runs (model.n_classes > 0): each label is replaced by the null class with
+    # this probability (label dropout, Ho & Salimans 2022), so the network also learns s(x)
+    p_uncond: float = 0.1
     ema_decay: float = 0.9999        # 0 disables EMA (then the raw weights are "EMA")
     # EMA warm-up: update t (0-based) uses decay_t = min(ema_decay, (1 + t) / (10 + t)), so the
     # EMA follows the weights early instead of staying near the initialisation for ~1/(1-decay) steps
@@ -186,6 +193,11 @@ class RunConfig:
             if self.train.preview_sampler not in SAMPLERS:
                 raise ConfigError(f"train.preview_sampler={self.train.preview_sampler!r}: choose "
                                   f"one of {', '.join(SAMPLERS)} (or \"\" for the method's default)")
+        if self.model.n_classes < 0:
+            raise ConfigError(f"model.n_classes must be 0 (unconditional) or the number of classes, "
+                              f"got {self.model.n_classes}")
+        if not 0 <= self.train.p_uncond < 1:
+            raise ConfigError(f"train.p_uncond must be in [0, 1), got {self.train.p_uncond}")
         if self.train.preview_nfe < 0:
             raise ConfigError("train.preview_nfe must be >= 0 (0: the sampler's default)")
         return self

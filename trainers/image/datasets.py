@@ -53,13 +53,17 @@ def _need_dir(data_dir: str | Path | None, what: str, expected: str) -> Path:
 
 
 class TensorImages(torch.utils.data.Dataset):
-    """Images held in memory (uint8 or float), returned as float32 in [0, 1]."""
+    """Images held in memory (uint8 or float), returned as float32 in [0, 1]; ``labels`` (N,) long
+    class labels where the dataset has them (digits, MNIST), else None."""
 
-    def __init__(self, images: torch.Tensor, max_value: float, name: str):
+    def __init__(self, images: torch.Tensor, max_value: float, name: str,
+                 labels: torch.Tensor | None = None):
         assert images.ndim == 4
+        assert labels is None or len(labels) == len(images)
         self.images = images
         self.max_value = float(max_value)
         self.name = name
+        self.labels = labels
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -157,10 +161,10 @@ def load_digits_images() -> tuple[torch.Tensor, np.ndarray]:
 
 
 def digits_dataset(size: int = 8) -> TensorImages:
-    images, _ = load_digits_images()
+    images, labels = load_digits_images()
     if size != 8:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return TensorImages(images.clamp(0, 16), 16.0, "digits")
+    return TensorImages(images.clamp(0, 16), 16.0, "digits", torch.from_numpy(labels).long())
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +235,14 @@ def mnist_dataset(data_dir, size: int = 28) -> TensorImages:
         raise DatasetError(f"MNIST: expected {expected} in {d} (or {d / 'MNIST' / 'raw'}); "
                            f"found: {_listing(d)}")
     images = torch.from_numpy(read_idx_images(path).copy())[:, None]
-    return TensorImages(_resize(images, size), 255.0, "mnist")
+    label_path = find_mnist_file(d, MNIST_TRAIN_LABELS)     # optional: class-conditional runs need it
+    labels = None
+    if label_path is not None:
+        labels = torch.from_numpy(read_idx_labels(label_path).astype(np.int64))
+        if len(labels) != len(images):
+            raise DatasetError(f"MNIST: {path.name} has {len(images)} images but {label_path.name} has "
+                               f"{len(labels)} labels; they must match")
+    return TensorImages(_resize(images, size), 255.0, "mnist", labels)
 
 
 def mnist_labelled(data_dir, split: str = "train", required: bool = True
@@ -432,19 +443,38 @@ class StepBatchSampler(torch.utils.data.Sampler):
             step += 1
 
 
+def check_labels(ds, n_classes: int) -> None:
+    """A class-conditional run (model.n_classes > 0) needs a dataset with labels 0 … n_classes − 1."""
+    labels = getattr(ds, "labels", None)
+    if labels is None:
+        raise DatasetError(f"model.n_classes={n_classes}: class-conditional training needs labelled images, "
+                           f"and the {ds.name} dataset has no labels here (the digits have them; MNIST "
+                           f"needs {MNIST_TRAIN_LABELS}[.gz] beside the images); set model.n_classes=0")
+    top = int(labels.max()) if len(labels) else -1
+    if int(labels.min()) < 0 or top >= n_classes:
+        raise DatasetError(f"model.n_classes={n_classes} but the {ds.name} labels run "
+                           f"{int(labels.min())} … {top}; set model.n_classes={top + 1}")
+
+
 def batch_stream(ds, batch: int, seed: int, start_step: int, rank: int = 0, world: int = 1,
-                 num_workers: int = 0):
+                 num_workers: int = 0, with_labels: bool = False):
     """Endless iterator of batches (N, C, H, W) starting at ``start_step``: uint8 in [0, 255] for
-    8-bit images, float in [0, 1] otherwise (the digits); in pinned memory when a GPU is present."""
+    8-bit images, float in [0, 1] otherwise (the digits); in pinned memory when a GPU is present.
+    ``with_labels`` (a labelled in-memory dataset, ``check_labels``): (images, (N,) labels) pairs
+    of the same batches."""
     pin = torch.cuda.is_available()
     if isinstance(ds, TensorImages):
         def gen():
             step = start_step
             while True:
-                b = ds.raw_batch(batch_indices(len(ds), batch, seed, step, rank, world))
-                yield b.pin_memory() if pin else b
+                idx = batch_indices(len(ds), batch, seed, step, rank, world)
+                b = ds.raw_batch(idx)
+                b = b.pin_memory() if pin else b
+                yield (b, ds.labels[idx]) if with_labels else b
                 step += 1
         return gen()
+    if with_labels:
+        raise DatasetError(f"class-conditional training needs labelled images; the {ds.name} folder has none")
     loader = torch.utils.data.DataLoader(
         _RawFiles(ds), batch_sampler=StepBatchSampler(len(ds), batch, seed, start_step, rank, world),
         num_workers=num_workers, pin_memory=pin,

@@ -115,7 +115,7 @@ def cpu_threads(n: int):
 
 def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
     """Distinct 63-bit seeds per (seed, rank, step, stream): streams 0 = the global RNG, 1 = the
-    loss noise, 2 = the flips."""
+    loss noise, 2 = the flips, 3 = label dropout (class-conditional runs)."""
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + stream * 15_485_863) % (2**63 - 1)
 
 

@@ -33,12 +33,13 @@ import torch
 import torch.nn as nn
 
 from ..atomic import atomic_write_text
+from ..conditional import ClassBound, drop_labels
 from . import checkpoints as ck
 from . import progress as events
 from . import run_layout as layout
 from .config import ConfigError, RunConfig, from_dict, to_toml
 from .hostreads import NO_PROBE
-from .datasets import batch_stream, build_dataset, close_stream
+from .datasets import batch_stream, build_dataset, check_labels, close_stream
 from .imageio import save_grid, to_unit
 from .methods import SamplingStopped, generate, make_method, preview_sampler
 from .progress import ProgressLog
@@ -191,9 +192,11 @@ class TrainCore:
         self.updates = 0                      # EMA updates so far (the step when none is given)
         self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def step(self, x: torch.Tensor, noise_gen: torch.Generator, lr: float, step: int | None = None):
+    def step(self, x: torch.Tensor, noise_gen: torch.Generator, lr: float, step: int | None = None,
+             labels: torch.Tensor | None = None):
         """One optimisation step; ``step`` (0-based, the training loop's) sets the EMA decay, so a
-        resumed run averages exactly as an uninterrupted one."""
+        resumed run averages exactly as an uninterrupted one. ``labels``: a class-conditional run's
+        (N,) classes after label dropout (the null class = n_classes), bound to the network."""
         cfg = self.cfg
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -202,7 +205,8 @@ class TrainCore:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp
                     else contextlib.nullcontext())
         with autocast:
-            terms, levels = self.method.terms(self.train_model, x, noise_gen)
+            net = self.train_model if labels is None else ClassBound(self.train_model, labels)
+            terms, levels = self.method.terms(net, x, noise_gen)
             loss = terms.mean()
         self.last_terms = (terms.detach().float(), levels.detach())
         self.opt.zero_grad(set_to_none=True)
@@ -308,6 +312,8 @@ class _Run:
             stack.callback(setattr, torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
             torch.backends.cudnn.benchmark = True
         self.ds = build_dataset(cfg.data, data_dir)
+        if cfg.model.n_classes:
+            check_labels(self.ds, cfg.model.n_classes)
         if cfg.train.batch_size % dist_info.world:
             raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
                              f"{dist_info.world} DDP ranks")
@@ -399,7 +405,8 @@ class _Run:
         cfg = self.cfg
         end = cfg.train.n_steps if stop_after is None else min(cfg.train.n_steps, stop_after)
         stream = batch_stream(self.ds, cfg.train.batch_size, cfg.train.seed, self.start_step,
-                              self.dist.rank, self.dist.world, cfg.data.num_workers)
+                              self.dist.rank, self.dist.world, cfg.data.num_workers,
+                              with_labels=cfg.model.n_classes > 0)
         try:
             self._steps(stream, end)
         finally:
@@ -413,16 +420,23 @@ class _Run:
         n_acc = 0
         levels = LevelLoss(core.method, device)
         flip_gen = torch.Generator(device=device) if cfg.data.random_flip else None
+        n_classes = cfg.model.n_classes
+        drop_gen = torch.Generator() if n_classes else None      # label dropout, on the host
         t_last = self.t0 = time.perf_counter()
         stop, probe = self.stop, self.probe
         while self.step < end and not stop.requested:
             step = self.step
             batch = next(stream)                 # the host's side: indices, gather, pinning
+            labels = None
+            if n_classes:                        # (images, labels): drop labels as a function of the step
+                batch, labels = batch
+                drop_gen.manual_seed(step_seed(cfg.train.seed, dist_info.rank, step, 3))
+                labels = drop_labels(labels, n_classes, cfg.train.p_uncond, drop_gen).to(device, non_blocking=True)
             with probe.step("train"):
                 x = prepare_batch(batch, cfg, step, dist_info.rank, device, flip_gen)
                 noise_gen.manual_seed(step_seed(cfg.train.seed, dist_info.rank, step, 1))
                 lr = lr_at(cfg, step)
-                loss, gnorm = core.step(x, noise_gen, lr, step=step)
+                loss, gnorm = core.step(x, noise_gen, lr, step=step, labels=labels)
                 loss_acc += loss.detach().float()
                 levels.add(*core.last_terms)
             n_acc += 1

@@ -139,14 +139,19 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net body; ``forward(x, c)`` with ``c`` the (N,) scalar fed to the embedding."""
+    """U-Net body; ``forward(x, c, label)`` with ``c`` the (N,) scalar fed to the embedding.
+
+    With ``n_classes`` = C > 0 it is class-conditional: a learned embedding of the class (C + 1 rows,
+    row C the null class) is added to the time embedding; ``label`` is an int or an (N,) tensor of
+    classes, None the null class, so one network gives s(x|c) and s(x) (trainers.conditional)."""
 
     def __init__(self, in_ch: int = 3, ch: int = 128, ch_mult=(1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_resolutions=(16,), dropout: float = 0.1, resolution: int = 32,
                  resamp_with_conv: bool = True, embedding: str = "sinusoidal",
-                 downsample_pad: str = "symmetric"):
+                 downsample_pad: str = "symmetric", n_classes: int = 0):
         super().__init__()
         self.ch = ch
+        self.n_classes = int(n_classes)
         temb_ch = 4 * ch
         if embedding == "sinusoidal":
             self.embed = None
@@ -193,12 +198,27 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(cur, in_ch, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        if self.n_classes:     # made last: an unconditional U-Net draws the same weights as before
+            self.class_embedding = nn.Embedding(self.n_classes + 1, temb_ch)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def class_labels(self, label, x: torch.Tensor) -> torch.Tensor:
+        """The class per row, (N,) long on x's device: None → the null class n_classes."""
+        if not self.n_classes:
+            raise ValueError("this network is not class-conditional (model.n_classes = 0): it takes no class")
+        if label is None:
+            return torch.full((x.shape[0],), self.n_classes, dtype=torch.long, device=x.device)
+        label = torch.as_tensor(label, dtype=torch.long).to(x.device, non_blocking=True)
+        return label.expand(x.shape[0]) if label.ndim == 0 else label
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, label=None) -> torch.Tensor:
         if c.ndim == 0:
             c = c.expand(x.shape[0])
         emb = self.embed(c) if self.embed is not None else timestep_embedding(c, self.ch)
         temb = self.temb(emb)
+        if self.n_classes:
+            temb = temb + self.class_embedding(self.class_labels(label, x))
+        elif label is not None:
+            self.class_labels(label, x)              # raises: no class on an unconditional network
         h = self.conv_in(x)
         hs = [h]
         for m in self.down:
@@ -229,10 +249,11 @@ class DDPMNet(nn.Module):
     def __init__(self, **unet_kwargs):
         super().__init__()
         self.unet = UNet(embedding="sinusoidal", **unet_kwargs)
+        self.n_classes = self.unet.n_classes
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, label=None) -> torch.Tensor:
         # float32 out even under bf16 autocast, so losses and samplers stay in fp32
-        return self.unet(x, t).float()
+        return self.unet(x, t, label).float()
 
 
 class NCSNNet(nn.Module):
@@ -243,12 +264,13 @@ class NCSNNet(nn.Module):
     def __init__(self, **unet_kwargs):
         super().__init__()
         self.unet = UNet(embedding="fourier", **unet_kwargs)
+        self.n_classes = self.unet.n_classes
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, label=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        out = self.unet(x, sigma.log()).float()
+        out = self.unet(x, sigma.log(), label).float()
         return out / sigma.view(-1, *([1] * (x.ndim - 1)))
 
 
@@ -259,7 +281,8 @@ def build_net(cfg) -> nn.Module:
                   num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
                   dropout=m.dropout, resolution=cfg.data.image_size,
                   resamp_with_conv=m.resamp_with_conv,
-                  downsample_pad=getattr(m, "downsample_pad", "symmetric"))
+                  downsample_pad=getattr(m, "downsample_pad", "symmetric"),
+                  n_classes=getattr(m, "n_classes", 0))
     return NCSNNet(**kwargs) if cfg.method == "ncsn" else DDPMNet(**kwargs)     # fm: the DDPM U-Net fed 1000·t
 
 
