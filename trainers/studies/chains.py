@@ -184,11 +184,12 @@ def set_up_chains(panels: list[dict], trained, exact, n_particles: int, init: st
 
 
 def target_name(density, c: int | None, w: float | None = None) -> str:
-    """How a panel names its target: "p(x)", "p(x|c=<name>)" or "p_w(x|c=<name>), w = W" (the tilted one)."""
+    """How a panel names its target: "p(x)", "p(x|c=<name>)" or "tilted p_w(x|c=<name>), w = W" (p_w ∝
+    p(x|c)^{1+w} p(x)^{−w})."""
     if c is None:
         return "p(x)"
     cls = density.classes[c] if density.classes else str(c)
-    return f"p(x|c={cls})" if w is None else f"tilted p_w(x|c={cls}) ∝ p(x|c)^(1+w) p(x)^(−w), w = {w:g}"
+    return f"p(x|c={cls})" if w is None else f"tilted p_w(x|c={cls}), w = {w:g}"
 
 
 def target_metrics(spec: ChainSpec, density, idx: torch.Tensor, plain: Callable, cache: dict | None = None):
