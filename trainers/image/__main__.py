@@ -112,7 +112,8 @@ def cmd_sample(args) -> int:
     t0 = time.perf_counter()
     with cpu_threads(cfg.train.threads if device.type == "cpu" else 0):
         gen = generate(cfg, model, args.n, device, seed=args.seed, sampler=args.sampler,
-                       batch_size=args.batch_size, record_frames=n_frames, **_sampler_overrides(args))
+                       batch_size=args.batch_size, record_frames=n_frames, label=args.label,
+                       guidance=args.guidance, **_sampler_overrides(args))
     _print_note(gen.note)
     if suffix == ".png":
         msg = {"grid": str(save_grid(to_unit(gen.x, cfg.data_range), args.out))}
@@ -120,6 +121,7 @@ def cmd_sample(args) -> int:
         msg = {"samples": str(save_array(gen.x, args.out))}
     msg.update({"checkpoint": str(path), "step": int(ckpt["step"]), "n": args.n,
                 "sampler": gen.sampler, "nfe": gen.nfe, "weights": args.weights,
+                **({"class": args.label, "guidance": args.guidance} if args.label is not None else {}),
                 "data_range": list(cfg.data_range),
                 "seconds": round(time.perf_counter() - t0, 2)})
     if args.chain:
@@ -139,7 +141,8 @@ def cmd_evaluate(args) -> int:
                           device=_device(args.device), seed=args.seed,
                           batch_size=args.batch_size, sampler=args.sampler,
                           weights=args.weights, bpd_n=args.bpd_n, record=not args.no_record,
-                          decoder_variance=args.decoder_variance, **_sampler_overrides(args))
+                          decoder_variance=args.decoder_variance, label=args.label,
+                          guidance=args.guidance, **_sampler_overrides(args))
     _print_note(report.get("note", ""))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -174,6 +177,19 @@ def add_sampler_options(p: argparse.ArgumentParser) -> None:
                    help="sample in fp32 (default: bf16 autocast when the run trained in bf16)")
 
 
+def add_class_options(p: argparse.ArgumentParser) -> None:
+    """--class and --guidance: a class-conditional run (model.n_classes > 0) sampled for one class,
+    with classifier-free guidance."""
+    g = p.add_argument_group("class and guidance", "class-conditional runs (model.n_classes > 0, e.g. "
+                             "--config ddpm_digits_cond)")
+    g.add_argument("--class", dest="label", type=_non_negative_int, default=None, metavar="K",
+                   help="draw samples of class K (0 … n_classes − 1); default: unconditional (the null class)")
+    g.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                   help="classifier-free guidance weight w: (1 + w) s(x|c) − w s(x); 0 (default) is the "
+                        "conditional model, −1 the unconditional one (diffusers' guidance_scale = 1 + w); "
+                        "needs --class")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainers.image", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", type=int, default=None, help="checkpoint step (default newest)")
     s.add_argument("--n", type=int, default=64)
     add_sampler_options(s)
+    add_class_options(s)
     s.add_argument("--out", required=True,
                    help="grid.png (a grid of the samples), or .npy / .npz (the raw samples: float32 "
                         "(N, C, H, W) in the run's data range; .npz holds them as 'samples')")
@@ -225,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-record", action="store_true",
                    help="do not append this evaluation to RUN_DIR/eval.jsonl")
     add_sampler_options(e)
+    add_class_options(e)
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--device", default="auto")

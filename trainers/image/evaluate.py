@@ -57,6 +57,8 @@ TORCH_FIDELITY_URL = ("https://github.com/toshas/torch-fidelity/releases/downloa
                       + TORCH_FIDELITY_WEIGHTS)
 EVAL_FIGURES = ("mean_confidence", "frac_confident", "class_entropy", "classes_present",
                 "min_class_fraction", "nn_distance_to_train")
+CLASS_FIGURES = ("share_requested", "share_requested_confident", "nn_within", "output_entropy",
+                 "class_entropy", "set_size")      # eval.jsonl's class_figures of a class-conditional evaluation
 
 
 # -------------------------------------------------------------------------------- judges
@@ -177,11 +179,15 @@ def fid_is(samples01: torch.Tensor, real01: torch.Tensor, backend: str, device) 
 def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None = None,
                  device="cpu", seed: int = 1, batch_size: int = 500, sampler=None,
                  weights: str = "ema", bpd_n: int = BPD_N, record: bool = True,
-                 decoder_variance: str = "reference", **sampler_overrides) -> dict:
+                 decoder_variance: str = "reference", label: int | None = None, guidance: float = 0.0,
+                 **sampler_overrides) -> dict:
     """The report of a run's checkpoint; `sampler` and `sampler_overrides` (nfe, eta, solver, snr,
     sigma_max, sigma_min) as for ``methods.generate``; ``bpd_n`` held-out images for bits/dim (0:
     skip it), its decoder variance ``decoder_variance`` ("reference" β̃₂ or "beta1" β₁);
-    ``record``: append the figures to ``RUN_DIR/eval.jsonl``."""
+    ``record``: append the figures to ``RUN_DIR/eval.jsonl``. ``label`` / ``guidance``: a
+    class-conditional run's samples of class ``label`` with CFG weight w = ``guidance``; the digit
+    judge then also reports the share recognised as that class and their diversity
+    (``judge.Judge.class_report``)."""
     from .runtime import cpu_threads
     from .train import load_run
 
@@ -190,7 +196,8 @@ def evaluate_run(run_dir, data_dir=None, n: int | None = None, step: int | None 
     threads = cfg.train.threads if torch.device(device).type == "cpu" else 0
     with cpu_threads(threads):
         report = _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed,
-                           batch_size, sampler, sampler_overrides, bpd_n, decoder_variance)
+                           batch_size, sampler, {**sampler_overrides, "label": label, "guidance": guidance},
+                           bpd_n, decoder_variance)
     report["weights"] = weights
     if record:
         try:
@@ -239,12 +246,17 @@ def _evaluate(cfg, model, ckpt, path, run_dir, data_dir, n, device, seed, batch_
                    **sampler_overrides)
     report["n_samples"] = n
     report["sampler"], report["nfe"] = gen.sampler, gen.nfe
+    label = sampler_overrides.get("label")
+    if label is not None:
+        report["class"], report["guidance"] = int(label), float(sampler_overrides.get("guidance") or 0.0)
     if gen.note:
         report["note"] = gen.note
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     x01 = to_unit(gen.x, cfg.data_range).cpu()
     if run_judge is not None:
         report.update(run_judge.report(x01))
+        if label is not None:
+            report["class_report"] = run_judge.class_report(x01, int(label))
     if backend is None:
         if not digits:
             report["fid"] = None
@@ -271,6 +283,10 @@ def eval_record(report: dict, seed: int) -> dict:
            "bits_per_dim": bpd["bits_per_dim"] if bpd else None,
            "bits_per_dim_decoder_variance": bpd.get("decoder_variance") if bpd else None,
            "fid": report.get("fid"), "is_mean": report.get("is_mean")}
+    if "class" in report:
+        rec["class"], rec["guidance"] = report["class"], report["guidance"]
+    if "class_report" in report:
+        rec["class_figures"] = {k: report["class_report"]["samples"][k] for k in CLASS_FIGURES}
     for key, name in ((layout.EVAL_SAMPLES, "samples"), (layout.EVAL_REFERENCE, "reference_real_test_digits"),
                       (layout.EVAL_NOISE, "reference_uniform_noise")):
         if name in report:
@@ -366,6 +382,19 @@ def format_report(r: dict) -> str:
         ]
         if r.get("judge_note"):
             lines.append(f"judge: {r['judge_note']}")
+    if "class_report" in r:
+        c = r["class_report"]
+        s, ref = c["samples"], c["reference_real_class"]
+        lines += [f"class {c['requested_class']}, guidance w = {r['guidance']:g} (CFG (1 + w) s(x|c) − w s(x)); "
+                  f"diversity in sets of {c['set_size']}",
+                  f"{'':28s}{'samples':>10s}{'real class':>12s}"]
+        for label, key in (("share of the class", "share_requested"),
+                           ("share, confident (>0.9)", "share_requested_confident"),
+                           ("NN distance within set", "nn_within"),
+                           ("judge output entropy", "output_entropy"),
+                           ("NN distance to class train", "nn_distance_to_class_train")):
+            if key in s:
+                lines.append(f"{label:28s}{s[key]:10.3f}{ref[key]:12.3f}")
     if r.get("fid") is not None:
         lines.append(f"FID {r['fid']:.2f}  IS {r['is_mean']:.2f} ± {r['is_std']:.2f} "
                      f"({r['n_samples']} samples; {r['message']})")

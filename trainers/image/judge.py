@@ -63,6 +63,7 @@ class Judge:
     accuracy: float = field(init=False)
     note: str = ""                              # how the judge was obtained (fitted, cache reused)
     fitted: bool = True                         # False: loaded from the cache
+    train_labels: np.ndarray | None = None      # (M,) classes of train_bank (class-conditional reports)
 
     def __post_init__(self):
         self.accuracy = float((self.proba(self.X_test).argmax(1) == self.y_test).mean())
@@ -114,6 +115,63 @@ class Judge:
         }
 
 
+    def class_stats(self, X: np.ndarray, k: int, set_size: int) -> dict:
+        """Figures of images X (N, side²) in [0, 1] drawn for class k: fidelity — ``share_requested``
+        (top label = k), ``share_requested_confident`` (and above 0.9), ``mean_prob_requested`` — and
+        diversity — ``nn_within`` (``within_distance`` in sets of ``set_size``: falls when the samples
+        collapse onto a few images), ``class_entropy`` of their top labels, ``output_entropy`` (the
+        judge's mean per-image entropy, over log 10) — and ``nn_distance_to_class_train`` (nearest
+        training image of class k: memorisation)."""
+        proba = self.proba(X)
+        top, conf = proba.argmax(1), proba.max(1)
+        hist = np.bincount(top, minlength=10)
+        p = hist / max(hist.sum(), 1)
+        out = {
+            "n": int(len(X)),
+            "share_requested": float((top == k).mean()),
+            "share_requested_confident": float(((top == k) & (conf > CONFIDENT)).mean()),
+            "mean_prob_requested": float(proba[:, k].mean()),
+            "class_histogram": hist.tolist(),
+            "class_entropy": float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(10)),
+            "output_entropy": float((-(proba * np.log(np.clip(proba, 1e-300, 1))).sum(1)).mean() / math.log(10)),
+            "nn_within": within_distance(X, set_size),
+            "set_size": int(set_size),
+        }
+        if self.train_labels is not None:
+            out["nn_distance_to_class_train"] = nearest_distance(X, self.train_bank[self.train_labels == k])
+        return out
+
+    def class_report(self, samples01: torch.Tensor, k: int) -> dict:
+        """The class-k figures (``class_stats``) of samples drawn for class k beside those of the
+        held-out real digits of class k; the within-set diversity is measured in sets as large as that
+        held-out class (so both sides are compared at one set size)."""
+        if not 0 <= k < 10:
+            raise ValueError(f"the {self.name} judge knows the classes 0 … 9, not {k}")
+        real = self.X_test[self.y_test == k]
+        X = self.flatten(samples01)
+        m = min(len(real), len(X))
+        if m < 2:
+            raise ValueError(f"a class report needs at least 2 samples, got {len(X)}")
+        return {"requested_class": int(k), "set_size": m,
+                "samples": self.class_stats(X, k, m),
+                "reference_real_class": {**self.class_stats(real, k, m), "source": self.test_source}}
+
+
+def within_distance(X: np.ndarray, set_size: int) -> float:
+    """Diversity: the mean distance from each image to its nearest *other* image of its set, X cut
+    into consecutive sets of ``set_size`` (the rest dropped), averaged over the sets (float64)."""
+    n_sets = len(X) // set_size
+    if n_sets < 1 or set_size < 2:
+        raise ValueError(f"within_distance needs sets of ≥ 2 images, got {len(X)} images in sets of {set_size}")
+    out = []
+    for i in range(n_sets):
+        x = torch.from_numpy(np.asarray(X[i * set_size:(i + 1) * set_size], dtype=np.float64))
+        d = torch.cdist(x, x)
+        d.fill_diagonal_(float("inf"))
+        out.append(d.min(1).values.mean())
+    return float(torch.stack(out).mean())
+
+
 def nearest_distance(X: np.ndarray, bank: np.ndarray, chunk: int = 256) -> float:
     """Mean over the rows of X of the Euclidean distance to the nearest row of bank (float64: the
     matrix-product form of the distance loses ~1e-3 to cancellation in float32)."""
@@ -135,7 +193,7 @@ def digits_judge(seed: int = 0) -> Judge:
     clf = LogisticRegression(max_iter=3000, C=1.0).fit(X_train, y_train)
     return Judge("digits", "digits classifier (logistic regression on real 8x8 digits)", 8,
                  clf.predict_proba, X_train, X_test, y_test,
-                 "25 % of scikit-learn's digits held out (stratified, seed 0)")
+                 "25 % of scikit-learn's digits held out (stratified, seed 0)", train_labels=y_train)
 
 
 # -------------------------------------------------------------------------------- MNIST
@@ -248,7 +306,8 @@ def mnist_judge(data_dir, cache_dir=None) -> Judge:
     flat = X_all.reshape(n, -1).numpy()
     return Judge("mnist", "MNIST classifier (a small CNN fitted on this run's MNIST training files)",
                  MNIST_SIDE, proba, flat[fit_idx.numpy()], X_test.reshape(len(X_test), -1).numpy(),
-                 np.asarray(y_test), source, note=note, fitted=cached is None)
+                 np.asarray(y_test), source, note=note, fitted=cached is None,
+                 train_labels=train_labels[fit_idx.numpy()])
 
 
 def _load_cache(cache: Path | None, key: str) -> tuple[tuple | None, str]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..conditional import ClassBound
+from ..guidance import Guided
 from ..methods import METHODS, Method
 from ..samplers import SAMPLERS, Cancelled, Sampler, build_sampler, sampler_class
 from ..schedules import DDPMSchedule
@@ -106,15 +108,42 @@ def _device_of(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def score_model(cfg, model, precision: str = "fp32") -> ScoreModel:
+def score_model(cfg, model, precision: str = "fp32", label=None) -> ScoreModel:
     """The run's network as a ScoreModel (Method.score_model): the DDPM U-Net takes the (possibly
     fractional) timestep, the NCSN U-Net takes σ and was trained on the config's L σ levels only (so
     samplers asking between them, DDPM/DDIM/PF-ODE/PC, get a range note). The method's tensors live
     on the network's device (a sampler step then indexes the schedule there, with no copy from the
-    host); ``precision`` "bf16" runs the network under bf16 autocast."""
+    host); ``precision`` "bf16" runs the network under bf16 autocast. A class-conditional network
+    (model.n_classes > 0) answers for class ``label`` (an int or an (N,) tensor; None: the null
+    class, s(x))."""
     device = _device_of(model)
+    if getattr(model, "n_classes", 0):
+        model = ClassBound(model, label)
+    elif label is not None:
+        raise ConfigError("this run is not class-conditional (model.n_classes = 0), so it takes no class; "
+                          "train one with --config ddpm_digits_cond (or model.n_classes=10)")
     net = AutocastNet(model, device.type) if precision == "bf16" else model
     return image_method(cfg, device).score_model(net)
+
+
+def guided_score_model(cfg, model, precision: str = "fp32", label=None, guidance: float = 0.0) -> ScoreModel:
+    """``score_model`` for class ``label``, with classifier-free guidance of weight w = ``guidance``:
+    (1 + w) s(x|c) − w s(x), s(x) being the same network with the null class (trainers.guidance;
+    w = 0: the conditional model, the scale of diffusers' ``guidance_scale`` is 1 + w)."""
+    if label is not None and getattr(model, "n_classes", 0):
+        labels = torch.as_tensor(label)
+        if int(labels.min()) < 0 or int(labels.max()) >= model.n_classes:
+            raise ConfigError(f"class {int(labels.min()) if int(labels.min()) < 0 else int(labels.max())} "
+                              f"is not one of this run's classes 0 … {model.n_classes - 1}")
+    conditional = score_model(cfg, model, precision, label)
+    if not guidance:
+        return conditional
+    if label is None:
+        raise ConfigError("guidance needs a class: give --class K with --guidance W")
+    try:
+        return Guided(conditional, score_model(cfg, model, precision, None), guidance, "cfg")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def clip_bound(cfg) -> float | None:
@@ -126,20 +155,21 @@ def clip_bound(cfg) -> float | None:
     return max(abs(lo), abs(hi))
 
 
-def image_sampler(cfg, model, name: str | None = None, precision: str = "fp32",
-                  **overrides) -> tuple[Sampler, ScoreModel]:
+def image_sampler(cfg, model, name: str | None = None, precision: str = "fp32", label=None,
+                  guidance: float = 0.0, **overrides) -> tuple[Sampler, ScoreModel]:
     """(registry sampler `name`, the ScoreModel driving it) for a trained run, from the method's
     sampler defaults (Method.sampler_defaults). `overrides` are sampler options (nfe, eta, solver,
     snr, …); None values keep the defaults. Bad settings raise ConfigError (exit status 2 on the
     command line). ``precision``: "fp32" or "bf16" (the network under bf16 autocast;
-    ``sampling_precision`` resolves "auto")."""
+    ``sampling_precision`` resolves "auto"). ``label`` / ``guidance``: the class and the CFG weight
+    of a class-conditional run (``guided_score_model``)."""
     method = image_method(cfg)
     name = name or method.natural_sampler
     try:
         sampler_class(name)             # the registry's check and message
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    sm = score_model(cfg, model, sampling_precision(cfg, _device_of(model), precision))
+    sm = guided_score_model(cfg, model, sampling_precision(cfg, _device_of(model), precision), label, guidance)
     try:
         s = build_sampler(name, sm, method.sampler_defaults(name),
                           **{k: v for k, v in overrides.items() if v is not None})
@@ -177,7 +207,7 @@ CHECK_EVERY = 25       # image chains read their divergence verdict back every 2
 def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = None,
              batch_size: int = 256, record_frames: int = 0, should_stop=None,
              precision: str = "auto", check_every: int = CHECK_EVERY, probe=None,
-             **overrides) -> Generated:
+             label=None, guidance: float = 0.0, **overrides) -> Generated:
     """n samples in the data range (and, with record_frames > 0, ~that many chain frames) from the
     registry sampler `sampler` (default: the run's own). Runs in chunks of batch_size; sampling
     uses its own generator, so it never touches the training RNG streams. ``should_stop`` (a
@@ -187,10 +217,18 @@ def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = No
     ``precision`` "auto": bf16 autocast where the run trained in bf16, else fp32 ("fp32" forces
     it). A step reads nothing back from the device except the divergence verdict, every
     ``check_every`` steps (a diverging chain still stops, naming its first bad step). ``probe`` (a
-    ``hostreads.StepProbe``) counts the host reads of each sampler step under "sample"."""
+    ``hostreads.StepProbe``) counts the host reads of each sampler step under "sample".
+
+    Class-conditional runs: ``label`` is the class of every sample (an int), or one class per
+    sample (a sequence of n), None the null class (s(x)); ``guidance`` the CFG weight w
+    (``guided_score_model``)."""
     method = image_method(cfg)
     name = sampler or method.natural_sampler
-    s, sm = image_sampler(cfg, model, name, sampling_precision(cfg, device, precision), **overrides)
+    precision = sampling_precision(cfg, device, precision)
+    per_sample = label is not None and not isinstance(label, int)
+    if per_sample and len(label) != n:
+        raise ConfigError(f"{len(label)} classes given for {n} samples")
+    s, sm = image_sampler(cfg, model, name, precision, label=label, guidance=guidance, **overrides)
     s.check_every = max(1, int(check_every))
     g = torch.Generator(device=device).manual_seed(seed)
     every = max(1, s.n_steps // record_frames) if record_frames else 0
@@ -198,7 +236,12 @@ def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = No
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     xs, frames, steps = [], [], []
     for start in range(0, n, batch_size):
-        x = method.initial_noise(s, name, (min(batch_size, n - start), *shape), g, device)
+        m = min(batch_size, n - start)
+        if per_sample:          # this chunk's classes bound to the network
+            s, sm = image_sampler(cfg, model, name, precision, label=torch.as_tensor(label[start:start + m]),
+                                  guidance=guidance, **overrides)
+            s.check_every = max(1, int(check_every))
+        x = method.initial_noise(s, name, (m, *shape), g, device)
         try:
             out = s.run(x, g, record_every=every, cancelled=should_stop, step_context=step_context)
         except Cancelled as e:

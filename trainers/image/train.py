@@ -384,9 +384,11 @@ class _Run:
         self.log(f"drawing a preview grid at step {self.step} ({name}, EMA weights) …")
         t0 = time.perf_counter()
         try:
+            # a class-conditional run previews every class in turn (0, 1, …, 9, 0, …), unguided
+            classes = [i % cfg.model.n_classes for i in range(cfg.train.n_grid)] if cfg.model.n_classes else None
             gen = generate(cfg, self.core.ema, cfg.train.n_grid, self.device, seed=cfg.train.seed,
                            sampler=name, batch_size=cfg.sample.batch_size, nfe=nfe,
-                           should_stop=lambda: self.stop.requested)
+                           should_stop=lambda: self.stop.requested, label=classes)
         except SamplingStopped as e:
             self.log(f"preview grid at step {self.step} abandoned: a stop was requested ({e})")
             return None
