@@ -64,14 +64,34 @@ def sampler_choices() -> list[tuple[str, str]]:
     return [("", titles[""]), *((name, titles.get(name, info.title)) for name, info in SAMPLERS.items())]
 
 
+def condition_args(label: int | None = None, guidance: float = 0.0) -> list[str]:
+    """``--class K --guidance W`` for a class-conditional run (label None: unconditional, no
+    arguments; guidance 0: the conditional model, left out). The guided score is
+    (1+w) s(x|c) − w s(x). ValueError on guidance without a class or a bad class or weight; the
+    CLI checks K < the run's n_classes."""
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
+        raise ValueError(f"class must be an integer >= 0 (or None: unconditional), got {label!r}")
+    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+    if label is None:
+        if guidance:
+            raise ValueError(f"guidance w={guidance:g} needs a class (--class K): it weighs the "
+                             f"class against the unconditional model")
+        return []
+    return ["--class", str(label)] + (["--guidance", str(float(guidance))] if guidance else [])
+
+
 def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0,
-                weights: str = "ema", nfe: int | None = None) -> list[str]:
+                weights: str = "ema", nfe: int | None = None, label: int | None = None,
+                guidance: float = 0.0) -> list[str]:
     """``sample`` arguments; sampler "" is the run's default (ddpm / annealed), else any registry
     sampler (``trainers.samplers.SAMPLERS``); frames > 0 also records the chain; weights "ema"
-    (the default) or "raw". The seed is the CLI's default, so EMA and raw grids start alike."""
+    (the default) or "raw"; ``label``/``guidance``: ``condition_args`` (the grid's file name
+    carries them). The seed is the CLI's default, so EMA and raw grids start alike."""
     if sampler:
         sampler_class(sampler)                 # ValueError naming an unknown one and the choices
-    grid, chain = drawn_paths(run, step, sampler or "default", weights)
+    cond = condition_args(label, guidance)
+    grid, chain = drawn_paths(run, step, sampler or "default", weights, label, guidance)
     args = ["sample", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--out", str(grid)]
     if sampler:
         args += ["--sampler", sampler]
@@ -81,21 +101,23 @@ def sample_args(run: Path, step: int, n: int, sampler: str = "", frames: int = 0
         args += ["--weights", weights]
     if frames > 0:
         args += ["--chain", str(chain), "--frames", str(frames)]
-    return trainer_argv(*args)
+    return trainer_argv(*args, *cond)
 
 
 def rate_args(run: Path, step: int, n: int, bpd_n: int, sampler: str = "",
-              nfe: int | None = None) -> list[str]:
+              nfe: int | None = None, label: int | None = None, guidance: float = 0.0) -> list[str]:
     """``evaluate`` arguments rating checkpoint ``step`` with ``sampler`` ("": the run's default)
     and ``nfe`` (None: the sampler's default) and EMA weights on ``n`` samples (``bpd_n`` held-out
-    images for bits/dim, 0: none); the CLI appends the figures to ``eval.jsonl`` and prints its
-    report as one JSON document."""
+    images for bits/dim, 0: none), of class ``label`` with guidance ``guidance``
+    (``condition_args``); the CLI appends the figures to ``eval.jsonl`` and prints its report as
+    one JSON document."""
+    cond = condition_args(label, guidance)
     args = ["evaluate", "--run", str(run), "--ckpt", str(step), "--n", str(n), "--bpd-n", str(bpd_n)]
     if sampler:
         args += ["--sampler", sampler]
     if nfe:
         args += ["--nfe", str(nfe)]
-    return trainer_argv(*args, "--json")
+    return trainer_argv(*args, *cond, "--json")
 
 
 def last_json_line(text: str) -> dict | None:

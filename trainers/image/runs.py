@@ -42,6 +42,21 @@ def checkpoint_steps(run: Path) -> list[int]:
     return [step for step, _ in list_checkpoints(run)]
 
 
+def run_classes(run: Path) -> list[str]:
+    """The class names of a class-conditional run (its config's ``model.n_classes`` > 0; the names
+    are ``model.class_names`` where the config has them, else "0" … "n−1"), [] for an unconditional
+    run or one whose config.toml cannot be read."""
+    from .config import load_config
+
+    try:
+        cfg = load_config(layout.config_path(run))
+    except (ValueError, OSError):         # ConfigError and TOML errors are ValueErrors
+        return []
+    n = getattr(cfg.model, "n_classes", 0)
+    names = list(getattr(cfg.model, "class_names", None) or [])
+    return [str(x) for x in names] if len(names) == n else [str(k) for k in range(n)]
+
+
 @dataclass(frozen=True)
 class Grid:
     path: Path
@@ -50,6 +65,8 @@ class Grid:
     chain: Path | None = None      # the recorded chain x_T -> x_0, for drawn grids
     weights: str = "ema"           # drawn from the EMA or the raw weights
     sampler: str = ""              # registry name ("default": the run's own), "" when unknown
+    class_id: int | None = None    # the class drawn (conditional runs), None: unconditional
+    guidance: float = 0.0          # its guidance weight w ((1+w)s(x|c) − w s(x))
 
 
 WEIGHTS = (("ema", "EMA weights"), ("raw", "raw weights"))     # what a drawn grid was drawn from
@@ -77,18 +94,26 @@ def list_grids(run: Path) -> list[Grid]:
     for p in _pngs(layout.drawn_dir(run)):
         if m := layout.DRAWN_GRID_NAME.match(p.name):
             chain = p.with_suffix(".npz")
-            step, weights = int(m.group(1)), "raw" if m.group(3) else "ema"
-            grids.append(Grid(p, step, f"checkpoint {step}, {m.group(2)} sampler, "
-                                       f"{_weights_text(weights)}",
-                              chain if chain.is_file() else None, weights, m.group(2)))
+            step, weights, sampler = int(m["step"]), "raw" if m["raw"] else "ema", m["sampler"]
+            class_id = int(m["label"]) if m["label"] is not None else None
+            guidance = float(m["guidance"]) if m["guidance"] is not None else 0.0
+            grids.append(Grid(p, step, f"checkpoint {step}, {sampler} sampler, "
+                                       f"{condition_text(class_id, guidance)}{_weights_text(weights)}",
+                              chain if chain.is_file() else None, weights, sampler, class_id, guidance))
     return sorted(grids, key=_grid_order)
 
 
+def condition_text(class_id: int | None, guidance: float = 0.0) -> str:
+    """"class K, w = W, " for a class-conditional grid or evaluation, "" for an unconditional one."""
+    return "" if class_id is None else f"class {class_id}, w = {guidance:g}, "
+
+
 def counterpart(grid: Grid) -> Path:
-    """The drawn grid of the same checkpoint and sampler from the other weights (EMA <-> raw);
-    it may not exist yet."""
+    """The drawn grid of the same checkpoint, sampler, class and guidance from the other weights
+    (EMA <-> raw); it may not exist yet."""
     other = "raw" if grid.weights == "ema" else "ema"
-    return drawn_paths(grid.path.parents[1], grid.step, grid.sampler or "default", other)[0]
+    return drawn_paths(grid.path.parents[1], grid.step, grid.sampler or "default", other,
+                       grid.class_id, grid.guidance)[0]
 
 
 def _grid_order(g: Grid) -> tuple:

@@ -47,6 +47,13 @@ TIP = {
                "per sample, about 20x slower) for DDPM runs, annealed Langevin for NCSN runs.\n"
                "Outside the model's trained noise range the log shows a note.",
     "frames": "Record about this many frames of the chain x_T -> x_0 (0: no chain).",
+    "class": "Class to draw, for class-conditional runs (model.n_classes > 0 in the run's config; "
+             "otherwise disabled). unconditional: the null class, the model's s(x). Passed as "
+             "--class K; the grid's file name carries the class and w.",
+    "guidance": "Classifier-free guidance weight w: the sampler follows the guided score "
+                "(1+w) s(x|c) − w s(x).\nw = 0: the conditional model s(x|c) itself; w > 0 pushes "
+                "towards the class (less diversity); w = −1: the unconditional model.\n"
+                "Needs a class (disabled for unconditional). Passed as --guidance W.",
     "weights": "Draw from the checkpoint's EMA weights (the average the training grids use) or "
                "its raw training weights.",
     "side_by_side": "Show the newest grid of every selected run (Ctrl/Shift+click for several) next to "
@@ -57,11 +64,13 @@ TIP = {
               f"process (saved under <run>/{layout.DRAWN}/) and show it.",
 }
 SAMPLE_TEXT = "Sample from checkpoint"
+UNCONDITIONAL = -1          # the class combo's data for "unconditional" (the null class)
 
 
 @dataclass(frozen=True)
 class SampleRequest:
-    """A grid to draw from checkpoint ``step`` of ``run``; sampler "" is the run's default."""
+    """A grid to draw from checkpoint ``step`` of ``run``; sampler "" is the run's default; ``label``
+    the class (None: unconditional) and ``guidance`` its CFG weight w ((1+w) s(x|c) − w s(x))."""
     run: Path
     step: int
     n: int
@@ -69,11 +78,13 @@ class SampleRequest:
     frames: int
     weights: str
     nfe: int | None = None        # network evaluations per sample (None: the sampler's default)
+    label: int | None = None      # the class (conditional runs), None: unconditional
+    guidance: float = 0.0         # CFG weight w (needs a class)
 
     def args(self) -> list[str]:
         """The trainer CLI's ``sample`` arguments (``runs.sample_args``)."""
         return runs.sample_args(self.run, self.step, self.n, self.sampler, self.frames,
-                                self.weights, self.nfe)
+                                self.weights, self.nfe, self.label, self.guidance)
 
 
 class RunBrowser(QtWidgets.QGroupBox):
@@ -112,6 +123,9 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.sampler_kind = common.combo(runs.sampler_choices(), runs.FAST_SAMPLER, TIP["sampler"])
         self.frames = common.spin(0, 500, 50, tooltip=TIP["frames"])
         self.weights = common.combo([("ema", "EMA"), ("raw", "raw")], "ema", TIP["weights"])
+        self.class_choice = common.combo([(UNCONDITIONAL, "unconditional")], UNCONDITIONAL, TIP["class"])
+        self.guidance = common.spin(-1.0, 20.0, 0.0, step=0.5, decimals=2, tooltip=TIP["guidance"])
+        self.run_classes: list[str] = []          # the viewed run's class names ([]: unconditional)
         self.sample_btn = common.tip(QtWidgets.QPushButton(SAMPLE_TEXT), TIP["sample"])
         self.toggle_weights_btn = common.tip(QtWidgets.QPushButton("EMA ⇄ raw"),
                                              TIP["toggle_weights"])
@@ -135,6 +149,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         v.addLayout(_row(self.chain_slider, self.chain_label))
         # two rows, so that the column fits beside the run panel and the plots at 1280 px
         for row_items in ([("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind)],
+                          [("class", self.class_choice), ("w", self.guidance)],
                           [("", self.weights), ("chain frames", self.frames), ("", self.sample_btn),
                            ("", self.toggle_weights_btn)]):
             sample_row = QtWidgets.QHBoxLayout()
@@ -142,6 +157,8 @@ class RunBrowser(QtWidgets.QGroupBox):
                 if label:
                     sample_row.addWidget(common.tip(QtWidgets.QLabel(label), w.toolTip()))
                 sample_row.addWidget(w, 1 if w is self.sampler_kind else 0)
+            if self.class_choice in [w for _, w in row_items]:
+                sample_row.addStretch(1)
             v.addLayout(sample_row)
 
     def _connect(self) -> None:
@@ -160,6 +177,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.chain_slider.valueChanged.connect(self._show_chain_frame)
         self.sample_btn.clicked.connect(self.sample_from_checkpoint)
         self.toggle_weights_btn.clicked.connect(self.toggle_weights)
+        self.class_choice.currentIndexChanged.connect(lambda _: self._enable_condition())
 
     def _pick_root(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Runs root folder",
@@ -238,6 +256,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         current = self.grids[self.grid_slider.value()].path if keep_grid and self.grids else None
         self.grids = run_files.list_grids(run) if run else []
         self._fill_checkpoints(run)
+        self._fill_classes(run)
         paths = [g.path.resolve() for g in self.grids]
         want = select_grid or current
         index = paths.index(want) if want in paths else len(paths) - 1
@@ -275,6 +294,32 @@ class RunBrowser(QtWidgets.QGroupBox):
         for step in run_files.checkpoint_steps(run) if run else []:
             self.ckpt.addItem(str(step), step)
         self.ckpt.setCurrentIndex(self.ckpt.count() - 1)
+
+    def _fill_classes(self, run: Path | None) -> None:
+        """The class choices of the viewed run (its config's model.n_classes); the choice is kept
+        while the run's classes stay the same."""
+        names = run_files.run_classes(run) if run else []
+        if names != self.run_classes:
+            self.run_classes = names
+            self.class_choice.blockSignals(True)
+            self.class_choice.clear()
+            self.class_choice.addItem("unconditional", UNCONDITIONAL)
+            for k, name in enumerate(names):
+                self.class_choice.addItem(name if name == str(k) else f"{k}: {name}", k)
+            self.class_choice.blockSignals(False)
+        self._enable_condition()
+
+    def chosen_class(self) -> tuple[int | None, float]:
+        """(class, w) as set up: (None, 0.0) for an unconditional choice or run."""
+        k = self.class_choice.currentData()
+        if not self.run_classes or k is None or k == UNCONDITIONAL:
+            return None, 0.0
+        return int(k), float(self.guidance.value())
+
+    def _enable_condition(self) -> None:
+        """Class and w only for a conditional run; w only with a class chosen."""
+        self.class_choice.setEnabled(bool(self.run_classes))
+        self.guidance.setEnabled(self.chosen_class()[0] is not None)
 
     def _show_grid(self, index: int) -> None:
         if not self.grids:
@@ -331,9 +376,10 @@ class RunBrowser(QtWidgets.QGroupBox):
         if run is None or step is None or self.sampling:
             return False
         sampler = self.sampler_kind.currentData()
+        label, guidance = self.chosen_class()
         self.sampleRequested.emit(SampleRequest(run, step, self.n_samples.value(), sampler,
                                                 self.frames.value(), self.weights.currentData(),
-                                                runs.sampler_nfe(sampler)))
+                                                runs.sampler_nfe(sampler), label, guidance))
         return True
 
     def toggle_weights(self) -> bool:
@@ -353,6 +399,9 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.sampler_kind.setCurrentIndex(
             max(0, self.sampler_kind.findData("" if grid.sampler == "default" else grid.sampler)))
         self.weights.setCurrentIndex(self.weights.findData("raw" if grid.weights == "ema" else "ema"))
+        self.class_choice.setCurrentIndex(max(0, self.class_choice.findData(
+            UNCONDITIONAL if grid.class_id is None else grid.class_id)))
+        self.guidance.setValue(grid.guidance)
         return self.sample_from_checkpoint()
 
 

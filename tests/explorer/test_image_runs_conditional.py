@@ -1,0 +1,169 @@
+"""Image-runs tab, class-conditional runs (issue #22): the ``--class K --guidance W`` command lines, the
+grid names that carry class and w, and the browser's Class / w controls, enabled by the viewed run's
+config (``model.n_classes``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explorer import runs
+from explorer.views.parts.run_browser import UNCONDITIONAL, RunBrowser, SampleRequest
+from trainers.image import progress as events
+from trainers.image import run_layout as layout
+from trainers.image import runs as run_files
+
+
+def _value(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+# ---------------------------------------------------------------------------- command lines
+def test_sample_and_rate_args_carry_class_and_guidance(tmp_path):
+    args = runs.sample_args(tmp_path, 15, 9, "ddim", nfe=50, label=3, guidance=2.0)
+    assert (_value(args, "--class"), _value(args, "--guidance")) == ("3", "2.0")
+    assert Path(_value(args, "--out")).name == "ckpt_00000015-ddim.class3.w2.png"
+    # w = 0 is the conditional model: --class only, and a name of its own
+    args = runs.sample_args(tmp_path, 15, 9, "ddim", label=3, frames=5)
+    assert "--guidance" not in args and _value(args, "--class") == "3"
+    assert Path(_value(args, "--out")).name == "ckpt_00000015-ddim.class3.w0.png"
+    assert Path(_value(args, "--chain")).name == "ckpt_00000015-ddim.class3.w0.npz"
+    raw = runs.sample_args(tmp_path, 15, 9, "pf-ode", weights="raw", label=0, guidance=-0.5)
+    assert Path(_value(raw, "--out")).name == "ckpt_00000015-pf-ode.class0.w-0.5.raw.png"
+    # unconditional: the old names and no class flags
+    plain = runs.sample_args(tmp_path, 15, 9, "ddim")
+    assert Path(_value(plain, "--out")).name == "ckpt_00000015-ddim.png"
+    assert "--class" not in plain and "--guidance" not in plain
+    rate = runs.rate_args(tmp_path, 15, 64, 0, "ddim", 50, label=7, guidance=3)
+    assert (_value(rate, "--class"), _value(rate, "--guidance"), rate[-1]) == ("7", "3.0", "--json")
+    assert "--class" not in runs.rate_args(tmp_path, 15, 64, 0, "ddim", 50)
+
+
+@pytest.mark.parametrize("label, guidance, message", [
+    (None, 2.0, "needs a class"), (-1, 0.0, "class must be"), (True, 0.0, "class must be"),
+    (3, float("nan"), "finite"), (2.5, 0.0, "class must be")])
+def test_bad_class_or_guidance_is_refused_with_a_clear_message(tmp_path, label, guidance, message):
+    with pytest.raises(ValueError, match=message):
+        runs.sample_args(tmp_path, 15, 9, "ddim", label=label, guidance=guidance)
+    with pytest.raises(ValueError, match=message):
+        runs.rate_args(tmp_path, 15, 9, 0, "ddim", label=label, guidance=guidance)
+
+
+def test_drawn_grids_are_listed_with_class_and_w_and_old_names_as_before(tmp_path):
+    names = {"ckpt_00000015-ddim.png": (None, 0.0, "ema", "checkpoint 15, ddim sampler, EMA weights"),
+             "ckpt_00000015-ddim.class3.w2.png": (3, 2.0, "ema",
+                                                  "checkpoint 15, ddim sampler, class 3, w = 2, EMA weights"),
+             "ckpt_00000015-pf-ode.class3.w0.5.raw.png": (3, 0.5, "raw", "checkpoint 15, pf-ode sampler, "
+                                                                         "class 3, w = 0.5, raw weights"),
+             "ckpt_00000015-default.class9.w-1.png": (9, -1.0, "ema", "checkpoint 15, default sampler, "
+                                                                      "class 9, w = -1, EMA weights"),
+             "ckpt_00000015-pf-ode.raw.png": (None, 0.0, "raw", "checkpoint 15, pf-ode sampler, raw weights")}
+    layout.drawn_dir(tmp_path).mkdir()
+    for name in names:
+        (layout.drawn_dir(tmp_path) / name).write_bytes(b"")
+    grids = {g.path.name: g for g in run_files.list_grids(tmp_path)}
+    assert set(grids) == set(names)
+    for name, (k, w, weights, label) in names.items():
+        g = grids[name]
+        assert (g.class_id, g.guidance, g.weights, g.label) == (k, w, weights, label), name
+    assert grids["ckpt_00000015-pf-ode.class3.w0.5.raw.png"].sampler == "pf-ode"
+    # the other weights' grid keeps sampler, class and w
+    assert run_files.counterpart(grids["ckpt_00000015-ddim.class3.w2.png"]).name == \
+        "ckpt_00000015-ddim.class3.w2.raw.png"
+    assert run_files.counterpart(grids["ckpt_00000015-pf-ode.class3.w0.5.raw.png"]).name == \
+        "ckpt_00000015-pf-ode.class3.w0.5.png"
+    assert run_files.counterpart(grids["ckpt_00000015-pf-ode.raw.png"]).name == "ckpt_00000015-pf-ode.png"
+
+
+# ---------------------------------------------------------------------------- the browser's controls
+def fake_run(root: Path, name: str, config: str | None) -> Path:
+    """A finished run folder with checkpoint 10 and, unless None, this config.toml."""
+    run = root / name
+    run.mkdir(parents=True)
+    log = events.ProgressLog(layout.progress_path(run), truncate_after=-1)
+    log.event(events.START, 0, total_steps=10)
+    log.write(step=10, loss=1.0, total_steps=10)
+    log.event(events.DONE, 10)
+    log.close()
+    layout.ckpt_path(run, 10).parent.mkdir()
+    layout.ckpt_path(run, 10).write_bytes(b"")
+    if config is not None:
+        layout.config_path(run).write_text(config)
+    return run
+
+
+@pytest.fixture
+def browser(qtbot, tmp_path):
+    b = RunBrowser(tmp_path / "runs")
+    qtbot.addWidget(b)
+    return b
+
+
+def _view(browser: RunBrowser, run: Path) -> None:
+    browser.refresh(select=run)
+    assert browser.viewed_run() == run
+
+
+def test_class_and_w_are_offered_for_a_conditional_run_only(qtbot, browser, tmp_path):
+    root = tmp_path / "runs"
+    cond = fake_run(root, "cond", 'method = "ddpm"\n[model]\nn_classes = 10\n')
+    plain = fake_run(root, "plain", 'method = "ddpm"\n[model]\nch = 16\n')
+    bare = fake_run(root, "bare", None)                      # no readable config: unconditional
+    assert run_files.run_classes(cond) == [str(k) for k in range(10)]
+    assert run_files.run_classes(plain) == run_files.run_classes(bare) == []
+
+    _view(browser, cond)
+    combo = browser.class_choice
+    assert combo.isEnabled() and combo.count() == 11
+    assert [combo.itemData(i) for i in range(11)] == [UNCONDITIONAL, *range(10)]
+    assert combo.currentData() == UNCONDITIONAL and not browser.guidance.isEnabled()   # w needs a class
+    combo.setCurrentIndex(combo.findData(3))
+    assert browser.guidance.isEnabled()
+    browser.guidance.setValue(2.0)
+    with qtbot.waitSignal(browser.sampleRequested) as blocker:
+        browser.sample_btn.click()
+    [request] = blocker.args
+    assert (request.label, request.guidance) == (3, 2.0)
+    assert request.args() == runs.sample_args(cond, 10, request.n, request.sampler, request.frames,
+                                              "ema", request.nfe, 3, 2.0)
+    # "unconditional" on a conditional run: no class, and w is not sent
+    combo.setCurrentIndex(0)
+    with qtbot.waitSignal(browser.sampleRequested) as blocker:
+        browser.sample_btn.click()
+    assert (blocker.args[0].label, blocker.args[0].guidance) == (None, 0.0)
+
+    for run in (plain, bare):                                 # the negative controls
+        _view(browser, run)
+        assert not browser.class_choice.isEnabled() and not browser.guidance.isEnabled()
+        assert browser.class_choice.count() == 1
+        with qtbot.waitSignal(browser.sampleRequested) as blocker:
+            browser.sample_btn.click()
+        assert (blocker.args[0].label, blocker.args[0].guidance) == (None, 0.0)
+        assert "--class" not in blocker.args[0].args()
+
+
+def test_the_class_controls_say_the_guidance_convention(browser):
+    tip = browser.guidance.toolTip()
+    assert "(1+w) s(x|c) − w s(x)" in tip and "w = 0" in tip and "--guidance" in tip
+    assert "n_classes" in browser.class_choice.toolTip() and "--class" in browser.class_choice.toolTip()
+
+
+def test_toggling_a_conditional_grid_asks_for_the_same_class_and_w(qtbot, browser, tmp_path):
+    run = fake_run(tmp_path / "runs", "cond", 'method = "ddpm"\n[model]\nn_classes = 10\n')
+    grid, _ = layout.drawn_paths(run, 10, "ddim", "ema", 4, 1.5)
+    grid.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(grid)
+    _view(browser, run)
+    assert browser.shown_grid().label == "checkpoint 10, ddim sampler, class 4, w = 1.5, EMA weights"
+    with qtbot.waitSignal(browser.sampleRequested) as blocker:
+        browser.toggle_weights_btn.click()
+    [request] = blocker.args
+    assert (request.weights, request.label, request.guidance, request.sampler) == ("raw", 4, 1.5, "ddim")
+    assert Path(_value(request.args(), "--out")).name == "ckpt_00000010-ddim.class4.w1.5.raw.png"
+
+
+def test_sample_request_defaults_are_unconditional(tmp_path):
+    r = SampleRequest(tmp_path, 10, 4, "ddim", 0, "ema", 50)
+    assert (r.label, r.guidance) == (None, 0.0) and "--class" not in r.args()
