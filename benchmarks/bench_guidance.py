@@ -136,9 +136,12 @@ def verdicts(r: GuidanceResult, samplers, ws) -> list[Verdict]:
 
 
 def bench(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUIDANCE_SAMPLERS, n: int = 2000, seeds: int = 5,
-          seed: int = 0, null_draws: int = 10, grid: int = 512) -> tuple[GuidanceResult, list[Verdict]]:
-    """The guidance study on `density`, class c, and its verdicts."""
-    r = run_guidance_study(density, c, ws, samplers, n=n, seeds=seeds, seed=seed, null_draws=null_draws, grid=grid)
+          seed: int = 0, null_draws: int = 10, grid: int = 512,
+          options: dict | None = None) -> tuple[GuidanceResult, list[Verdict]]:
+    """The guidance study on `density`, class c, and its verdicts; options: {sampler: its options} (default:
+    each sampler's defaults)."""
+    r = run_guidance_study(density, c, ws, samplers, options=options, n=n, seeds=seeds, seed=seed,
+                           null_draws=null_draws, grid=grid)
     return r, verdicts(r, samplers, ws)
 
 
