@@ -6,7 +6,8 @@ in the chain stepper `ChainWorker` (a QThread; chains on one model share one bat
 round) and recorded; the GUI plays, steps or scrubs through the recording. Top row: particles over
 the true density (trails, or whole flow lines for deterministic samplers); bottom row: histogram of
 the first coordinate vs the true marginal; under each panel the NFE spent, the energy distance to true
-samples, the mode weights and, when the model is asked outside its trained σ range, a note saying so.
+samples of the panel's target (p(x); p(x|c) for a panel on class c; and the tilted p_w(x|c) under CFG
+with w ≠ 0), the mode weights and, when the model is asked outside its trained σ range, a note saying so.
 A diverging chain stops with a message in its panel; the other chains go on. A density change is
 followed once a burst of strokes is over (or when the tab is shown), never within the stroke itself.
 """
@@ -83,6 +84,7 @@ class SamplerView(QtWidgets.QWidget):
         self._heat_shown = None          # (density, bounds, HEAT_N² picture) under the panels
         self._stale = False              # newer weights arrived while the tab was hidden
         self.specs: list[ChainSpec] = []     # the running chains' specs, one per active panel
+        self.target_names: list[dict] = []   # per active panel: what each metric is against
         self.flowing: list[bool] = []        # per active panel: deterministic (flow lines may be drawn)
         # SamplerSettings fields: those that need new chains, and those that only change the drawing
         self.chains_form = common.FormBinding(self)
@@ -341,8 +343,9 @@ class SamplerView(QtWidgets.QWidget):
         self.specs = specs
         self.flowing = setup.flowing
         # the metrics run in the chain stepper's thread (no Qt in them)
-        self.worker = ChainWorker(specs, setup.starts, ss.frames, ss.seed, metric_fn=setup.metric_fn,
-                                  metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
+        self.worker = PanelChainWorker(specs, setup.starts, ss.frames, ss.seed, metric_fns=setup.metric_fns,
+                                       metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
+        self.target_names = setup.target_names
         self.worker.framesReady.connect(self._on_frames)
         self.worker.chainFailed.connect(self._on_chain_failed)
         self.worker.failed.connect(self._on_failed)
@@ -569,7 +572,7 @@ class SamplerView(QtWidgets.QWidget):
                                f"<span style='font-size:8pt'>{label}</span>{err}", size="9pt")
             spec = chain.spec
             lines = [f"<b>NFE {chain.nfes[min(f, len(chain.nfes) - 1)]}/{spec.sampler.nfe}</b> · "
-                     + _metrics_text(p["metric"], self.state.density.n_components)]
+                     + _metrics_text(p["metric"], self.target_names[i])]
             if spec.range_note:
                 lines.append(f"<span style='color:#fa4'>Outside its training: {spec.range_note}.</span>")
             if spec.note:
@@ -591,7 +594,9 @@ class SamplerView(QtWidgets.QWidget):
 
     def metrics_now(self) -> list[dict]:
         """Per active panel, the sample metrics shown now: {"energy_distance", "mode_weight_tv",
-        "mode_weights"} as numbers ({} before the first are computed, or with no finite particles)."""
+        "mode_weights"} as numbers, against the panel's target (`target_names`: p(x), or p(x|c) for a panel
+        on class c), and "energy_distance_tilted" (the tilted p_w(x|c)) under CFG with w ≠ 0 ({} before the
+        first are computed, or with no finite particles)."""
         return [dict(self.panels[i]["metric"]) for i in self.active]
 
     def panel_numbers(self, i: int) -> dict:
@@ -631,13 +636,32 @@ class SamplerView(QtWidgets.QWidget):
         return len(images)
 
 
-def _metrics_text(m: dict, n_components: int) -> str:
+def _metrics_text(m: dict, targets: dict) -> str:
+    """The panel's figures, each with the target it is against (trainers.studies.chains.target_metrics)."""
     if not m:
         return ""
-    text = f"energy dist {m['energy_distance']:.3g} · mode-weight TV {m['mode_weight_tv']:.2f}"
-    if n_components <= 8:
+    text = (f"energy dist {m['energy_distance']:.3g} vs {targets['energy_distance']} · "
+            f"mode-weight TV {m['mode_weight_tv']:.2f}")
+    if "energy_distance_tilted" in m:
+        text += (f"<br>energy dist {m['energy_distance_tilted']:.3g} vs {targets['energy_distance_tilted']} "
+                 "(CFG does not sample it)")
+    elif len(m["mode_weights"]) <= 8:
         text += "<br>weights " + " ".join(f"{v:.2f}" for v in m["mode_weights"])
     return text
+
+
+class PanelChainWorker(ChainWorker):
+    """The chain stepper with one metric function per chain: each panel is measured against its own
+    target (p(x), p(x|c), the tilted p_w(x|c): trainers.studies.chains.target_metrics)."""
+
+    def __init__(self, specs, starts, n_frames, seed=0, metric_fns=(), metric_every=5, parent=None):
+        super().__init__(specs, starts, n_frames, seed, metric_fn=None, metric_every=metric_every, parent=parent)
+        self.metric_fns = list(metric_fns)
+
+    def _metrics(self, f: int):
+        for c, fn in zip(self.chains, self.metric_fns):
+            if not c.error and len(c.frames) > f:
+                c.metrics[f] = fn(c.frames[f])
 
 
 def _fitted_title(title: str, plot: pg.PlotItem) -> str:

@@ -5,7 +5,10 @@ noise levels / timesteps the model was trained on. Hover shows both vectors at t
 With a fixed training set (Training tab, "Fixed dataset of N points") it can also draw the empirical
 optimal score (green, trainers.studies.memorisation: the exact score of the noised training set, what a network
 that memorises learns) and run the memorisation meter (samples of the model's own sampler against the
-training points, in a JobWorker thread) — docs/math.md §11. The fields are computed by
+training points, in a JobWorker thread) — docs/math.md §11. With a class chosen (Guidance group, issue #22)
+white is the exact guided field (1 + w)∇log p(x|c) − w∇log p(x), red the model's, and the hover says so;
+a tick draws the tilted target p_w(x|c) ∝ p(x|c)^{1+w} p(x)^{−w} (σ = 0) as a heat map under the arrows,
+which CFG's samples are not draws of. The fields are computed by
 trainers.studies.score_field (on the GUI thread: a slider move redraws at once); the view only draws.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from PySide6 import QtCore, QtWidgets
 from trainers import grid
 from trainers.studies import memorisation
 from trainers.studies.score_field import (Level, empirical_field, error_map, guided_field, levels, score_field,
-                                         training_points)
+                                         tilted_image, training_points)
 from trainers.studies.velocity_field import model_t_range, velocity_error_map, velocity_field
 
 from ..workers.job import JobWorker
@@ -31,6 +34,12 @@ CONTOUR_N = 64
 EMPIRICAL_PEN = pg.mkPen(90, 230, 120, 230, width=1.5)
 CONDITIONAL_PEN = pg.mkPen(80, 200, 255, 200, width=1)      # exact ∇log p(x|c) beside the guided field
 UNCONDITIONAL_PEN = pg.mkPen(150, 150, 150, 170, width=1)   # exact ∇log p(x)
+GUIDED_NAMES = ("exact guided (1 + w)∇log p(x|c) − w∇log p(x)", "model's guided (1 + w)s_θ(x|c) − w s_θ(x)")
+TILTED_TIP = ("Draw the tilted target p_w(x|c) ∝ p(x|c)^(1+w) p(x)^(−w) of the clean data (σ = 0) for the chosen "
+              "class and w as a heat map under the arrows, normalised numerically on a fine grid "
+              "(trainers.guidance.TiltedTarget).\nIt is the density CFG is often said to sample. It is not what CFG "
+              "samples: the guided score at each noise level is the score of p_σ(x|c)^(1+w) p_σ(x)^(−w), which is "
+              "not p_w noised, so CFG's samples differ from it, differently per sampler (docs/math.md, guidance).")
 METER_SAMPLES = 1000          # samples the memorisation meter draws (and fresh data points beside them)
 METER_SEED = 0
 
@@ -98,11 +107,15 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.show_parts.setChecked(True)
         self.show_parts.setToolTip("Draw the exact conditional score ∇log p(x|c) (cyan) and unconditional score "
                                    "∇log p(x) (grey) beside the guided field (white).")
+        self.show_tilted = QtWidgets.QCheckBox("Tilted target p_w(x|c) as heat map")
+        self.show_tilted.setToolTip(TILTED_TIP)
         form.addRow("Class", self.guide_class)
         form.addRow("w", self.guide_w)
         form.addRow(self.show_parts)
+        form.addRow(self.show_tilted)
         side.addWidget(box)
         self._guided = None              # the last GuidedField (None: no class chosen)
+        self.tilted = None               # the last TiltedImage drawn (None: not shown)
 
         box, form = common.form_group("Finite data and memorisation")
         self.show_empirical = QtWidgets.QCheckBox("Empirical optimal score (green)")
@@ -173,6 +186,10 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.plot = self.plot_widget.plotItem
         self.err_img = common.heat_image(common.ERROR_CMAP)
         self.plot.addItem(self.err_img)
+        self.tilted_img = common.heat_image(common.DENSITY_CMAP)     # the tilted target p_w(x|c), under the arrows
+        self.tilted_img.setZValue(-9)
+        self.tilted_img.setVisible(False)
+        self.plot.addItem(self.tilted_img)
         self.density_contours: list = []
         self.true_arrows = pg.PlotDataItem(connect="pairs", pen=common.TRUE_PEN)
         self.model_arrows = pg.PlotDataItem(connect="pairs", pen=common.MODEL_PEN)
@@ -216,6 +233,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.guide_class.currentIndexChanged.connect(self.recompute)
         self.guide_w.valueChanged.connect(self.recompute)
         self.show_parts.toggled.connect(self._draw)
+        self.show_tilted.toggled.connect(self.recompute)
         state.densityChanged.connect(self._update_classes)
         self._update_classes()
         self.flow_t.valueChanged.connect(self.recompute)
@@ -273,6 +291,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.guide_class.blockSignals(False)
         self.guide_class.setEnabled(bool(names))
         self.guide_w.setEnabled(bool(names))
+        self.show_tilted.setEnabled(bool(names))
 
     def current_level(self) -> Level:
         return self._levels[self.level.value()]
@@ -330,6 +349,8 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
     def recompute(self, *_):
         self._dirty = False
         self._guided = None
+        self.tilted = None
+        self.tilted_img.setVisible(False)
         if self.velocity_mode():
             self._recompute_velocity()
             return
@@ -373,13 +394,28 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
             self.summary.setText(f"Guided on class {c} ({s.density.classes[c]}), w = {w:g}: white = exact "
                                  f"(1 + w)∇log p(x|c) − w∇log p(x), red = the model's "
                                  + ("CFG." if learned is not None else f"— none: {self._guided.note}."))
+            if self.show_tilted.isChecked():
+                self._draw_tilted(c, w)
         if self.show_empirical.isChecked() and self.show_empirical.isEnabled() and self.empirical is None:
             self.summary.setText(self.summary.text() + "<br>No empirical optimal score at σ = 0 (ESM/SSM): "
                                  "the score of N points is undefined there.")
         if learned is None or mode == "off":
-            self.plot.setTitle(f"Score field at {lev.label.split('(')[0].strip()}")
+            self.plot.setTitle(f"Score field at {lev.label.split('(')[0].strip()}"
+                               + (" — heat: tilted target p_w(x|c) (σ = 0)" if self.tilted is not None else ""))
         common.square_plot(self.plot, bounds)
         self._draw()
+
+    def _draw_tilted(self, c: int, w: float):
+        """The tilted target of class c at w as a heat map under the arrows, and what it is in the summary."""
+        t = self.tilted = tilted_image(self.state.density, c, w)
+        common.set_heat(self.tilted_img, t.image, t.bounds)
+        self.tilted_img.setVisible(True)
+        n = len(t.image)
+        self.summary.setText(
+            self.summary.text() + f"<br><b>Heat: the tilted target</b> p_w(x|c) ∝ p(x|c)^(1+w) p(x)^(−w) of the clean "
+            f"data (σ = 0) at w = {w:g}, normalised on a {n}×{n} grid (∫ = {t.integral:.4f}). It is what CFG is "
+            "said to sample, but <b>CFG's samples are NOT draws of it</b>: the guided field at each σ is the score "
+            "of p_σ(x|c)^(1+w) p_σ(x)^(−w), not of p_w noised. The Samplers tab's panels report the distance to it.")
 
     def _draw_contours(self, target, bounds):
         for c in self.density_contours:
@@ -445,7 +481,15 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         self.marker.setData([pts[i, 0]], [pts[i, 1]])
         t = true[i]
         true_name, model_name = ("exact v", "learned v_θ") if self.velocity_mode() else ("true ∇log p", "learned s_θ")
+        g = self._guided
+        if g is not None:
+            true_name, model_name = GUIDED_NAMES
         txt = f"at ({pts[i, 0]:.2f}, {pts[i, 1]:.2f}):<br>{true_name} = ({t[0]:.3g}, {t[1]:.3g})"
+        if g is not None:
+            txt = (f"guided field, class {self.guide_class.currentText()}, w = {self.guide_w.value():g}, "
+                   + txt + f"<br><span style='color:#5cf'>exact ∇log p(x|c) = ({g.conditional[i, 0]:.3g}, "
+                   f"{g.conditional[i, 1]:.3g})</span><br><span style='color:#aaa'>exact ∇log p(x) = "
+                   f"({g.unconditional[i, 0]:.3g}, {g.unconditional[i, 1]:.3g})</span>")
         if learned is not None:
             m = learned[i]
             txt += (f"<br><span style='color:#e54'>{model_name} = ({m[0]:.3g}, {m[1]:.3g})</span>"

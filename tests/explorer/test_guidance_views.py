@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainers import densities
+from trainers import densities, grid
 
 
 def _labelled(window, name="three_classes"):
@@ -48,6 +48,47 @@ def test_the_score_field_draws_the_guided_field(window):
     assert not sv.guide_class.isEnabled()
 
 
+def test_the_score_field_draws_the_tilted_target_and_says_what_it_is(window):
+    sv = window.views["score"]
+    window.tabs.setCurrentWidget(sv)
+    _labelled(window)
+    sv.guide_w.setValue(0.0)
+    sv.guide_class.setCurrentIndex(sv.guide_class.findData(1))
+    assert sv.show_tilted.isEnabled() and not sv.tilted_img.isVisible() and sv.tilted is None
+    sv.show_tilted.setChecked(True)
+    t0 = sv.tilted
+    n = len(t0.image)
+    area = (t0.bounds[1] - t0.bounds[0]) * (t0.bounds[3] - t0.bounds[2]) / n ** 2
+    # at w = 0 the tilted target is p(x|c) itself, normalised on the grid
+    cond = grid.density_image(window.state.density.conditional(1), t0.bounds, n)
+    np.testing.assert_allclose(t0.image, cond, rtol=1e-3, atol=1e-9)
+    sv.guide_w.setValue(3.0)
+    t3 = sv.tilted
+    assert sv.tilted_img.isVisible() and np.allclose(sv.tilted_img.image, t3.image)       # what is drawn
+    assert abs(t3.image.sum() * area - 1) < 1e-6 and t3.edge_mass < 1e-6
+    assert not np.allclose(t3.image, t0.image, atol=1e-3 * t0.image.max())                # w tilts it
+    text = sv.summary.text()
+    assert "tilted target" in text and "w = 3" in text and "NOT draws of it" in text
+    assert "tilted target" in sv.plot.titleLabel.text
+    sv.show_tilted.setChecked(False)
+    assert not sv.tilted_img.isVisible() and "tilted" not in sv.summary.text()
+
+
+def test_the_score_field_hover_names_the_guided_field(window):
+    sv = window.views["score"]
+    window.tabs.setCurrentWidget(sv)
+    _labelled(window)
+    assert "true ∇log p" in sv.show_vectors_at(1.0, 0.5)
+    sv.guide_w.setValue(2.0)
+    sv.guide_class.setCurrentIndex(sv.guide_class.findData(2))
+    txt = sv.show_vectors_at(1.0, 0.5)
+    g, pts = sv._guided, sv._grid[0]
+    i = int(np.argmin(((pts - [1.0, 0.5]) ** 2).sum(1)))
+    assert "true ∇log p" not in txt and "w = 2" in txt and "2: bottom" in txt
+    assert f"exact guided (1 + w)∇log p(x|c) − w∇log p(x) = ({g.guided[i, 0]:.3g}, {g.guided[i, 1]:.3g})" in txt
+    assert f"exact ∇log p(x|c) = ({g.conditional[i, 0]:.3g}" in txt and "exact ∇log p(x) = (" in txt
+
+
 def test_a_sampler_panel_guides_on_a_class(window, qtbot):
     sp = window.views["sampler"]
     window.tabs.setCurrentWidget(sp)
@@ -61,6 +102,13 @@ def test_a_sampler_panel_guides_on_a_class(window, qtbot):
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=30000)
     assert "class bottom, w = 2" in sp.worker.chains[0].spec.title
+    # its figures are against p(x|c) and the tilted target, and say so; the unguided panel's against p(x)
+    m = sp.metrics_now()
+    assert "energy_distance_tilted" in m[0] and "energy_distance_tilted" not in m[1]
+    text = sp.panel_text(0)
+    assert f"energy dist {m[0]['energy_distance']:.3g} vs p(x|c=bottom)" in text
+    assert f"energy dist {m[0]['energy_distance_tilted']:.3g} vs tilted p_w(x|c=bottom), w = 2" in text
+    assert "vs p(x) ·" in sp.panel_text(1) and "p(x|c" not in sp.panel_text(1)
 
 
 def test_the_lab_runs_the_w_axis(window, qtbot):
@@ -105,3 +153,12 @@ def test_a_panel_autoguides_the_model_with_a_history_snapshot(window, qtbot):
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=60000)
     assert "autoguidance class right, w = 1" in sp.worker.chains[1].spec.title
+    # the Score-field hover names the model's guided field beside the exact one
+    sv = window.views["score"]
+    window.tabs.setCurrentWidget(sv)
+    sv.guide_w.setValue(1.0)
+    sv.guide_class.setCurrentIndex(sv.guide_class.findData(1))
+    txt, g = sv.show_vectors_at(2.5, 1.5), sv._guided
+    i = int(np.argmin(((sv._grid[0] - [2.5, 1.5]) ** 2).sum(1)))
+    assert g.learned is not None and "exact guided (1 + w)∇log p(x|c)" in txt
+    assert f"model's guided (1 + w)s_θ(x|c) − w s_θ(x) = ({g.learned[i, 0]:.3g}, {g.learned[i, 1]:.3g})" in txt

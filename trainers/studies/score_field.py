@@ -112,3 +112,25 @@ def guided_field(model, cfg: fitting.ToyConfig, density, c, w: float, level: flo
         except ValueError as e:
             note = str(e)
     return GuidedField(cond, uncond, (1 + w) * cond - w * uncond, learned, note)
+
+
+TILTED_IMAGE_N = 384          # cells per side of the tilted target's heat map (normalised on that grid)
+
+
+@dataclass
+class TiltedImage:
+    """The tilted target p_w(x|c) ∝ p(x|c)^{1+w} p(x)^{−w} of the clean data (σ = 0) on a grid, normalised
+    there (trainers.guidance.TiltedTarget): what CFG is said to sample, which its samples are not draws of."""
+    image: np.ndarray                # (n, n) p_w at the cell centres, row-major, row 0 = ymin
+    bounds: tuple                    # (xmin, xmax, ymin, ymax) of the grid (the density's plot box widened by half)
+    integral: float                  # Σ p_w · cell area: 1 up to rounding
+    edge_mass: float                 # the probability of the grid's outer ring of cells (≈ 0: the box holds p_w)
+    w: float
+    c: int
+
+
+def tilted_image(density, c, w: float, n: int = TILTED_IMAGE_N) -> TiltedImage:
+    """The tilted target of class c (index or name) at weight w as a heat map."""
+    from ..guidance import TiltedTarget
+    t = TiltedTarget(density, c, w, n=n)
+    return TiltedImage(t.image(), t.bounds, t.integral(), t.edge_mass(), t.w, t.c)

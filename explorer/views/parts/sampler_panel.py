@@ -45,7 +45,9 @@ class PanelControls(QtWidgets.QGroupBox):
         self.cls = self.guide_form.add("class", common.combo([(-1, "none")], -1,
             "Classifier-free guidance on a class of the density (its components' labels; the brush's colours): the "
             "sampler runs on (1 + w) s(x|c) − w s(x), with the exact scores or a class-conditional model.\n"
-            "none: the unconditional score. (The panel's metrics still compare with the whole density.)"))
+            "none: the unconditional score.\nThe panel's figures say what they compare with: p(x|c) for a panel on "
+            "class c (guided or not), and under CFG with w ≠ 0 also the tilted target p_w(x|c) ∝ "
+            "p(x|c)^(1+w) p(x)^(−w), which CFG's samples are not draws of; p(x) with no class."))
         self.guidance = self.guide_form.add("guidance", common.spin(
             -1.0, 20.0, 0.0, 0.5, 2, "Guidance weight w: 0 = the conditional score s(x|c), −1 = the unconditional "
             "s(x); the 'guidance scale' of diffusers is 1 + w."))
