@@ -167,3 +167,54 @@ def test_toggling_a_conditional_grid_asks_for_the_same_class_and_w(qtbot, browse
 def test_sample_request_defaults_are_unconditional(tmp_path):
     r = SampleRequest(tmp_path, 10, 4, "ddim", 0, "ema", 50)
     assert (r.label, r.guidance) == (None, 0.0) and "--class" not in r.args()
+
+
+# ---------------------------------------------------------------------------- end to end
+def test_eval_lines_of_a_class_and_w_are_a_kind_of_their_own(tmp_path):
+    layout.ckpt_path(tmp_path, 4).parent.mkdir()
+    layout.ckpt_path(tmp_path, 4).write_bytes(b"")
+    layout.eval_path(tmp_path).write_text(
+        '{"step": 4, "sampler": "ddim", "nfe": 50, "weights": "ema", "class": 3, "guidance": 2.0}\n')
+    records = run_files.read_evals(tmp_path)
+    assert run_files.eval_kinds(records) == ["ddim 50 NFE, class 3, w = 2, EMA weights"]
+    assert run_files.unrated_steps(tmp_path, "ddim", 50, 3, 2.0) == []
+    # another w, another class, or unconditional: not rated yet
+    assert run_files.unrated_steps(tmp_path, "ddim", 50, 3, 1.0) == [4]
+    assert run_files.unrated_steps(tmp_path, "ddim", 50, 4, 2.0) == [4]
+    assert run_files.unrated_steps(tmp_path, "ddim", 50) == run_files.unrated_steps(tmp_path) == [4]
+
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory) -> Path:
+    """A 4-step class-conditional digits run (ddpm_digits_cond shrunk), trained in-process."""
+    from trainers.image.__main__ import main
+
+    run = tmp_path_factory.mktemp("runs") / "cond"
+    assert main(["train", "--config", "ddpm_digits_cond", "--out", str(run), "--quiet", "train.n_steps=4",
+                 "train.ckpt_every=4", "train.sample_every=0", "train.batch_size=32", "model.ch=16",
+                 "model.num_res_blocks=1", "ddpm.T=100", "train.warmup=10"]) == 0
+    return run
+
+
+def test_the_tab_samples_a_conditional_run_for_class_3_with_w_2(qtbot, cond_run):
+    from explorer.views.image_runs import ImageRunsView
+
+    tab = ImageRunsView(runs_root=cond_run.parent)
+    qtbot.addWidget(tab)
+    try:
+        b = tab.browser
+        assert b.viewed_run() == cond_run and b.ckpt.currentData() == 4
+        assert b.class_choice.isEnabled() and b.class_choice.count() == 11
+        b.class_choice.setCurrentIndex(b.class_choice.findData(3))
+        b.guidance.setValue(2.0)
+        b.n_samples.setValue(9)
+        b.frames.setValue(0)
+        b.sample_btn.click()
+        qtbot.waitUntil(lambda: b.sample_btn.isEnabled(), timeout=60_000)
+        assert tab.error.isHidden(), tab.error.text()
+        grid = b.shown_grid()
+        assert grid.path == cond_run / "drawn" / f"ckpt_00000004-{runs.FAST_SAMPLER}.class3.w2.png"
+        assert (grid.class_id, grid.guidance) == (3, 2.0) and "class 3, w = 2" in b.grid_label.text()
+        assert [g.path.name for g in b.grids] == [grid.path.name]      # no unconditional grid was drawn
+    finally:
+        tab.shutdown()

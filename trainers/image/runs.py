@@ -232,19 +232,33 @@ def file_key(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def unrated_steps(run: Path, sampler: str = "", nfe: int | None = None) -> list[int]:
+def unrated_steps(run: Path, sampler: str = "", nfe: int | None = None, label: int | None = None,
+                  guidance: float = 0.0) -> list[int]:
     """The run's checkpoints (steps, ascending) that no eval.jsonl line covers yet; with ``sampler``
-    (and ``nfe``), no line drawn with that sampler (and that many network evaluations)."""
+    (and ``nfe``), no line drawn with that sampler (and that many network evaluations); only lines
+    of class ``label`` with weight ``guidance`` count (label None: unconditional lines, those
+    without a class)."""
     rated = {r.get("step") for r in read_evals(run)
-             if (not sampler or r.get("sampler") == sampler) and (not nfe or r.get("nfe") == nfe)}
+             if (not sampler or r.get("sampler") == sampler) and (not nfe or r.get("nfe") == nfe)
+             and _condition(r) == (label, float(guidance) if label is not None else 0.0)}
     return [step for step in checkpoint_steps(run) if step not in rated]
 
 
+def _condition(rec: dict) -> tuple[int | None, float]:
+    """(class, w) of an eval.jsonl line; (None, 0.0) for an unconditional one."""
+    if not isinstance(rec.get("class"), int):
+        return None, 0.0
+    w = rec.get("guidance")
+    return rec["class"], float(w) if isinstance(w, (int, float)) else 0.0
+
+
 def eval_kind(rec: dict) -> str:
-    """How an evaluation drew its samples, in words: sampler, NFE and weights."""
+    """How an evaluation drew its samples, in words: sampler, NFE, class and w (class-conditional
+    evaluations) and weights."""
     sampler = rec.get("sampler") or "no samples"
     nfe = f" {rec['nfe']} NFE" if rec.get("nfe") else ""
-    return f"{sampler}{nfe}, {'raw' if rec.get('weights') == 'raw' else 'EMA'} weights"
+    return (f"{sampler}{nfe}, {condition_text(*_condition(rec))}"
+            f"{'raw' if rec.get('weights') == 'raw' else 'EMA'} weights")
 
 
 QUALITY_FIGURES = ("mean_confidence", "frac_confident")
