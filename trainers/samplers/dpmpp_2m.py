@@ -5,10 +5,9 @@ from dataclasses import dataclass
 
 from ..score_models import Query
 from .base import StepOutput
-from .levels import (clip_option, n_timesteps_option, nfe_option, sigma_max_option, sigma_min_option, step_count,
-                     steps_option)
-from .multistep import (GridSolver, denoised, dpmpp_update, final_option, grid_option, low_order_at_end,
-                        lower_order_final_option, rho_option, solver_levels)
+from .levels import clip_option, n_timesteps_option, step_count
+from .multistep import (GridOptions, GridSolver, denoised, dpmpp_update, final_option, low_order_at_end,
+                        lower_order_final_option, solver_levels)
 from .registry import register_sampler
 
 
@@ -25,14 +24,7 @@ class DPMSolverPP2M(GridSolver):
     description = "DPM-Solver++ 2M: second-order multistep in log-SNR; deterministic, few steps"
 
     @dataclass
-    class Options:
-        steps: int = steps_option(20, "Steps", "Number of σ levels (one evaluation each; then a last step to "
-                                  "σ = 0, or to σ_min).", gui=20)
-        nfe: int | None = nfe_option()
-        sigma_max: float | None = sigma_max_option()
-        sigma_min: float | None = sigma_min_option()
-        grid: str = grid_option()
-        rho: float = rho_option()
+    class Options(GridOptions):                   # steps, nfe, sigma_max, sigma_min, grid, rho, then:
         lower_order_final: bool = lower_order_final_option()
         final: str = final_option()
         clip_denoised: float | None = clip_option()

@@ -7,17 +7,17 @@ from dataclasses import dataclass
 import torch
 
 from ..flows import sigma_of_t, t_of_sigma, velocity_from_score
-from ..schema import option
 from ..score_models import Query, ScoreModel
-from .base import Sampler, StepOutput
-from .levels import nfe_option, sigma_max_option, step_count, steps_option
+from .base import StepOutput
+from .levels import nfe_option, sigma_max_option, steps_option
+from .ode import ODESampler, solver_option
 from .registry import register_sampler
 
-SOLVERS = {"euler": "Euler", "heun": "Heun (2 NFE/step)", "midpoint": "midpoint (2 NFE/step)"}
+SOLVERS = ("euler", "heun", "midpoint")
 
 
 @register_sampler
-class FlowSampler(Sampler):
+class FlowSampler(ODESampler):
     """The flow ODE dx/dt = v(x, t) on x_t = (1 − t) x₀ + t z, over a uniform grid t₀ = T > … > t_n = 0,
     T = σ_max/(1 + σ_max) (a flow-matching model and its exact score: `flow_t_max` = 0.999, unless σ_max
     is given). Driven by any ScoreModel: it asks for
@@ -32,42 +32,31 @@ class FlowSampler(Sampler):
     convention = "dx/dt = v(x, t), t: 1 → 0, v = −y − σ(1+σ) s(y, σ)  (Euler / Heun / midpoint)"
     description = "Flow ODE of the linear path: deterministic, straight where the flow is"
     hint = "The flow ODE's steps are too coarse for this model: use more steps (or Heun)."
+    solvers = SOLVERS
+    ode = "flow ODE"
 
     @dataclass
     class Options:
         steps: int = steps_option(50, "Steps", "Number of steps of the uniform t grid from T down to t = 0.", gui=50)
         nfe: int | None = nfe_option()
         sigma_max: float | None = sigma_max_option()
-        solver: str = option("heun", "Solver", "Flow ODE solver: Euler, Heun (Euler trial, then the average "
-                             "slope; the step to t = 0 is Euler) or midpoint.", choices=list(SOLVERS.items()))
+        solver: str = solver_option(SOLVERS, "Flow ODE solver: Euler, Heun (Euler trial, "
+                                    "then the average slope; the step to t = 0 is Euler) or midpoint.")
 
     @classmethod
     def from_options(cls, model, o):
         own = getattr(model, "flow_t_max", None)       # a flow-matching model's (and its exact score's): T_MAX
         t_max = t_of_sigma(o.sigma_max) if o.sigma_max is not None else own or t_of_sigma(model.sigma_max)
-        per_nfe = {"euler": lambda nfe: nfe, "heun": lambda nfe: (nfe + 1) // 2,
-                   "midpoint": lambda nfe: nfe // 2}[o.solver]
-        n = step_count(o, per_nfe)
-        return cls(model, torch.linspace(t_max, 0.0, n + 1, dtype=torch.float64), o.solver)
-
-    @classmethod
-    def deterministic(cls, o):
-        return True
-
-    @classmethod
-    def title_for(cls, o):
-        return f"{cls.title} ({o.solver})"
+        return cls(model, torch.linspace(t_max, 0.0, cls.steps_from(o) + 1, dtype=torch.float64), o.solver)
 
     def __init__(self, model: ScoreModel, ts, solver: str = "heun"):
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown flow ODE solver {solver!r}; choose {', '.join(SOLVERS)}")
+        self.set_solver(solver)
         self.ts = torch.as_tensor(ts, dtype=torch.float64).flatten()
         if len(self.ts) < 2 or not bool((self.ts[:-1] > self.ts[1:]).all()) or not (0 <= float(self.ts[-1])) \
                 or not float(self.ts[0]) < 1:
             raise ValueError("the flow ODE needs a decreasing grid of at least two t in [0, 1)")
-        self.model, self.solver, self.n_steps = model, solver, len(self.ts) - 1
+        self.model, self.n_steps = model, len(self.ts) - 1
         self._tf = self.ts.tolist()
-        self.title = f"Flow ODE ({solver})"
 
     @property
     def prior_std(self):

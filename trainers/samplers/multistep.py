@@ -15,6 +15,7 @@ the grid's σ_min (n + 1 levels, diffusers' final_sigmas_type="sigma_min"); eith
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -22,7 +23,7 @@ from ..schedules import sigma_grid
 from ..schema import option
 from ..score_models import ScoreModel
 from .base import Sampler
-from .levels import sigma_range, vp_schedule
+from .levels import nfe_option, sigma_max_option, sigma_min_option, sigma_range, steps_option, vp_schedule
 
 GRID_CHOICES = [("karras", "Karras (ρ)"), ("geometric", "uniform log-SNR"), ("time", "DDPM time-uniform")]
 FINAL_CHOICES = [("zero", "σ = 0 (denoised)"), ("sigma_min", "σ_min (not denoised)")]
@@ -50,6 +51,19 @@ def lower_order_final_option():
     return option(True, "Lower order at the end", "With fewer than 15 steps, take the last steps at lower "
                   "order (last: first order; second to last: at most second). Stabilises few-step sampling "
                   "(diffusers' lower_order_final, on by default there too).")
+
+
+@dataclass
+class GridOptions:
+    """The leading option fields of the one-evaluation-per-step solvers (dpmpp_2m.py, dpmpp_3m.py,
+    unipc.py): steps or an NFE budget, the σ range and the grid. Their Options extend it."""
+    steps: int = steps_option(20, "Steps", "Number of σ levels (one evaluation each; then a last step to "
+                              "σ = 0, or to σ_min).", gui=20)
+    nfe: int | None = nfe_option()
+    sigma_max: float | None = sigma_max_option()
+    sigma_min: float | None = sigma_min_option()
+    grid: str = grid_option()
+    rho: float = rho_option()
 
 
 def solver_levels(model, o, n: int) -> torch.Tensor:

@@ -8,17 +8,18 @@ import torch
 from ..schedules import GRIDS, sigma_grid
 from ..schema import option
 from ..score_models import Query, ScoreModel
-from .base import Sampler, StepOutput
-from .levels import nfe_option, sigma_max_option, sigma_min_option, sigma_range, step_count, steps_option
+from .base import StepOutput
+from .levels import nfe_option, sigma_max_option, sigma_min_option, sigma_range, steps_option
 from .multistep import rho_option
+from .ode import ODESampler, solver_option
 from .registry import register_sampler
 
-SOLVERS = {"heun": "Heun (2 NFE/step)", "euler": "Euler"}
+SOLVERS = ("heun", "euler")
 GRID_TEXT = {"karras": "Karras (ρ)", "geometric": "geometric"}
 
 
 @register_sampler
-class PFODESampler(Sampler):
+class PFODESampler(ODESampler):
     """The probability-flow ODE in VE coordinates with σ as time, dy/dσ = −σ s(y, σ) = (y − D(y, σ))/σ,
     over the grid σ_0, σ_1, … (decreasing to sample; increasing runs it backwards, data → noise).
     "euler": y ← y + (σ' − σ) d(y, σ). "heun" (Karras et al. 2022, Alg. 1): an Euler trial then the
@@ -29,6 +30,7 @@ class PFODESampler(Sampler):
     convention = "dy/dσ = −σ s(y, σ)  (Euler / Heun)"
     description = "Probability-flow ODE: deterministic, a flow from noise to data"
     hint = "The ODE steps are too coarse for this model: use more steps (or Heun)."
+    solvers = SOLVERS
 
     @dataclass
     class Options:
@@ -37,9 +39,9 @@ class PFODESampler(Sampler):
         nfe: int | None = nfe_option()
         sigma_max: float | None = sigma_max_option()
         sigma_min: float | None = sigma_min_option()
-        solver: str = option("heun", "Solver", "PF-ODE solver: Euler y ← y + (σ'−σ) d, or Heun (Karras et al. "
-                             "2022, Alg. 1): Euler trial, then the average slope; the step to σ = 0 is Euler.",
-                             choices=list(SOLVERS.items()))
+        solver: str = solver_option(SOLVERS, "PF-ODE solver: Euler y ← y + (σ'−σ) d, or Heun (Karras "
+                                    "et al. 2022, Alg. 1): Euler trial, then the average slope; the step to σ = 0 "
+                                    "is Euler.")
         grid: str = option("karras", "σ grid", "σ levels of the ODE: Karras et al.'s σᵢ = (σ_max^{1/ρ} + "
                            "i/(n−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, or geometric.",
                            choices=[(g, GRID_TEXT.get(g, g)) for g in GRIDS])
@@ -48,28 +50,17 @@ class PFODESampler(Sampler):
     @classmethod
     def from_options(cls, model, o):
         hi, lo = sigma_range(model, o)
-        per_nfe = (lambda nfe: (nfe + 1) // 2) if o.solver == "heun" else (lambda nfe: nfe)
-        n = step_count(o, per_nfe)              # n levels + the final 0 = n steps
+        n = cls.steps_from(o)                   # n levels + the final 0 = n steps
         grid = torch.cat([sigma_grid(o.grid, hi, lo, n, o.rho), torch.zeros(1)])
         return cls(model, grid, o.solver)
 
-    @classmethod
-    def deterministic(cls, o):
-        return True
-
-    @classmethod
-    def title_for(cls, o):
-        return f"{cls.title} ({o.solver})"
-
     def __init__(self, model: ScoreModel, sigmas, solver: str = "heun"):
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown ODE solver {solver!r}; choose euler or heun")
+        self.set_solver(solver)
         self.sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
         if len(self.sigmas) < 2 or bool((self.sigmas < 0).any()):
             raise ValueError("the PF-ODE needs a grid of at least two σ ≥ 0")
-        self.model, self.solver, self.n_steps = model, solver, len(self.sigmas) - 1
+        self.model, self.n_steps = model, len(self.sigmas) - 1
         self._sigf = self.sigmas.tolist()          # the grid as Python floats: a step reads no tensor
-        self.title = f"PF-ODE ({solver})"
 
     @property
     def prior_std(self):

@@ -10,10 +10,8 @@ import torch
 from ..schema import option
 from ..score_models import Query
 from .base import StepOutput
-from .levels import (clip_option, n_timesteps_option, nfe_option, sigma_max_option, sigma_min_option, step_count,
-                     steps_option)
-from .multistep import (GridSolver, denoised, final_option, grid_option, lower_order_final_option, rho_option,
-                        solver_levels)
+from .levels import clip_option, n_timesteps_option, step_count
+from .multistep import GridOptions, GridSolver, denoised, final_option, lower_order_final_option, solver_levels
 from .registry import register_sampler
 
 
@@ -87,14 +85,7 @@ class UniPCSampler(GridSolver):
     description = "UniPC (bh2): multistep predictor-corrector in log-SNR; deterministic, few steps"
 
     @dataclass
-    class Options:
-        steps: int = steps_option(20, "Steps", "Number of σ levels (one evaluation each; then a last step to "
-                                  "σ = 0, or to σ_min).", gui=20)
-        nfe: int | None = nfe_option()
-        sigma_max: float | None = sigma_max_option()
-        sigma_min: float | None = sigma_min_option()
-        grid: str = grid_option()
-        rho: float = rho_option()
+    class Options(GridOptions):                   # steps, nfe, sigma_max, sigma_min, grid, rho, then:
         order: int = option(2, "Order p", "UniP-p's order (the corrector adds one; 2 for guided, 3 for "
                             "unconditional sampling in the paper).", choices=[1, 2, 3])
         corrector: bool = option(True, "Corrector (UniC)", "Refine each state with the next evaluation (free).")
