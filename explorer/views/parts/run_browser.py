@@ -1,6 +1,7 @@
 """The run browser of the Image-runs tab: the run folders under a root (status, last step, last
 loss), the selection of runs whose loss curves are overlaid, and one run's checkpoints, sample
-grids and recorded chains.
+grids and recorded chains; for a class-conditional run (its config's ``model.n_classes`` > 0, read
+by ``trainers.image.runs.run_classes``) the class and guidance weight w to sample with.
 
 It reads run folders through ``explorer.runs`` and launches nothing: it asks its owner through
 signals carrying data (``sampleRequested`` with a ``SampleRequest``; ``runActivated`` with a run
@@ -147,7 +148,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         v.addLayout(_row(self.grid_slider, self.grid_label, self.side_by_side_btn))
         v.addWidget(self.image_view, 1)
         v.addLayout(_row(self.chain_slider, self.chain_label))
-        # two rows, so that the column fits beside the run panel and the plots at 1280 px
+        # short rows, so that the column fits beside the run panel and the plots at 1280 px
         for row_items in ([("ckpt", self.ckpt), ("n", self.n_samples), ("", self.sampler_kind)],
                           [("class", self.class_choice), ("w", self.guidance)],
                           [("", self.weights), ("chain frames", self.frames), ("", self.sample_btn),
