@@ -144,6 +144,17 @@ def test_class_and_w_are_offered_for_a_conditional_run_only(qtbot, browser, tmp_
         assert "--class" not in blocker.args[0].args()
 
 
+def test_training_grids_of_a_conditional_run_say_they_cycle_through_the_classes(tmp_path):
+    for name, config in (("cond", "[model]\nn_classes = 10\n"), ("plain", "[model]\nch = 16\n")):
+        run = fake_run(tmp_path, name, config)
+        layout.samples_dir(run).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(layout.sample_grid_path(run, 10))
+    [cond] = run_files.list_grids(tmp_path / "cond")
+    [plain] = run_files.list_grids(tmp_path / "plain")
+    assert cond.label == "step 10 (EMA weights, classes 0–9 in turn, w = 0)"
+    assert plain.label == "step 10 (EMA weights)"
+
+
 def test_the_class_controls_say_the_guidance_convention(browser):
     tip = browser.guidance.toolTip()
     assert "(1+w) s(x|c) − w s(x)" in tip and "w = 0" in tip and "--guidance" in tip

@@ -85,10 +85,14 @@ def list_grids(run: Path) -> list[Grid]:
     if layout.samples_dir(run).is_dir():
         drawn_with = {Path(r["path"]).name: r for r in read_log(run)
                       if r.get("event") == events.SAMPLES and "path" in r}
+    n_classes = len(run_classes(run)) if layout.samples_dir(run).is_dir() else 0
+    # a class-conditional run's previews draw every class in turn (trainers.image.train), unguided
+    classes = f", classes 0–{n_classes - 1} in turn, w = 0" if n_classes else ""
     for p in _pngs(layout.samples_dir(run)):
         if m := layout.SAMPLE_GRID_NAME.match(p.name):
             step, ev = int(m.group(1)), drawn_with.get(p.name, {})
             how = f", {ev['sampler']} {ev['nfe']} NFE" if "sampler" in ev and "nfe" in ev else ""
+            how += classes
             grids.append(Grid(p, step, f"step {step} (EMA weights{how})", None, "ema",
                               ev.get("sampler", "")))
     for p in _pngs(layout.drawn_dir(run)):
