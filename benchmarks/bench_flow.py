@@ -2,15 +2,16 @@
 one Euler step of it samples, on an off-centre anisotropic mixture of unequal weights (bench_guidance's
 0.6 / 0.3 / 0.1 mixture around (3, −2)) and on two_moons.
 
-Per density and seed k (K seeds; the models' training seed is seed + k), five flows from the same z:
+Per density and seed k (K seeds; the models' training seed is seed + k), these flows from the same z:
 - the exact velocity (trainers.flows through the exact score; no training),
 - FM: flow matching with independent coupling (trainers.methods.flow_matching),
-- reflow 1: one reflow round on FM (trainers.studies.reflow.reflow, its pairs from FM's own ODE),
+- reflow 1, reflow 2: one and two reflow rounds on FM (trainers.studies.reflow.reflow, pairs from the
+  previous model's own ODE),
 - FM, minibatch OT coupling,
 and two negative controls: reflow with the pairs' z shuffled (the same endpoints, an independent coupling:
 reflow's own control) and FM retrained with another seed (independent in both arms: OT's control).
-Figures per flow: the energy distance (U-statistic) of 1-step Euler samples and of `nfe`-step Euler samples
-to an exact reference sample, and Liu et al.'s straightness along `nfe`-step Euler paths (flows.straightness,
+Figures per flow: the energy distance (U-statistic) of 1-, 2-, 4-, 8- and `nfe`-step Euler samples (from
+t = 0.999) to an exact reference sample, and Liu et al.'s straightness along `nfe`-step Euler paths (flows.straightness,
 via reflow.flow_paths, from t = 0.999), each mean ± sd (standard error) over seeds. The exact-sample threshold
 is the 95 % quantile of the K-seed mean energy distance between two exact draws of size n
 (lab.quantile_of_means); * marks a mean at or below it. Verdicts, each with a control that must fail:
@@ -47,10 +48,10 @@ from trainers.metrics import energy_distance, mean_pairwise_distance  # noqa: E4
 from trainers.studies.lab import QUANTILE, quantile_of_means, seed_streams  # noqa: E402
 from trainers.studies.reflow import flow_paths, reflow  # noqa: E402
 
-EXACT, FM, REFLOW, OT = "exact velocity", "FM (independent)", "reflow 1", "FM (minibatch OT)"
+EXACT, FM, REFLOW, REFLOW2, OT = "exact velocity", "FM (independent)", "reflow 1", "reflow 2", "FM (minibatch OT)"
 SHUFFLED, OTHER_SEED = "control: reflow, shuffled pairs", "control: FM, another seed"
-FLOWS = (EXACT, FM, REFLOW, OT, SHUFFLED, OTHER_SEED)
-FIGURES = ("one_step", "many_steps", "straightness")
+FLOWS = (EXACT, FM, REFLOW, REFLOW2, OT, SHUFFLED, OTHER_SEED)
+EULER_NFES = (1, 2, 4, 8)          # and the run's `nfe`: the energy distance after that many Euler steps
 FULL = dict(n=2000, seeds=3, steps=2000, width=128, batch=256, reflow_steps=2000, pairs=10000, pair_nfe=100, nfe=100,
             null_draws=20)
 QUICK = dict(n=500, seeds=3, steps=500, width=64, batch=128, reflow_steps=500, pairs=2000, pair_nfe=50, nfe=50,
@@ -96,11 +97,19 @@ class Verdict:
         return self.holds and not self.control_holds
 
 
+def figure_names(nfe: int) -> tuple[str, ...]:
+    """"ed_K" (the energy distance after K Euler steps) for K in EULER_NFES and nfe, then "straightness"."""
+    return tuple(f"ed_{k}" for k in sorted(set(EULER_NFES) | {nfe})) + ("straightness",)
+
+
 def _figures(sm, z, ref, ref_self, nfe) -> dict:
-    one = flow_paths(sm, z, 1)[0][-1]
-    path = flow_paths(sm, z, nfe)
-    return {"one_step": energy_distance(one, ref, ref_self), "many_steps": energy_distance(path[0][-1], ref, ref_self),
-            "straightness": float(straightness(*path).mean())}
+    out = {}
+    for k in sorted(set(EULER_NFES) | {nfe}):
+        path = flow_paths(sm, z, k)
+        out[f"ed_{k}"] = energy_distance(path[0][-1], ref, ref_self)
+        if k == nfe:
+            out["straightness"] = float(straightness(*path).mean())
+    return out
 
 
 def bench(density: GaussianMixture, n: int = 2000, seeds: int = 3, seed: int = 0, steps: int = 2000,
@@ -108,11 +117,12 @@ def bench(density: GaussianMixture, n: int = 2000, seeds: int = 3, seed: int = 0
           nfe: int = 100, null_draws: int = 20, quantile: float = QUANTILE, progress=print) -> FlowBench:
     """Every flow of the module docstring on `density`, K = `seeds` seeds."""
     if seeds < 2 or n < 2 or null_draws < 1:
-        raise ValueError(f"the benchmark needs seeds ≥ 2, n ≥ 2 and null_draws ≥ 1 (got {seeds}, {n}, {null_draws})")
+        raise ValueError(f"the benchmark needs seeds ≥ 2, n ≥ 2 and null_draws ≥ 1 "
+                         f"(got {seeds}, {n}, {null_draws})")
     start = time.perf_counter()
     settings = dict(steps=steps, width=width, batch=batch, reflow_steps=reflow_steps, pairs=pairs, pair_nfe=pair_nfe,
                     nfe=nfe, null_draws=null_draws)
-    out = FlowBench(density.name, n, seeds, settings, math.nan, {f: {k: [] for k in FIGURES} for f in FLOWS})
+    out = FlowBench(density.name, n, seeds, settings, math.nan, {f: {k: [] for k in figure_names(nfe)} for f in FLOWS})
     pools = []
     for k, s in enumerate(seed_streams(seed, seeds)):
         gen = torch.Generator().manual_seed(s)
@@ -127,9 +137,11 @@ def bench(density: GaussianMixture, n: int = 2000, seeds: int = 3, seed: int = 0
         c_fm = cfg(seed + k)
         fm = train(c_fm, density)[0]
         flows = {EXACT: score_model(None, c_fm, density), FM: score_model(fm, c_fm, density)}
-        for tag, shuffle in ((REFLOW, False), (SHUFFLED, True)):
-            net, c_r, _ = reflow(fm, c_fm, density, reflow_steps, pairs, pair_nfe, shuffle=shuffle)
-            flows[tag] = score_model(net, c_r, density)
+        rounds = {}
+        for tag, base, shuffle in ((REFLOW, FM, False), (REFLOW2, REFLOW, False), (SHUFFLED, FM, True)):
+            net, c = rounds.get(base, (fm, c_fm))
+            rounds[tag] = reflow(net, c, density, reflow_steps, pairs, pair_nfe, shuffle=shuffle)[:2]
+            flows[tag] = score_model(*rounds[tag], density)
         for tag, c in ((OT, cfg(seed + k, "ot")), (OTHER_SEED, cfg(seed + k + 100))):
             flows[tag] = score_model(train(c, density)[0], c, density)
         for tag in FLOWS:
@@ -146,18 +158,19 @@ def verdicts(b: FlowBench) -> list[Verdict]:
     """The three claims of the module docstring with their controls."""
     def drops(arm):
         ok, parts = True, []
-        for fig in ("straightness", "one_step"):
+        for fig in ("straightness", "ed_1"):
             (m0, _, s0), (m1, _, s1) = b.stat(FM, fig), b.stat(arm, fig)
             ok &= m0 - m1 > s0 + s1
             parts.append(f"{fig} {m0:.4g} → {m1:.4g} (drop {m0 - m1:.4g} vs se sum {s0 + s1:.2g})")
         return ok, "; ".join(parts)
 
     def reaches(arm):
-        m = b.stat(arm, "one_step")[0]
+        m = b.stat(arm, "ed_1")[0]
         return m <= b.threshold, f"1-step ED {m:.4f} vs threshold {b.threshold:.4f}"
     out = []
-    for claim, arm, control in (("reflow straightens (straightness and 1-step ED fall from FM by > se sum)", REFLOW, SHUFFLED),
-                                ("minibatch OT straightens (straightness and 1-step ED below FM's by > se sum)", OT, OTHER_SEED)):
+    claims = (("reflow straightens (straightness and 1-step ED fall from FM by > se sum)", REFLOW, SHUFFLED),
+              ("minibatch OT straightens (straightness and 1-step ED below FM's by > se sum)", OT, OTHER_SEED))
+    for claim, arm, control in claims:
         (h, m), (ch, cm) = drops(arm), drops(control)
         out.append(Verdict(claim, h, m, f"{control}: {cm}", ch))
     (h, m), (ch, cm) = reaches(REFLOW), reaches(FM)
@@ -172,25 +185,30 @@ def _ratio(b: FlowBench, num: str, den: str, fig: str) -> str:
 
 def format_bench(b: FlowBench, vs: list[Verdict]) -> str:
     st = b.settings
-    lines = [f"## {b.density}: n = {b.n}, K = {b.seeds} training seeds; FM width {st['width']}, depth 3, {st['steps']} steps, "
-             f"batch {st['batch']}; reflow {st['pairs']} pairs at {st['pair_nfe']} NFE (Heun), {st['reflow_steps']} steps "
-             f"({b.seconds:.0f} s)",
-             f"exact-sample threshold ({QUANTILE:.0%} quantile of the K-seed mean ED between exact draws): {b.threshold:.4f}",
-             f"| flow | 1-step Euler ED: mean ± sd (se) | {st['nfe']}-step Euler ED: mean ± sd (se) | "
-             f"straightness ({st['nfe']} steps): mean ± sd (se) |", "|---|---|---|---|"]
+    names = figure_names(st["nfe"])
+    lines = [f"## {b.density}: n = {b.n}, K = {b.seeds} training seeds; FM width {st['width']}, depth 3, "
+             f"{st['steps']} steps, batch {st['batch']}; reflow {st['pairs']} pairs at {st['pair_nfe']} NFE (Heun), "
+             f"{st['reflow_steps']} steps ({b.seconds:.0f} s)",
+             f"exact-sample threshold ({QUANTILE:.0%} quantile of the K-seed mean ED between exact draws): "
+             f"{b.threshold:.4f}",
+             "energy distance after K Euler steps and straightness (along the "
+             f"{st['nfe']}-step paths), each mean ± sd (se) over seeds; * = at or below the threshold",
+             "| flow | " + " | ".join(f"ED, {f[3:]} steps" if f != "straightness" else f for f in names) + " |",
+             "|---|" + "---|" * len(names)]
     for flow in FLOWS:
         cells = []
-        for fig in FIGURES:
+        for fig in names:
             m, sd, se = b.stat(flow, fig)
             star = " *" if fig != "straightness" and m <= b.threshold else ""
             cells.append(f"{m:.4g} ± {sd:.2g} ({se:.2g}){star}")
         lines.append(f"| {flow} | " + " | ".join(cells) + " |")
-    lines += ["", f"ratios (per seed, mean ± sd): 1-step ED FM / reflow 1 {_ratio(b, FM, REFLOW, 'one_step')}, "
+    lines += ["", f"ratios (per seed, mean ± sd): 1-step ED FM / reflow 1 {_ratio(b, FM, REFLOW, 'ed_1')}, "
               f"straightness FM / reflow 1 {_ratio(b, FM, REFLOW, 'straightness')}, straightness OT / FM "
               f"{_ratio(b, OT, FM, 'straightness')}, straightness exact / FM {_ratio(b, EXACT, FM, 'straightness')}"]
     for v in vs:
-        lines.append(f"- {v.claim}: {'HOLDS' if v.holds else 'does NOT hold'} ({v.measured}); control "
-                     f"{'holds — claim NOT supported' if v.control_holds else 'does not hold, as it must'} ({v.control})")
+        control = "holds — claim NOT supported" if v.control_holds else "does not hold, as it must"
+        lines.append(f"- {v.claim}: {'HOLDS' if v.holds else 'does NOT hold'} ({v.measured}); "
+                     f"control {control} ({v.control})")
     return "\n".join(lines)
 
 

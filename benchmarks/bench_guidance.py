@@ -1,11 +1,12 @@
 """README's guidance figures (issue #22): what exact-score classifier-free guidance samples, per sampler,
 against p(x|c) and against the tilted target p_w(x|c) ∝ p(x|c)^{1+w} p(x)^{−w}, over seeds.
 
-On (a) the three_classes preset (class "left") and (b) a labelled mixture the tests never use: off-centre
-(mean ≈ (2.8, −1.8)), anisotropic, classes of weight 0.6 / 0.3 / 0.1 with components of unequal covariance
-(class "middle": two components, the lighter one beside class "heavy"), for w ∈ {0, 1, 4} and DDPM
-(ancestral, 1000 steps), DDIM (50) and the PF-ODE (Heun, 99 NFE), each at its defaults:
-trainers.studies.guidance.run_guidance_study does the runs (exact_cfg; TiltedTarget's exact sampler).
+On (a) the three_classes preset (class "left"; and class "bottom", whose lighter mode sits beside "left")
+and (b) a labelled mixture the tests never use: off-centre (mean ≈ (2.8, −1.8)), anisotropic, classes of
+weight 0.6 / 0.3 / 0.1 with components of unequal covariance (class "middle": two components, the lighter
+one beside class "heavy"), for w ∈ {0, 1, 4} and DDPM (ancestral, 1000 steps), DDIM (50) and the
+PF-ODE (Heun, 99 NFE), each at its defaults: trainers.studies.guidance.run_guidance_study does the runs
+(exact_cfg; TiltedTarget's exact sampler).
 
 Per (sampler, w): the energy distance (U-statistic: 0 in expectation for exact samples) to p_w and to
 p(x|c), mean ± sd over K seeds and the standard error sd/√K, beside the exact-sample threshold — the 95 %
@@ -20,7 +21,7 @@ claims, each with a negative control that must come out "does not hold":
 3. at every w ≥ 1 DDPM and DDIM differ (to the tilted target) by more than their combined standard
    errors se_DDPM + se_DDIM; control: the same rule at w = 0.
 
-    python benchmarks/bench_guidance.py                   # K = 5 seeds, n = 2000 (≈ 2–4 min on one core)
+    python benchmarks/bench_guidance.py                   # K = 5 seeds, n = 2000 (≈ 2 min of CPU on one core)
     python benchmarks/bench_guidance.py --quick           # K = 3, n = 500
     python benchmarks/bench_guidance.py --json
 """
@@ -64,7 +65,9 @@ def off_centre_mixture() -> GaussianMixture:
 
 def densities() -> dict[str, tuple[GaussianMixture, str]]:
     """{tag: (density, the class guided)}."""
-    return {"three_classes": (preset("three_classes"), "left"), "off-centre": (off_centre_mixture(), "middle")}
+    three = preset("three_classes")
+    return {"three_classes": (three, "left"), "three_classes/bottom": (three, "bottom"),
+            "off-centre": (off_centre_mixture(), "middle")}
 
 
 @dataclass
@@ -115,7 +118,8 @@ def verdicts(r: GuidanceResult, samplers, ws) -> list[Verdict]:
                 v = _cell(r, s, w, "to_tilted")[0]
                 ok &= v > r.threshold_tilted[w]
                 parts.append(f"{s}@{w:g} {v:.4f}")
-        return ok, ", ".join(parts) + " vs thresholds " + ", ".join(f"w={w:g}: {r.threshold_tilted[w]:.4f}" for w in wlist)
+        thresholds = ", ".join(f"w={w:g}: {r.threshold_tilted[w]:.4f}" for w in wlist)
+        return ok, ", ".join(parts) + " vs thresholds " + thresholds
     holds, m = miss(high)
     c_holds, cm = miss([0.0])
     out.append(Verdict("w ≥ 1: every sampler's ED to the tilted target is above its threshold", holds, m,
@@ -149,7 +153,8 @@ def format_bench(r: GuidanceResult, vs: list[Verdict]) -> str:
     """The table (mean ± sd (se) over seeds, the threshold beside it, * = at or below) and the verdicts."""
     lines = [f"## {r.density}, class {r.class_index} ({r.class_name}): n = {r.n}, K = {r.seeds} seeds, exact-sample "
              f"threshold = {r.quantile:.0%} quantile of K-seed mean ED between exact draws ({r.seconds:.0f} s)",
-             "tilted target's own ED to p(x|c): " + ", ".join(f"w={w:g}: {t:.4f}" for w, t in r.tilted_to_conditional.items()),
+             "tilted target's own ED to p(x|c): "
+             + ", ".join(f"w={w:g}: {t:.4f}" for w, t in r.tilted_to_conditional.items()),
              f"| sampler | NFE | w | ED to tilted p_w: mean ± sd (se) | threshold | ED to p(x|c): mean ± sd (se) | "
              f"threshold | class share | spread | mode TV |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -163,8 +168,9 @@ def format_bench(r: GuidanceResult, vs: list[Verdict]) -> str:
                      f"{row.spread:.3f} | {row.mode_tv:.3f} |")
     lines.append("")
     for v in vs:
-        lines.append(f"- {v.claim}: {'HOLDS' if v.holds else 'does NOT hold'} ({v.measured}); control "
-                     f"{'holds — claim NOT supported' if v.control_holds else 'does not hold, as it must'} ({v.control})")
+        control = "holds — claim NOT supported" if v.control_holds else "does not hold, as it must"
+        lines.append(f"- {v.claim}: {'HOLDS' if v.holds else 'does NOT hold'} ({v.measured}); "
+                     f"control {control} ({v.control})")
     return "\n".join(lines)
 
 

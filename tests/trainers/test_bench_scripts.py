@@ -43,9 +43,9 @@ def test_bench_flow_tiny():
     assert float(d.mean().norm()) > 3 and not d.labelled
     b = bf.bench(d, n=40, seeds=2, steps=15, width=16, batch=32, reflow_steps=10, pairs=64, pair_nfe=4, nfe=4,
                  null_draws=2, progress=None)
-    assert set(b.per_seed) == set(bf.FLOWS)
+    assert set(b.per_seed) == set(bf.FLOWS) and bf.figure_names(4) == ("ed_1", "ed_2", "ed_4", "ed_8", "straightness")
     for flow in bf.FLOWS:
-        for fig in bf.FIGURES:
+        for fig in bf.figure_names(4):
             assert len(b.per_seed[flow][fig]) == 2 and all(math.isfinite(v) for v in b.per_seed[flow][fig])
     assert math.isfinite(b.threshold)
     vs = bf.verdicts(b)
