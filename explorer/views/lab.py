@@ -7,6 +7,10 @@ model from the same particles with the same noise (solid: + the model's error). 
 distance vs NFE (log-log, mean ± sd bands over the seeds, the threshold line), mode-weight error vs
 NFE, and one sampler's error decomposition vs NFE; a table gives the NFE at which each source first
 reaches the threshold. Export the rows as CSV and the plots as PNG (both written atomically).
+
+The w axis (issue #22, trainers.studies.guidance.run_w_axis): per sampler, the energy distance of
+classifier-free guidance's samples to the tilted target p_w(x|c) and to p(x|c) against w, with the exact
+scores (dashed) and a class-conditional model (solid), ± sd error bars over the seeds, and its table.
 """
 from __future__ import annotations
 
@@ -46,6 +50,12 @@ EXPLAIN = ("Each sampler runs at each NFE budget from three sources: the exact s
            "distance is below the threshold, the 95th percentile of the same mean for exact samples.")
 SEEDS_NOTE = (f"The command line's lab (python -m trainers.toy lab) uses 5 seeds by default and the README's table "
               f"comes from it; {GUI_SEEDS} keep the tab quick, with wider bands and a less sharp threshold.")
+GUIDE_PLOT_TIP = ("The w axis of classifier-free guidance: for each sampler (colour) the energy distance of its guided "
+                  "samples to the tilted target p_w(x|c) ∝ p(x|c)^(1+w) p(x)^(−w) (left, drawn exactly on a grid) and "
+                  "to p(x|c) (right), mean ± sd over the seeds; dashed: the exact scores' CFG, solid: a "
+                  "class-conditional model's. Dotted: the exact-sample threshold (an exact sample's mean distance "
+                  "stays below it 95% of the time). CFG's curves stay above the tilted target's threshold at w > 0: "
+                  "it does not sample p_w.")
 TABLE_COLUMNS = [("sampler", "The sampler"),
                  ("exact start", "Exact score from exact draws of p_σmax (discretisation error only): the NFE at "
                                  "which its mean energy distance first reaches the threshold"),
@@ -64,6 +74,7 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.state = state
         self.worker: JobWorker | None = None
         self.result = None
+        self.w_axis = None           # the last w-axis result (trainers.studies.guidance.WAxis)
 
         lay = QtWidgets.QHBoxLayout(self)
         panel, side = common.side_panel()
@@ -133,9 +144,11 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.guide_class = common.combo([], None, "The class c of classifier-free guidance (the density's labels).")
         self.guide_ws = QtWidgets.QLineEdit("0, 1, 4")
         self.guide_ws.setToolTip("Guidance weights w, comma-separated (0: the conditional score; scale = 1 + w).")
-        self.guide_source = common.combo([("exact", "exact score"), ("model", "trained model")], "exact",
-                                         "exact: CFG of the exact scores; model: CFG of a class-conditional model "
-                                         "(Training tab: 'Conditional on class').")
+        self.guide_source = common.combo(
+            [("both", "exact score and model"), ("exact", "exact score"), ("model", "trained model")], "both",
+            "exact: CFG of the exact scores; model: CFG of a class-conditional model (Training tab: 'Conditional on "
+            "class'); both: each, on the same seeds (the model's curves only when a class-conditional one is "
+            "trained).")
         self.guide_btn = QtWidgets.QPushButton("Run w axis")
         self.guide_btn.setToolTip("For each chosen sampler (its default steps) and each w: the energy distance of the "
                                   "guided samples to the tilted target p(x|c)^{1+w} p(x)^{−w} (drawn exactly on a grid) "
@@ -200,13 +213,30 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.table.setToolTip("The smallest NFE at which each source's mean energy distance over the seeds is below "
                               "the threshold; '—': not within the NFE tried. Hover a header for its source.")
         right.addWidget(self.table, 1)
+        self.guide_box = QtWidgets.QWidget()         # the w axis: its plots and its table, once run
+        guide_row = QtWidgets.QHBoxLayout(self.guide_box)
+        guide_row.setContentsMargins(0, 0, 0, 0)
+        self.guide_plots = pg.GraphicsLayoutWidget()
+        self.tilted_plot = self.guide_plots.addPlot(row=0, col=0, axisItems=axes.items())
+        self.conditional_plot = self.guide_plots.addPlot(row=0, col=1, axisItems=axes.items())
+        for plot in (self.tilted_plot, self.conditional_plot):
+            plot.setLabel("bottom", "guidance weight w")
+            plot.setLabel("left", "energy distance")
+            plot.showGrid(x=True, y=True, alpha=0.3)
+            common.title_takes_no_width(plot)
+        self.guide_legend = self.conditional_plot.addLegend(offset=(10, 10), labelTextSize="8pt")
+        self.guide_plots.setToolTip(GUIDE_PLOT_TIP)
+        self.guide_items: dict = {}                 # (source, sampler, "tilted"|"conditional") -> (curve, error bars)
+        guide_row.addWidget(self.guide_plots, 2)
         self.guide_text = QtWidgets.QPlainTextEdit()
         self.guide_text.setReadOnly(True)
         self.guide_text.setToolTip("The w axis: per sampler and w, the energy distance to the tilted target and to "
                                    "p(x|c) (mean ± sd over the seeds; * = at or below the exact-sample threshold).")
         self.guide_text.setFont(pg.QtGui.QFont("monospace"))
-        self.guide_text.setVisible(False)
-        right.addWidget(self.guide_text, 1)
+        self.guide_text.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
+        guide_row.addWidget(self.guide_text, 1)
+        self.guide_box.setVisible(False)
+        right.addWidget(self.guide_box, 2)
 
         self.run_btn.clicked.connect(self.run)
         self.guide_btn.clicked.connect(self.run_guidance)
@@ -263,12 +293,15 @@ class LabView(common.JobTab, QtWidgets.QWidget):
             return
         self.stop_worker()
         trained, exact, _ = score_models(self.state)
-        model = trained if self.guide_source.currentData() == "model" and trained is not None else exact
-        w = JobWorker(guidance_study.run_guidance_study,
+        source = self.guide_source.currentData()
+        model = trained if source in ("both", "model") else None
+        w = JobWorker(guidance_study.run_w_axis,
                       dict(density=self.state.density, c=self.guide_class.currentData(), ws=ws, samplers=list(samplers),
-                           model=model, n=self.n.value(), seeds=self.seeds.value()), "guidance w axis", parent=self)
+                           exact=exact, model=model, n=self.n.value(), seeds=self.seeds.value()),
+                      "guidance w axis", parent=self)
         self._attach(w)
-        self.status.setText("Running the w axis on the " + ("trained model…" if model is trained else "exact score…"))
+        self.status.setText("Running the w axis on the exact score" + (" and the trained model…" if model is not None
+                            else "…" if source == "exact" else " (no trained model yet)…"))
         self.run_btn.setEnabled(False)
         self.guide_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
@@ -291,10 +324,8 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         if not common.from_current_worker(self):
             return
         self._idle()
-        if isinstance(result, guidance_study.GuidanceResult):
-            self.guide_text.setPlainText(guidance_study.format_table(result))
-            self.guide_text.setVisible(True)
-            self.status.setText(f"w axis done ({result.seconds:.0f} s).")
+        if isinstance(result, guidance_study.WAxis):
+            self.show_w_axis(result)
             return
         self.show_result(result)
 
@@ -385,6 +416,50 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.status.setText(f"{len(result.rows)} rows ({what}) × {result.seeds} seeds on {result.n} particles in "
                             f"{result.seconds:.1f} s; threshold {result.threshold:.3g} (an exact sample: "
                             f"{result.floor:.2g} ± {result.floor_sd:.2g}).")
+
+    def show_w_axis(self, result):
+        """The w axis (a trainers.studies.guidance.WAxis): per sampler (colour) and source (dashed: exact score,
+        solid: model), the energy distance to the tilted target and to p(x|c) against w with ± sd error bars
+        over the seeds, the exact-sample thresholds (dotted), and the table beside."""
+        self.w_axis = result
+        self.guide_items = {}
+        self.guide_legend.clear()
+        for plot in (self.tilted_plot, self.conditional_plot):
+            plot.clear()
+        samplers = result.samplers()
+        first = next(iter(result.results.values()))
+        ws = sorted(first.threshold_tilted)
+        span = (max(ws) - min(ws)) or 1.0
+        for i, name in enumerate(samplers):
+            color = PALETTE[i % len(PALETTE)]
+            shift = 0.015 * span * (i - (len(samplers) - 1) / 2)        # side by side around each w
+            for source in result.results:
+                c = result.curve(source, name)
+                pen = pg.mkPen(color, width=2, style=SOLID if source == "model" else DASH)
+                for target, plot in (("tilted", self.tilted_plot), ("conditional", self.conditional_plot)):
+                    y, sd = c[f"to_{target}"], np.nan_to_num(c[f"to_{target}_sd"])
+                    bars = pg.ErrorBarItem(x=c["w"] + shift, y=y, height=2 * sd, beam=0.01 * span, pen=pg.mkPen(color))
+                    plot.addItem(bars)
+                    curve = plot.plot(c["w"] + shift, y, pen=pen, symbol="o" if source == "exact" else "t",
+                                      symbolSize=6, symbolBrush=color,
+                                      name=f"{SAMPLERS[name].title}" if target == "conditional" and
+                                      source == next(iter(result.results)) else None)
+                    self.guide_items[(source, name, target)] = (curve, bars)
+        line_pen = pg.mkPen(230, 230, 230, 220, width=1, style=DOT)
+        self.tilted_plot.plot(ws, [first.threshold_tilted[w] for w in ws], pen=line_pen)
+        self.conditional_plot.addItem(pg.InfiniteLine(pos=first.threshold_conditional, angle=0, pen=line_pen))
+        for source in result.results:
+            self.guide_legend.addItem(pg.PlotDataItem(pen=pg.mkPen(200, 200, 200, width=2,
+                                                                   style=SOLID if source == "model" else DASH)),
+                                      guidance_study.W_SOURCES[source])
+        self.guide_legend.addItem(pg.PlotDataItem(pen=line_pen), "exact-sample threshold")
+        cls = f"class {first.class_index} ({first.class_name})"
+        self.tilted_plot.setTitle(f"to the tilted target p_w(x|c), {cls}", size="9pt")
+        self.conditional_plot.setTitle(f"to p(x|c): mean ± sd over {first.seeds} seeds", size="9pt")
+        self.guide_text.setPlainText(guidance_study.format_w_axis(result))
+        self.guide_box.setVisible(True)
+        self.progress.setValue(1000)
+        self.status.setText(f"w axis done ({result.seconds:.0f} s)." + (f" {result.note}" if result.note else ""))
 
     def show_decomposition(self):
         """The chosen sampler's error split by cause vs NFE, mean ± sd of the per-seed differences."""

@@ -393,7 +393,8 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
             w = self.guide_w.value()
             self.summary.setText(f"Guided on class {c} ({s.density.classes[c]}), w = {w:g}: white = exact "
                                  f"(1 + w)∇log p(x|c) − w∇log p(x), red = the model's "
-                                 + ("CFG." if learned is not None else f"— none: {self._guided.note}."))
+                                 + ("CFG." if learned is not None else
+                                    f"— none: {self._guided.note or 'no trained model yet'}."))
             if self.show_tilted.isChecked():
                 self._draw_tilted(c, w)
         if self.show_empirical.isChecked() and self.show_empirical.isEnabled() and self.empirical is None:

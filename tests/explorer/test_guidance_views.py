@@ -122,9 +122,20 @@ def test_the_lab_runs_the_w_axis(window, qtbot):
     lv.guide_ws.setText("0, 2")
     lv.guide_class.setCurrentIndex(lv.guide_class.findData(2))
     lv.run_guidance()
-    qtbot.waitUntil(lambda: lv.guide_text.isVisible(), timeout=60000)
+    qtbot.waitUntil(lambda: lv.guide_box.isVisible(), timeout=60000)
     text = lv.guide_text.toPlainText()
-    assert "ED to tilted" in text and "bottom" in text
+    assert "ED to tilted" in text and "bottom" in text and "exact score" in text
+    # the plot: each point is the study's mean over the seeds, its error bar ± the sd over them
+    a = lv.w_axis
+    assert list(a.results) == ["exact"]                        # no trained model: the exact score's curves only
+    r = a.results["exact"]
+    for target in ("tilted", "conditional"):
+        curve, bars = lv.guide_items[("exact", "ddim", target)]
+        rows = [r.row("ddim", w) for w in (0.0, 2.0)]
+        np.testing.assert_allclose(curve.getData()[1], [getattr(row, f"to_{target}") for row in rows])
+        np.testing.assert_allclose(bars.opts["height"], [2 * getattr(row, f"to_{target}_sd") for row in rows])
+        assert all(len(row.per_seed[f"to_{target}"]) == 2 for row in rows)
+    assert "tilted target" in lv.tilted_plot.titleLabel.text and "2 seeds" in lv.conditional_plot.titleLabel.text
 
 
 def test_a_labelled_density_shows_its_classes_in_colour(window):
@@ -153,6 +164,20 @@ def test_a_panel_autoguides_the_model_with_a_history_snapshot(window, qtbot):
     sp.run_to_end()
     qtbot.waitUntil(lambda: sp.frame == sp.n_frames, timeout=60000)
     assert "autoguidance class right, w = 1" in sp.worker.chains[1].spec.title
+    # the lab's w axis draws the model's curves beside the exact score's, on the same seeds
+    lv = window.views["lab"]
+    window.tabs.setCurrentWidget(lv)
+    for name, cb in lv.sampler_boxes.items():
+        cb.setChecked(name == "ddim")
+    lv.n.setValue(200)
+    lv.seeds.setValue(2)
+    lv.guide_ws.setText("0, 2")
+    lv.run_guidance()
+    qtbot.waitUntil(lambda: lv.guide_box.isVisible(), timeout=60000)
+    assert list(lv.w_axis.results) == ["exact", "model"] and ("model", "ddim", "tilted") in lv.guide_items
+    model_y = lv.guide_items[("model", "ddim", "conditional")][0].getData()[1]
+    np.testing.assert_allclose(model_y, [lv.w_axis.results["model"].row("ddim", w).to_conditional for w in (0.0, 2.0)])
+    assert "trained model" in lv.guide_text.toPlainText()
     # the Score-field hover names the model's guided field beside the exact one
     sv = window.views["score"]
     window.tabs.setCurrentWidget(sv)

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..densities import GaussianMixture, load_density
@@ -165,6 +166,71 @@ def run_guidance_study(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUI
                 {key: cell[key] for key in ("to_tilted", "to_conditional", "class_share", "spread", "mode_tv")}))
     result.seconds = time.perf_counter() - start
     return result
+
+
+W_SOURCES = {"exact": "exact score", "model": "trained model"}
+
+
+@dataclass
+class WAxis:
+    """The lab's w axis: one GuidanceResult per score source — "exact" (CFG of the exact scores over the
+    model's range) and "model" (CFG of a class-conditional network) — run on the same seeds, so the two
+    differ only in the score; `note` says why a source is missing."""
+    results: dict                   # {source: GuidanceResult}, in W_SOURCES order
+    note: str = ""
+
+    def curve(self, source: str, sampler: str) -> dict:
+        """One sampler's figures against w from one source, as arrays over the result's w values:
+        w, to_tilted and to_conditional (mean over seeds) with their sd over seeds (*_sd), and the
+        exact-sample thresholds (threshold_tilted per w; threshold_conditional, one number)."""
+        r = self.results[source]
+        rows = sorted((row for row in r.rows if row.sampler == sampler), key=lambda row: row.w)
+        out = {k: np.array([getattr(row, k) for row in rows], dtype=float)
+               for k in ("w", "to_tilted", "to_tilted_sd", "to_conditional", "to_conditional_sd")}
+        out["threshold_tilted"] = np.array([r.threshold_tilted[row.w] for row in rows], dtype=float)
+        out["threshold_conditional"] = float(r.threshold_conditional)
+        return out
+
+    def samplers(self) -> list[str]:
+        r = next(iter(self.results.values()))
+        return list(dict.fromkeys(row.sampler for row in r.rows))
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results.values())
+
+
+def run_w_axis(density: GaussianMixture, c, ws=GUIDANCE_WS, samplers=GUIDANCE_SAMPLERS, exact: ScoreModel | None = None,
+               model: ScoreModel | None = None, n: int = 2000, seeds: int = 3, seed: int = 0,
+               progress: Callable[[float, str], None] | None = None,
+               cancelled: Callable[[], bool] = lambda: False) -> WAxis | None:
+    """run_guidance_study with CFG of `exact` (an ExactScore of the density; None: exact_cfg's own range)
+    and, when given and class-conditional, of `model`, on the same seeds. None when cancelled."""
+    from ..conditional import for_class
+    sources, note = {"exact": exact}, ""
+    if model is not None:
+        try:
+            for_class(model, density, c)
+            sources["model"] = model
+        except ValueError as e:
+            note = f"no model curves: {e}"
+    results = {}
+    for k, (source, sm) in enumerate(sources.items()):
+        def part(frac, what, k=k, source=source):
+            if progress:
+                progress((k + frac) / len(sources), f"{W_SOURCES[source]}: {what}")
+        r = run_guidance_study(density, c, ws, samplers, model=sm, n=n, seeds=seeds, seed=seed, progress=part,
+                               cancelled=cancelled)
+        if r is None:
+            return None
+        results[source] = r
+    return WAxis(results, note)
+
+
+def format_w_axis(a: WAxis) -> str:
+    """format_table per source, each under a header naming it."""
+    parts = [f"== {W_SOURCES[source]} ==\n{format_table(r)}" for source, r in a.results.items()]
+    return "\n\n".join(parts + ([a.note] if a.note else []))
 
 
 def format_table(r: GuidanceResult) -> str:
