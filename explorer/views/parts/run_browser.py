@@ -114,6 +114,7 @@ class RunBrowser(QtWidgets.QGroupBox):
         self.run_list.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.run_list.setMaximumHeight(110)
         self.grid_slider, self.grid_label = _slider_with_label(TIP["grid_slider"])
+        self.grid_label.setWordWrap(True)           # a conditional grid's label (class, w) takes two lines
         self.image_view = common.tip(pg.GraphicsLayoutWidget(), TIP["image"])
         self.view_box = self.image_view.addViewBox(lockAspect=True, invertY=True)
         self.image = pg.ImageItem()
