@@ -236,7 +236,7 @@ class LabView(common.JobTab, QtWidgets.QWidget):
         self.guide_text.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
         guide_row.addWidget(self.guide_text, 1)
         self.guide_box.setVisible(False)
-        right.addWidget(self.guide_box, 2)
+        right.addWidget(self.guide_box, 3)
 
         self.run_btn.clicked.connect(self.run)
         self.guide_btn.clicked.connect(self.run_guidance)
