@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                 x = draw(cfg, model, w, seed, n, args.sampler, args.nfe, args.batch_size)
                 rows[w].append(class_figures(judge, x, n))
                 if seed == seeds[0]:
-                    grid.append(torch.stack([x[k * n + j] for j in range(4) for k in range(10)]))
+                    grid.append(torch.stack([x[k * n + j] for j in range(min(4, n)) for k in range(10)]))
         control = [class_figures(judge, draw(cfg, model, weights[0], s + 100, n, args.sampler, args.nfe,
                                              args.batch_size), n) for s in seeds]
     print(f"run {args.run} (step {ckpt['step']}), {args.sampler} {args.nfe} steps, {n} samples per class × 10 "

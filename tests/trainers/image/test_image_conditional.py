@@ -155,3 +155,19 @@ def test_the_class_report_measures_fidelity_and_diversity_with_controls():
     X = np.array([[0.0], [1.0], [3.0], [7.0]])
     assert within_distance(X, 4) == pytest.approx(2.0)
     assert within_distance(np.vstack([X, X + 100]), 4) == pytest.approx(2.0)
+
+
+def test_the_guidance_benchmark_prints_its_table_verdicts_and_control(run, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "bench_digits_guidance", Path(__file__).resolve().parents[3] / "benchmarks" / "bench_digits_guidance.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main([str(run), "--weights", "0,2", "--seeds", "1,2", "--n-per-class", "3", "--nfe", "2",
+                       "--grid", str(tmp_path / "g.png"), "--json", str(tmp_path / "f.json")]) == 0
+    out = capsys.readouterr().out
+    assert "share of the requested class rises, w = 2 vs 0" in out and "control: share rises" in out
+    figures = json.loads((tmp_path / "f.json").read_text())
+    assert len(figures["rows"]["2.0"]) == 2 and len(figures["rows"]["2.0"][0]["per_class_share"]) == 10
+    assert (tmp_path / "g.png").exists()
