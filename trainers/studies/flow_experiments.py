@@ -18,7 +18,8 @@ import torch
 from ..fitting import ToyConfig, score_model
 from ..samplers import build_sampler
 from ..score_models import ExactScore
-from .experiments import EXPERIMENTS, Experiment, _density, _Reference, _train
+from .experiment_kit import _density, _Reference, _train
+from .experiments import Experiment, register
 from .reflow import flow_paths, reflow
 
 FM_DEFAULTS = {"density": "two_moons", "steps": 2000, "width": 128, "batch": 256, "seed": 0, "seeds": 3, "n": 1000,
@@ -212,5 +213,4 @@ FLOW_EXPERIMENTS = [
          "ot_flow_excess": "OT, many steps"}),
 ]
 
-for _e in FLOW_EXPERIMENTS:
-    EXPERIMENTS.setdefault(_e.name, _e)
+register(*FLOW_EXPERIMENTS)

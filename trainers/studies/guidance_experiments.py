@@ -23,7 +23,8 @@ from ..guidance import TiltedTarget, autoguidance, exact_cfg
 from ..conditional import class_score, guided_score
 from ..metrics import mean_pairwise_distance, mode_weight_error, mode_weights
 from ..samplers import build_sampler
-from .experiments import EXPERIMENTS, Experiment, _Reference, _train
+from .experiment_kit import _Reference, _train
+from .experiments import EXPERIMENTS, Experiment
 
 
 def _run(model, sampler: str, n: int, seed: int, nfe: int | None = None) -> torch.Tensor:
