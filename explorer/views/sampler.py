@@ -76,7 +76,7 @@ class SamplerView(QtWidgets.QWidget):
         self.active: list[int] = []
         self._linked: list[int] | None = None     # the panels whose axes are linked now
         self._syncing = False                      # _follow_range is copying a range (no feedback)
-        self._ref = None                 # (density, reference samples)
+        self._ref = None                 # (density, reference samples, {its class and tilted targets' references})
         self._model_step_used = None
         self._pending = None
         self._density_used = None        # the density the chains were started on
@@ -331,7 +331,7 @@ class SamplerView(QtWidgets.QWidget):
         try:
             setup = chains.set_up_chains(ss.panels[:ss.n_panels], trained, exact, ss.n_particles, ss.init,
                                          s.bounds, ss.seed, s.density, self._reference(),
-                                         bad=self._bad_model(ss.panels[:ss.n_panels]))
+                                         bad=self._bad_model(ss.panels[:ss.n_panels]), targets=self._ref[2])
         except ValueError as e:
             self.note.setText(f"<span style='color:#c33'>{e}</span>")
             return
@@ -589,7 +589,7 @@ class SamplerView(QtWidgets.QWidget):
         """The metrics' true samples of the density shown (kept while it stays)."""
         d = self.state.density
         if self._ref is None or self._ref[0] is not d:
-            self._ref = (d, chains.reference_samples(d))
+            self._ref = (d, chains.reference_samples(d), {})      # {}: its class and tilted targets' references
         return self._ref[1]
 
     def metrics_now(self) -> list[dict]:

@@ -116,6 +116,7 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
         side.addWidget(box)
         self._guided = None              # the last GuidedField (None: no class chosen)
         self.tilted = None               # the last TiltedImage drawn (None: not shown)
+        self._tilted_for = None          # (density, class, w, its TiltedImage): the last one computed
 
         box, form = common.form_group("Finite data and memorisation")
         self.show_empirical = QtWidgets.QCheckBox("Empirical optimal score (green)")
@@ -408,7 +409,10 @@ class ScoreFieldView(common.JobTab, QtWidgets.QWidget):
 
     def _draw_tilted(self, c: int, w: float):
         """The tilted target of class c at w as a heat map under the arrows, and what it is in the summary."""
-        t = self.tilted = tilted_image(self.state.density, c, w)
+        key = (self.state.density, c, w)       # a slider move or a new grid keeps the picture
+        if self._tilted_for is None or self._tilted_for[0] is not key[0] or self._tilted_for[1:3] != key[1:]:
+            self._tilted_for = (*key, tilted_image(self.state.density, c, w))
+        t = self.tilted = self._tilted_for[3]
         common.set_heat(self.tilted_img, t.image, t.bounds)
         self.tilted_img.setVisible(True)
         n = len(t.image)

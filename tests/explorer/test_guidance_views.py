@@ -67,6 +67,8 @@ def test_the_score_field_draws_the_tilted_target_and_says_what_it_is(window):
     assert sv.tilted_img.isVisible() and np.allclose(sv.tilted_img.image, t3.image)       # what is drawn
     assert abs(t3.image.sum() * area - 1) < 1e-6 and t3.edge_mass < 1e-6
     assert not np.allclose(t3.image, t0.image, atol=1e-3 * t0.image.max())                # w tilts it
+    sv.set_level(1)
+    assert sv.tilted is t3 and sv.tilted_img.isVisible()          # σ = 0's picture: kept while the level moves
     text = sv.summary.text()
     assert "tilted target" in text and "w = 3" in text and "NOT draws of it" in text
     assert "tilted target" in sv.plot.titleLabel.text
