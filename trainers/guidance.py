@@ -50,6 +50,10 @@ class Guided(ScoreModel):
         self.data_mean, self.data_var, self.data_cov = model.data_mean, model.data_var, model.data_cov
         self.description = (f"{'CFG' if guide == 'cfg' else 'autoguidance'} w = {self.w:g} "
                             f"(scale 1 + w = {1 + self.w:g}) on {model.description or model.kind}")
+        # at w = 0 the guided score is the model's: an exact model's density is then the chain's exact
+        # start (p_σmax(x|c)); for w ≠ 0 no density has this score family, so starts stay matched Gaussians
+        if self.w == 0 and getattr(model, "density", None) is not None:
+            self.density = model.density
 
     def evaluate_with_grad(self, queries: list[Query]) -> list[torch.Tensor]:
         if self.w == 0:

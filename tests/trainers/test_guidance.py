@@ -131,3 +131,17 @@ def test_guidance_study_with_a_model_and_cancel():
     assert r.row("ddim", 1.0).to_tilted == pytest.approx(again.row("ddim", 1.0).to_tilted, rel=1e-4)
     assert run_guidance_study(d, 1, ws=(1.0,), samplers=("ddim",), n=200, seeds=2, null_draws=2, grid=200,
                               cancelled=lambda: True) is None
+
+
+def test_the_exact_start_of_cfg_at_w0_is_the_class_and_elsewhere_a_matched_gaussian():
+    from trainers.samplers.starts import exact_prior_sample
+    d = preset("three_classes")
+    for w, exact in ((0.0, True), (2.0, False)):
+        assert (getattr(exact_cfg(d, "left", w), "density", None) is not None) == exact
+    guided = exact_cfg(d, "left", 0.0)
+
+    def start(model):
+        return exact_prior_sample(samplers.build_sampler("ddim", model, nfe=10), 500, torch.Generator().manual_seed(0))
+    # the same draws as the exact conditional score's own start, not the whole density's
+    assert torch.equal(start(guided), start(guided.model))
+    assert not torch.allclose(start(guided), start(guided.reference))
