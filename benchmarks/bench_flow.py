@@ -21,7 +21,7 @@ is the 95 % quantile of the K-seed mean energy distance between two exact draws 
 2. minibatch OT straightens from the start: the same two drops from FM to FM-OT; control: FM of another seed;
 3. one Euler step after one reflow reaches the exact-sample threshold; control: one Euler step of FM.
 
-    python benchmarks/bench_flow.py              # K = 3, n = 2000, width 128, 2000 steps (≈ 4–5 min on one core)
+    python benchmarks/bench_flow.py              # K = 3, n = 2000, width 128, 2000 steps (≈ 5–7 min of CPU)
     python benchmarks/bench_flow.py --quick      # width 64, 500 steps, n = 500
 """
 from __future__ import annotations
@@ -183,6 +183,12 @@ def _ratio(b: FlowBench, num: str, den: str, fig: str) -> str:
     return f"{r.mean():.3g} ± {r.std(ddof=1):.2g}"
 
 
+def _pm(m: float, sd: float, se: float) -> str:
+    """mean ± sd (se), to two significant digits of the sd."""
+    d = min(8, max(1, 1 - math.floor(math.log10(sd)))) if sd > 0 and math.isfinite(sd) else 4
+    return f"{m:.{d}f} ± {sd:.{d}f} ({se:.{d}f})"
+
+
 def format_bench(b: FlowBench, vs: list[Verdict]) -> str:
     st = b.settings
     names = figure_names(st["nfe"])
@@ -193,14 +199,15 @@ def format_bench(b: FlowBench, vs: list[Verdict]) -> str:
              f"{b.threshold:.4f}",
              "energy distance after K Euler steps and straightness (along the "
              f"{st['nfe']}-step paths), each mean ± sd (se) over seeds; * = at or below the threshold",
-             "| flow | " + " | ".join(f"ED, {f[3:]} steps" if f != "straightness" else f for f in names) + " |",
+             "| flow | " + " | ".join(f"ED, {f[3:]} step{'s' * (f != 'ed_1')}" if f != "straightness" else f
+                                      for f in names) + " |",
              "|---|" + "---|" * len(names)]
     for flow in FLOWS:
         cells = []
         for fig in names:
             m, sd, se = b.stat(flow, fig)
             star = " *" if fig != "straightness" and m <= b.threshold else ""
-            cells.append(f"{m:.4g} ± {sd:.2g} ({se:.2g}){star}")
+            cells.append(f"{_pm(m, sd, se)}{star}")
         lines.append(f"| {flow} | " + " | ".join(cells) + " |")
     lines += ["", f"ratios (per seed, mean ± sd): 1-step ED FM / reflow 1 {_ratio(b, FM, REFLOW, 'ed_1')}, "
               f"straightness FM / reflow 1 {_ratio(b, FM, REFLOW, 'straightness')}, straightness OT / FM "
@@ -219,6 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--densities", default=",".join(densities()), help="comma-separated: " + ", ".join(densities()))
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--json-out", help="also write the JSON object to this file")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     size = dict(QUICK if a.quick else FULL)
@@ -239,6 +247,8 @@ def main(argv=None) -> int:
         report[tag] = {"result": b.to_dict(), "verdicts": [{**asdict(v), "supported": v.supported} for v in vs]}
         if not a.json:
             print("\n" + format_bench(b, vs), flush=True)
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps(report))
     if a.json:
         print(json.dumps(report))
     else:

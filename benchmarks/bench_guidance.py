@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--w", default=",".join(f"{w:g}" for w in GUIDANCE_WS), help="comma-separated guidance weights")
     p.add_argument("--densities", default=",".join(densities()), help="comma-separated: " + ", ".join(densities()))
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--json-out", help="also write the JSON object to this file")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     size = dict(QUICK if a.quick else FULL)
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
         report[tag] = {"result": r.to_dict(), "verdicts": [{**asdict(v), "supported": v.supported} for v in vs]}
         if not a.json:
             print("\n" + format_bench(r, vs), flush=True)
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps(report))
     if a.json:
         print(json.dumps(report))
     else:
