@@ -23,6 +23,7 @@ is the 95 % quantile of the K-seed mean energy distance between two exact draws 
 
     python benchmarks/bench_flow.py              # K = 3, n = 2000, width 128, 2000 steps (≈ 5–7 min of CPU)
     python benchmarks/bench_flow.py --quick      # width 64, 500 steps, n = 500
+    python benchmarks/bench_flow.py --densities eight_gaussians,spiral      # any presets
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_guidance import off_centre_mixture  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
-from trainers.densities import GaussianMixture, preset  # noqa: E402
+from trainers.densities import DensityError, GaussianMixture, preset  # noqa: E402
 from trainers.fitting import ToyConfig, score_model, train  # noqa: E402
 from trainers.flows import straightness  # noqa: E402
 from trainers.metrics import energy_distance, mean_pairwise_distance  # noqa: E402
@@ -224,7 +225,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help=f"smaller: {QUICK}")
     p.add_argument("--seeds", type=int, help="training seeds K (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--densities", default=",".join(densities()), help="comma-separated: " + ", ".join(densities()))
+    p.add_argument("--densities", default=",".join(densities()),
+                   help="comma-separated: " + ", ".join(densities()) + ", or any preset name")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--json-out", help="also write the JSON object to this file")
     a = p.parse_args(argv)
@@ -233,9 +235,9 @@ def main(argv=None) -> int:
     if a.seeds is not None:
         size["seeds"] = a.seeds
     try:
-        chosen = {t: densities()[t] for t in a.densities.split(",") if t}
-    except KeyError as e:
-        sys.stderr.write(f"error: unknown density {e}; choose from {', '.join(densities())}\n")
+        chosen = {t: densities()[t] if t in densities() else preset(t) for t in a.densities.split(",") if t}
+    except DensityError as e:
+        sys.stderr.write(f"error: {e} (or {', '.join(densities())})\n")
         return 2
     report, start = {}, time.perf_counter()
     if not a.json:
