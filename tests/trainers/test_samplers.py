@@ -1,12 +1,15 @@
 """Samplers: stationary laws, mode weights, step API, divergence handling."""
 
+import math
+
 import pytest
 import torch
 
 from trainers import samplers
+from trainers.samplers.base import StepOutput, noise
 from trainers.densities import GaussianMixture, preset
 from trainers.schedules import DDPMSchedule, geometric_sigmas
-from trainers.score_models import ExactScore, ScoreFunction
+from trainers.score_models import ExactScore, Query, ScoreFunction
 
 GAUSS = GaussianMixture([1.0], [[1.0, -2.0]], [[[1.0, 0.3], [0.3, 0.5]]])
 
@@ -219,3 +222,25 @@ def test_a_sampler_file_that_registers_itself_gets_its_flags_and_options():
             samplers.register_sampler(type("Other", (Drift,), {"Options": Drift.Options}))
     finally:
         del samplers.SAMPLERS["drift-test"]
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_ddim_at_eta_one_is_ddpm_ancestral_with_beta_tilde_also_when_clipping(clip):
+    """DDIM re-derives ε from the clipped x̂₀, so at η = 1 over all timesteps it is DDPM's clipped
+    posterior-mean step with σ² = β̃ (with the unclipped ε kept, the clipped case fails: control)."""
+    sched = DDPMSchedule.linear(60)
+    model = ExactScore(preset("eight_gaussians"))
+    x = 0.3 * torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+    a = samplers.DDIMSampler(model, sched, eta=1.0, clip_denoised=clip).run(x, torch.Generator().manual_seed(1)).x
+    b = samplers.DDPMSampler(model, sched, "beta_tilde", clip).run(x, torch.Generator().manual_seed(1)).x
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    if clip is not None:      # the control: x̂₀ clipped but the model's ε kept (the old DDIM step)
+        class KeptEps(samplers.DDIMSampler):
+            def plan(self, x, k, generator=None):
+                eps = yield Query.eps(x, self.timesteps[k], self.schedule)
+                x0 = self._x0(x, eps, k)
+                ab_next, sig2 = self._ab_nextf[k], self._sig2f[k]
+                x_new = math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sig2, 0.0)) * eps
+                return StepOutput(x_new + math.sqrt(sig2) * noise(x, generator), x0, "")
+        c = KeptEps(model, sched, eta=1.0, clip_denoised=clip).run(x, torch.Generator().manual_seed(1)).x
+        assert float((c - b).abs().max()) > 0.1

@@ -18,7 +18,13 @@ class DDIMSampler(EtaNoise, TimestepSampler):
     """DDIM (Song, Meng & Ermon 2021, eq. 12) over the timesteps τ:
     x̂₀ = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t, σ_η² = η² (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'}),
     x_{t'} = √ᾱ_{t'} x̂₀ + √(1−ᾱ_{t'}−σ_η²) ε + σ_η z. η = 0: deterministic; η = 1 over all
-    timesteps: DDPM ancestral with σ² = β̃."""
+    timesteps: DDPM ancestral with σ² = β̃.
+
+    With clip_denoised (images) x̂₀ is clipped to [−c, c] and ε re-derived from the clipped x̂₀,
+    ε = (x_t − √ᾱ_t x̂₀)/√(1−ᾱ_t), as GLIDE does (diffusers' use_clipped_model_output): the step then
+    moves towards the clipped x̂₀ consistently, and η = 1 stays DDPM ancestral with its clipped
+    posterior mean. Keeping the unclipped ε instead breaks classifier-free guidance on images: the
+    extrapolated ε no longer matches x̂₀ and the chain leaves the class (docs/math.md §15)."""
     name = "ddim"
     title = "DDIM"
     convention = "x_{t'} = √ᾱ' x̂₀ + √(1−ᾱ'−σ_η²) ε + σ_η z"
@@ -53,6 +59,9 @@ class DDIMSampler(EtaNoise, TimestepSampler):
         eps = yield Query.eps(x, self.timesteps[k], self.schedule)
         ab_next, sig2 = self._ab_nextf[k], self._sig2f[k]
         x0 = self._x0(x, eps, k)
+        if self.clip is not None:          # ε consistent with the clipped x̂₀ (class docstring)
+            ab = self._abf[k]
+            eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
         x_new = math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sig2, 0.0)) * eps
         if sig2 > 0:
             x_new = x_new + math.sqrt(sig2) * noise(x, generator)
