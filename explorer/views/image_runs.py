@@ -222,6 +222,7 @@ class ImageRunsView(QtWidgets.QWidget):
         self.browser.runActivated.connect(self._continue_run)
         self.browser.sampleRequested.connect(self._start_sampling)
         self.browser.viewedRunChanged.connect(self.quality.set_run)
+        self.quality.condition = self.browser.chosen_class     # Rate checkpoints: the Samples sub-tab's class and w
         self.quality.output.connect(self._append_log)
         self.quality.failed.connect(self.show_error)
         self.quality.ratingStarted.connect(self.clear_error)

@@ -229,3 +229,28 @@ def test_the_tab_samples_a_conditional_run_for_class_3_with_w_2(qtbot, cond_run)
         assert [g.path.name for g in b.grids] == [grid.path.name]      # no unconditional grid was drawn
     finally:
         tab.shutdown()
+
+
+def test_rate_checkpoints_rates_the_chosen_class_and_w(qtbot, cond_run):
+    from explorer.views.image_runs import ImageRunsView
+
+    tab = ImageRunsView(runs_root=cond_run.parent)
+    qtbot.addWidget(tab)
+    try:
+        b, q = tab.browser, tab.quality
+        b.class_choice.setCurrentIndex(b.class_choice.findData(5))
+        b.guidance.setValue(1.0)
+        q.n_samples.setValue(20)
+        q.bpd_n.setValue(0)
+        assert q.rate()
+        qtbot.waitUntil(lambda: not q.is_rating(), timeout=60_000)
+        assert tab.error.isHidden(), tab.error.text()
+        [rec] = [r for r in run_files.read_evals(cond_run) if r.get("class") == 5]
+        assert (rec["step"], rec["guidance"]) == (4, 1.0) and "share_requested" in rec["class_figures"]
+        assert run_files.unrated_steps(cond_run, runs.FAST_SAMPLER, runs.FAST_NFE, 5, 1.0) == []
+        assert not q.rate()                                      # rated already: nothing to do
+        assert "class 5, w = 1" in q.status.text()
+        b.guidance.setValue(3.0)                                 # another w is not rated yet
+        assert run_files.unrated_steps(cond_run, runs.FAST_SAMPLER, runs.FAST_NFE, 5, 3.0) == [4]
+    finally:
+        tab.shutdown()

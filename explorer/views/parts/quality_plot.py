@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
@@ -53,7 +54,8 @@ TIP = {
     "bpd_n": "Held-out images for bits/dim per checkpoint (DDPM runs; each costs T network "
              "evaluations). 0 skips bits/dim.",
     "rate": "Evaluate every checkpoint of the viewed run that eval.jsonl has no line for yet with the "
-            "chosen sampler (python -m trainers.image evaluate, EMA weights), one after another in a "
+            "chosen sampler (python -m trainers.image evaluate, EMA weights) and, for a class-conditional "
+            "run, the class and w chosen on the Samples sub-tab, one after another in a "
             "separate process; the plot grows after each, and the status line estimates the time left "
             "from the checkpoints rated so far.",
     "rate_with": f"Sampler of Rate checkpoints. DDIM {runs.FAST_NFE} steps: seconds per checkpoint on a "
@@ -92,6 +94,9 @@ class QualityPanel(QtWidgets.QGroupBox):
         self.bpd_n = common.spin(0, 5000, DEFAULT_BPD_N, tooltip=TIP["bpd_n"])
         self.rate_with = common.combo(RATE_SAMPLERS, runs.FAST_SAMPLER, TIP["rate_with"])
         self.rating_times: list[float] = []   # seconds each rated checkpoint took (this rating)
+        # (class, w) Rate checkpoints asks for: the owner's choice (the Image-runs tab: the Samples
+        # sub-tab's Class and w); (None, 0.0): unconditional
+        self.condition: Callable[[], tuple[int | None, float]] = lambda: (None, 0.0)
         self._begun_at: float | None = None
         self.rate_btn = common.tip(QtWidgets.QPushButton("Rate checkpoints"), TIP["rate"])
         self.cancel_btn = common.tip(QtWidgets.QPushButton("Cancel"), TIP["cancel"])
@@ -238,9 +243,11 @@ class QualityPanel(QtWidgets.QGroupBox):
             return False
         sampler = self.rate_with.currentData()
         nfe = runs.sampler_nfe(sampler)
-        steps = run_files.unrated_steps(self.run, sampler, nfe)
+        label, guidance = self.condition()
+        steps = run_files.unrated_steps(self.run, sampler, nfe, label, guidance)
         if not steps:
-            self.status.setText(f"Every checkpoint is rated already ({self.rate_with.currentText()})."
+            self.status.setText(f"Every checkpoint is rated already ({self.rate_with.currentText()}"
+                                f"{', ' + run_files.condition_text(label, guidance)[:-2] if label is not None else ''})."
                                 if run_files.checkpoint_steps(self.run) else "This run has no checkpoints yet.")
             return False
         self.rating_run, self.rating_steps = self.run, steps
@@ -248,7 +255,7 @@ class QualityPanel(QtWidgets.QGroupBox):
         self.ratingStarted.emit()
         self._set_rating(True)
         self.rater.start([runs.rate_args(self.run, step, self.n_samples.value(), self.bpd_n.value(),
-                                         sampler, nfe) for step in steps])
+                                         sampler, nfe, label, guidance) for step in steps])
         return True
 
     def eta_text(self, index: int, total: int) -> str:
