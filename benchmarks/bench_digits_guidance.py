@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--grid", default=None, help="save a grid: a row of classes 0-9 per w (4 samples each)")
     p.add_argument("--json", default=None, help="write every figure to this file")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the run's train.threads)")
     args = p.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     n = args.n_per_class
     rows, grid = {}, []
     t0 = time.perf_counter()
-    with cpu_threads(cfg.train.threads):
+    with cpu_threads(args.threads or cfg.train.threads):
         for w in weights:
             rows[w] = []
             for seed in seeds:
