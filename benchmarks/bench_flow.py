@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_guidance import off_centre_mixture  # noqa: E402
+from benchmarks.bench_guidance import Verdict, off_centre_mixture  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from trainers.densities import DensityError, GaussianMixture, preset  # noqa: E402
 from trainers.fitting import ToyConfig, score_model, train  # noqa: E402
@@ -83,19 +83,6 @@ class FlowBench:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class Verdict:
-    claim: str
-    holds: bool
-    measured: str
-    control: str
-    control_holds: bool
-
-    @property
-    def supported(self) -> bool:
-        return self.holds and not self.control_holds
 
 
 def figure_names(nfe: int) -> tuple[str, ...]:
