@@ -343,8 +343,8 @@ class SamplerView(QtWidgets.QWidget):
         self.specs = specs
         self.flowing = setup.flowing
         # the metrics run in the chain stepper's thread (no Qt in them)
-        self.worker = PanelChainWorker(specs, setup.starts, ss.frames, ss.seed, metric_fns=setup.metric_fns,
-                                       metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
+        self.worker = ChainWorker(specs, setup.starts, ss.frames, ss.seed, metric_fns=setup.metric_fns,
+                                  metric_every=max(1, ss.frames // METRIC_POINTS), parent=self)
         self.target_names = setup.target_names
         self.worker.framesReady.connect(self._on_frames)
         self.worker.chainFailed.connect(self._on_chain_failed)
@@ -648,20 +648,6 @@ def _metrics_text(m: dict, targets: dict) -> str:
     elif len(m["mode_weights"]) <= 8:
         text += "<br>weights " + " ".join(f"{v:.2f}" for v in m["mode_weights"])
     return text
-
-
-class PanelChainWorker(ChainWorker):
-    """The chain stepper with one metric function per chain: each panel is measured against its own
-    target (p(x), p(x|c), the tilted p_w(x|c): trainers.studies.chains.target_metrics)."""
-
-    def __init__(self, specs, starts, n_frames, seed=0, metric_fns=(), metric_every=5, parent=None):
-        super().__init__(specs, starts, n_frames, seed, metric_fn=None, metric_every=metric_every, parent=parent)
-        self.metric_fns = list(metric_fns)
-
-    def _metrics(self, f: int):
-        for c, fn in zip(self.chains, self.metric_fns):
-            if not c.error and len(c.frames) > f:
-                c.metrics[f] = fn(c.frames[f])
 
 
 def _fitted_title(title: str, plot: pg.PlotItem) -> str:

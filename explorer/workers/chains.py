@@ -29,7 +29,7 @@ class Chain:
     nfes: list = field(default_factory=list)      # network evaluations spent up to each frame
     error: str = ""
     diverged_at_frame: int | None = None
-    metrics: dict = field(default_factory=dict)   # frame -> metric_fn's dict, every `metric_every` frames
+    metrics: dict = field(default_factory=dict)   # frame -> the chain's metric dict, every `metric_every` frames
 
     @property
     def k(self) -> int:
@@ -42,13 +42,14 @@ class ChainWorker(QtCore.QThread):
     failed = QtCore.Signal(str)
 
     def __init__(self, specs: list[ChainSpec], starts: list[torch.Tensor], n_frames: int, seed: int = 0,
-                 metric_fn=None, metric_every: int = 5, parent=None):
+                 metric_fns=(), metric_every: int = 5, parent=None):
         """starts[i]: chain i's initial particles. Every chain gets a noise generator with the same
-        seed, so stochastic samplers see the same noise stream."""
+        seed, so stochastic samplers see the same noise stream. metric_fns[i]: chain i's figures
+        (each panel against its own target: trainers.studies.chains.target_metrics); none: no figures."""
         super().__init__(parent)
         # Sample metrics (energy distance, mode weights) cost ~10 ms per chain at 10k particles:
         # they are computed here, every few frames, not on the GUI thread at every frame drawn.
-        self.metric_fn, self.metric_every = metric_fn, max(1, int(metric_every))
+        self.metric_fns, self.metric_every = list(metric_fns), max(1, int(metric_every))
         self.n_frames = int(n_frames)
         self.chains = []
         for spec, x0 in zip(specs, starts):
@@ -111,11 +112,9 @@ class ChainWorker(QtCore.QThread):
         return True
 
     def _metrics(self, f: int):
-        if self.metric_fn is None:
-            return
-        for c in self.chains:
+        for c, fn in zip(self.chains, self.metric_fns):
             if not c.error and len(c.frames) > f:
-                c.metrics[f] = self.metric_fn(c.frames[f])
+                c.metrics[f] = fn(c.frames[f])
 
     def metric_at(self, i: int, f: int) -> dict:
         """The latest metrics computed at or before frame f of chain i ({} if none yet)."""
