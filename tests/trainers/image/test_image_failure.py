@@ -63,11 +63,11 @@ def fail_at_step_3(monkeypatch):
     """TrainCore.step raises on its third call (so two steps complete)."""
     real, calls = train_mod.TrainCore.step, []
 
-    def step(self, x, gen, lr, step=None):
+    def step(self, x, gen, lr, step=None, labels=None):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("boom in the loss at step 3")
-        return real(self, x, gen, lr, step)
+        return real(self, x, gen, lr, step, labels)
 
     monkeypatch.setattr(train_mod.TrainCore, "step", step)
 
@@ -100,7 +100,7 @@ def test_a_failing_step_ends_the_log_with_a_failed_event_and_closes_everything(
 def test_a_dataset_that_fails_mid_run_is_reported_and_its_stream_closed(tmp_path, monkeypatch):
     closed = []
 
-    def failing_stream(ds, batch, seed, start_step, rank=0, world=1, num_workers=0):
+    def failing_stream(ds, batch, seed, start_step, rank=0, world=1, num_workers=0, with_labels=False):
         try:
             for step in range(start_step, start_step + 2):
                 yield torch.rand(batch, 1, 8, 8)
