@@ -1,14 +1,18 @@
 #!/bin/bash
 # The digits judge per sampler and NFE on a trained ddpm_digits run: README's "digits per NFE" table.
-# Usage: benchmarks/bench_digits_nfe.sh RUN_DIR [OUT.jsonl]   (RUN_DIR from
-#   python -m trainers.image train --config ddpm_digits --out RUN_DIR)
-# 500 samples per cell, seeds 1, 2, 3; the summary (mean ± sd over the seeds) is printed at the end.
+# Usage: benchmarks/bench_digits_nfe.sh RUN_DIR [OUT.jsonl] [SAMPLER:NFE ...]   (RUN_DIR from
+#   python -m trainers.image train --config ddpm_digits --out RUN_DIR; or fm_digits, with e.g.
+#   flow:1 flow:2 flow:5 flow:10 flow:50 ddim:5 ddim:10 ddim:50 — "S:" alone is S's default NFE)
+# 500 samples per cell, seeds 1, 2, 3; the summary (mean ± sd over the seeds of confidence, share
+# above 0.9 and class entropy) is printed at the end.
 set -euo pipefail
 R=${1:?run directory}
 out=${2:-digits_nfe.jsonl}
+specs=("${@:3}")
+[ ${#specs[@]} -gt 0 ] || specs=("ddpm:" "ddim:10" "ddim:20" "dpmpp-2m:10" "dpmpp-2m:20" "unipc:10" "unipc:20" "edm:10" "edm:20")
 : > "$out"
 for seed in 1 2 3; do
-  for spec in "ddpm:" "ddim:10" "ddim:20" "dpmpp-2m:10" "dpmpp-2m:20" "unipc:10" "unipc:20" "edm:10" "edm:20"; do
+  for spec in "${specs[@]}"; do
     s=${spec%%:*}; nfe=${spec##*:}
     args="--sampler $s"; [ -n "$nfe" ] && args="$args --nfe $nfe"
     r=$(python -m trainers.image evaluate --run "$R" --n 500 --bpd-n 0 --no-record --seed $seed --json $args)
@@ -25,9 +29,11 @@ while i < len(text):
     if i < len(text):
         row, i = dec.raw_decode(text, i)
         rep = row["report"]
-        cells[(row["sampler"], rep["nfe"])].append((rep["samples"]["mean_confidence"], rep["samples"]["frac_confident"]))
+        s = rep["samples"]
+        cells[(row["sampler"], rep["nfe"])].append((s["mean_confidence"], s["frac_confident"], s["class_entropy"]))
 for (s, nfe), v in cells.items():
-    conf, frac = zip(*v)
+    conf, frac, ent = zip(*v)
     print(f"{s:10s} NFE {nfe:5d}  confidence {st.mean(conf):.3f} ± {st.stdev(conf):.3f}  "
-          f"share > 0.9 {st.mean(frac):.3f} ± {st.stdev(frac):.3f}  ({len(v)} seeds)")
+          f"share > 0.9 {st.mean(frac):.3f} ± {st.stdev(frac):.3f}  "
+          f"class entropy {st.mean(ent):.3f} ± {st.stdev(ent):.3f}  ({len(v)} seeds)")
 PY
