@@ -2,7 +2,7 @@
 # The digits judge per sampler and NFE on a trained ddpm_digits run: README's "digits per NFE" table.
 # Usage: benchmarks/bench_digits_nfe.sh RUN_DIR [OUT.jsonl] [SAMPLER:NFE ...]   (RUN_DIR from
 #   python -m trainers.image train --config ddpm_digits --out RUN_DIR; or fm_digits, with e.g.
-#   flow:1 flow:2 flow:5 flow:10 flow:50 ddim:5 ddim:10 ddim:50 — "S:" alone is S's default NFE)
+#   flow:1:--solver=euler ... ddim:10 — "S:" alone is S's default NFE, a third field adds options)
 # 500 samples per cell, seeds 1, 2, 3; the summary (mean ± sd over the seeds of confidence, share
 # above 0.9 and class entropy) is printed at the end.
 set -euo pipefail
@@ -13,8 +13,8 @@ specs=("${@:3}")
 : > "$out"
 for seed in 1 2 3; do
   for spec in "${specs[@]}"; do
-    s=${spec%%:*}; nfe=${spec##*:}
-    args="--sampler $s"; [ -n "$nfe" ] && args="$args --nfe $nfe"
+    IFS=: read -r s nfe extra <<< "$spec"
+    args="--sampler $s"; [ -n "$nfe" ] && args="$args --nfe $nfe"; [ -n "$extra" ] && args="$args $extra"
     r=$(python -m trainers.image evaluate --run "$R" --n 500 --bpd-n 0 --no-record --seed $seed --json $args)
     echo "{\"sampler\": \"$s\", \"seed\": $seed, \"report\": $r}" >> "$out"
   done
