@@ -85,14 +85,13 @@ class Judge:
         labels = proba.argmax(1)
         hist = np.bincount(labels, minlength=10)
         p = hist / max(hist.sum(), 1)
-        entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(10))
         return {
             "n": int(len(X)),
             "mean_confidence": float(conf.mean()),
             "frac_confident": float((conf > CONFIDENT).mean()),
             "class_histogram": hist.tolist(),
             "confident_class_histogram": np.bincount(labels[conf > CONFIDENT], minlength=10).tolist(),
-            "class_entropy": entropy,
+            "class_entropy": label_entropy(hist),
             "classes_present": int((hist > 0).sum()),
             "min_class_fraction": float(p.min()),
             "nn_distance_to_train": nearest_distance(X, self.train_bank),
@@ -125,14 +124,13 @@ class Judge:
         proba = self.proba(X)
         top, conf = proba.argmax(1), proba.max(1)
         hist = np.bincount(top, minlength=10)
-        p = hist / max(hist.sum(), 1)
         out = {
             "n": int(len(X)),
             "share_requested": float((top == k).mean()),
             "share_requested_confident": float(((top == k) & (conf > CONFIDENT)).mean()),
             "mean_prob_requested": float(proba[:, k].mean()),
             "class_histogram": hist.tolist(),
-            "class_entropy": float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(10)),
+            "class_entropy": label_entropy(hist),
             "output_entropy": float((-(proba * np.log(np.clip(proba, 1e-300, 1))).sum(1)).mean() / math.log(10)),
             "nn_within": within_distance(X, set_size),
             "set_size": int(set_size),
@@ -155,6 +153,12 @@ class Judge:
         return {"requested_class": int(k), "set_size": m,
                 "samples": self.class_stats(X, k, m),
                 "reference_real_class": {**self.class_stats(real, k, m), "source": self.test_source}}
+
+
+def label_entropy(hist: np.ndarray) -> float:
+    """Entropy of a histogram of the ten labels over log 10 (1: all ten equally often, 0: one)."""
+    p = hist / max(hist.sum(), 1)
+    return float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(10))
 
 
 def within_distance(X: np.ndarray, set_size: int) -> float:

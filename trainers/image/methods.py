@@ -130,11 +130,10 @@ def guided_score_model(cfg, model, precision: str = "fp32", label=None, guidance
     """``score_model`` for class ``label``, with classifier-free guidance of weight w = ``guidance``:
     (1 + w) s(x|c) − w s(x), s(x) being the same network with the null class (trainers.guidance;
     w = 0: the conditional model, the scale of diffusers' ``guidance_scale`` is 1 + w)."""
-    if label is not None and getattr(model, "n_classes", 0):
-        labels = torch.as_tensor(label)
-        if int(labels.min()) < 0 or int(labels.max()) >= model.n_classes:
-            raise ConfigError(f"class {int(labels.min()) if int(labels.min()) < 0 else int(labels.max())} "
-                              f"is not one of this run's classes 0 … {model.n_classes - 1}")
+    if label is not None and getattr(model, "n_classes", 0):    # checked once here, not in the forward pass
+        bad = [int(k) for k in torch.as_tensor(label).reshape(-1).unique() if not 0 <= k < model.n_classes]
+        if bad:
+            raise ConfigError(f"class {bad[0]} is not one of this run's classes 0 … {model.n_classes - 1}")
     conditional = score_model(cfg, model, precision, label)
     if not guidance:
         return conditional
