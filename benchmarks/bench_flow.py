@@ -28,7 +28,6 @@ is the 95 % quantile of the K-seed mean energy distance between two exact draws 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -40,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_guidance import Verdict, off_centre_mixture  # noqa: E402
+from benchmarks.bench_guidance import Verdict, entry, finish, off_centre_mixture  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from trainers.densities import DensityError, GaussianMixture, preset  # noqa: E402
 from trainers.fitting import ToyConfig, score_model, train  # noqa: E402
@@ -233,16 +232,10 @@ def main(argv=None) -> int:
     for tag, d in chosen.items():
         b = bench(d, seed=a.seed, progress=None if a.json else print, **size)
         vs = verdicts(b)
-        report[tag] = {"result": b.to_dict(), "verdicts": [{**asdict(v), "supported": v.supported} for v in vs]}
+        report[tag] = entry(b, vs)
         if not a.json:
             print("\n" + format_bench(b, vs), flush=True)
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(report))
-    if a.json:
-        print(json.dumps(report))
-    else:
-        print(f"\n# total {time.perf_counter() - start:.0f} s")
-    return 0
+    return finish(report, a, start)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,22 @@ class Verdict:
         return self.holds and not self.control_holds
 
 
+def entry(result, vs: list[Verdict]) -> dict:
+    """A density's part of the JSON report: its result and verdicts (bench_guidance, bench_flow)."""
+    return {"result": result.to_dict(), "verdicts": [{**asdict(v), "supported": v.supported} for v in vs]}
+
+
+def finish(report: dict, a, start: float) -> int:
+    """Write the JSON report (--json-out), print it (--json) or the total time; exit status 0."""
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps(report))
+    if a.json:
+        print(json.dumps(report))
+    else:
+        print(f"\n# total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def _se(values) -> float:
     v = np.asarray(values, dtype=float)
     return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
@@ -203,16 +219,10 @@ def main(argv=None) -> int:
     for tag, (density, c) in chosen.items():
         r, vs = bench(density, c, ws, n=size["n"], seeds=size["seeds"], seed=a.seed, null_draws=size["null_draws"],
                       grid=size["grid"])
-        report[tag] = {"result": r.to_dict(), "verdicts": [{**asdict(v), "supported": v.supported} for v in vs]}
+        report[tag] = entry(r, vs)
         if not a.json:
             print("\n" + format_bench(r, vs), flush=True)
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(report))
-    if a.json:
-        print(json.dumps(report))
-    else:
-        print(f"\n# total {time.perf_counter() - start:.0f} s")
-    return 0
+    return finish(report, a, start)
 
 
 if __name__ == "__main__":
