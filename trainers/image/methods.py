@@ -227,8 +227,12 @@ def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = No
     per_sample = label is not None and not isinstance(label, int)
     if per_sample and len(label) != n:
         raise ConfigError(f"{len(label)} classes given for {n} samples")
-    s, sm = image_sampler(cfg, model, name, precision, label=label, guidance=guidance, **overrides)
-    s.check_every = max(1, int(check_every))
+
+    def build(classes):
+        s, sm = image_sampler(cfg, model, name, precision, label=classes, guidance=guidance, **overrides)
+        s.check_every = max(1, int(check_every))
+        return s, sm
+    s, sm = build(label)          # checks every class once; per-sample classes are bound chunk by chunk below
     g = torch.Generator(device=device).manual_seed(seed)
     every = max(1, s.n_steps // record_frames) if record_frames else 0
     step_context = None if probe is None else (lambda: probe.step("sample"))
@@ -236,10 +240,8 @@ def generate(cfg, model, n: int, device, seed: int = 0, sampler: str | None = No
     xs, frames, steps = [], [], []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
-        if per_sample:          # this chunk's classes bound to the network
-            s, sm = image_sampler(cfg, model, name, precision, label=torch.as_tensor(label[start:start + m]),
-                                  guidance=guidance, **overrides)
-            s.check_every = max(1, int(check_every))
+        if per_sample:
+            s, sm = build(torch.as_tensor(label[start:start + m]))
         x = method.initial_noise(s, name, (m, *shape), g, device)
         try:
             out = s.run(x, g, record_every=every, cancelled=should_stop, step_context=step_context)
