@@ -215,8 +215,10 @@ class UNet(nn.Module):
             c = c.expand(x.shape[0])
         emb = self.embed(c) if self.embed is not None else timestep_embedding(c, self.ch)
         temb = self.temb(emb)
-        if self.n_classes or label is not None:      # class_labels refuses a class on an unconditional net
+        if self.n_classes:
             temb = temb + self.class_embedding(self.class_labels(label, x))
+        elif label is not None:
+            self.class_labels(label, x)              # raises: no class on an unconditional network
         h = self.conv_in(x)
         hs = [h]
         for m in self.down:
